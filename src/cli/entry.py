@@ -1,0 +1,120 @@
+"""What happens to the command line before Hydra sees it, and to user errors after.
+
+Hydra's own messages for a bad override are several lines and sometimes suggest the wrong fix
+(`+key=value` for a key that is misspelt); composing once up front lets us answer with one line
+that names the key and its closest real neighbours, before Hydra creates a run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import re
+import sys
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cli.seed_flags import translate_argv
+
+# Hydra flags that take the next argument as their value.
+_HYDRA_VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun",
+                      "--info", "-i", "--package", "-p"}
+_HYDRA_NO_COMPOSE = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--multirun", "-m",
+                     "--info", "-i", "--cfg", "-c", "--resolve", "--run", "-r"}
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str]:
+    """Translates seed flags, then checks that the overrides compose (single runs only)."""
+    try:
+        args, notes = translate_argv(argv[1:])
+    except ValueError as e:
+        fail(str(e))
+    for note in notes:
+        print(note, file=sys.stderr)
+    overrides = [a for a in args if not a.startswith("-")]
+    if not any(a in _HYDRA_NO_COMPOSE for a in args):
+        check_composes(config_dir, config_name, overrides)
+    return [argv[0], *args]
+
+
+def check_composes(config_dir: str, config_name: str, overrides: list[str]) -> None:
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+            OmegaConf.resolve(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+            if cfg.get("policy") is not None:
+                OmegaConf.to_object(cfg.policy)  # runs the policy config's own checks
+    except (ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException) as e:
+        fail(explain_composition_error(e, config_dir))
+    except ValueError as e:  # the policy config's own checks
+        fail(str(e))
+
+
+def explain_composition_error(e: Exception, config_dir: str) -> str:
+    """One line: what is wrong, and the closest valid spellings."""
+    text = " ".join(str(e).split())
+    cause = e.__cause__ or e.__context__
+    cause_text = " ".join(str(cause).split()) if cause else ""
+    m = re.search(r"Could not find '([\w/]+)/([\w.\-/]+)'", text)
+    if m:
+        group, choice = m.groups()
+        options = _group_options(config_dir, group)
+        near = difflib.get_close_matches(choice, options, n=3, cutoff=0.3)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        return f"{group}={choice} is not an option of the '{group}' group; {hint}options: {', '.join(options)}"
+    m = re.search(r"Could not override '([\w.]+)'", text) or re.search(r"Key '([\w]+)' (?:is )?not in", text)
+    if m:
+        key = m.group(1)
+        detail = cause_text or text
+        km = re.search(r"Key '(\w+)' (?:is )?not in(?: struct)?", detail)
+        if km:
+            return _unknown_key_message(key, km.group(1), detail)
+        return f"cannot set {key}: {_first_sentence(detail)}"
+    if "could not be converted" in text or "Value '" in text:
+        return f"wrong type: {_first_sentence(cause_text or text)}"
+    return _first_sentence(cause_text or text)
+
+
+def _unknown_key_message(full_key: str, leaf: str, detail: str) -> str:
+    candidates = re.findall(r"full_key: ([\w.]+)", detail)
+    parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    return (f"{full_key} is not a config key{' of ' + parent if parent else ''}; check the spelling "
+            f"(`python src/train.py --cfg job` lists every key){'' if not candidates else ''}")
+
+
+def _first_sentence(text: str) -> str:
+    text = text.replace("Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "").strip()
+    return text.split(" full_key:")[0].strip()
+
+
+def _group_options(config_dir: str, group: str) -> list[str]:
+    folder = os.path.join(config_dir, group)
+    out = []
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            if f.endswith(".yaml"):
+                rel = os.path.relpath(os.path.join(dirpath, f[:-5]), folder)
+                out.append(rel.replace(os.sep, "/"))
+    return sorted(out)
+
+
+@contextlib.contextmanager
+def report_user_errors():
+    """Errors in the inputs (dataset, checkpoint, config values) become one line and exit 2."""
+    from config.errors import ConfigError
+    from data.lerobot_dataset import DatasetError
+    from training.checkpoint import CheckpointError
+
+    try:
+        yield
+    except (ConfigError, DatasetError, CheckpointError) as e:
+        fail(str(e))

@@ -1,0 +1,173 @@
+"""Structured-config schemas for the config groups that have no model class of their own.
+
+Each YAML option extends one of these (``defaults: [/schema/<group>/<name>@_here_, _self_]``), so a
+misspelt key or a wrong type fails while Hydra composes, naming the key, before anything is built.
+Policies and environments register their own dataclasses (see ``config.store``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+# ----------------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    """Fields every optimizer takes; ``grad_clip_norm`` is read by the loop, not by torch."""
+
+    _target_: str = "torch.optim.Adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 10.0
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    _target_: str = "torch.optim.Adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 1e-2
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    _target_: str = "torch.optim.SGD"
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+
+
+# ----------------------------------------------------------------------------- scheduler
+@dataclass
+class DiffuserSchedulerConfig:
+    """diffusers' named schedules (cosine, linear, constant_with_warmup, ...) over ``steps``."""
+
+    _target_: str = "training.schedulers.diffuser_scheduler"
+    name: str = "cosine"
+    num_warmup_steps: Optional[int] = None
+
+
+@dataclass
+class CosineDecayWithWarmupSchedulerConfig:
+    """Linear warmup to ``peak_lr`` then cosine decay to ``decay_lr`` (the pi0 recipe)."""
+
+    _target_: str = "training.schedulers.cosine_decay_with_warmup"
+    num_warmup_steps: int = 1000
+    num_decay_steps: int = 30000
+    peak_lr: float = 2.5e-5
+    decay_lr: float = 2.5e-6
+
+
+# ----------------------------------------------------------------------------- dataset
+@dataclass
+class ImageTransformConfig:
+    weight: float = 1.0
+    type: str = "Identity"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ImageTransformsConfig:
+    enable: bool = False
+    max_num_transforms: int = 3
+    random_order: bool = False
+    tfs: dict[str, ImageTransformConfig] = field(default_factory=dict)
+
+
+@dataclass
+class DemosConfig:
+    """How to record the dataset with a scripted expert when ``root`` holds none."""
+
+    expert: str = "pusht"
+    n_episodes: int = 100
+    seed: int = 0
+    keep_failed: bool = False
+    use_videos: bool = True
+
+
+@dataclass
+class DatasetConfig:
+    repo_id: str = "local/pusht_scripted"
+    root: Optional[str] = None
+    episodes: Optional[list[int]] = None
+    local_files_only: bool = True
+    use_imagenet_stats: bool = True
+    video_backend: str = "pyav"
+    image_transforms: ImageTransformsConfig = field(default_factory=ImageTransformsConfig)
+    demos: Optional[DemosConfig] = None
+
+
+# ----------------------------------------------------------------------------- machine
+@dataclass
+class MachineConfig:
+    seed: int = 1000
+    device_type: str = "auto"
+    num_devices: int = 1
+    num_machines: int = 1
+    machine_rank: int = 0
+    dist_url: str = "auto"
+
+
+# ----------------------------------------------------------------------------- logger
+@dataclass
+class MLflowLoggerConfig:
+    _target_: str = "tracking.mlflow_tracker.MLflowTracker"
+    tracking_uri: Optional[str] = None
+    experiment_name: str = "hydrabot"
+    run_name: Optional[str] = None
+    default_store_dir: str = "outputs"
+    log_system_metrics: bool = False
+
+
+@dataclass
+class NullLoggerConfig:
+    _target_: str = "tracking.base.NullTracker"
+
+
+# ----------------------------------------------------------------------------- eval
+@dataclass
+class RolloutEvalConfig:
+    """Policy evaluation by rollouts in vectorised gym environments."""
+
+    n_episodes: int = 50
+    batch_size: int = 50
+    use_async_envs: bool = False
+    max_videos: int = 1
+
+
+# ----------------------------------------------------------------------------- root
+@dataclass
+class TrainConfig:
+    """Run-level keys; the groups are typed by their own schemas."""
+
+    policy: Any = None
+    env: Any = None
+    dataset: Any = None
+    model: Any = None
+    data: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    machine: MachineConfig = field(default_factory=MachineConfig)
+    logger: Any = None
+    eval: Any = None
+
+    job_name: str = "run"
+    seed: int = 1000
+    steps: int = 100_000
+    batch_size: int = 8
+    num_workers: int = 4
+    gradient_accumulation_steps: int = 1
+    use_amp: bool = False
+    amp_dtype: str = "bf16"
+    log_freq: int = 200
+    eval_freq: int = 20_000
+    save_freq: int = 20_000
+    save_checkpoint: bool = True
+    resume: bool = False
+    progress_bar: bool = True

@@ -1,0 +1,92 @@
+"""The seed's `dataset.image_transforms`: a random subset of torchvision v2 transforms per frame.
+
+torchvision has no "apply k of these n, chosen by weight" container, so `RandomSubsetApply` is
+written here; every individual transform is torchvision's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torchvision.transforms import v2
+
+# LeRobot's default set: (type, kwargs). Ranges are the ones its ImageTransformsConfig uses.
+DEFAULT_TFS: dict[str, dict[str, Any]] = {
+    "brightness": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"brightness": [0.8, 1.2]}},
+    "contrast": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"contrast": [0.8, 1.2]}},
+    "saturation": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"saturation": [0.5, 1.5]}},
+    "hue": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"hue": [-0.05, 0.05]}},
+    "sharpness": {"weight": 1.0, "type": "SharpnessJitter", "kwargs": {"sharpness": [0.5, 1.5]}},
+}
+
+
+class SharpnessJitter(v2.Transform):
+    """Sharpness drawn uniformly from a range (torchvision's RandomAdjustSharpness has one fixed factor)."""
+
+    def __init__(self, sharpness: Sequence[float]):
+        super().__init__()
+        lo, hi = float(sharpness[0]), float(sharpness[1])
+        if not 0 <= lo <= hi:
+            raise ValueError(f"sharpness range {sharpness} must satisfy 0 <= min <= max")
+        self.lo, self.hi = lo, hi
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"factor": float(torch.empty(1).uniform_(self.lo, self.hi))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return v2.functional.adjust_sharpness(inpt, params["factor"])
+
+
+class RandomSubsetApply(v2.Transform):
+    """Applies `n_subset` of `transforms`, sampled without replacement by weight, in list order
+    unless `random_order`."""
+
+    def __init__(self, transforms: Sequence, p: Sequence[float] | None = None, n_subset: int | None = None,
+                 random_order: bool = False):
+        super().__init__()
+        if not transforms:
+            raise ValueError("image_transforms.tfs is empty")
+        n = len(transforms)
+        weights = torch.ones(n) if p is None else torch.as_tensor(p, dtype=torch.float)
+        if len(weights) != n:
+            raise ValueError(f"{len(weights)} weights for {n} transforms")
+        n_subset = n if n_subset is None else n_subset
+        if not 1 <= n_subset <= n:
+            raise ValueError(f"image_transforms.max_num_transforms={n_subset} must be in [1, {n}]")
+        self.transforms = list(transforms)
+        self.weights = weights / weights.sum()
+        self.n_subset, self.random_order = n_subset, random_order
+
+    def forward(self, *inputs: Any) -> Any:
+        chosen = torch.multinomial(self.weights, self.n_subset).tolist()
+        if not self.random_order:
+            chosen = sorted(chosen)
+        out = inputs if len(inputs) > 1 else inputs[0]
+        for i in chosen:
+            out = self.transforms[i](out)
+        return out
+
+
+def _make(type_name: str, kwargs: dict) -> v2.Transform:
+    if type_name == "SharpnessJitter":
+        return SharpnessJitter(**kwargs)
+    if type_name == "Identity":
+        return v2.Identity()
+    cls = getattr(v2, type_name, None)
+    if cls is None:
+        raise ValueError(f"image transform type {type_name!r} is not a torchvision.transforms.v2 class")
+    return cls(**kwargs)
+
+
+def build_image_transforms(cfg) -> RandomSubsetApply | None:
+    """From `dataset.image_transforms` (enable, max_num_transforms, random_order, tfs)."""
+    if not cfg.enable:
+        return None
+    tfs = dict(cfg.tfs) if cfg.tfs else DEFAULT_TFS
+    names = list(tfs)
+    transforms = [_make(tfs[n]["type"], dict(tfs[n].get("kwargs") or {})) for n in names]
+    weights = [float(tfs[n].get("weight", 1.0)) for n in names]
+    keep = [i for i, w in enumerate(weights) if w > 0]
+    return RandomSubsetApply([transforms[i] for i in keep], p=[weights[i] for i in keep],
+                             n_subset=min(cfg.max_num_transforms, len(keep)), random_order=cfg.random_order)

@@ -1,0 +1,159 @@
+"""Robot learning: dataset -> features -> policy -> rollouts in the simulator.
+
+Build order follows the data: the dataset's metadata (features, fps, stats) comes first; the
+policy's config says which time windows it needs (delta indices), which become the dataset's
+delta_timestamps; the policy is then instantiated from the dataset's features, never from shapes
+written in YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from config.errors import ConfigError
+from data.demos import ensure_dataset
+from data.features import FeatureType, PolicyFeature, policy_features
+from data.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+from data.transforms import build_image_transforms
+from training.data_position import BatchStream
+
+log = logging.getLogger("train")
+
+IMAGENET_STATS = {"mean": np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1),
+                  "std": np.array([0.229, 0.224, 0.225]).reshape(3, 1, 1)}
+
+
+def policy_config(cfg: DictConfig):
+    """The policy's config dataclass, validated (its __post_init__ checks the option values)."""
+    try:
+        return OmegaConf.to_object(cfg.policy)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def delta_timestamps(pcfg, features: dict[str, PolicyFeature], fps: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for key, ft in features.items():
+        indices = pcfg.action_delta_indices if ft.type == FeatureType.ACTION else pcfg.observation_delta_indices
+        if indices is not None:
+            out[key] = [i / fps for i in indices]
+    return out
+
+
+def features_to_config(features: dict[str, PolicyFeature]) -> dict:
+    return {k: {"type": f.type.value, "shape": list(f.shape)} for k, f in features.items()}
+
+
+def features_from_config(input_features: dict, output_features: dict) -> dict[str, PolicyFeature]:
+    merged = {**input_features, **output_features}
+    return {k: PolicyFeature(FeatureType(v["type"]), tuple(v["shape"])) for k, v in merged.items()}
+
+
+class RobotPipeline:
+    family = "robot"
+
+    def __init__(self, cfg: DictConfig, device: torch.device, need_dataset: bool = True):
+        self.cfg, self.device = cfg, device
+        self.pcfg = policy_config(cfg)
+        if need_dataset:
+            self._build_data(cfg)
+        else:
+            if not cfg.policy.get("input_features"):
+                raise ConfigError("this config has no policy.input_features (it was not saved by a training run); "
+                                  "evaluate a checkpoint folder written by src/train.py")
+            self.features = features_from_config(cfg.policy.input_features, cfg.policy.output_features)
+            self.stats = None
+        self._check_env_provides_inputs(cfg)
+        self.model = instantiate(cfg.policy, features=self.features, stats=self.stats, _convert_="all").to(device)
+
+    # ------------------------------------------------------------------ build
+    def _build_data(self, cfg: DictConfig) -> None:
+        root = ensure_dataset(cfg.dataset)
+        self.meta = LeRobotDatasetMetadata(root)
+        self.features = policy_features(self.meta.features)
+        if FeatureType.ACTION not in {f.type for f in self.features.values()}:
+            raise ConfigError(f"dataset {root} has no 'action' feature, so there is nothing for a policy to imitate")
+        self.stats = dict(self.meta.stats)
+        if cfg.dataset.use_imagenet_stats:
+            for key, ft in self.features.items():
+                if ft.type == FeatureType.VISUAL:
+                    self.stats[key] = {**self.stats.get(key, {}), **IMAGENET_STATS}
+        self.dataset = LeRobotDataset(
+            root, episodes=list(cfg.dataset.episodes) if cfg.dataset.episodes is not None else None,
+            delta_timestamps=delta_timestamps(self.pcfg, self.features, self.meta.fps),
+            image_transforms=build_image_transforms(cfg.dataset.image_transforms),
+            video_backend=cfg.dataset.video_backend)
+        self.batches = BatchStream(self.dataset, cfg.batch_size, seed=cfg.machine.seed,
+                                   indices=self._sample_indices(getattr(self.pcfg, "drop_n_last_frames", 0)),
+                                   num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+
+    def _sample_indices(self, drop_n_last_frames: int) -> list[int]:
+        """Frames a training sample may start at: all but the last `drop_n_last_frames` of each
+        episode, whose action windows would be mostly padding."""
+        indices, start = [], 0
+        for length in self.dataset.episode_lengths:
+            indices.extend(range(start, start + max(length - drop_n_last_frames, 0)))
+            start += length
+        return indices
+
+    def _check_env_provides_inputs(self, cfg: DictConfig) -> None:
+        provided = set(cfg.env.features_map.values())
+        for key, ft in self.features.items():
+            if ft.type != FeatureType.ACTION and key not in provided:
+                raise ConfigError(f"policy input {key!r} (from the dataset) has no source in env.features_map "
+                                  f"{dict(cfg.env.features_map)}; map the env observation that provides it")
+
+    # ------------------------------------------------------------------ loop hooks
+    def resolved_config(self, cfg: DictConfig) -> DictConfig:
+        """The config as trained: the features the policy was built with are written in."""
+        out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        feats = features_to_config(self.features)
+        out.policy.input_features = {k: v for k, v in feats.items() if v["type"] != "ACTION"}
+        out.policy.output_features = {k: v for k, v in feats.items() if v["type"] == "ACTION"}
+        return out
+
+    def derived_params(self, cfg: DictConfig) -> dict:
+        return {
+            "dataset_root": str(self.meta.root) if hasattr(self, "meta") else None,
+            "dataset_frames": len(self.dataset) if hasattr(self, "dataset") else None,
+            "dataset_episodes": self.dataset.num_episodes if hasattr(self, "dataset") else None,
+            "num_params": sum(p.numel() for p in self.model.parameters()),
+            "num_trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "effective_batch_size": cfg.batch_size * cfg.gradient_accumulation_steps,
+            "device": str(self.device),
+        }
+
+    def optim_params(self):
+        return self.model.get_optim_params()
+
+    def samples_per_step(self, loop) -> int:
+        return self.cfg.batch_size * loop.gradient_accumulation_steps
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    def loss(self, batch: dict):
+        return self.model.forward(batch)
+
+    def evaluate(self, run_dir: Path, step: int) -> tuple[dict, list[Path]]:
+        from envs.evaluate import evaluate_policy
+
+        self.model.eval()
+        ev = self.cfg.eval
+        result = evaluate_policy(self.model, self.cfg.env, n_episodes=ev.n_episodes, batch_size=ev.batch_size,
+                                 use_async=ev.use_async_envs, seed=self.cfg.machine.seed, device=self.device,
+                                 videos_dir=Path(run_dir) / "eval" / f"step_{step:06d}", max_videos=ev.max_videos,
+                                 progress=self.cfg.progress_bar)
+        eval_dir = Path(run_dir) / "eval" / f"step_{step:06d}"
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        (eval_dir / "eval_info.json").write_text(json.dumps(result["per_episode"], indent=1, default=float))
+        metrics = {k: float(v) for k, v in result["aggregated"].items() if isinstance(v, (int, float))}
+        return metrics, [*map(Path, result["videos"]), eval_dir / "eval_info.json"]

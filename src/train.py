@@ -1,0 +1,35 @@
+"""Train a robot policy or a neural field: `python src/train.py policy=diffusion env=pusht`.
+
+Thin on purpose: translate the seeds' command-line flags, check the composition, hand the config
+to `training.run`. Everything else lives in its package.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from cli.entry import prepare_argv, report_user_errors  # noqa: E402
+from config.store import register_schemas  # noqa: E402
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from training.run import run
+
+    with report_user_errors():
+        final = run(cfg)
+    return final.get("pc_success") if final else None
+
+
+if __name__ == "__main__":
+    register_schemas()
+    sys.argv = prepare_argv(sys.argv, CONF_DIR, "train")
+    main()

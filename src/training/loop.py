@@ -1,0 +1,177 @@
+"""The training loop shared by both families: batch -> loss -> step, with AMP, gradient
+accumulation, clipping, periodic logging, evaluation and atomic checkpoints.
+
+A family plugs in through a *pipeline* (see ``pipelines/``) that owns the model, the batch stream,
+the loss and the evaluation; the loop never looks inside a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training import checkpoint as ckpt_lib
+from training.device import autocast, grad_scaler
+from training.optim import build_optimizer, build_scheduler
+from training.progress import Progress
+from training.rng import get_rng_state, set_rng_state
+
+log = logging.getLogger("train")
+
+
+@dataclass
+class LoopConfig:
+    steps: int
+    gradient_accumulation_steps: int = 1
+    use_amp: bool = False
+    amp_dtype: str = "bf16"
+    log_freq: int = 200
+    eval_freq: int = 0
+    save_freq: int = 0
+    save_checkpoint: bool = True
+    progress_bar: bool = True
+
+
+def _due(step: int, freq: int, last: int) -> bool:
+    return freq > 0 and (step % freq == 0 or step == last)
+
+
+class Trainer:
+    """Owns the optimizer state around a pipeline; `fit()` runs until `steps`."""
+
+    def __init__(self, loop: LoopConfig, pipeline, optimizer_cfg, scheduler_cfg, tracker, run_dir: Path,
+                 device: torch.device, config_yaml: str):
+        if loop.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps={loop.gradient_accumulation_steps} must be >= 1")
+        self.loop, self.pipeline, self.tracker = loop, pipeline, tracker
+        self.run_dir, self.device, self.config_yaml = Path(run_dir), device, config_yaml
+        self.model = pipeline.model
+        self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params())
+        self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)
+        self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype)
+        self.step = 0
+
+    # ------------------------------------------------------------------ state
+    def training_state(self) -> dict:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.scaler.state_dict(),
+            "rng": get_rng_state(),
+            "data": self.pipeline.batches.state_dict(),
+            "tracking_run_id": self.tracker.run_id,
+        }
+
+    def restore(self, ckpt: Path) -> dict:
+        """Loads weights and the full training state; returns the raw state for the caller."""
+        ckpt_lib.load_weights(ckpt, self.model)
+        state = ckpt_lib.load_training_state(ckpt)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.pipeline.batches.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        return state
+
+    def save(self) -> Path:
+        path = ckpt_lib.save_checkpoint(self.run_dir, self.step, self.model, self.training_state(), self.config_yaml)
+        log.info("saved checkpoint %s", path)
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def evaluate(self) -> dict:
+        metrics, artifacts = self.pipeline.evaluate(self.run_dir, self.step)
+        self.tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=self.step)
+        for path in artifacts:
+            self.tracker.log_artifact(path, artifact_path=f"eval/step_{self.step:06d}")
+        log.info("eval at step %d: %s", self.step,
+                 ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        return metrics
+
+    def fit(self) -> dict:
+        loop = self.loop
+        last_eval: dict = {}
+        if self.step >= loop.steps:
+            return self.evaluate() if loop.eval_freq >= 0 else {}
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        progress = Progress(loop.steps, self.step, loop.progress_bar)
+        batches = iter(self.pipeline.batches)
+        acc = _Meter()
+        self.model.train()
+        try:
+            while self.step < loop.steps:
+                t0 = time.perf_counter()
+                data_time, loss_sum, infos = 0.0, 0.0, {}
+                for _ in range(loop.gradient_accumulation_steps):
+                    td = time.perf_counter()
+                    batch = self.pipeline.to_device(next(batches))
+                    data_time += time.perf_counter() - td
+                    with autocast(self.device, loop.use_amp, loop.amp_dtype):
+                        loss, info = self.pipeline.loss(batch)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}; lower optimizer.lr, "
+                                                 "check the dataset stats, or set use_amp=false")
+                    self.scaler.scale(loss / loop.gradient_accumulation_steps).backward()
+                    loss_sum += loss.item()
+                    infos = info
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip or math.inf)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.step += 1
+                step_time = time.perf_counter() - t0
+                acc.add(loss=loss_sum / loop.gradient_accumulation_steps, grad_norm=float(grad_norm),
+                        step_time=step_time, data_time=data_time,
+                        **{k: v for k, v in infos.items() if k != "loss"})
+                lr = self.optimizer.param_groups[0]["lr"]
+                progress.update(self.step, {"loss": f"{acc.last['loss']:.4f}", "lr": f"{lr:.2e}",
+                                            "data": f"{data_time / step_time:.0%}"})
+                if _due(self.step, loop.log_freq, loop.steps):
+                    m = acc.mean()
+                    metrics = {"loss": m.pop("loss"), "grad_norm": m.pop("grad_norm"), "lr": lr,
+                               "steps_per_s": 1.0 / m["step_time"], "data_s": m["data_time"],
+                               "update_s": m["step_time"] - m["data_time"],
+                               "data_share": m["data_time"] / m["step_time"],
+                               "samples_per_s": self.pipeline.samples_per_step(loop) / m["step_time"]}
+                    metrics.update({k: v for k, v in m.items() if k not in ("step_time", "data_time")})
+                    self.tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=self.step)
+                    progress.log_line(self.step, metrics)
+                    acc = _Meter()
+                if loop.save_checkpoint and _due(self.step, loop.save_freq, loop.steps):
+                    self.save()
+                if _due(self.step, loop.eval_freq, loop.steps):
+                    last_eval = self.evaluate()
+                    self.model.train()
+        finally:
+            progress.close()
+        return last_eval
+
+
+class _Meter:
+    """Running means of the scalars logged between two log steps."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.last: dict[str, float] = {}
+
+    def add(self, **values: float) -> None:
+        self.n += 1
+        self.last = values
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+
+    def mean(self) -> dict[str, float]:
+        return {k: v / max(self.n, 1) for k, v in self.sums.items()}

@@ -1,0 +1,95 @@
+"""One training job, from a composed config to a finished (or FAILED/KILLED) tracked run.
+
+`train.py` calls `run(cfg)` under Hydra; this module decides what a run *is*: where it lives,
+how a resume picks up its checkpoint and config, which pipeline (family) it builds, and that the
+tracking run always ends in a terminal state.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from config.errors import ConfigError
+from pipelines import build_pipeline
+from training import checkpoint as ckpt_lib
+from training.device import select_device
+from training.loop import LoopConfig, Trainer
+from training.rng import seed_everything
+from tracking.base import flatten_config, run_tags
+
+log = logging.getLogger("train")
+
+# Group choices fix the model and data of a run; a resume cannot change them.
+GROUPS = ("policy", "env", "dataset", "model", "data", "optimizer", "scheduler", "machine", "logger", "eval",
+          "experiment")
+
+
+def run(cfg: DictConfig) -> dict:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    ckpt = None
+    if cfg.resume:
+        ckpt = ckpt_lib.last_checkpoint(run_dir)
+        if ckpt is None:
+            raise ckpt_lib.CheckpointError(
+                f"resume=true but {run_dir} has no checkpoint (checkpoints/last is missing); pass the directory "
+                "of a run that saved one with hydra.run.dir=<run dir>, or drop resume=true to start afresh")
+        cfg = config_for_resume(ckpt, list(hc.overrides.task))
+        log.info("resuming %s from %s", run_dir, ckpt)
+    ckpt_lib.clean_partial(run_dir)
+
+    seed_everything(cfg.machine.seed)
+    device = select_device(cfg.machine.device_type)
+    pipeline = build_pipeline(cfg, device)
+    config_yaml = OmegaConf.to_yaml(pipeline.resolved_config(cfg), resolve=True)
+    (run_dir / "config.yaml").write_text(config_yaml)
+
+    tracker = instantiate(cfg.logger)
+    trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, run_dir, device, config_yaml)
+    resume_run_id = trainer.restore(ckpt).get("tracking_run_id") if ckpt else None
+
+    params = flatten_config(OmegaConf.to_container(OmegaConf.create(config_yaml)))
+    params.update({f"derived.{k}": v for k, v in pipeline.derived_params(cfg).items()})
+    tags = run_tags(family=pipeline.family, overrides=list(hc.overrides.task), run_dir=run_dir)
+    tracker.start(run_dir, params=params, tags=tags, resume_run_id=resume_run_id)
+    try:
+        final = trainer.fit()
+        tracker.log_artifact(run_dir / "config.yaml")
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")
+    return final
+
+
+def loop_config(cfg: DictConfig) -> LoopConfig:
+    return LoopConfig(steps=cfg.steps, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                      use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, log_freq=cfg.log_freq, eval_freq=cfg.eval_freq,
+                      save_freq=cfg.save_freq, save_checkpoint=cfg.save_checkpoint, progress_bar=cfg.progress_bar)
+
+
+def config_for_resume(ckpt: Path, task_overrides: list[str]) -> DictConfig:
+    """The checkpoint's own config, with the plain `key=value` overrides of the resume command
+    applied on top (so `steps=...` can extend a run); a group choice is refused."""
+    cfg = OmegaConf.load(ckpt / ckpt_lib.CONFIG_FILE)
+    for ov in OverridesParser.create().parse_overrides(task_overrides):
+        key = ov.key_or_group
+        if key in GROUPS:
+            raise ConfigError(f"{key}={ov.value()} cannot change on resume (the checkpoint was trained with "
+                             f"{key} as saved in {ckpt / ckpt_lib.CONFIG_FILE}); start a new run instead")
+        if key == "resume":
+            continue
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+            raise ConfigError(f"{key} is not a key of the resumed run's config ({ckpt / ckpt_lib.CONFIG_FILE})")
+        OmegaConf.update(cfg, key, ov.value(), merge=False)
+    cfg.resume = True
+    return cfg

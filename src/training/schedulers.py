@@ -1,0 +1,43 @@
+"""Learning-rate schedules named by the LeRobot seed, built by `hydra.utils.instantiate`.
+
+Each factory takes the optimizer and the run's total number of optimizer steps, which the loop
+passes in, so a schedule never needs the step count written twice in YAML.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def diffuser_scheduler(optimizer: torch.optim.Optimizer, num_training_steps: int, name: str = "cosine",
+                       num_warmup_steps: int | None = None) -> LambdaLR:
+    """diffusers' `get_scheduler` (cosine, linear, constant_with_warmup, ...), as LeRobot uses it."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(name, optimizer=optimizer, num_warmup_steps=num_warmup_steps,
+                         num_training_steps=num_training_steps)
+
+
+def cosine_decay_with_warmup(optimizer: torch.optim.Optimizer, num_training_steps: int, num_warmup_steps: int,
+                             num_decay_steps: int, peak_lr: float, decay_lr: float) -> LambdaLR:
+    """Linear warmup from peak_lr/(warmup+1) to peak_lr, then cosine down to decay_lr.
+
+    The decay length is capped by the run length, as pi0's recipe does for short runs.
+    """
+    decay_steps = min(num_decay_steps, num_training_steps) if num_training_steps > 0 else num_decay_steps
+
+    def lr_lambda(step: int) -> float:
+        if step < num_warmup_steps:
+            if step <= 0:
+                return 1 / (num_warmup_steps + 1)
+            frac = 1 - step / num_warmup_steps
+            return (1 / (num_warmup_steps + 1) - 1) * frac + 1
+        step = min(step, decay_steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * step / decay_steps))
+        alpha = decay_lr / peak_lr
+        return (1 - alpha) * cosine + alpha
+
+    return LambdaLR(optimizer, lr_lambda)
