@@ -18,11 +18,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cli.seed_flags import translate_argv
+from cli.seed_flags import hydra_flag_words, translate_argv
 
-# Hydra flags that take the next argument as their value.
-_HYDRA_VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun",
-                      "--info", "-i", "--package", "-p"}
 _HYDRA_NO_COMPOSE = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--multirun", "-m",
                      "--info", "-i", "--cfg", "-c", "--resolve", "--run", "-r"}
 
@@ -40,7 +37,12 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
         fail(str(e))
     for note in notes:
         print(note, file=sys.stderr)
-    overrides = [a for a in args if not a.startswith("-")]
+    overrides, i = [], 0
+    while i < len(args):
+        words = hydra_flag_words(args, i)
+        if not words and not args[i].startswith("-"):
+            overrides.append(args[i])
+        i += max(words, 1)
     if not any(a in _HYDRA_NO_COMPOSE for a in args):
         check_composes(config_dir, config_name, overrides)
     return [argv[0], *args]

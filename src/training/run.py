@@ -21,7 +21,8 @@ from training import checkpoint as ckpt_lib
 from training.device import select_device
 from training.loop import LoopConfig, Trainer
 from training.rng import seed_everything
-from tracking.base import flatten_config, run_tags
+from tracking.base import flatten_params
+from tracking.git_info import git_tags
 
 log = logging.getLogger("train")
 
@@ -54,7 +55,7 @@ def run(cfg: DictConfig) -> dict:
     trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, run_dir, device, config_yaml)
     resume_run_id = trainer.restore(ckpt).get("tracking_run_id") if ckpt else None
 
-    params = flatten_config(OmegaConf.to_container(OmegaConf.create(config_yaml)))
+    params = flatten_params(OmegaConf.to_container(OmegaConf.create(config_yaml)))
     params.update({f"derived.{k}": v for k, v in pipeline.derived_params(cfg).items()})
     tags = run_tags(family=pipeline.family, overrides=list(hc.overrides.task), run_dir=run_dir)
     tracker.start(run_dir, params=params, tags=tags, resume_run_id=resume_run_id)
@@ -69,6 +70,12 @@ def run(cfg: DictConfig) -> dict:
         raise
     tracker.finish("FINISHED")
     return final
+
+
+def run_tags(family: str, overrides: list[str], run_dir: Path) -> dict[str, str]:
+    """What identifies a run beside its params: code version, command line, family."""
+    return {**git_tags(Path(__file__).resolve().parent), "family": family,
+            "overrides": " ".join(overrides) or "(none)", "run_dir": str(run_dir)}
 
 
 def loop_config(cfg: DictConfig) -> LoopConfig:

@@ -1,0 +1,560 @@
+"""Reader for LeRobotDataset v2.x folders (v2.1 as written by LeRobot and by our writer; v2.0 too).
+
+Layout (paths relative to the dataset root):
+    meta/info.json              features, fps, path templates, totals
+    meta/episodes.jsonl         {"episode_index", "tasks", "length"} per episode
+    meta/tasks.jsonl            {"task_index", "task"}
+    meta/episodes_stats.jsonl   per-episode stats (v2.1); meta/stats.json aggregated (v2.0)
+    data/chunk-XXX/episode_XXXXXX.parquet            one row per frame
+    videos/chunk-XXX/<video_key>/episode_XXXXXX.mp4  frame i at timestamp i / fps
+
+Everything that can be wrong with a downloaded dataset is checked at construction and reported
+as a one-line `DatasetError`, so a training run fails before its first step rather than in a
+DataLoader worker hours later.
+
+Videos are decoded once into uint8 `.npy` files (one per video file, under
+`<root>/.cache/decoded/` unless `cache_dir` is given) and served through memory maps: random
+access then costs a page read instead of a seek-and-decode, and the maps are shared by all
+DataLoader workers through the page cache.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from data.features import is_visual, visual_chw_shape
+from data.stats import aggregate_stats, stats_from_json
+from data.video import decode_video
+
+INFO_PATH = "meta/info.json"
+EPISODES_PATH = "meta/episodes.jsonl"
+TASKS_PATH = "meta/tasks.jsonl"
+EPISODES_STATS_PATH = "meta/episodes_stats.jsonl"
+STATS_PATH = "meta/stats.json"
+DEFAULT_CHUNK_SIZE = 1000
+CACHE_SUBDIR = ".cache/decoded"
+
+_REQUIRED_INFO_KEYS = ("codebase_version", "fps", "features", "data_path", "total_episodes", "total_frames")
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is missing or malformed; the message names the file and the fix."""
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DatasetError(
+                    f"{path}: line {lineno} is not valid JSON ({e.msg}); re-download or rewrite the file"
+                ) from e
+    return rows
+
+
+class LeRobotDatasetMetadata:
+    """The `meta/` folder of a dataset: features, fps, episodes, tasks and stats.
+
+    `stats` is `{key: {"mean", "std", "min", "max", "count": np.ndarray}}`: `meta/stats.json`
+    when present, else the aggregation of `meta/episodes_stats.jsonl` (empty if neither exists).
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        info_path = self.root / INFO_PATH
+        if not info_path.is_file():
+            raise DatasetError(
+                f"no LeRobotDataset at {self.root} ({INFO_PATH} missing); point the dataset root at a LeRobot v2.1 "
+                f"folder, e.g. one fetched with `huggingface-cli download lerobot/pusht --repo-type dataset "
+                f"--revision v2.1 --local-dir {self.root}`"
+            )
+        self.info = self._load_info(info_path)
+        self.features: dict[str, dict] = self.info["features"]
+        self.fps = self.info["fps"]
+        self.chunks_size = int(self.info.get("chunks_size", DEFAULT_CHUNK_SIZE))
+        self.episodes = self._load_episodes()
+        self.tasks = self._load_tasks()
+        self.episodes_stats = self._load_episodes_stats()
+        self.stats = self._load_stats()
+
+    def _load_info(self, path: Path) -> dict:
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as e:
+            raise DatasetError(f"{path}: unreadable ({e}); re-download the dataset") from e
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); re-download the dataset") from e
+        if not isinstance(info, dict):
+            raise DatasetError(f"{path}: expected a JSON object, got {type(info).__name__}; re-download the dataset")
+        missing = [k for k in _REQUIRED_INFO_KEYS if k not in info]
+        if missing:
+            raise DatasetError(
+                f"{path}: missing keys {missing}; this is not a LeRobot v2.x info.json, re-download the dataset"
+            )
+        version = str(info["codebase_version"])
+        if not version.startswith("v2."):
+            raise DatasetError(
+                f"{path}: codebase_version {version} is not supported (this reader handles v2.0/v2.1); "
+                f"download the v2.1 revision of the dataset or convert it with LeRobot's conversion scripts"
+            )
+        if not isinstance(info["features"], dict) or not all(
+            isinstance(ft, dict) and "dtype" in ft and "shape" in ft for ft in info["features"].values()
+        ):
+            raise DatasetError(
+                f"{path}: 'features' must map each key to {{dtype, shape, names}}; re-download the dataset"
+            )
+        if not isinstance(info["fps"], (int, float)) or info["fps"] <= 0:
+            raise DatasetError(f"{path}: fps must be a positive number, got {info['fps']!r}; fix info.json")
+        if self._video_keys_of(info["features"]) and not info.get("video_path"):
+            raise DatasetError(f"{path}: features have dtype 'video' but video_path is null; fix info.json")
+        return info
+
+    @staticmethod
+    def _video_keys_of(features: dict) -> list[str]:
+        return [k for k, ft in features.items() if ft["dtype"] == "video"]
+
+    def _load_episodes(self) -> dict[int, dict]:
+        path = self.root / EPISODES_PATH
+        if not path.is_file():
+            raise DatasetError(f"{path} missing: the dataset's episode list is gone; re-download the dataset")
+        episodes = {}
+        for row in _read_jsonl(path):
+            if "episode_index" not in row or "length" not in row:
+                raise DatasetError(
+                    f"{path}: every line needs episode_index and length, got {row}; re-download the dataset"
+                )
+            episodes[int(row["episode_index"])] = row
+        if len(episodes) != self.info["total_episodes"]:
+            raise DatasetError(
+                f"{path} lists {len(episodes)} episodes but {INFO_PATH} says "
+                f"total_episodes={self.info['total_episodes']}; "
+                f"the download is incomplete or the files disagree, re-download the dataset"
+            )
+        return dict(sorted(episodes.items()))
+
+    def _load_tasks(self) -> dict[int, str]:
+        path = self.root / TASKS_PATH
+        if not path.is_file():
+            raise DatasetError(f"{path} missing: task_index cannot be resolved; re-download the dataset")
+        return {int(row["task_index"]): row["task"] for row in _read_jsonl(path)}
+
+    def _load_episodes_stats(self) -> dict[int, dict[str, dict[str, np.ndarray]]]:
+        path = self.root / EPISODES_STATS_PATH
+        if not path.is_file():
+            return {}
+        return {int(row["episode_index"]): stats_from_json(row["stats"]) for row in _read_jsonl(path)}
+
+    def _load_stats(self) -> dict[str, dict[str, np.ndarray]]:
+        path = self.root / STATS_PATH
+        if path.is_file():
+            try:
+                return stats_from_json(json.loads(path.read_text()))
+            except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as e:
+                raise DatasetError(f"{path}: malformed ({e}); delete it to use {EPISODES_STATS_PATH} instead") from e
+        if self.episodes_stats:
+            return aggregate_stats(list(self.episodes_stats.values()))
+        return {}
+
+    @property
+    def robot_type(self) -> str | None:
+        return self.info.get("robot_type")
+
+    @property
+    def total_frames(self) -> int:
+        return int(self.info["total_frames"])
+
+    @property
+    def total_episodes(self) -> int:
+        return int(self.info["total_episodes"])
+
+    @property
+    def video_keys(self) -> list[str]:
+        return self._video_keys_of(self.features)
+
+    @property
+    def image_keys(self) -> list[str]:
+        return [k for k, ft in self.features.items() if ft["dtype"] == "image"]
+
+    @property
+    def camera_keys(self) -> list[str]:
+        return [k for k, ft in self.features.items() if is_visual(ft)]
+
+    def episode_chunk(self, ep_index: int) -> int:
+        return ep_index // self.chunks_size
+
+    def get_data_file_path(self, ep_index: int) -> Path:
+        rel = self.info["data_path"].format(episode_chunk=self.episode_chunk(ep_index), episode_index=ep_index)
+        return self.root / rel
+
+    def get_video_file_path(self, ep_index: int, video_key: str) -> Path:
+        rel = self.info["video_path"].format(
+            episode_chunk=self.episode_chunk(ep_index), video_key=video_key, episode_index=ep_index
+        )
+        return self.root / rel
+
+
+def _column_to_numpy(column: pa.ChunkedArray, n_rows: int) -> np.ndarray:
+    """A parquet column as `(N,)` (scalar columns) or `(N, *shape)` (fixed or variable lists)."""
+    array = column.combine_chunks()
+    inner_shape: list[int] = []
+    count = n_rows
+    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+        array = pc.list_flatten(array)
+        width = len(array) // count if count else 0
+        inner_shape.append(width)
+        count *= width
+    values = array.to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(values.reshape(n_rows, *inner_shape))
+
+
+class _VideoCache:
+    """Decoded frames of one video file: `<stem>-<size>-<mtime_ns>.frames.npy` + `.times.npy`.
+
+    The size+mtime stamp in the name makes a re-encoded or re-downloaded video miss the cache;
+    files are written under a unique temporary name and moved into place with `os.replace`, so
+    concurrent builders (DDP ranks, two runs) never see a half-written cache.
+    """
+
+    def __init__(self, video_path: Path, cache_dir: Path):
+        self.video_path = video_path
+        st = video_path.stat()
+        self.stem = video_path.stem
+        self.dir = cache_dir
+        base = cache_dir / f"{self.stem}-{st.st_size}-{st.st_mtime_ns}"
+        self.frames_path = base.with_name(base.name + ".frames.npy")
+        self.times_path = base.with_name(base.name + ".times.npy")
+
+    def exists(self) -> bool:
+        return self.frames_path.is_file() and self.times_path.is_file()
+
+    def build(self) -> None:
+        try:
+            frames, times = decode_video(self.video_path)
+        except (av.error.FFmpegError, OSError) as e:
+            raise DatasetError(f"{self.video_path}: cannot be decoded ({e}); re-download the file") from e
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.dir.glob(f"{self.stem}-*.npy"):
+                if stale not in (self.frames_path, self.times_path):
+                    stale.unlink(missing_ok=True)
+            # times first: a frames file only ever exists next to its times file.
+            for path, array in ((self.times_path, times), (self.frames_path, frames)):
+                tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+                with open(tmp, "wb") as f:
+                    np.save(f, array)
+                os.replace(tmp, path)
+        except OSError as e:
+            raise DatasetError(
+                f"{self.dir}: cannot write the decoded-frame cache ({e}); pass cache_dir= a writable folder"
+            ) from e
+
+    def times(self) -> np.ndarray:
+        return np.load(self.times_path)
+
+    def frame_shape(self) -> tuple[int, ...]:
+        return np.load(self.frames_path, mmap_mode="r").shape[1:]
+
+
+class LeRobotDataset(torch.utils.data.Dataset):
+    """Frames of a LeRobotDataset v2.x as dicts of tensors.
+
+    `episodes` selects a subset, in the order given: item 0 is the first frame of its first episode.
+    `delta_timestamps` `{key: [seconds]}` returns, for those keys, the frames at those offsets
+    stacked `(T, ...)` plus a `"<key>_is_pad"` mask; offsets outside the episode copy its edge
+    frame. `image_transforms` is called on every `(C, H, W)` float frame. `video_backend` is
+    accepted for LeRobot compatibility; "pyav" is the one backend (it fills the frame cache).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        episodes: list[int] | None = None,
+        delta_timestamps: dict[str, list[float]] | None = None,
+        image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        tolerance_s: float = 1e-4,
+        video_backend: str = "pyav",
+        cache_dir: str | Path | None = None,
+    ):
+        if video_backend != "pyav":
+            raise ValueError(f"video_backend={video_backend!r} is not available; use 'pyav'")
+        self.meta = LeRobotDatasetMetadata(root)
+        self.root = self.meta.root
+        self.fps = self.meta.fps
+        self.features = self.meta.features
+        self.tolerance_s = tolerance_s
+        self.image_transforms = image_transforms
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else self.root / CACHE_SUBDIR
+
+        self.episodes = self._select_episodes(episodes)
+        self.delta_timestamps = delta_timestamps
+        self.delta_indices = self._delta_indices(delta_timestamps)
+
+        self._load_tables()
+        self._load_videos()
+        self._mmaps: dict[str, np.ndarray] = {}
+        self._mmaps_pid = os.getpid()
+
+    def _select_episodes(self, episodes: list[int] | None) -> list[int]:
+        if episodes is None:
+            return list(self.meta.episodes)
+        if len(episodes) == 0:
+            raise ValueError("episodes=[] selects nothing; pass None for all episodes")
+        unknown = [e for e in episodes if e not in self.meta.episodes]
+        if unknown:
+            raise ValueError(
+                f"episodes {unknown} are not in {self.root / EPISODES_PATH} "
+                f"(it has {len(self.meta.episodes)} episodes, "
+                f"indices {min(self.meta.episodes)}..{max(self.meta.episodes)})"
+            )
+        return [int(e) for e in episodes]
+
+    def _delta_indices(self, delta_timestamps: dict[str, list[float]] | None) -> dict[str, np.ndarray]:
+        """Frame offsets of each delta; every delta must land on a frame (a multiple of 1/fps)."""
+        if not delta_timestamps:
+            return {}
+        out = {}
+        for key, deltas in delta_timestamps.items():
+            if key not in self.features:
+                raise ValueError(
+                    f"delta_timestamps key {key!r} is not a feature of {self.root} (features: {list(self.features)})"
+                )
+            offsets = []
+            for d in deltas:
+                n = round(d * self.fps)
+                if abs(d - n / self.fps) > self.tolerance_s:
+                    raise ValueError(
+                        f"delta_timestamps[{key!r}] has {d} s, which is not a multiple of 1/fps = {1 / self.fps:.6g} s "
+                        f"(fps={self.fps}) within tolerance_s={self.tolerance_s}; use multiples of 1/fps"
+                    )
+                offsets.append(n)
+            out[key] = np.asarray(offsets, dtype=np.int64)
+        return out
+
+    def _load_tables(self) -> None:
+        """Read the selected episodes' parquets, check them against episodes.jsonl and fps."""
+        columns = [k for k, ft in self.features.items() if ft["dtype"] != "video"]
+        tables, lengths = [], []
+        for ep in self.episodes:
+            path = self.meta.get_data_file_path(ep)
+            if not path.is_file():
+                raise DatasetError(
+                    f"{path} missing: episode {ep} is listed in {EPISODES_PATH} but has no parquet; "
+                    f"re-download the dataset (or pass episodes= without it)"
+                )
+            try:
+                table = pq.read_table(path)
+            except (OSError, pa.ArrowException) as e:
+                raise DatasetError(f"{path}: unreadable parquet ({e}); re-download the file") from e
+            missing = [c for c in columns if c not in table.column_names]
+            if missing:
+                raise DatasetError(
+                    f"{path}: columns {missing} of {INFO_PATH} features are missing; re-download the file"
+                )
+            expected = int(self.meta.episodes[ep]["length"])
+            if table.num_rows != expected:
+                raise DatasetError(
+                    f"{path}: {table.num_rows} rows but {EPISODES_PATH} says episode {ep} has length {expected}; "
+                    f"re-download the dataset"
+                )
+            tables.append(table.select(columns))
+            lengths.append(expected)
+        table = pa.concat_tables(tables, promote_options="permissive")
+
+        self._lengths = np.asarray(lengths, dtype=np.int64)
+        self._ep_end = np.cumsum(self._lengths)
+        self._ep_start = self._ep_end - self._lengths
+        self._row_ep = np.repeat(np.arange(len(self.episodes)), self._lengths)
+        n = int(self._lengths.sum())
+
+        self._columns: dict[str, np.ndarray] = {}
+        self._png: dict[str, list[bytes]] = {}
+        for key in columns:
+            if self.features[key]["dtype"] == "image":
+                self._png[key] = table.column(key).combine_chunks().field("bytes").to_pylist()
+            elif self.features[key]["dtype"] != "string":
+                self._columns[key] = _column_to_numpy(table.column(key), n)
+            else:
+                self._columns[key] = np.asarray(table.column(key).to_pylist(), dtype=object)
+        self._check_timestamps()
+        if "task_index" in self._columns:
+            unknown = sorted(set(np.unique(self._columns["task_index"]).tolist()) - set(self.meta.tasks))
+            if unknown:
+                raise DatasetError(
+                    f"{self.root / TASKS_PATH}: task_index {unknown} used by the parquets is not listed; "
+                    f"re-download the dataset"
+                )
+
+    def _check_timestamps(self) -> None:
+        if "timestamp" not in self._columns:
+            raise DatasetError(
+                f"{self.root / INFO_PATH}: no 'timestamp' feature; a LeRobot v2 dataset needs one per frame"
+            )
+        ts = self._columns["timestamp"].astype(np.float64).reshape(-1)
+        period = 1 / self.fps
+        for pos, ep in enumerate(self.episodes):
+            ep_ts = ts[self._ep_start[pos] : self._ep_end[pos]]
+            bad = np.flatnonzero(np.abs(np.diff(ep_ts) - period) > self.tolerance_s)
+            if bad.size:
+                i = int(bad[0])
+                raise DatasetError(
+                    f"{self.meta.get_data_file_path(ep)}: timestamps inconsistent with fps={self.fps}: frames {i} and "
+                    f"{i + 1} are at {ep_ts[i]:.6f} s and {ep_ts[i + 1]:.6f} s, {ep_ts[i + 1] - ep_ts[i]:.6f} s apart "
+                    f"instead of {period:.6f} s (tolerance_s={self.tolerance_s}); fix info.json's fps or the data"
+                )
+
+    def _load_videos(self) -> None:
+        """Decode (or find cached) every needed video and map each row to a frame of it."""
+        self._video_caches: dict[str, list[Path]] = {}
+        self._video_frame: dict[str, np.ndarray] = {}
+        caches = []
+        for key in self.meta.video_keys:
+            for pos, ep in enumerate(self.episodes):
+                path = self.meta.get_video_file_path(ep, key)
+                if not path.is_file():
+                    raise DatasetError(
+                        f"{path} missing: episode {ep} has no '{key}' video; re-download the dataset's videos/ folder"
+                    )
+                caches.append((key, pos, _VideoCache(path, self.cache_dir / key)))
+        todo = [c for _, _, c in caches if not c.exists()]
+        for cache in tqdm(todo, desc=f"decoding videos into {self.cache_dir}", disable=len(todo) < 10, leave=False):
+            cache.build()
+
+        ts = self._columns["timestamp"].astype(np.float64).reshape(-1)
+        for key in self.meta.video_keys:
+            self._video_caches[key] = []
+            self._video_frame[key] = np.empty(len(ts), dtype=np.int64)
+        expected_shape = {k: visual_chw_shape(k, self.features[k]) for k in self.meta.video_keys}
+        for key, pos, cache in caches:
+            rows = slice(self._ep_start[pos], self._ep_end[pos])
+            self._video_frame[key][rows] = self._match_frames(cache, ts[rows], self.episodes[pos])
+            shape = cache.frame_shape()
+            if tuple(shape) != expected_shape[key]:
+                raise DatasetError(
+                    f"{cache.video_path}: frames are {list(shape)} (C, H, W) but {INFO_PATH} says {key} is "
+                    f"{self.features[key]['shape']}; fix info.json or re-encode the video"
+                )
+            self._video_caches[key].append(cache.frames_path)
+
+    def _match_frames(self, cache: _VideoCache, ep_ts: np.ndarray, ep: int) -> np.ndarray:
+        """Index of the video frame at each row's timestamp, within tolerance_s."""
+        times = cache.times()
+        length = len(ep_ts)
+        if len(times) < length:
+            raise DatasetError(
+                f"{cache.video_path}: truncated, {len(times)} frames but episode {ep} has {length} "
+                f"({EPISODES_PATH}); re-download or re-encode the video"
+            )
+        right = np.searchsorted(times, ep_ts)
+        lo, hi = np.clip(right - 1, 0, len(times) - 1), np.clip(right, 0, len(times) - 1)
+        nearest = np.where(np.abs(times[lo] - ep_ts) <= np.abs(times[hi] - ep_ts), lo, hi)
+        err = np.abs(times[nearest] - ep_ts)
+        bad = np.flatnonzero(err > self.tolerance_s)
+        if bad.size:
+            i = int(bad[0])
+            raise DatasetError(
+                f"{cache.video_path}: no frame at timestamp {ep_ts[i]:.6f} s (frame {i} of episode {ep}); "
+                f"the nearest is at {times[nearest[i]]:.6f} s, beyond tolerance_s={self.tolerance_s}; "
+                f"the video does not match the parquet timestamps, re-encode it at fps={self.fps}"
+            )
+        return nearest
+
+    def __len__(self) -> int:
+        return len(self._row_ep)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def episode_lengths(self) -> list[int]:
+        """Frame counts of the selected episodes, in the order their frames are indexed."""
+        return [int(n) for n in self._lengths]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_mmaps"] = {}
+        return state
+
+    def _frames(self, key: str, rows: np.ndarray) -> np.ndarray:
+        """uint8 `(len(rows), C, H, W)` frames of a video key; all rows are in one episode."""
+        if self._mmaps_pid != os.getpid():
+            self._mmaps, self._mmaps_pid = {}, os.getpid()
+        pos = int(self._row_ep[rows[0]])
+        path = self._video_caches[key][pos]
+        mm = self._mmaps.get(str(path))
+        if mm is None:
+            mm = self._mmaps[str(path)] = np.load(path, mmap_mode="r")
+        return mm[self._video_frame[key][rows]]
+
+    def _decode_png(self, key: str, row: int) -> np.ndarray:
+        data = self._png[key][row]
+        if data is None:
+            raise DatasetError(f"{self.root}: frame {row} of '{key}' has no PNG bytes; re-download the dataset")
+        img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        return img.transpose(2, 0, 1)
+
+    def _to_float_images(self, frames: np.ndarray) -> torch.Tensor:
+        images = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255)
+        if self.image_transforms is not None:
+            images = torch.stack([self.image_transforms(img) for img in images])
+        return images
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor | str]:
+        idx = int(idx)
+        if idx < 0:
+            idx += len(self)
+        if not 0 <= idx < len(self):
+            raise IndexError(f"index {idx} out of range for a dataset of {len(self)} frames")
+        pos = int(self._row_ep[idx])
+        start, end = int(self._ep_start[pos]), int(self._ep_end[pos])
+        item: dict[str, torch.Tensor | str] = {}
+        for key in self.features:
+            dtype = self.features[key]["dtype"]
+            if dtype == "string":
+                item[key] = self._columns[key][idx]
+                continue
+            if key in self.delta_indices:
+                wanted = idx + self.delta_indices[key]
+                rows = np.clip(wanted, start, end - 1)
+                item[f"{key}_is_pad"] = torch.from_numpy((wanted < start) | (wanted >= end))
+            else:
+                rows = np.asarray([idx])
+            if dtype == "video":
+                value = self._to_float_images(self._frames(key, rows))
+            elif dtype == "image":
+                value = self._to_float_images(np.stack([self._decode_png(key, int(r)) for r in rows]))
+            else:
+                value = torch.from_numpy(np.ascontiguousarray(self._columns[key][rows]))
+            item[key] = value if key in self.delta_indices else value[0]
+        if "task_index" in self._columns:
+            item["task"] = self.meta.tasks[int(self._columns["task_index"][idx])]
+        return item
+
+    def __repr__(self) -> str:
+        return (
+            f"LeRobotDataset(root={str(self.root)!r}, episodes={self.num_episodes}, frames={self.num_frames}, "
+            f"fps={self.fps}, cameras={self.meta.camera_keys})"
+        )
+

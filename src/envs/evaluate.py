@@ -1,0 +1,178 @@
+"""Policy evaluation by rollouts in vectorised gym environments.
+
+Episodes run in batches of ``batch_size`` envs; episode ``i`` is reset with seed ``seed + i``, so
+a per-episode result can be replayed alone. A vector env keeps stepping an env whose episode has
+ended (under ``NEXT_STEP`` autoreset its next step starts a new, unseeded episode), so every
+statistic is masked to the steps up to and including the one that ended the episode.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from envs.configs import EnvConfig, as_env_config
+from envs.factory import make_env, render_envs
+from envs.observation import preprocess_observation
+from envs.video import write_video
+
+
+def _info_at(info: dict[str, Any], key: str, n_envs: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A vector env's info ``key`` and its ``_key`` mask (which envs reported it), or None."""
+    if key not in info:
+        return None
+    return np.asarray(info[key]), np.asarray(info.get(f"_{key}", np.ones(n_envs, dtype=bool)), dtype=bool)
+
+
+def _rollout(
+    env,
+    policy,
+    cfg: EnvConfig,
+    seeds: list[int],
+    device: torch.device,
+    record: list[int],
+    progress_bar: tqdm,
+    running: dict[str, int],
+) -> tuple[list[dict[str, Any]], dict[int, list[np.ndarray]]]:
+    """One batch of episodes, one per env; returns per-episode stats and the frames of ``record``."""
+    n_envs = env.num_envs
+    obs, _ = env.reset(seed=seeds)
+    policy.reset()
+    done = np.zeros(n_envs, dtype=bool)
+    length = np.zeros(n_envs, dtype=np.int64)
+    sum_reward = np.zeros(n_envs)
+    max_reward = np.full(n_envs, -np.inf)
+    success = np.zeros(n_envs, dtype=bool)
+    max_coverage = np.full(n_envs, np.nan)
+    frames = {i: [frame] for i, frame in zip(record, render_envs(env, record))}
+
+    while not done.all():
+        batch = preprocess_observation(obs, cfg.features_map)
+        batch = {key: value.to(device) for key, value in batch.items()}
+        with torch.inference_mode():
+            action = policy.select_action(batch)
+        action = action.to("cpu").numpy()
+        if action.shape != (n_envs, *env.single_action_space.shape):
+            raise ValueError(f"policy returned actions of shape {action.shape} for {n_envs} envs")
+        obs, reward, terminated, truncated, info = env.step(action)
+
+        live = ~done
+        length[live] += 1
+        sum_reward[live] += reward[live]
+        max_reward[live] = np.maximum(max_reward[live], reward[live])
+        reported = _info_at(info, "is_success", n_envs)
+        if reported is not None:
+            value, mask = reported
+            success[live & mask] = value[live & mask].astype(bool)
+        reported = _info_at(info, "coverage", n_envs)
+        if reported is not None:
+            value, mask = reported
+            max_coverage[live & mask] = np.fmax(max_coverage[live & mask], value[live & mask])
+        live_recorded = [i for i in record if live[i]]
+        for i, frame in zip(live_recorded, render_envs(env, live_recorded)):
+            frames[i].append(frame)
+
+        ended = live & (terminated | truncated)
+        done |= ended
+        running["done"] += int(ended.sum())
+        running["success"] += int((ended & success).sum())
+        progress_bar.update(1)
+        progress_bar.set_postfix(success=f"{running['success']}/{running['done']}", refresh=False)
+
+    episodes = []
+    for i, episode_seed in enumerate(seeds):
+        episode = {
+            "seed": episode_seed,
+            "sum_reward": float(sum_reward[i]),
+            "max_reward": float(max_reward[i]),
+            "success": bool(success[i]),
+            "length": int(length[i]),
+        }
+        if not np.isnan(max_coverage[i]):
+            episode["max_coverage"] = float(max_coverage[i])
+        episodes.append(episode)
+    return episodes, frames
+
+
+def evaluate_policy(
+    policy,
+    env_cfg: Any,
+    n_episodes: int,
+    batch_size: int,
+    use_async: bool,
+    seed: int,
+    device: str | torch.device,
+    videos_dir: str | Path | None,
+    max_videos: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Runs ``n_episodes`` episodes of ``policy`` and returns aggregated and per-episode metrics.
+
+    ``policy`` needs ``reset()`` (called at each batch start) and ``select_action(obs) -> (B,
+    action_dim)``; an ``nn.Module`` is put in eval mode for the rollouts and its training mode
+    restored afterwards. Success is the env's ``is_success`` at the step that ended the episode.
+    The first ``max_videos`` episodes are rendered (at the env's visualization size, one frame at
+    reset and one per step) into ``videos_dir/eval_episode_<i>.mp4``.
+    """
+    if n_episodes < 1 or batch_size < 1:
+        raise ValueError(f"n_episodes and batch_size must be >= 1, got {n_episodes} and {batch_size}")
+    cfg = as_env_config(env_cfg)
+    device = torch.device(device)
+    n_videos = min(max_videos, n_episodes) if videos_dir is not None else 0
+    start = time.perf_counter()
+
+    was_training = getattr(policy, "training", None)
+    if was_training is not None:
+        policy.eval()
+    per_episode: list[dict[str, Any]] = []
+    videos: list[str] = []
+    running = {"done": 0, "success": 0}
+    env = None
+    n_batches = math.ceil(n_episodes / batch_size)
+    try:
+        for batch_index in range(n_batches):
+            first = batch_index * batch_size
+            n_envs = min(batch_size, n_episodes - first)
+            if env is None or env.num_envs != n_envs:
+                if env is not None:
+                    env.close()
+                env = make_env(cfg, n_envs, use_async)
+            seeds = [seed + first + i for i in range(n_envs)]
+            record = [i for i in range(n_envs) if first + i < n_videos]
+            with tqdm(
+                total=cfg.episode_length,
+                desc=f"eval batch {batch_index + 1}/{n_batches}",
+                disable=not progress,
+                leave=False,
+            ) as bar:
+                episodes, frames = _rollout(env, policy, cfg, seeds, device, record, bar, running)
+            for i, episode in enumerate(episodes):
+                episode["episode_index"] = first + i
+                if i in frames:
+                    path = write_video(Path(videos_dir) / f"eval_episode_{first + i}.mp4", frames[i], cfg.fps)
+                    episode["video"] = str(path)
+                    videos.append(str(path))
+            per_episode.extend(episodes)
+    finally:
+        if env is not None:
+            env.close()
+        if was_training:
+            policy.train()
+
+    aggregated: dict[str, Any] = {
+        "avg_sum_reward": float(np.mean([e["sum_reward"] for e in per_episode])),
+        "avg_max_reward": float(np.mean([e["max_reward"] for e in per_episode])),
+        "pc_success": 100.0 * float(np.mean([e["success"] for e in per_episode])),
+    }
+    coverages = [e["max_coverage"] for e in per_episode if "max_coverage" in e]
+    if coverages:
+        aggregated["avg_max_coverage"] = float(np.mean(coverages))
+    aggregated["n_episodes"] = n_episodes
+    aggregated["eval_s"] = time.perf_counter() - start
+    return {"aggregated": aggregated, "per_episode": per_episode, "videos": videos}

@@ -1,0 +1,1 @@
+"""Robot policies, one per sub-package (config.py dataclass + modeling.py nn.Module)."""

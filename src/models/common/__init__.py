@@ -1,0 +1,1 @@
+"""Pieces shared by policies: normalisation from dataset stats and vision encoders."""

@@ -1,0 +1,210 @@
+"""Configuration of Diffusion Policy, also the Hydra schema of `policy=diffusion`.
+
+Defaults follow LeRobot's `DiffusionConfig` (which reproduces the PushT setup of Chi et al. 2023).
+Field types are the plain ones OmegaConf structured configs accept; `__post_init__` turns the
+lists/DictConfigs Hydra hands over back into tuples/dicts and rejects bad values with one line that
+names the option, the value and the fix, so a typo fails at config time rather than mid-training.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from models.common.feature_access import feature_type_and_shape, feature_type_name
+
+FEATURE_TYPES = ("VISUAL", "STATE", "ENV", "ACTION")
+NORMALIZATION_MODES = ("MEAN_STD", "MIN_MAX", "IDENTITY")
+NOISE_SCHEDULERS = ("DDPM", "DDIM")
+PREDICTION_TYPES = ("epsilon", "sample")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+@dataclass
+class DiffusionConfig:
+    """Diffusion Policy hyper-parameters (LeRobot's defaults).
+
+    Its training preset (LeRobot's optimizer_* / scheduler_* fields) lives in
+    conf/optimizer/preset/diffusion.yaml and conf/scheduler/preset/diffusion.yaml.
+    """
+
+    _target_: str = "models.diffusion.modeling.DiffusionPolicy"
+
+    # Time windows: the policy sees n_obs_steps frames, predicts `horizon` actions and executes
+    # n_action_steps of them before planning again.
+    n_obs_steps: int = 2
+    horizon: int = 16
+    n_action_steps: int = 8
+
+    normalization_mapping: dict[str, str] = field(
+        default_factory=lambda: {"VISUAL": "MEAN_STD", "STATE": "MIN_MAX", "ACTION": "MIN_MAX"}
+    )
+
+    # The last horizon - n_action_steps - n_obs_steps frames of an episode would train on mostly
+    # padded action chunks; the dataset sampler skips them.
+    drop_n_last_frames: int = 7
+
+    # Vision encoder.
+    vision_backbone: str = "resnet18"
+    crop_shape: Optional[tuple[int, int]] = (84, 84)
+    crop_is_random: bool = True
+    pretrained_backbone_weights: Optional[str] = None
+    use_group_norm: bool = True
+    spatial_softmax_num_keypoints: int = 32
+    use_separate_rgb_encoder_per_camera: bool = False
+
+    # 1D conditional UNet.
+    down_dims: tuple[int, ...] = (512, 1024, 2048)
+    kernel_size: int = 5
+    n_groups: int = 8
+    diffusion_step_embed_dim: int = 128
+    use_film_scale_modulation: bool = True
+
+    # Noise scheduler.
+    noise_scheduler_type: str = "DDPM"
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    prediction_type: str = "epsilon"
+    clip_sample: bool = True
+    clip_sample_range: float = 1.0
+
+    # Inference: None runs all num_train_timesteps reverse steps.
+    num_inference_steps: Optional[int] = None
+
+    # Loss.
+    do_mask_loss_for_padding: bool = False
+
+
+    # Filled from the dataset at build time; informational (logged with the run).
+    input_features: Optional[dict] = None
+    output_features: Optional[dict] = None
+
+    def __post_init__(self) -> None:
+        self.down_dims = tuple(int(d) for d in self.down_dims)
+        if self.crop_shape is not None:
+            self.crop_shape = tuple(int(s) for s in self.crop_shape)
+        self.normalization_mapping = {
+            str(k): feature_type_name(v) for k, v in dict(self.normalization_mapping).items()
+        }
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks the options that do not depend on the dataset's features."""
+        for name in ("n_obs_steps", "horizon", "n_action_steps", "num_train_timesteps"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"policy.{name}={value} must be >= 1; set policy.{name} to a positive integer")
+        max_action_steps = self.horizon - self.n_obs_steps + 1
+        if self.n_action_steps > max_action_steps:
+            raise ValueError(
+                f"policy.n_action_steps={self.n_action_steps} exceeds policy.horizon - policy.n_obs_steps + 1"
+                f" = {max_action_steps}; lower policy.n_action_steps or raise policy.horizon"
+            )
+        if not self.down_dims:
+            raise ValueError("policy.down_dims=[] is empty; give at least one UNet width, e.g. [512,1024,2048]")
+        factor = 2 ** len(self.down_dims)
+        if self.horizon % factor != 0:
+            raise ValueError(
+                f"policy.horizon={self.horizon} is not a multiple of the UNet's downsampling factor"
+                f" 2**len(policy.down_dims) = {factor}; set policy.horizon to a multiple of {factor}"
+            )
+        bad_groups = [d for d in self.down_dims if d % self.n_groups != 0]
+        if bad_groups:
+            raise ValueError(
+                f"policy.down_dims={list(self.down_dims)} has widths {bad_groups} not divisible by"
+                f" policy.n_groups={self.n_groups} (GroupNorm); make every width a multiple of policy.n_groups"
+            )
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(
+                f"policy.kernel_size={self.kernel_size} must be a positive odd number so convolutions keep"
+                " the horizon length; use e.g. policy.kernel_size=5"
+            )
+        if self.diffusion_step_embed_dim < 4 or self.diffusion_step_embed_dim % 2 != 0:
+            raise ValueError(
+                f"policy.diffusion_step_embed_dim={self.diffusion_step_embed_dim} must be an even number >= 4"
+                " (sin/cos halves); use e.g. 128"
+            )
+        if self.noise_scheduler_type not in NOISE_SCHEDULERS:
+            raise ValueError(
+                f"policy.noise_scheduler_type={self.noise_scheduler_type} is unknown;"
+                f" use one of {list(NOISE_SCHEDULERS)}"
+            )
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"policy.prediction_type={self.prediction_type} is unknown; use one of {list(PREDICTION_TYPES)}"
+            )
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"policy.beta_schedule={self.beta_schedule} is unknown; use one of {list(BETA_SCHEDULES)}")
+        if self.num_inference_steps is not None and not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise ValueError(
+                f"policy.num_inference_steps={self.num_inference_steps} must lie in [1, policy.num_train_timesteps"
+                f" = {self.num_train_timesteps}]; lower it or set it to null to use every training step"
+            )
+        for ftype, mode in self.normalization_mapping.items():
+            if ftype not in FEATURE_TYPES:
+                raise ValueError(
+                    f"policy.normalization_mapping has unknown feature type {ftype};"
+                    f" use keys among {list(FEATURE_TYPES)}"
+                )
+            if mode not in NORMALIZATION_MODES:
+                raise ValueError(
+                    f"policy.normalization_mapping.{ftype}={mode} is unknown; use one of {list(NORMALIZATION_MODES)}"
+                )
+        if self.crop_shape is not None and (len(self.crop_shape) != 2 or min(self.crop_shape) < 1):
+            raise ValueError(
+                f"policy.crop_shape={list(self.crop_shape)} must be two positive integers [height, width] or null"
+            )
+        if not self.vision_backbone.startswith("resnet"):
+            raise ValueError(
+                f"policy.vision_backbone={self.vision_backbone} is not a torchvision ResNet; use e.g. resnet18"
+            )
+        if self.pretrained_backbone_weights and self.use_group_norm:
+            raise ValueError(
+                f"policy.pretrained_backbone_weights={self.pretrained_backbone_weights} with policy.use_group_norm=true"
+                " would replace the pretrained BatchNorm layers and ruin the weights; set policy.use_group_norm=false"
+            )
+        if self.spatial_softmax_num_keypoints < 1:
+            raise ValueError(
+                f"policy.spatial_softmax_num_keypoints={self.spatial_softmax_num_keypoints} must be >= 1; use e.g. 32"
+            )
+
+    def validate_features(self, features: Mapping[str, Any]) -> None:
+        """Checks the options against the dataset's features (known only when the policy is built)."""
+        parsed = {key: feature_type_and_shape(ft) for key, ft in features.items()}
+        actions = [k for k, (t, _) in parsed.items() if t == "ACTION"]
+        if len(actions) != 1 or len(parsed[actions[0]][1]) != 1:
+            raise ValueError(
+                f"Diffusion Policy needs exactly one 1-D ACTION feature, got {actions or 'none'} among"
+                f" {sorted(parsed)}; check the dataset's `action` feature"
+            )
+        observations = [k for k, (t, _) in parsed.items() if t in ("VISUAL", "STATE", "ENV")]
+        if not observations:
+            raise ValueError(
+                f"Diffusion Policy needs at least one observation feature (VISUAL, STATE or ENV), got {sorted(parsed)}"
+            )
+        images = {k: shape for k, (t, shape) in parsed.items() if t == "VISUAL"}
+        for key, shape in images.items():
+            if len(shape) != 3:
+                raise ValueError(f"image feature {key} has shape {list(shape)}; expected [C, H, W]")
+            if self.crop_shape is not None and (self.crop_shape[0] > shape[1] or self.crop_shape[1] > shape[2]):
+                raise ValueError(
+                    f"policy.crop_shape={list(self.crop_shape)} does not fit in {key} of shape {list(shape)};"
+                    f" set policy.crop_shape to at most [{shape[1]}, {shape[2]}] or null"
+                )
+        if not self.use_separate_rgb_encoder_per_camera and len(set(images.values())) > 1:
+            raise ValueError(
+                f"cameras have different shapes {images} but policy.use_separate_rgb_encoder_per_camera=false"
+                " shares one encoder; set it to true or resize the cameras to one shape"
+            )
+
+    @property
+    def observation_delta_indices(self) -> list[int]:
+        return list(range(1 - self.n_obs_steps, 1))
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        return list(range(1 - self.n_obs_steps, 1 - self.n_obs_steps + self.horizon))
+
+    @property
+    def reward_delta_indices(self) -> None:
+        return None

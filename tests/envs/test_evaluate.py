@@ -1,0 +1,190 @@
+"""evaluate_policy on a scripted env whose outcome per seed is known, and on PushT end to end."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import av
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from envs.configs import EnvConfig, PushtEnvConfig
+from envs.evaluate import evaluate_policy
+
+EPISODE_LENGTH = 8
+
+
+class ScriptedEnv(gym.Env):
+    """Even seeds end in success at step ``2 + seed % 3`` if the action echoes ``agent_pos``; odd
+    seeds report a transient ``is_success`` at step 1 and run until truncated. Reward is 1 per step
+    and coverage ``step / 100``, so sum_reward == length exactly when post-done steps are masked."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, obs_type="pixels_agent_pos", render_mode="rgb_array"):
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Dict(
+            {
+                "pixels": gym.spaces.Box(0, 255, (8, 8, 3), dtype=np.uint8),
+                "agent_pos": gym.spaces.Box(-1e6, 1e6, (2,), dtype=np.float64),
+            }
+        )
+        self.action_space = gym.spaces.Box(-1e6, 1e6, (2,), dtype=np.float32)
+
+    def _obs(self):
+        pixels = np.full((8, 8, 3), self.t, dtype=np.uint8)
+        return {"pixels": pixels, "agent_pos": np.array([self.t, self.episode_seed], dtype=np.float64)}
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode_seed = seed if seed is not None else 1000 + int(self.np_random.integers(1000))
+        self.t = 0
+        return self._obs(), {"is_success": False}
+
+    def step(self, action):
+        echoed = np.allclose(action, self._obs()["agent_pos"])
+        self.t += 1
+        if self.episode_seed % 2 == 0:
+            success = echoed and self.t == 2 + self.episode_seed % 3
+        else:
+            success = self.t == 1
+        terminated = success and self.episode_seed % 2 == 0
+        return self._obs(), 1.0, terminated, False, {"is_success": success, "coverage": self.t / 100}
+
+    def render(self):
+        return np.full((16, 24, 3), 10 * self.t, dtype=np.uint8)
+
+
+@pytest.fixture
+def scripted_cfg(monkeypatch) -> EnvConfig:
+    monkeypatch.setitem(sys.modules, "gym_scripted", types.ModuleType("gym_scripted"))
+    if "gym_scripted/Scripted-v0" not in gym.registry:
+        gym.register("gym_scripted/Scripted-v0", entry_point=ScriptedEnv)
+    return EnvConfig(
+        type="scripted",
+        task="Scripted-v0",
+        fps=10,
+        episode_length=EPISODE_LENGTH,
+        obs_type="pixels_agent_pos",
+        features={
+            "action": {"type": "ACTION", "shape": [2]},
+            "agent_pos": {"type": "STATE", "shape": [2]},
+            "pixels": {"type": "VISUAL", "shape": [8, 8, 3]},
+        },
+        features_map={"action": "action", "agent_pos": "observation.state", "pixels": "observation.image"},
+    )
+
+
+class FunctionPolicy:
+    """select_action applies ``fn`` to the observation batch; records what the evaluator did."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.resets = 0
+        self.batch_sizes: list[int] = []
+
+    def reset(self):
+        self.resets += 1
+        self.batch_sizes.append(0)
+
+    def select_action(self, obs):
+        assert not torch.is_grad_enabled()
+        assert obs["observation.image"].dtype == torch.float32
+        self.batch_sizes[-1] = obs["observation.state"].shape[0]
+        return self.fn(obs)
+
+
+def _expected_length(seed: int, echo: bool) -> int:
+    return 2 + seed % 3 if echo and seed % 2 == 0 else EPISODE_LENGTH
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_success_and_rewards_are_masked_after_done(scripted_cfg, echo):
+    if echo:
+        policy = FunctionPolicy(lambda obs: obs["observation.state"].clone())
+    else:
+        policy = FunctionPolicy(lambda obs: torch.zeros_like(obs["observation.state"]))
+    result = evaluate_policy(
+        policy, scripted_cfg, n_episodes=5, batch_size=2, use_async=False, seed=10, device="cpu",
+        videos_dir=None, progress=False,
+    )
+    episodes = result["per_episode"]
+    seeds = [10, 11, 12, 13, 14]
+    assert [e["seed"] for e in episodes] == seeds
+    assert [e["episode_index"] for e in episodes] == list(range(5))
+    assert policy.resets == 3 and policy.batch_sizes == [2, 2, 1]
+
+    lengths = [_expected_length(s, echo) for s in seeds]
+    successes = [echo and s % 2 == 0 for s in seeds]
+    assert [e["length"] for e in episodes] == lengths
+    assert [e["success"] for e in episodes] == successes
+    assert [e["sum_reward"] for e in episodes] == [float(n) for n in lengths]
+    assert [e["max_reward"] for e in episodes] == [1.0] * 5
+    assert [e["max_coverage"] for e in episodes] == pytest.approx([n / 100 for n in lengths])
+
+    aggregated = result["aggregated"]
+    assert aggregated["n_episodes"] == 5
+    assert aggregated["pc_success"] == pytest.approx(100 * sum(successes) / 5)
+    assert aggregated["avg_sum_reward"] == pytest.approx(np.mean(lengths))
+    assert aggregated["avg_max_coverage"] == pytest.approx(np.mean(lengths) / 100)
+    assert aggregated["eval_s"] > 0
+    assert result["videos"] == []
+
+
+def test_videos_hold_one_frame_per_step_and_none_after_done(scripted_cfg, tmp_path):
+    result = evaluate_policy(
+        FunctionPolicy(lambda obs: obs["observation.state"].clone()), scripted_cfg, n_episodes=3,
+        batch_size=2, use_async=False, seed=12, device="cpu", videos_dir=tmp_path / "videos", max_videos=3,
+        progress=True,
+    )
+    lengths = [e["length"] for e in result["per_episode"]]
+    assert lengths == [2, EPISODE_LENGTH, 4]
+    assert result["videos"] == [str(tmp_path / "videos" / f"eval_episode_{i}.mp4") for i in range(3)]
+    assert [e["video"] for e in result["per_episode"]] == result["videos"]
+    for path, length in zip(result["videos"], lengths):
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "h264"
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        assert frames[0].shape == (16, 24, 3)
+        assert len(frames) == length + 1
+        brightness = [int(np.median(frame)) for frame in frames]
+        assert brightness == pytest.approx([10 * t for t in range(length + 1)], abs=3)
+
+
+def test_policy_module_is_evaluated_in_eval_mode_and_restored(scripted_cfg):
+    class Echo(torch.nn.Module):
+        def reset(self):
+            pass
+
+        def select_action(self, obs):
+            assert not self.training
+            return obs["observation.state"].clone()
+
+    policy = Echo().train()
+    evaluate_policy(policy, scripted_cfg, 1, 1, False, 0, "cpu", None, progress=False)
+    assert policy.training
+
+
+def test_pusht_end_to_end_with_video(tmp_path):
+    """Real env, async workers, a policy that pushes towards the centre: the plumbing, not skill."""
+    cfg = PushtEnvConfig(episode_length=6)
+    policy = FunctionPolicy(lambda obs: torch.full_like(obs["observation.state"], 256.0))
+    result = evaluate_policy(
+        policy, cfg, n_episodes=3, batch_size=2, use_async=True, seed=100, device="cpu",
+        videos_dir=tmp_path, max_videos=1, progress=False,
+    )
+    episodes = result["per_episode"]
+    assert [e["seed"] for e in episodes] == [100, 101, 102]
+    assert all(e["length"] == 6 and not e["success"] and 0 <= e["max_coverage"] <= 1 for e in episodes)
+    assert set(result["aggregated"]) == {
+        "avg_sum_reward", "avg_max_reward", "pc_success", "avg_max_coverage", "n_episodes", "eval_s",
+    }
+    [video] = result["videos"]
+    with av.open(video) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 7 and (frames[0].height, frames[0].width) == (384, 384)
+    assert frames[0].format.name == "yuv420p"

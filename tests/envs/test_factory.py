@@ -1,0 +1,127 @@
+"""make_env, the env config schema and observation preprocessing, on the real PushT env."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from envs.configs import EnvConfig, PushtEnvConfig, as_env_config
+from envs.factory import make_env
+from envs.observation import preprocess_observation
+
+
+def _pusht(**overrides) -> PushtEnvConfig:
+    return PushtEnvConfig(**{"episode_length": 20, **overrides})
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_make_env_resets_steps_and_renders_headless(use_async):
+    env = make_env(_pusht(), n_envs=2, use_async=use_async)
+    try:
+        assert env.num_envs == 2
+        obs, _ = env.reset(seed=[0, 1])
+        assert obs["pixels"].shape == (2, 96, 96, 3) and obs["pixels"].dtype == np.uint8
+        assert obs["agent_pos"].shape == (2, 2)
+        obs, reward, terminated, truncated, info = env.step(np.full((2, 2), 256.0, dtype=np.float32))
+        assert reward.shape == terminated.shape == truncated.shape == (2,)
+        assert info["_is_success"].all() and info["_coverage"].all()
+        frames = env.render()
+        assert len(frames) == 2 and frames[0].shape == (384, 384, 3) and frames[0].dtype == np.uint8
+    finally:
+        env.close()
+
+
+def test_sync_and_async_envs_agree_on_seeded_resets():
+    observations = []
+    for use_async in (False, True):
+        env = make_env(_pusht(), n_envs=2, use_async=use_async)
+        try:
+            observations.append(env.reset(seed=[7, 8])[0])
+        finally:
+            env.close()
+    sync, async_ = observations
+    np.testing.assert_array_equal(sync["agent_pos"], async_["agent_pos"])
+    np.testing.assert_array_equal(sync["pixels"], async_["pixels"])
+    assert not np.array_equal(sync["agent_pos"][0], sync["agent_pos"][1])
+
+
+def test_episode_length_truncates():
+    env = make_env(_pusht(episode_length=3), n_envs=1)
+    try:
+        env.reset(seed=[0])
+        truncations = [env.step(np.full((1, 2), 256.0, dtype=np.float32))[3][0] for _ in range(3)]
+        assert truncations == [False, False, True]
+    finally:
+        env.close()
+
+
+def test_features_that_do_not_match_the_env_fail_at_build():
+    features = dict(_pusht().features)
+    features["pixels"] = dataclasses.replace(features["pixels"], shape=[384, 384, 3])
+    with pytest.raises(ValueError, match="emits"):
+        make_env(_pusht(features=features), n_envs=1)
+
+
+def test_missing_gym_package_names_the_pip_package():
+    cfg = dataclasses.replace(_pusht(), type="nosuchsim")
+    with pytest.raises(ModuleNotFoundError, match="pip install gym-nosuchsim"):
+        make_env(cfg, n_envs=1)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="features_map"):
+        _pusht(features_map={"action": "action", "agent_pos": "observation.state"})
+    with pytest.raises(ValueError, match="type"):
+        _pusht(features={"action": {"type": "ACTION", "shape": [2]}, "pose": {"type": "POSE", "shape": [1]}})
+
+
+def test_hydra_dictconfig_round_trips_to_the_dataclass():
+    """What the lead's YAML yields: a structured DictConfig typed by EnvConfig, overridden."""
+    yaml_values = OmegaConf.to_container(OmegaConf.structured(_pusht()))
+    node = OmegaConf.merge(OmegaConf.structured(EnvConfig), yaml_values)
+    cfg = as_env_config(node)
+    assert isinstance(cfg, EnvConfig) and cfg.features["pixels"].shape == [96, 96, 3]
+    assert cfg.make_kwargs == {
+        "max_episode_steps": 20,
+        "obs_type": "pixels_agent_pos",
+        "render_mode": "rgb_array",
+        "observation_width": 96,
+        "observation_height": 96,
+        "visualization_width": 384,
+        "visualization_height": 384,
+    }
+    plain = as_env_config(OmegaConf.to_container(node))
+    assert plain == cfg
+    with pytest.raises(ValueError, match="unknown env config keys"):
+        as_env_config({**OmegaConf.to_container(node), "fsp": 10})
+
+
+def test_preprocess_observation_shapes_dtypes_ranges():
+    rng = np.random.default_rng(0)
+    obs = {
+        "pixels": rng.integers(0, 256, size=(3, 6, 5, 3), dtype=np.uint8),
+        "agent_pos": rng.uniform(0, 512, size=(3, 2)),
+    }
+    obs["pixels"][0, 0, 0] = [0, 255, 128]
+    out = preprocess_observation(obs, _pusht().features_map)
+    image, state = out["observation.image"], out["observation.state"]
+    assert set(out) == {"observation.image", "observation.state"}
+    assert image.shape == (3, 3, 6, 5) and image.dtype == torch.float32 and image.is_contiguous()
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert image[0, :, 0, 0].tolist() == pytest.approx([0.0, 1.0, 128 / 255])
+    torch.testing.assert_close(image, torch.from_numpy(obs["pixels"]).permute(0, 3, 1, 2).float() / 255)
+    assert state.shape == (3, 2) and state.dtype == torch.float32
+    torch.testing.assert_close(state, torch.from_numpy(obs["agent_pos"]).float())
+
+
+def test_preprocess_observation_nested_cameras_and_unmapped_keys():
+    obs = {"pixels": {"top": np.zeros((1, 4, 4, 3), dtype=np.uint8)}, "agent_pos": np.zeros((1, 14))}
+    features_map = {"pixels/top": "observation.images.top", "agent_pos": "observation.state"}
+    out = preprocess_observation(obs, features_map)
+    assert out["observation.images.top"].shape == (1, 3, 4, 4)
+    with pytest.raises(KeyError, match="pixels/top"):
+        preprocess_observation(obs, {"agent_pos": "observation.state"})

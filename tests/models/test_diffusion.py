@@ -1,0 +1,316 @@
+"""Diffusion Policy: config checks, training signal, rollout queues, schedulers, checkpoints.
+
+Everything runs on tiny configs (UNet widths 16/32, 3x48x48 images cropped to 40, big enough
+for a ResNet feature map of more than one pixel) so the file takes seconds on a CPU; the
+full-size model is only built on the meta device, to count parameters.
+"""
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+
+from models.diffusion.config import DiffusionConfig
+from models.diffusion.modeling import DiffusionPolicy
+
+try:
+    from data.features import FeatureType, PolicyFeature
+except ImportError:  # data/features.py is written in parallel; same interface.
+
+    class FeatureType(str, Enum):
+        VISUAL = "VISUAL"
+        STATE = "STATE"
+        ENV = "ENV"
+        ACTION = "ACTION"
+
+    @dataclass
+    class PolicyFeature:
+        type: FeatureType
+        shape: tuple
+
+
+ACTION_LOW, ACTION_HIGH = 10.0, 500.0
+
+TINY = dict(
+    n_obs_steps=2,
+    horizon=8,
+    n_action_steps=4,
+    down_dims=(16, 32),
+    kernel_size=3,
+    diffusion_step_embed_dim=16,
+    spatial_softmax_num_keypoints=8,
+    crop_shape=(40, 40),
+    num_train_timesteps=10,
+)
+
+
+def make_features(image_keys=("observation.image",), image_shape=(3, 48, 48), state_dim=2, action_dim=2):
+    features = {"observation.state": PolicyFeature(FeatureType.STATE, (state_dim,))}
+    for key in image_keys:
+        features[key] = PolicyFeature(FeatureType.VISUAL, image_shape)
+    features["action"] = PolicyFeature(FeatureType.ACTION, (action_dim,))
+    return features
+
+
+def make_stats(features):
+    stats = {}
+    for key, feature in features.items():
+        if feature.type == FeatureType.VISUAL:
+            channels = feature.shape[0]
+            stats[key] = {
+                "mean": np.full((channels, 1, 1), 0.5),
+                "std": np.full((channels, 1, 1), 0.25),
+                "min": np.zeros((channels, 1, 1)),
+                "max": np.ones((channels, 1, 1)),
+            }
+        else:
+            dim = feature.shape[0]
+            low = ACTION_LOW if feature.type == FeatureType.ACTION else 0.0
+            stats[key] = {
+                "mean": np.full(dim, 250.0),
+                "std": np.full(dim, 100.0),
+                "min": np.full(dim, low),
+                "max": np.full(dim, ACTION_HIGH),
+            }
+    return stats
+
+
+def make_policy(features=None, stats="auto", **overrides):
+    features = features or make_features()
+    stats = make_stats(features) if stats == "auto" else stats
+    return DiffusionPolicy(features, stats, **{**TINY, **overrides})
+
+
+def make_batch(policy, batch_size=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    cfg = policy.config
+    batch = {}
+    for key in policy.state_keys + policy.env_keys:
+        dim = policy.config.input_features[key]["shape"][0]
+        batch[key] = torch.rand(batch_size, cfg.n_obs_steps, dim, generator=gen) * 500
+    for key in policy.image_keys:
+        shape = policy.config.input_features[key]["shape"]
+        batch[key] = torch.rand(batch_size, cfg.n_obs_steps, *shape, generator=gen)
+    batch["action"] = ACTION_LOW + torch.rand(batch_size, cfg.horizon, policy.action_dim, generator=gen) * (
+        ACTION_HIGH - ACTION_LOW
+    )
+    batch["action_is_pad"] = torch.zeros(batch_size, cfg.horizon, dtype=torch.bool)
+    return batch
+
+
+def make_obs(policy, batch_size=3, seed=0):
+    """One rollout step's observations (no time axis)."""
+    return {k: v[:, -1] for k, v in make_batch(policy, batch_size, seed).items() if k in policy.observation_keys}
+
+
+def test_delta_indices_follow_n_obs_steps_and_horizon():
+    cfg = DiffusionConfig()
+    assert cfg.observation_delta_indices == [-1, 0]
+    assert cfg.action_delta_indices == list(range(-1, 15))
+    assert cfg.reward_delta_indices is None
+
+
+def test_defaults_match_lerobot():
+    cfg = DiffusionConfig()
+    assert (cfg.n_obs_steps, cfg.horizon, cfg.n_action_steps, cfg.drop_n_last_frames) == (2, 16, 8, 7)
+    assert cfg.down_dims == (512, 1024, 2048) and cfg.crop_shape == (84, 84)
+    assert cfg.normalization_mapping == {"VISUAL": "MEAN_STD", "STATE": "MIN_MAX", "ACTION": "MIN_MAX"}
+    assert (cfg.noise_scheduler_type, cfg.num_train_timesteps, cfg.beta_schedule) == ("DDPM", 100, "squaredcos_cap_v2")
+    assert cfg.pretrained_backbone_weights is None and cfg.use_group_norm
+
+
+def test_parameter_count_at_defaults_matches_lerobot():
+    """LeRobot logs num_learnable_params=262709026 for diffusion on PushT (96x96 image, state 2, action 2)."""
+    features = make_features(image_shape=(3, 96, 96))
+    with torch.device("meta"):
+        policy = DiffusionPolicy(features, None)
+    assert sum(p.numel() for p in policy.parameters() if p.requires_grad) == 262_709_026
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"n_action_steps": 20}, "policy.n_action_steps=20 exceeds policy.horizon - policy.n_obs_steps + 1 = 15"),
+        ({"horizon": 12}, "policy.horizon=12 is not a multiple"),
+        ({"noise_scheduler_type": "PNDM"}, "policy.noise_scheduler_type=PNDM"),
+        ({"prediction_type": "v_prediction"}, "policy.prediction_type=v_prediction"),
+        ({"beta_schedule": "cosine"}, "policy.beta_schedule=cosine"),
+        ({"num_inference_steps": 200}, "policy.num_inference_steps=200"),
+        ({"normalization_mapping": {"STATE": "ZSCORE"}}, "policy.normalization_mapping.STATE=ZSCORE"),
+        ({"down_dims": (12, 24)}, "policy.n_groups=8"),
+        ({"kernel_size": 4}, "policy.kernel_size=4"),
+        ({"vision_backbone": "vit_b_16"}, "policy.vision_backbone=vit_b_16"),
+        ({"pretrained_backbone_weights": "ResNet18_Weights.IMAGENET1K_V1"}, "policy.use_group_norm=false"),
+    ],
+)
+def test_config_errors_name_option_value_and_fix(overrides, fragment):
+    with pytest.raises(ValueError) as info:
+        DiffusionConfig(**overrides)
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_crop_larger_than_image_is_rejected_at_build():
+    with pytest.raises(ValueError, match=r"policy.crop_shape=\[50, 50\] does not fit in observation.image"):
+        make_policy(crop_shape=(50, 50))
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(ValueError, match="policy.n_obs_step is not an option"):
+        make_policy(n_obs_step=3)
+
+
+def test_missing_stats_name_the_feature():
+    features = make_features()
+    stats = make_stats(features)
+    del stats["observation.state"]
+    with pytest.raises(KeyError, match="observation.state"):
+        make_policy(features, stats)
+    policy = make_policy(features, stats=None)
+    with pytest.raises(RuntimeError, match="observation.state"):
+        policy(make_batch(policy))
+
+
+def test_forward_gives_finite_loss_and_gradients_reach_unet_and_encoder():
+    torch.manual_seed(0)
+    policy = make_policy()
+    loss, info = policy(make_batch(policy))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert info == {"loss": pytest.approx(loss.item())}
+    loss.backward()
+    for name, module in [("unet", policy.unet), ("rgb_encoder.backbone", policy.rgb_encoder.backbone)]:
+        grads = [p.grad for p in module.parameters()]
+        assert all(g is not None for g in grads), name
+        assert sum(g.abs().sum() for g in grads) > 0, name
+    assert policy.unet.down_modules[0][0].cond_encoder[1].weight.grad.abs().sum() > 0
+
+
+def test_optimizer_steps_on_a_fixed_batch_reduce_the_loss():
+    torch.manual_seed(0)
+    policy = make_policy()
+    batch = make_batch(policy, batch_size=8)
+    optimizer = torch.optim.AdamW(policy.get_optim_params(), lr=3e-3)
+
+    def eval_loss():
+        torch.manual_seed(123)  # same noise and timesteps each time: a loss that only the weights change
+        with torch.no_grad():
+            return sum(policy(batch)[0].item() for _ in range(4)) / 4
+
+    before = eval_loss()
+    for _ in range(40):
+        loss, _ = policy(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert eval_loss() < 0.6 * before
+
+
+def test_padding_mask_needs_is_pad_and_zeroes_padded_steps():
+    torch.manual_seed(0)
+    policy = make_policy(do_mask_loss_for_padding=True)
+    batch = make_batch(policy)
+    batch["action_is_pad"][:] = True
+    loss, _ = policy(batch)
+    assert loss.item() == 0.0
+    del batch["action_is_pad"]
+    with pytest.raises(ValueError, match="action_is_pad"):
+        policy(batch)
+
+
+def test_select_action_plans_once_per_n_action_steps_and_stays_in_range():
+    torch.manual_seed(0)
+    policy = make_policy().eval()
+    calls = []
+    generate = policy.generate_actions
+    policy.generate_actions = lambda *a, **k: calls.append(1) or generate(*a, **k)
+
+    n = policy.config.n_action_steps
+    actions = [policy.select_action(make_obs(policy, seed=i)) for i in range(2 * n + 1)]
+    assert len(calls) == 3
+    for action in actions:
+        assert action.shape == (3, 2)
+        assert torch.all(action >= ACTION_LOW - 1e-3) and torch.all(action <= ACTION_HIGH + 1e-3)
+    assert len(policy._obs_queues["observation.state"]) == policy.config.n_obs_steps
+    assert len(policy._action_queue) == n - 1
+
+    policy.reset()
+    assert len(policy._action_queue) == 0
+    assert all(len(q) == 0 for q in policy._obs_queues.values())
+    policy.select_action(make_obs(policy))
+    assert len(calls) == 4
+
+
+def test_first_observation_fills_the_window():
+    policy = make_policy().eval()
+    obs = make_obs(policy)
+    policy.select_action(obs)
+    queue = policy._obs_queues["observation.state"]
+    assert len(queue) == 2 and torch.equal(queue[0], queue[1])
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample"])
+def test_ddim_with_few_inference_steps(prediction_type):
+    torch.manual_seed(0)
+    policy = make_policy(
+        noise_scheduler_type="DDIM", num_inference_steps=3, prediction_type=prediction_type
+    ).eval()
+    unet_calls = []
+    policy.unet.register_forward_hook(lambda *_: unet_calls.append(1))
+    action = policy.select_action(make_obs(policy))
+    assert len(unet_calls) == 3
+    assert action.shape == (3, 2) and torch.isfinite(action).all()
+    assert torch.all(action >= ACTION_LOW - 1e-3) and torch.all(action <= ACTION_HIGH + 1e-3)
+    loss, _ = policy.train()(make_batch(policy))
+    assert torch.isfinite(loss)
+
+
+def test_several_cameras_env_state_and_separate_encoders():
+    torch.manual_seed(0)
+    features = make_features(image_keys=("observation.images.top", "observation.images.wrist"))
+    features["observation.environment_state"] = PolicyFeature(FeatureType.ENV, (4,))
+    for separate in (False, True):
+        policy = make_policy(features, use_separate_rgb_encoder_per_camera=separate)
+        assert isinstance(policy.rgb_encoder, torch.nn.ModuleList) == separate
+        loss, _ = policy(make_batch(policy))
+        assert torch.isfinite(loss)
+        assert policy.eval().select_action(make_obs(policy)).shape == (3, 2)
+
+
+def test_state_dict_round_trip_through_safetensors_reproduces_actions(tmp_path):
+    torch.manual_seed(0)
+    policy = make_policy().eval()
+    path = tmp_path / "model.safetensors"
+    save_file(policy.state_dict(), str(path))
+    assert any(k.startswith("normalizer.") for k in load_file(str(path)))
+
+    torch.manual_seed(1)
+    restored = make_policy(stats=None)
+    restored.load_state_dict(load_file(str(path)))
+    restored.eval()
+
+    obs = make_obs(policy)
+    torch.manual_seed(7)
+    expected = policy.select_action(obs)
+    torch.manual_seed(7)
+    actual = restored.select_action(obs)
+    torch.testing.assert_close(actual, expected)
+
+
+def test_hydra_instantiate_from_structured_config():
+    """The lead's path: DiffusionConfig as schema, overrides, instantiate with features and stats."""
+    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()}
+    cfg = OmegaConf.merge(OmegaConf.structured(DiffusionConfig), overrides)
+    assert OmegaConf.to_object(cfg).action_delta_indices == list(range(-1, 7))
+    features = make_features()
+    policy = instantiate(cfg, features=features, stats=make_stats(features))
+    assert isinstance(policy, DiffusionPolicy)
+    assert policy.config.down_dims == (16, 32) and policy.config.crop_shape == (40, 40)
+    assert policy.config.input_features["observation.image"] == {"type": "VISUAL", "shape": [3, 48, 48]}
+    torch.manual_seed(0)
+    assert torch.isfinite(policy(make_batch(policy))[0])

@@ -1,0 +1,327 @@
+"""MLflowTracker against a real sqlite store (and, marked slow, a real `mlflow server`).
+
+The store is shared by the module: creating a fresh MLflow sqlite database runs its migrations,
+which takes about 2 s; runs are independent because each test makes its own.
+"""
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tracking import MLflowTracker, read_metrics
+from tracking import mlflow_tracker as mt
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+WARNING_LOGGER = "tracking.mlflow_tracker"
+
+# mlflow 3.17's sqlite store uses a SQLAlchemy loader option that SQLAlchemy deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.store.*")
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_mlflow_env(monkeypatch, tmp_path):
+    """Tests must not log to a tracking server configured in the developer's shell, nor leave
+    ./mlruns in the working directory."""
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("outputs")
+
+
+def _tracker(store_dir, **kwargs):
+    cfg = {
+        "_target_": "tracking.mlflow_tracker.MLflowTracker",
+        "tracking_uri": None,
+        "experiment_name": "hydrabot",
+        "run_name": None,
+        "log_system_metrics": False,
+        "default_store_dir": str(store_dir),
+        **kwargs,
+    }
+    return instantiate(OmegaConf.create(cfg))
+
+
+def _client(store_dir):
+    return MlflowClient(f"sqlite:///{store_dir / 'mlflow.db'}")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tracking_warnings(caplog):
+    return [r for r in caplog.records if r.name == WARNING_LOGGER and r.levelno == logging.WARNING]
+
+
+def test_limits_match_installed_mlflow():
+    from mlflow.utils import validation
+
+    assert mt.MAX_PARAM_VALUE_CHARS == validation.MAX_PARAM_VAL_LENGTH
+    assert mt.MAX_TAG_VALUE_CHARS == validation.MAX_TAG_VAL_LENGTH
+    assert mt.MAX_KEY_CHARS == validation.MAX_ENTITY_KEY_LENGTH
+    assert mt.MAX_PARAMS_PER_BATCH == validation.MAX_PARAMS_TAGS_PER_BATCH
+    assert mt.MAX_METRICS_PER_BATCH == validation.MAX_METRICS_PER_BATCH
+
+
+def test_constructor_touches_nothing(tmp_path):
+    tracker = _tracker(tmp_path / "never", tracking_uri="http://127.0.0.1:1")
+    assert isinstance(tracker, MLflowTracker)
+    assert not (tmp_path / "never").exists()
+    assert tracker.run_id is None and tracker.resolved_uri is None
+    tracker.finish("FAILED")  # finish without start is a no-op
+
+
+def test_run_roundtrip(store_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    params = {f"group.key_{i:03d}": i for i in range(250)}  # three log_batch calls
+    params["dataset.long"] = "x" * 10_000
+    params["weird key=(1)"] = "ok"
+    tags = {"family": "policy", "overrides": "policy=act env=pusht"}
+    artifact = tmp_path / "config.yaml"
+    artifact.write_text("steps: 10\n")
+
+    tracker = _tracker(store_dir, run_name="roundtrip")
+    run_id = tracker.start(run_dir, params, tags)
+    assert run_id is not None and tracker.run_id == run_id
+    for step in (0, 10, 20):
+        tracker.log_metrics({"train/loss": 1.0 / (step + 1), "train/lr": 1e-4}, step)
+    tracker.log_artifact(artifact)
+    tracker.log_artifact(artifact, artifact_path="configs")
+    tracker.finish("FINISHED")
+    tracker.finish("FAILED")  # second call changes nothing
+
+    client = _client(store_dir)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "roundtrip"
+    assert len(run.data.params) == 252
+    assert run.data.params["group.key_007"] == "7"
+    assert run.data.params["weird key__1_"] == "ok"
+    long = run.data.params["dataset.long"]
+    assert len(long) == 6000 and long.endswith("[truncated, 10000 chars]")
+    assert run.data.tags["family"] == "policy"
+    assert run.data.tags["overrides"] == "policy=act env=pusht"
+    assert run.data.tags["run_dir"] == str(run_dir)
+    assert "mlflow.user" in run.data.tags
+    history = client.get_metric_history(run_id, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(0, 1.0), (10, 1 / 11), (20, 1 / 21)]
+    assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml", "configs"]
+
+    artifact_root = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert artifact_root.is_relative_to(store_dir / "mlartifacts" / "hydrabot")
+    assert (artifact_root / "configs" / "config.yaml").read_text() == "steps: 10\n"
+    assert not (Path.cwd() / "mlruns").exists()
+
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 10, 20]
+
+
+def test_failed_status_and_parent(store_dir, tmp_path):
+    parent = _tracker(store_dir)
+    parent_id = parent.start(tmp_path / "sweep", {}, {})
+    child = _tracker(store_dir)
+    child_id = child.start(tmp_path / "job0", {"lr": 0.1}, {}, parent_run_id=parent_id)
+    child.log_metrics({"loss": float("nan")}, 0)
+    child.finish("FAILED")
+    parent.finish("KILLED")
+
+    client = _client(store_dir)
+    child_run = client.get_run(child_id)
+    assert child_run.info.status == "FAILED"
+    assert child_run.data.tags["mlflow.parentRunId"] == parent_id
+    assert client.get_run(parent_id).info.status == "KILLED"
+
+
+def test_resume_continues_the_same_run(store_dir, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    first = _tracker(store_dir)
+    run_id = first.start(run_dir, {"steps": 100, "lr": 0.1}, {"attempt": "1"})
+    first.log_metrics({"loss": 1.0}, 50)
+    first.finish("KILLED")
+
+    second = _tracker(store_dir)
+    assert second.start(run_dir, {"steps": 200, "lr": 0.1, "new": "x"}, {"attempt": "2"},
+                        resume_run_id=run_id) == run_id
+    client = _client(store_dir)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    second.log_metrics({"loss": 0.5}, 100)
+    second.finish("FINISHED")
+
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"steps": "100", "lr": "0.1", "new": "x"}
+    assert run.data.tags["attempt"] == "2"
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [
+        (50, 1.0), (100, 0.5)
+    ]
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [50, 100]
+    assert any("steps" in r.getMessage() for r in _tracking_warnings(caplog))
+    assert len(client.search_runs([run.info.experiment_id])) >= 1
+
+
+@pytest.mark.parametrize("missing", ["0" * 32, "not-a-run-id"])
+def test_resume_of_unknown_run_starts_a_new_one(store_dir, tmp_path, missing):
+    tracker = _tracker(store_dir)
+    run_id = tracker.start(tmp_path, {}, {}, resume_run_id=missing)
+    tracker.finish("FINISHED")
+    assert run_id not in (None, missing)
+    run = _client(store_dir).get_run(run_id)
+    assert run.data.tags["resumed_from_run_id"] == missing
+    assert run.info.status == "FINISHED"
+
+
+def test_env_tracking_uri_is_honoured(store_dir, tmp_path, monkeypatch):
+    env_uri = f"sqlite:///{store_dir / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env_uri)
+    tracker = _tracker(tmp_path / "unused")
+    run_id = tracker.start(tmp_path / "run", {"a": 1}, {})
+    tracker.finish("FINISHED")
+
+    assert tracker.resolved_uri == env_uri
+    assert not (tmp_path / "unused").exists()
+    assert MlflowClient(env_uri).get_run(run_id).info.status == "FINISHED"
+
+
+def test_explicit_uri_beats_env(store_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    tracker = _tracker(tmp_path, tracking_uri=f"sqlite:///{store_dir / 'mlflow.db'}")
+    assert tracker.start(tmp_path / "run", {}, {}) is not None
+    tracker.finish("FINISHED")
+    assert tracker.enabled is False and tracker.resolved_uri.startswith("sqlite:///")
+
+
+def test_dead_server_costs_seconds_and_one_warning(tmp_path, caplog):
+    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    run_dir = tmp_path / "run"
+    tracker = _tracker(tmp_path / "unused", tracking_uri=uri)
+
+    t0 = time.monotonic()
+    assert tracker.start(run_dir, {"a": 1}, {"t": "v"}) is None
+    for step in range(5):
+        tracker.log_metrics({"loss": float(step)}, step)
+    tracker.log_artifact(__file__)
+    tracker.finish("FINISHED")
+    tracker.finish("FAILED")
+    assert time.monotonic() - t0 < 10
+
+    warnings = _tracking_warnings(caplog)
+    assert len(warnings) == 1
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    message = warnings[0].getMessage()
+    assert uri in message and str(run_dir / "metrics.jsonl") in message
+    assert [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")] == [0, 1, 2, 3, 4]
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the probe's limits are undone
+
+
+def test_resume_with_dead_server_keeps_the_run_id(tmp_path):
+    tracker = _tracker(tmp_path, tracking_uri=f"http://127.0.0.1:{_free_port()}")
+    assert tracker.start(tmp_path / "run", {}, {}, resume_run_id="abc") == "abc"
+    tracker.finish("FAILED")
+
+
+def test_failure_mid_run_stops_calling_mlflow(store_dir, tmp_path, caplog):
+    tracker = _tracker(store_dir)
+    run_id = tracker.start(tmp_path / "run", {}, {})
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("server went away")
+
+    tracker._client.log_batch = broken
+    tracker._client.set_terminated = broken
+    for step in range(3):
+        tracker.log_metrics({"loss": 1.0}, step)
+    tracker.finish("FINISHED")
+
+    assert len(calls) == 1
+    assert len(_tracking_warnings(caplog)) == 1
+    assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 3
+    assert _client(store_dir).get_run(run_id).info.status == "RUNNING"  # server never heard
+
+
+def test_system_metrics_failure_only_warns(store_dir, tmp_path, caplog, monkeypatch):
+    """psutil is optional: without it (or with a broken monitor) the run is tracked anyway."""
+    monkeypatch.setitem(sys.modules, "mlflow.system_metrics.system_metrics_monitor", None)
+    tracker = _tracker(store_dir, log_system_metrics=True)
+    run_id = tracker.start(tmp_path, {}, {})
+    tracker.log_metrics({"loss": 1.0}, 0)
+    tracker.finish("FINISHED")
+    assert tracker.run_id == run_id
+    assert _client(store_dir).get_run(run_id).info.status == "FINISHED"
+    warnings = [r.getMessage() for r in _tracking_warnings(caplog)]
+    assert len(warnings) == 1 and warnings[0].startswith("MLflow system metrics are off: ")
+
+
+@pytest.mark.slow
+def test_real_server_then_server_dies(tmp_path, caplog):
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, "mlflow server exited"
+            assert time.monotonic() < deadline, "mlflow server did not come up"
+            time.sleep(0.5)
+
+        run_dir = tmp_path / "run"
+        artifact = tmp_path / "note.txt"
+        artifact.write_text("hello")
+        tracker = _tracker(tmp_path / "unused", tracking_uri=uri)
+        run_id = tracker.start(run_dir, {"lr": 0.1, "long": "y" * 7000}, {"family": "policy"})
+        assert run_id is not None
+        tracker.log_metrics({"loss": 1.0}, 0)
+        tracker.log_artifact(artifact)
+
+        client = MlflowClient(uri)
+        run = client.get_run(run_id)
+        assert run.info.status == "RUNNING"
+        assert run.data.params["lr"] == "0.1" and len(run.data.params["long"]) == 6000
+        assert [a.path for a in client.list_artifacts(run_id)] == ["note.txt"]
+
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        t0 = time.monotonic()
+        for step in range(1, 4):
+            tracker.log_metrics({"loss": 1.0 / (step + 1)}, step)
+        tracker.finish("FINISHED")
+        assert time.monotonic() - t0 < 15
+        assert len(_tracking_warnings(caplog)) == 1
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING
+                    and r.name != WARNING_LOGGER]  # urllib3's retry lines are demoted
+        assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [0, 1, 2, 3]
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 9)
+            server.wait(timeout=30)
