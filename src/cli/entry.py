@@ -14,6 +14,7 @@ import re
 import sys
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -52,6 +53,7 @@ def check_composes(config_dir: str, config_name: str, overrides: list[str]) -> N
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
             OmegaConf.resolve(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
             if cfg.get("policy") is not None:
                 OmegaConf.to_object(cfg.policy)  # runs the policy config's own checks

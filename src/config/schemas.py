@@ -50,7 +50,7 @@ class DiffuserSchedulerConfig:
 
     _target_: str = "training.schedulers.diffuser_scheduler"
     name: str = "cosine"
-    num_warmup_steps: Optional[int] = None
+    num_warmup_steps: int = 0
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +152,7 @@ class RobotPipeline:
         result = evaluate_policy(self.model, self.cfg.env, n_episodes=ev.n_episodes, batch_size=ev.batch_size,
                                  use_async=ev.use_async_envs, seed=self.cfg.machine.seed, device=self.device,
                                  videos_dir=Path(run_dir) / "eval" / f"step_{step:06d}", max_videos=ev.max_videos,
-                                 progress=self.cfg.progress_bar)
+                                 progress=self.cfg.progress_bar and sys.stderr.isatty())
         eval_dir = Path(run_dir) / "eval" / f"step_{step:06d}"
         eval_dir.mkdir(parents=True, exist_ok=True)
         (eval_dir / "eval_info.json").write_text(json.dumps(result["per_episode"], indent=1, default=float))

@@ -2,7 +2,8 @@
 
 Layout of ``<run_dir>/checkpoints/<step:06d>/``: ``model.safetensors`` (weights and normalisation
 buffers), ``training_state.pt`` (optimizer, scheduler, grad scaler, RNG states, step, data
-position, tracking run id), ``config.yaml`` (the resolved config). Each is written under
+position, tracking run id), ``config.yaml`` (the resolved config) and ``choices.yaml`` (the
+config-group choices it was composed from, so a resume can tell a changed choice from a repeated one). Each is written under
 ``.tmp-<step>`` and the folder renamed only once complete, then ``last`` is re-pointed with an
 atomic symlink replace: a kill at any moment leaves either the old or the new checkpoint, never
 a partial one under a real name.
@@ -21,6 +22,7 @@ from safetensors.torch import load_model, save_model
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
 CONFIG_FILE = "config.yaml"
+CHOICES_FILE = "choices.yaml"
 LAST = "last"
 
 
@@ -33,7 +35,7 @@ def checkpoints_dir(run_dir: str | Path) -> Path:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, training_state: dict,
-                    config_yaml: str) -> Path:
+                    config_yaml: str, choices_yaml: str = "") -> Path:
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:06d}"
@@ -43,6 +45,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, trai
     save_model(model, str(tmp / MODEL_FILE))
     torch.save(training_state, tmp / STATE_FILE)
     (tmp / CONFIG_FILE).write_text(config_yaml)
+    (tmp / CHOICES_FILE).write_text(choices_yaml)
     _fsync_dir_files(tmp)
     if final.exists():
         shutil.rmtree(final)

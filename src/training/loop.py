@@ -45,11 +45,12 @@ class Trainer:
     """Owns the optimizer state around a pipeline; `fit()` runs until `steps`."""
 
     def __init__(self, loop: LoopConfig, pipeline, optimizer_cfg, scheduler_cfg, tracker, run_dir: Path,
-                 device: torch.device, config_yaml: str):
+                 device: torch.device, config_yaml: str, choices_yaml: str = ""):
         if loop.gradient_accumulation_steps < 1:
             raise ValueError(f"gradient_accumulation_steps={loop.gradient_accumulation_steps} must be >= 1")
         self.loop, self.pipeline, self.tracker = loop, pipeline, tracker
-        self.run_dir, self.device, self.config_yaml = Path(run_dir), device, config_yaml
+        self.run_dir, self.device = Path(run_dir), device
+        self.config_yaml, self.choices_yaml = config_yaml, choices_yaml
         self.model = pipeline.model
         self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params())
         self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)
@@ -83,7 +84,8 @@ class Trainer:
         return state
 
     def save(self) -> Path:
-        path = ckpt_lib.save_checkpoint(self.run_dir, self.step, self.model, self.training_state(), self.config_yaml)
+        path = ckpt_lib.save_checkpoint(self.run_dir, self.step, self.model, self.training_state(), self.config_yaml,
+                                    self.choices_yaml)
         log.info("saved checkpoint %s", path)
         return path
 
@@ -100,8 +102,8 @@ class Trainer:
     def fit(self) -> dict:
         loop = self.loop
         last_eval: dict = {}
-        if self.step >= loop.steps:
-            return self.evaluate() if loop.eval_freq >= 0 else {}
+        if self.step >= loop.steps:  # nothing left to train (steps=0, or a finished run): evaluate
+            return self.evaluate()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         progress = Progress(loop.steps, self.step, loop.progress_bar)
         batches = iter(self.pipeline.batches)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
@@ -52,7 +53,9 @@ def run(cfg: DictConfig) -> dict:
     (run_dir / "config.yaml").write_text(config_yaml)
 
     tracker = instantiate(cfg.logger)
-    trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, run_dir, device, config_yaml)
+    choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in GROUPS})
+    trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, run_dir, device, config_yaml,
+                      choices_yaml)
     resume_run_id = trainer.restore(ckpt).get("tracking_run_id") if ckpt else None
 
     params = flatten_params(OmegaConf.to_container(OmegaConf.create(config_yaml)))
@@ -86,13 +89,24 @@ def loop_config(cfg: DictConfig) -> LoopConfig:
 
 def config_for_resume(ckpt: Path, task_overrides: list[str]) -> DictConfig:
     """The checkpoint's own config, with the plain `key=value` overrides of the resume command
-    applied on top (so `steps=...` can extend a run); a group choice is refused."""
-    cfg = OmegaConf.load(ckpt / ckpt_lib.CONFIG_FILE)
+    applied on top (so `steps=...` can extend a run). Repeating the run's group choices is fine;
+    changing one is refused, since the weights were trained with the other."""
+    choices_file = ckpt / ckpt_lib.CHOICES_FILE
+    if not choices_file.is_file():
+        raise ckpt_lib.CheckpointError(f"{choices_file} is missing; this checkpoint was not written by src/train.py")
+    choices = OmegaConf.to_container(OmegaConf.load(choices_file))
+    # Re-compose the run's own choices so the saved values land on their typed schemas again.
+    schema = compose(config_name="train", overrides=[f"{g}={c}" for g, c in choices.items() if c is not None])
+    OmegaConf.set_struct(schema, False)  # the saved config also holds the features filled at build time
+    cfg = OmegaConf.merge(schema, OmegaConf.load(ckpt / ckpt_lib.CONFIG_FILE))
+    OmegaConf.set_struct(cfg, True)
     for ov in OverridesParser.create().parse_overrides(task_overrides):
         key = ov.key_or_group
         if key in GROUPS:
-            raise ConfigError(f"{key}={ov.value()} cannot change on resume (the checkpoint was trained with "
-                             f"{key} as saved in {ckpt / ckpt_lib.CONFIG_FILE}); start a new run instead")
+            if choices.get(key) != ov.value():
+                raise ConfigError(f"{key}={ov.value()} cannot change on resume (the checkpoint was trained with "
+                                  f"{key}={choices.get(key)}, see {choices_file}); drop it or start a new run")
+            continue
         if key == "resume":
             continue
         if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":

@@ -1,0 +1,41 @@
+"""Shared fixtures: a small recorded PushT dataset and config composition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import CONF_DIR
+
+
+@pytest.fixture(scope="session")
+def pusht_root(tmp_path_factory) -> Path:
+    """Two scripted PushT episodes, recorded once per test session."""
+    from data.demos import record_pusht
+
+    root = tmp_path_factory.mktemp("datasets") / "pusht"
+    return record_pusht(root, n_episodes=2, seed=0, progress=False)
+
+
+@pytest.fixture
+def compose():
+    """compose(overrides) -> the resolved config, as train.py would see it (hydra config set)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from config.store import register_schemas
+
+    register_schemas()
+
+    def _compose(overrides: list[str] | None = None):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = hydra_compose(config_name="train", overrides=overrides or [], return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            return cfg
+
+    return _compose
