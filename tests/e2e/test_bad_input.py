@@ -1,0 +1,103 @@
+"""Each bad input gets one `error:` line naming the problem and the fix, exit code 2, no
+traceback, no MLflow run left RUNNING and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import run_train, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+def _one_error_line(r) -> str:
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr[-2000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("policy=foo", ["policy=foo", "options: diffusion"]),
+    ("policy=diffusin", ["did you mean diffusion"]),
+    ("policy.horizn=3", ["policy.horizn is not a config key"]),
+    ("batch_size=abc", ["wrong type", "batch_size"]),
+    ("policy.n_action_steps=20", ["policy.n_action_steps=20 exceeds", "lower policy.n_action_steps"]),
+])
+def test_bad_overrides_fail_before_a_run_directory_exists(tmp_path, override, expected):
+    run_dir = tmp_path / "run"
+    line = _one_error_line(run_train(["logger=none", f"hydra.run.dir={run_dir}", override]))
+    for text in expected:
+        assert text in line
+    assert not run_dir.exists()
+
+
+def test_unknown_seed_flag_names_the_closest(tmp_path):
+    line = _one_error_line(run_train(["--policy.horizn=3", f"hydra.run.dir={tmp_path / 'run'}"]))
+    assert "--policy.horizn" in line and "--policy.horizon" in line
+
+
+def _no_running_mlflow_runs(db: Path) -> None:
+    if not db.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id]):
+            assert run.info.status != "RUNNING"
+
+
+def _mlflow(tmp_path: Path) -> list[str]:
+    return ["logger=mlflow", f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+
+
+def test_missing_dataset(tmp_path, pusht_root):
+    args = tiny_overrides(pusht_root, tmp_path / "run", *_mlflow(tmp_path), f"dataset.root={tmp_path / 'nowhere'}",
+                          "dataset.demos=null")
+    line = _one_error_line(run_train(args))
+    assert f"no LeRobotDataset at {tmp_path / 'nowhere'}" in line and "dataset.root" in line
+    _no_running_mlflow_runs(tmp_path / "mlflow.db")
+
+
+def test_corrupt_dataset_names_the_file(tmp_path, pusht_root):
+    bad = tmp_path / "bad"
+    shutil.copytree(pusht_root, bad)
+    info = json.loads((bad / "meta" / "info.json").read_text())
+    info["total_frames"] += 5
+    (bad / "meta" / "info.json").write_text(json.dumps(info))
+    line = _one_error_line(run_train(tiny_overrides(pusht_root, tmp_path / "run", *_mlflow(tmp_path),
+                                                    f"dataset.root={bad}")))
+    assert "info.json" in line or "total_frames" in line
+    _no_running_mlflow_runs(tmp_path / "mlflow.db")
+
+
+def test_resume_without_checkpoint(tmp_path, pusht_root):
+    run_dir = tmp_path / "run"
+    line = _one_error_line(run_train(tiny_overrides(pusht_root, run_dir, "resume=true")))
+    assert "resume=true" in line and "has no checkpoint" in line
+
+
+def test_resume_from_corrupt_checkpoint_is_refused_and_marks_nothing_running(tmp_path, pusht_root):
+    run_dir = tmp_path / "run"
+    r = run_train(tiny_overrides(pusht_root, run_dir, *_mlflow(tmp_path), "steps=2"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    weights = run_dir / "checkpoints" / "last" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    line = _one_error_line(run_train(tiny_overrides(pusht_root, run_dir, *_mlflow(tmp_path), "steps=2",
+                                                    "resume=true")))
+    assert "model.safetensors is unreadable or corrupt" in line and "earlier one" in line
+    _no_running_mlflow_runs(tmp_path / "mlflow.db")
+
+
+def test_resume_refuses_a_changed_group_choice(tmp_path, pusht_root):
+    run_dir = tmp_path / "run"
+    assert run_train(tiny_overrides(pusht_root, run_dir, "steps=2")).returncode == 0
+    line = _one_error_line(run_train(tiny_overrides(pusht_root, run_dir, "steps=2", "optimizer=sgd",
+                                                    "resume=true")))
+    assert "optimizer=sgd cannot change on resume" in line

@@ -1,0 +1,59 @@
+"""A training run as MLflow shows it: one run per job, read back with the MLflow client."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import run_train, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+def test_mlflow_run_holds_params_metrics_tags_artifacts_and_resume_continues_it(tmp_path, pusht_root):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(pusht_root, run_dir, "logger=mlflow", f"logger.tracking_uri={uri}", "steps=4",
+                          "eval_freq=4")
+    r = run_train(args)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("quickstart")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["policy.horizon"] == "8" and params["batch_size"] == "4"
+    assert params["policy.input_features.observation.image.shape"] == "[3, 96, 96]"
+    assert int(params["derived.num_params"]) > 0
+    assert run.data.tags["family"] == "robot" and "policy.horizon=8" in run.data.tags["overrides"]
+    loss = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in loss] == [2, 4]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/pc_success")] == [4]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "config.yaml" in artifacts
+    eval_files = {a.path for a in client.list_artifacts(run.info.run_id, "eval/step_000004")}
+    assert any(p.endswith(".mp4") for p in eval_files) and any(p.endswith("eval_info.json") for p in eval_files)
+
+    # resume to more steps: the same MLflow run continues
+    r = run_train(args[:-2] + ["steps=6", "eval_freq=0", "resume=true"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [2, 4, 6]
+
+
+def test_tracking_server_down_does_not_stop_training(tmp_path, pusht_root):
+    run_dir = tmp_path / "run"
+    r = run_train(tiny_overrides(pusht_root, run_dir, "logger=mlflow", "logger.tracking_uri=http://127.0.0.1:9",
+                                 "steps=2"), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "127.0.0.1:9" in r.stdout + r.stderr
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2]
+    assert (run_dir / "checkpoints" / "last" / "model.safetensors").is_file()
