@@ -19,7 +19,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cli.seed_flags import hydra_flag_words, translate_argv
+from cli.seed_flags import config_keys, hydra_flag_words, translate_argv
 
 _HYDRA_NO_COMPOSE = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--multirun", "-m",
                      "--info", "-i", "--cfg", "-c", "--resolve", "--run", "-r"}
@@ -83,16 +83,24 @@ def explain_composition_error(e: Exception, config_dir: str) -> str:
         if km:
             return _unknown_key_message(key, km.group(1), detail)
         return f"cannot set {key}: {_first_sentence(detail)}"
-    if "could not be converted" in text or "Value '" in text:
-        return f"wrong type: {_first_sentence(cause_text or text)}"
+    if "could not be converted" in cause_text + text:
+        detail = cause_text or text
+        key = re.search(r"full_key: ([\w.]+)", detail)
+        where = f" for {key.group(1)}" if key else ""
+        return f"wrong type{where}: {_first_sentence(detail)}; give a value of the key's type (`--cfg job` shows it)"
     return _first_sentence(cause_text or text)
 
 
 def _unknown_key_message(full_key: str, leaf: str, detail: str) -> str:
-    candidates = re.findall(r"full_key: ([\w.]+)", detail)
     parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
-    return (f"{full_key} is not a config key{' of ' + parent if parent else ''}; check the spelling "
-            f"(`python src/train.py --cfg job` lists every key){'' if not candidates else ''}")
+    schema = re.search(r"not in '(\w+)'", detail)
+    siblings = [k for k in config_keys() if k.startswith(parent + ".") and "." not in k[len(parent) + 1:]] \
+        if parent else [k for k in config_keys() if "." not in k]
+    near = difflib.get_close_matches(full_key, siblings, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(near)}?" if near else "check the spelling"
+    return (f"{full_key} is not a config key{' of ' + parent if parent else ''}"
+            f"{' (' + schema.group(1) + ')' if schema else ''}; {hint} "
+            "(`python src/train.py --cfg job` lists every key)")
 
 
 def _first_sentence(text: str) -> str:

@@ -148,6 +148,12 @@ class LeRobotDatasetMetadata:
                 f"total_episodes={self.info['total_episodes']}; "
                 f"the download is incomplete or the files disagree, re-download the dataset"
             )
+        frames = sum(int(row["length"]) for row in episodes.values())
+        if frames != self.info["total_frames"]:
+            raise DatasetError(
+                f"{path} episode lengths add up to {frames} frames but {INFO_PATH} says "
+                f"total_frames={self.info['total_frames']}; the files disagree, re-download or re-record the dataset"
+            )
         return dict(sorted(episodes.items()))
 
     def _load_tasks(self) -> dict[int, str]:

@@ -142,7 +142,7 @@ class MLflowTracker(Tracker):
         run_name: str | None = None,
         log_system_metrics: bool = False,
         default_store_dir: str = "outputs",
-        probe_timeout_s: int = 5,
+        probe_timeout_s: int = 20,
         request_timeout_s: int = 10,
         request_max_retries: int = 2,
     ):

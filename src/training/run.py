@@ -100,8 +100,9 @@ def config_for_resume(ckpt: Path, task_overrides: list[str]) -> DictConfig:
     OmegaConf.set_struct(schema, False)  # the saved config also holds the features filled at build time
     cfg = OmegaConf.merge(schema, OmegaConf.load(ckpt / ckpt_lib.CONFIG_FILE))
     OmegaConf.set_struct(cfg, True)
-    for ov in OverridesParser.create().parse_overrides(task_overrides):
-        key = ov.key_or_group
+    parsed = OverridesParser.create().parse_overrides(task_overrides)
+    last = {ov.key_or_group: ov for ov in parsed}  # as in composition, the last value of a key wins
+    for key, ov in last.items():
         if key in GROUPS:
             if choices.get(key) != ov.value():
                 raise ConfigError(f"{key}={ov.value()} cannot change on resume (the checkpoint was trained with "

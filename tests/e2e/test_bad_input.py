@@ -25,7 +25,7 @@ def _one_error_line(r) -> str:
 @pytest.mark.parametrize("override, expected", [
     ("policy=foo", ["policy=foo", "options: diffusion"]),
     ("policy=diffusin", ["did you mean diffusion"]),
-    ("policy.horizn=3", ["policy.horizn is not a config key"]),
+    ("policy.horizn=3", ["policy.horizn is not a config key", "did you mean policy.horizon"]),
     ("batch_size=abc", ["wrong type", "batch_size"]),
     ("policy.n_action_steps=20", ["policy.n_action_steps=20 exceeds", "lower policy.n_action_steps"]),
 ])
