@@ -1,0 +1,31 @@
+"""Hydra's own inspection flags work through train.py's flag translation and composition check."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import run_train
+
+pytestmark = pytest.mark.slow
+
+
+def test_help_lists_the_groups():
+    r = run_train(["--help"])
+    assert r.returncode == 0, r.stderr
+    for group in ("policy: diffusion", "env: pusht", "optimizer: adam, adamw", "logger: mlflow, none"):
+        assert group in r.stdout
+
+
+def test_info_defaults_shows_the_policy_preset():
+    r = run_train(["--info", "defaults"])
+    assert r.returncode == 0, r.stderr
+    assert "optimizer/preset/diffusion" in r.stdout and "scheduler/preset/diffusion" in r.stdout
+
+
+def test_seed_flags_are_translated_and_printed():
+    r = run_train(["--policy.type=diffusion", "--env.type=pusht", "--batch_size=8", "--optimizer.lr=1e-4",
+                   "--offline.steps=100", "--cfg", "job"])
+    assert r.returncode == 0, r.stderr
+    assert ("translated: python src/train.py policy=diffusion env=pusht batch_size=8 optimizer.lr=1e-4 steps=100"
+            in r.stderr)
+    assert "steps: 100" in r.stdout and "lr: 0.0001" in r.stdout
