@@ -24,6 +24,7 @@ from data.features import FeatureType, PolicyFeature, policy_features
 from data.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 from data.transforms import build_image_transforms
 from training.data_position import BatchStream
+from training.distributed import SINGLE, Rank
 
 log = logging.getLogger("train")
 
@@ -60,8 +61,8 @@ def features_from_config(input_features: dict, output_features: dict) -> dict[st
 class RobotPipeline:
     family = "robot"
 
-    def __init__(self, cfg: DictConfig, device: torch.device, need_dataset: bool = True):
-        self.cfg, self.device = cfg, device
+    def __init__(self, cfg: DictConfig, device: torch.device, need_dataset: bool = True, rank: Rank = SINGLE):
+        self.cfg, self.device, self.rank = cfg, device, rank
         self.pcfg = policy_config(cfg)
         if need_dataset:
             self._build_data(cfg)
@@ -93,7 +94,8 @@ class RobotPipeline:
             video_backend=cfg.dataset.video_backend)
         self.batches = BatchStream(self.dataset, cfg.batch_size, seed=cfg.machine.seed,
                                    indices=self._sample_indices(getattr(self.pcfg, "drop_n_last_frames", 0)),
-                                   num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+                                   num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+                                   rank=self.rank.rank, world_size=self.rank.world_size)
 
     def _sample_indices(self, drop_n_last_frames: int) -> list[int]:
         """Frames a training sample may start at: all but the last `drop_n_last_frames` of each
@@ -127,7 +129,6 @@ class RobotPipeline:
             "dataset_episodes": self.dataset.num_episodes if hasattr(self, "dataset") else None,
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "num_trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-            "effective_batch_size": cfg.batch_size * cfg.gradient_accumulation_steps,
             "device": str(self.device),
         }
 
@@ -141,8 +142,9 @@ class RobotPipeline:
         return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}
 
-    def loss(self, batch: dict):
-        return self.model.forward(batch)
+    def loss(self, model: torch.nn.Module, batch: dict):
+        """`model` is the policy, or its DistributedDataParallel wrapper when training on several ranks."""
+        return model(batch)
 
     def evaluate(self, run_dir: Path, step: int) -> tuple[dict, list[Path]]:
         from envs.evaluate import evaluate_policy

@@ -1,8 +1,9 @@
-"""An endless, resumable stream of training batches.
+"""An endless, resumable stream of training batches, sharded across data-parallel ranks.
 
 The order of epoch ``e`` is a permutation drawn from its own generator seeded with
-``seed + e``, so the position (epoch, batches taken) is all a checkpoint needs to continue the
-same stream, and data loading never draws from the global RNGs that the model uses.
+``seed + e``; rank ``r`` of ``w`` takes every ``w``-th sample of it. The position is (epoch,
+samples taken by all ranks), so a checkpoint continues the same stream, also with another number
+of ranks, and data loading never draws from the global RNGs that the model uses.
 """
 
 from __future__ import annotations
@@ -14,57 +15,63 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class _EpochSampler(Sampler[int]):
-    def __init__(self, indices: Sequence[int], seed: int, shuffle: bool):
+    def __init__(self, indices: Sequence[int], seed: int, shuffle: bool, rank: int, world_size: int):
         self.indices = torch.as_tensor(list(indices), dtype=torch.long)
         self.seed, self.shuffle = seed, shuffle
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
-    def __len__(self) -> int:
-        return len(self.indices) - self.start
-
-    def __iter__(self) -> Iterator[int]:
+    def _mine(self) -> torch.Tensor:
         order = self.indices
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = order[torch.randperm(len(order), generator=g)]
-        return iter(order[self.start:].tolist())
+        rest = order[self.start:]
+        per_rank = len(rest) // self.world_size  # every rank gets as many samples as the others
+        return rest[self.rank::self.world_size][:per_rank]
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._mine().tolist())
 
 
 class BatchStream:
-    """Yields batches forever; `state_dict()` is the position after the last batch yielded."""
+    """Yields this rank's batches forever; `state_dict()` is the position after the last one."""
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, indices: Sequence[int] | None = None,
-                 num_workers: int = 0, shuffle: bool = True, pin_memory: bool = False):
+                 num_workers: int = 0, shuffle: bool = True, pin_memory: bool = False, rank: int = 0,
+                 world_size: int = 1):
         indices = range(len(dataset)) if indices is None else indices
-        if len(indices) < batch_size:
-            raise ValueError(f"the dataset has {len(indices)} usable frames, fewer than batch_size={batch_size}; "
-                             "lower batch_size or record more episodes")
-        self.sampler = _EpochSampler(indices, seed, shuffle)
-        self.batches_per_epoch = len(indices) // batch_size
-        self.batch_size = batch_size
-        self.epoch, self.batch_in_epoch = 0, 0
+        global_batch = batch_size * world_size
+        if len(indices) < global_batch:
+            raise ValueError(f"the dataset has {len(indices)} usable frames, fewer than one global batch "
+                             f"(batch_size={batch_size} x {world_size} ranks); lower batch_size or record more episodes")
+        self.sampler = _EpochSampler(indices, seed, shuffle, rank, world_size)
+        self.global_batch = global_batch
         self.seed = seed
+        self.epoch, self.samples_in_epoch = 0, 0
         # Its own generator: DataLoader draws the workers' base seed at every iter(), which would
         # otherwise consume the global torch RNG and change the model's random stream on resume.
         self.generator = torch.Generator()
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=True,
-                                 generator=self.generator,
-                                 num_workers=num_workers, pin_memory=pin_memory,
+                                 generator=self.generator, num_workers=num_workers, pin_memory=pin_memory,
                                  persistent_workers=num_workers > 0,
                                  prefetch_factor=2 if num_workers > 0 else None)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+        return {"epoch": self.epoch, "samples_in_epoch": self.samples_in_epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+        self.epoch, self.samples_in_epoch = int(state["epoch"]), int(state["samples_in_epoch"])
 
     def __iter__(self) -> Iterator[dict]:
         while True:
             self.sampler.epoch = self.epoch
-            self.sampler.start = self.batch_in_epoch * self.batch_size
+            self.sampler.start = self.samples_in_epoch
             self.generator.manual_seed(self.seed + self.epoch)
             for batch in self.loader:
-                self.batch_in_epoch += 1
+                self.samples_in_epoch += self.global_batch
                 yield batch
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self.epoch, self.samples_in_epoch = self.epoch + 1, 0

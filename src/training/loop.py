@@ -7,6 +7,7 @@ the loss and the evaluation; the loop never looks inside a batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -14,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from training import checkpoint as ckpt_lib
+from training import distributed as dist_lib
 from training.device import autocast, grad_scaler
 from training.optim import build_optimizer, build_scheduler
 from training.progress import Progress
-from training.rng import get_rng_state, set_rng_state
+from training.rng import get_rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("train")
 
@@ -42,16 +45,26 @@ def _due(step: int, freq: int, last: int) -> bool:
 
 
 class Trainer:
-    """Owns the optimizer state around a pipeline; `fit()` runs until `steps`."""
+    """Owns the optimizer state around a pipeline; `fit()` runs until `steps`.
+
+    With several ranks the model is wrapped in DistributedDataParallel for the loss; only rank 0
+    logs, evaluates and writes checkpoints, and every rank takes part in the collectives.
+    """
 
     def __init__(self, loop: LoopConfig, pipeline, optimizer_cfg, scheduler_cfg, tracker, run_dir: Path,
-                 device: torch.device, config_yaml: str, choices_yaml: str = ""):
+                 device: torch.device, config_yaml: str, choices_yaml: str = "",
+                 rank: dist_lib.Rank = dist_lib.SINGLE):
         if loop.gradient_accumulation_steps < 1:
             raise ValueError(f"gradient_accumulation_steps={loop.gradient_accumulation_steps} must be >= 1")
         self.loop, self.pipeline, self.tracker = loop, pipeline, tracker
         self.run_dir, self.device = Path(run_dir), device
         self.config_yaml, self.choices_yaml = config_yaml, choices_yaml
         self.model = pipeline.model
+        self.rank = rank
+        self.train_model = self.model
+        if rank.distributed:
+            ids = [device.index if device.index is not None else rank.local_rank] if device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params())
         self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)
         self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype)
@@ -64,7 +77,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.scaler.state_dict(),
-            "rng": get_rng_state(),
+            "rng": dist_lib.all_gather_objects(get_rng_state()),  # one per rank
             "data": self.pipeline.batches.state_dict(),
             "tracking_run_id": self.tracker.run_id,
         }
@@ -79,24 +92,33 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.pipeline.batches.load_state_dict(state["data"])
-        set_rng_state(state["rng"])
+        rngs = state["rng"]
+        set_rng_state(rngs[min(self.rank.rank, len(rngs) - 1)])
+        if self.rank.rank >= len(rngs):  # more ranks than saved: derive distinct streams from rank 0's
+            seed_everything(int(torch.randint(2**31, (1,))) + self.rank.rank)
         self.step = int(state["step"])
         return state
 
-    def save(self) -> Path:
-        path = ckpt_lib.save_checkpoint(self.run_dir, self.step, self.model, self.training_state(), self.config_yaml,
-                                    self.choices_yaml)
-        log.info("saved checkpoint %s", path)
-        return path
+    def save(self) -> None:
+        state = self.training_state()  # a collective: every rank contributes its RNG state
+        if self.rank.is_main:
+            path = ckpt_lib.save_checkpoint(self.run_dir, self.step, self.model, state, self.config_yaml,
+                                            self.choices_yaml)
+            log.info("saved checkpoint %s", path)
+        dist_lib.barrier()
 
     # ------------------------------------------------------------------ loop
     def evaluate(self) -> dict:
+        if not self.rank.is_main:
+            dist_lib.barrier()
+            return {}
         metrics, artifacts = self.pipeline.evaluate(self.run_dir, self.step)
         self.tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=self.step)
         for path in artifacts:
             self.tracker.log_artifact(path, artifact_path=f"eval/step_{self.step:06d}")
         log.info("eval at step %d: %s", self.step,
                  ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        dist_lib.barrier()
         return metrics
 
     def fit(self) -> dict:
@@ -105,7 +127,7 @@ class Trainer:
         if self.step >= loop.steps:  # nothing left to train (steps=0, or a finished run): evaluate
             return self.evaluate()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        progress = Progress(loop.steps, self.step, loop.progress_bar)
+        progress = Progress(loop.steps, self.step, loop.progress_bar and self.rank.is_main)
         batches = iter(self.pipeline.batches)
         acc = _Meter()
         self.model.train()
@@ -113,16 +135,20 @@ class Trainer:
             while self.step < loop.steps:
                 t0 = time.perf_counter()
                 data_time, loss_sum, infos = 0.0, 0.0, {}
-                for _ in range(loop.gradient_accumulation_steps):
+                for micro in range(loop.gradient_accumulation_steps):
                     td = time.perf_counter()
                     batch = self.pipeline.to_device(next(batches))
                     data_time += time.perf_counter() - td
-                    with autocast(self.device, loop.use_amp, loop.amp_dtype):
-                        loss, info = self.pipeline.loss(batch)
+                    last_micro = micro == loop.gradient_accumulation_steps - 1
+                    sync = contextlib.nullcontext() if last_micro or not self.rank.distributed \
+                        else self.train_model.no_sync()  # all-reduce gradients once per step
+                    with sync, autocast(self.device, loop.use_amp, loop.amp_dtype):
+                        loss, info = self.pipeline.loss(self.train_model, batch)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}; lower optimizer.lr, "
                                                  "check the dataset stats, or set use_amp=false")
-                    self.scaler.scale(loss / loop.gradient_accumulation_steps).backward()
+                    with sync:
+                        self.scaler.scale(loss / loop.gradient_accumulation_steps).backward()
                     loss_sum += loss.item()
                     infos = info
                 self.scaler.unscale_(self.optimizer)
@@ -142,14 +168,16 @@ class Trainer:
                                             "data": f"{data_time / step_time:.0%}"})
                 if _due(self.step, loop.log_freq, loop.steps):
                     m = acc.mean()
-                    metrics = {"loss": m.pop("loss"), "grad_norm": m.pop("grad_norm"), "lr": lr,
+                    metrics = {"loss": dist_lib.mean_over_ranks(m.pop("loss")), "grad_norm": m.pop("grad_norm"), "lr": lr,
                                "steps_per_s": 1.0 / m["step_time"], "data_s": m["data_time"],
                                "update_s": m["step_time"] - m["data_time"],
                                "data_share": m["data_time"] / m["step_time"],
-                               "samples_per_s": self.pipeline.samples_per_step(loop) / m["step_time"]}
+                               "samples_per_s": self.pipeline.samples_per_step(loop) * self.rank.world_size
+                               / m["step_time"]}
                     metrics.update({k: v for k, v in m.items() if k not in ("step_time", "data_time")})
-                    self.tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=self.step)
-                    progress.log_line(self.step, metrics)
+                    if self.rank.is_main:
+                        self.tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=self.step)
+                        progress.log_line(self.step, metrics)
                     acc = _Meter()
                 if loop.save_checkpoint and _due(self.step, loop.save_freq, loop.steps):
                     self.save()

@@ -8,7 +8,11 @@ tracking run always ends in a terminal state.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+import torch
 
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
@@ -19,10 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from config.errors import ConfigError
 from pipelines import build_pipeline
 from training import checkpoint as ckpt_lib
+from training import distributed as dist_lib
+from training.distributed import Rank, launch
 from training.device import select_device
 from training.loop import LoopConfig, Trainer
 from training.rng import seed_everything
-from tracking.base import flatten_params
+from tracking.base import NullTracker, flatten_params
 from tracking.git_info import git_tags
 
 log = logging.getLogger("train")
@@ -30,6 +36,16 @@ log = logging.getLogger("train")
 # Group choices fix the model and data of a run; a resume cannot change them.
 GROUPS = ("policy", "env", "dataset", "model", "data", "optimizer", "scheduler", "machine", "logger", "eval",
           "experiment")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a rank needs from Hydra, gathered once in the launching process (ranks have no Hydra)."""
+
+    run_dir: Path
+    overrides: tuple[str, ...]
+    choices_yaml: str
+    resume_from: Path | None
 
 
 def run(cfg: DictConfig) -> dict:
@@ -44,35 +60,53 @@ def run(cfg: DictConfig) -> dict:
                 "of a run that saved one with hydra.run.dir=<run dir>, or drop resume=true to start afresh")
         cfg = config_for_resume(ckpt, list(hc.overrides.task))
         log.info("resuming %s from %s", run_dir, ckpt)
+    OmegaConf.resolve(cfg)  # ${hydra:...} and ${now:...} resolve here, once, for every rank
     ckpt_lib.clean_partial(run_dir)
-
-    seed_everything(cfg.machine.seed)
-    device = select_device(cfg.machine.device_type)
-    pipeline = build_pipeline(cfg, device)
-    config_yaml = OmegaConf.to_yaml(pipeline.resolved_config(cfg), resolve=True)
-    (run_dir / "config.yaml").write_text(config_yaml)
-
-    tracker = instantiate(cfg.logger)
     choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in GROUPS})
-    trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, run_dir, device, config_yaml,
-                      choices_yaml)
-    resume_run_id = trainer.restore(ckpt).get("tracking_run_id") if ckpt else None
+    ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt)
+    return launch(cfg.machine, partial(train_rank, cfg, ctx)) or {}
 
-    params = flatten_params(OmegaConf.to_container(OmegaConf.create(config_yaml)))
-    params.update({f"derived.{k}": v for k, v in pipeline.derived_params(cfg).items()})
-    tags = run_tags(family=pipeline.family, overrides=list(hc.overrides.task), run_dir=run_dir)
-    tracker.start(run_dir, params=params, tags=tags, resume_run_id=resume_run_id)
+
+def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
+    """One process of the job: builds everything and trains; rank 0 alone tracks and writes."""
+    if rank.distributed:
+        dist_lib.init(cfg.machine, rank, select_device(cfg.machine.device_type).type)
     try:
-        final = trainer.fit()
-        tracker.log_artifact(run_dir / "config.yaml")
-    except KeyboardInterrupt:
-        tracker.finish("KILLED")
-        raise
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    tracker.finish("FINISHED")
-    return final
+        seed_everything(cfg.machine.seed)
+        device = select_device(cfg.machine.device_type)
+        if device.type == "cuda" and rank.distributed:
+            device = torch.device("cuda", rank.local_rank)
+        pipeline = build_pipeline(cfg, device, rank=rank)
+        if rank.distributed:  # same initial weights everywhere, distinct random streams per rank
+            seed_everything(cfg.machine.seed + rank.rank)
+        config_yaml = OmegaConf.to_yaml(pipeline.resolved_config(cfg), resolve=True)
+        if rank.is_main:
+            (ctx.run_dir / "config.yaml").write_text(config_yaml)
+        tracker = instantiate(cfg.logger) if rank.is_main else NullTracker()
+        trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, ctx.run_dir, device,
+                          config_yaml, ctx.choices_yaml, rank=rank)
+        resume_run_id = trainer.restore(ctx.resume_from).get("tracking_run_id") if ctx.resume_from else None
+        if not rank.is_main:
+            return trainer.fit()
+        params = flatten_params(OmegaConf.to_container(OmegaConf.create(config_yaml)))
+        params.update({f"derived.{k}": v for k, v in pipeline.derived_params(cfg).items()})
+        params["derived.world_size"] = rank.world_size
+        params["derived.effective_batch_size"] = cfg.batch_size * cfg.gradient_accumulation_steps * rank.world_size
+        tags = run_tags(family=pipeline.family, overrides=list(ctx.overrides), run_dir=ctx.run_dir)
+        tracker.start(ctx.run_dir, params=params, tags=tags, resume_run_id=resume_run_id)
+        try:
+            final = trainer.fit()
+            tracker.log_artifact(ctx.run_dir / "config.yaml")
+        except KeyboardInterrupt:
+            tracker.finish("KILLED")
+            raise
+        except BaseException:
+            tracker.finish("FAILED")
+            raise
+        tracker.finish("FINISHED")
+        return final
+    finally:
+        dist_lib.shutdown()
 
 
 def run_tags(family: str, overrides: list[str], run_dir: Path) -> dict[str, str]:

@@ -3,56 +3,16 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import Dataset
 
+from toy_pipeline import ToyPipeline, train_toy
 from tracking.base import NullTracker
-from training.data_position import BatchStream
+from training.distributed import launch
 from training.loop import LoopConfig, Trainer
-
-
-class Points(Dataset):
-    def __init__(self, n: int = 16):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 3, generator=g)
-        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "y": self.y[i]}
-
-
-class ToyPipeline:
-    family = "toy"
-
-    def __init__(self, batch_size: int, scale: float = 1.0):
-        torch.manual_seed(0)
-        self.model = torch.nn.Linear(3, 1)
-        self.batches = BatchStream(Points(), batch_size, seed=0)
-        self.batch_size, self.scale = batch_size, scale
-        self.evaluated_at: list[int] = []
-
-    def optim_params(self):
-        return self.model.parameters()
-
-    def to_device(self, batch):
-        return batch
-
-    def loss(self, batch):
-        loss = self.scale * ((self.model(batch["x"]).squeeze(-1) - batch["y"]) ** 2).mean()
-        return loss, {"loss": loss.item()}
-
-    def samples_per_step(self, loop):
-        return self.batch_size * loop.gradient_accumulation_steps
-
-    def evaluate(self, run_dir, step):
-        self.evaluated_at.append(step)
-        return {"score": float(step)}, []
 
 
 SGD = OmegaConf.create({"_target_": "torch.optim.SGD", "lr": 0.1, "grad_clip_norm": 0.0})
@@ -106,3 +66,13 @@ def test_zero_steps_only_evaluates(tmp_path):
     before = [p.detach().clone() for p in pipe.model.parameters()]
     assert _trainer(tmp_path, pipe, steps=0).fit() == {"score": 0.0}
     assert all(torch.equal(p, b) for p, b in zip(pipe.model.parameters(), before))
+
+
+def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
+    single = train_toy(tmp_path / "one", batch_size=4, steps=3)
+    machine = OmegaConf.create({"num_devices": 2, "num_machines": 1, "machine_rank": 0, "dist_url": "auto"})
+    ddp = launch(machine, partial(train_toy, tmp_path / "two", 2, 3))
+    for a, b in zip(single, ddp):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    logged = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logged] == [1, 2, 3]  # rank 0 alone writes

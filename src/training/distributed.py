@@ -1,0 +1,162 @@
+"""Data-parallel training over processes: one per device, on one host or many.
+
+Three ways a rank comes to exist, all ending in the same `init_process_group`:
+- `machine.num_devices > 1` from a plain `python src/train.py`: this module spawns the processes
+  (rank = machine_rank * num_devices + local rank);
+- torchrun: RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT are already set;
+- SLURM (one task per device, `tasks_per_node = machine.num_devices`): SLURM_PROCID /
+  SLURM_NTASKS / SLURM_LOCALID, with the first node of the job as the rendezvous host.
+CUDA ranks use NCCL, CPU ranks gloo. `batch_size` is per process: the effective batch is
+batch_size x gradient_accumulation_steps x world_size, and the learning rate is not rescaled.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Rank:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+SINGLE = Rank()
+
+
+def external_rank() -> Rank | None:
+    """The rank a launcher (torchrun, SLURM with several tasks) already assigned, if any."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return Rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        return Rank(int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]),
+                    int(os.environ.get("SLURM_LOCALID", 0)))
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rendezvous(machine, rank_info: Rank) -> str:
+    """The init_method URL every rank agrees on."""
+    if machine.dist_url != "auto":
+        return machine.dist_url
+    if "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ:
+        return f"tcp://{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    if "SLURM_JOB_NODELIST" in os.environ:
+        host = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+                              capture_output=True, text=True, check=True).stdout.split()[0]
+        port = 20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000  # same on every task, no extra talk
+        return f"tcp://{host}:{port}"
+    raise ValueError("machine.dist_url=auto but no MASTER_ADDR/MASTER_PORT or SLURM job to agree on a host; "
+                     "set machine.dist_url=tcp://<host of rank 0>:<port>")
+
+
+def init(machine, rank_info: Rank, device_type: str) -> None:
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(rank_info.local_rank)
+    dist.init_process_group(backend, init_method=rendezvous(machine, rank_info), rank=rank_info.rank,
+                            world_size=rank_info.world_size)
+
+
+def launch(machine, fn: Callable[[Rank], object]) -> object:
+    """Runs `fn(rank)` in every process this host contributes; returns rank 0's result (or this
+    process's, when a launcher started it)."""
+    outside = external_rank()
+    if outside is not None:
+        return fn(outside)
+    n = machine.num_devices
+    if n <= 1 and machine.num_machines <= 1:
+        return fn(SINGLE)
+    if machine.dist_url == "auto":
+        if machine.num_machines > 1:
+            raise ValueError("machine.num_machines > 1 needs machine.dist_url=tcp://<host of machine 0>:<port> "
+                             "(or a launcher: SLURM, torchrun)")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    ctx = torch.multiprocessing.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_worker, args=(fn, machine, local, queue), daemon=False) for local in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    results = {}
+    while not queue.empty():
+        rank, ok, value = queue.get()
+        results[rank] = (ok, pickle.loads(value))
+    errors = sorted((r, v) for r, (ok, v) in results.items() if not ok)
+    if errors:
+        raise errors[0][1]  # the first failing rank's own exception (a user error stays one line)
+    crashed = [i for i, p in enumerate(procs) if p.exitcode != 0]
+    if crashed:
+        raise RuntimeError(f"rank {machine.machine_rank * n + crashed[0]} died with exit code "
+                           f"{procs[crashed[0]].exitcode} before reporting")
+    return results.get(machine.machine_rank * n, (True, None))[1]
+
+
+def _worker(fn, machine, local: int, queue) -> None:
+    n = machine.num_devices
+    rank = Rank(machine.machine_rank * n + local, n * machine.num_machines, local)
+    os.environ.update(RANK=str(rank.rank), WORLD_SIZE=str(rank.world_size), LOCAL_RANK=str(local))
+    # Plain pickle bytes: tensors sent as-is would live in this process's shared memory, which
+    # is gone once it exits.
+    try:
+        result = fn(rank)
+    except BaseException as e:  # reported to the parent, which raises it once for the job
+        try:
+            payload = pickle.dumps(e)
+        except Exception:  # an exception that does not pickle
+            payload = pickle.dumps(RuntimeError(f"rank {rank.rank}: {type(e).__name__}: {e}"))
+        queue.put((rank.rank, False, payload))
+        raise SystemExit(1)
+    queue.put((rank.rank, True, pickle.dumps(result)))
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_gather_objects(obj) -> list:
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def mean_over_ranks(value: float) -> float:
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
