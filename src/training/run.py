@@ -8,6 +8,7 @@ tracking run always ends in a terminal state.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -52,6 +53,10 @@ def run(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     ckpt = None
+    if not cfg.resume and requeued() and ckpt_lib.last_checkpoint(run_dir) is not None:
+        log.info("SLURM requeued this job (restart %s): resuming from its last checkpoint",
+                 os.environ["SLURM_RESTART_COUNT"])
+        cfg.resume = True
     if cfg.resume:
         ckpt = ckpt_lib.last_checkpoint(run_dir)
         if ckpt is None:
@@ -65,6 +70,12 @@ def run(cfg: DictConfig) -> dict:
     choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in GROUPS})
     ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt)
     return launch(cfg.machine, partial(train_rank, cfg, ctx)) or {}
+
+
+def requeued() -> bool:
+    """SLURM sets SLURM_RESTART_COUNT on a requeued job (preemption, timeout with submitit's
+    checkpointing); the job then runs again in the same run directory."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
 
 
 def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:

@@ -67,3 +67,12 @@ def test_metrics_falling_eval_and_checkpoint_only_evaluation(tmp_path, pusht_roo
     r = run_train(tiny_overrides(pusht_root, run, "resume=true", "steps=0"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "eval at step 4" in r.stdout and "saved checkpoint" not in r.stdout
+
+
+def test_a_requeued_slurm_job_resumes_by_itself(tmp_path, pusht_root):
+    run = tmp_path / "run"
+    assert run_train(tiny_overrides(pusht_root, run, "steps=2", "save_freq=2")).returncode == 0
+    r = run_train(tiny_overrides(pusht_root, run, "steps=4", "save_freq=2"), env={"SLURM_RESTART_COUNT": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "SLURM requeued this job" in r.stdout
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["000002", "000004", "last"]

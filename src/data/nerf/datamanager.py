@@ -1,0 +1,237 @@
+"""Training/eval ray batches from a parsed scene (nerfstudio's VanillaDataManager, option names kept).
+
+- Images are read once, as uint8, and kept on the training `device` when `images_on_gpu` (masks:
+  `masks_on_gpu`), else on the CPU; a batch's colours are gathered where the images live and sent to
+  `device` as float in [0, 1].
+- `next_train(step)` samples `train_num_rays_per_batch` pixels (square `patch_size` patches when
+  > 1; only where masks are True) across `train_num_images_to_sample_from` images (-1: all), a
+  subset re-drawn every `train_num_times_to_repeat_images` calls (-1: never).
+- Eval: `next_eval(step)` is the same over the eval split with `eval_num_rays_per_batch`;
+  `eval_image(i)` / `iter_eval_images()` / `next_eval_image(step)` give whole eval images
+  (`eval_image_indices`, None = all) as flattened row-major rays plus ground truth.
+- Every random draw comes from two CPU `torch.Generator`s (train: seed, eval: seed + 1);
+  `state_dict()` / `load_state_dict()` carry them and the image-subset position, so a resumed
+  run draws the same next batch.
+
+Batches: `(RayBundle on device, {"rgb": (N, 3) float, "indices": (N, 3) long [camera, y, x]})`,
+camera indices being positions within the split's cameras.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from data.nerf.cameras import Cameras
+from data.nerf.dataparsers import DataparserOutputs, SceneError
+from data.nerf.pixel_sampler import PixelSampler
+from data.nerf.rays import RayBundle
+
+
+def _pad_stack(items: list[torch.Tensor], fill=0) -> torch.Tensor:
+    hmax = max(t.shape[0] for t in items)
+    wmax = max(t.shape[1] for t in items)
+    out = torch.full((len(items), hmax, wmax, *items[0].shape[2:]), fill, dtype=items[0].dtype)
+    for i, t in enumerate(items):
+        out[i, : t.shape[0], : t.shape[1]] = t
+    return out
+
+
+class _Split:
+    """One split's cameras (on device), padded uint8 images and bool masks (on their storage devices)."""
+
+    def __init__(self, outputs: DataparserOutputs, scale: float, device, image_device, mask_device):
+        self.outputs = outputs
+        cams = outputs.cameras if scale == 1.0 else outputs.cameras.rescale_output_resolution(scale)
+        self.n = len(outputs)
+        self.cameras = cams.to(device)
+        if self.n == 0:
+            self.images = self.masks = None
+            self.sizes = torch.zeros(0, 2, dtype=torch.long)
+            return
+        images = outputs.load_images(cams)
+        self.sizes = torch.tensor([[im.shape[0], im.shape[1]] for im in images], dtype=torch.long)
+        self.images = _pad_stack(images).to(image_device)
+        masks = outputs.load_masks(cams)
+        self.masks = None if masks is None else _pad_stack(masks, False).to(mask_device)
+
+
+class _Stream:
+    """Random-ray stream over one split: its generator, image subset and repeat count."""
+
+    def __init__(self, split: _Split, num_rays: int, num_images: int, times_to_repeat: int, patch_size: int,
+                 seed: int):
+        self.split = split
+        self.num_images = num_images
+        self.times_to_repeat = times_to_repeat
+        self.sampler = PixelSampler(num_rays, patch_size)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.subset: torch.Tensor | None = None
+        self.count = 0
+        self._subset_masks = split.masks
+
+    def _use_all(self) -> bool:
+        return self.num_images == -1 or self.num_images >= self.split.n
+
+    def _set_subset(self, subset: torch.Tensor | None) -> None:
+        self.subset = subset
+        self.sampler.clear_cache()
+        masks = self.split.masks
+        if masks is None or subset is None:
+            self._subset_masks = masks
+        else:
+            self._subset_masks = masks[subset.to(masks.device)]
+
+    def indices(self) -> torch.Tensor:
+        if self.split.n == 0:
+            raise ValueError("this split has no images (check eval_mode / train_split_fraction)")
+        if not self._use_all() and (self.subset is None or
+                                    (self.times_to_repeat != -1 and self.count >= self.times_to_repeat)):
+            perm = torch.randperm(self.split.n, generator=self.generator)[: self.num_images]
+            self._set_subset(torch.sort(perm).values)
+            self.count = 0
+        if self.subset is None:
+            sizes, ids = self.split.sizes, None
+        else:
+            sizes, ids = self.split.sizes[self.subset], self.subset
+        self.count += 1
+        return self.sampler.sample(sizes, self.generator, self._subset_masks, ids)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(),
+                "subset": torch.empty(0, dtype=torch.long) if self.subset is None else self.subset.clone(),
+                "has_subset": self.subset is not None,
+                "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._set_subset(state["subset"].clone().long() if state["has_subset"] else None)
+        self.count = int(state["count"])
+
+
+class NerfDataManager:
+    """nerfstudio's VanillaDataManager over a `NerfstudioDataParser` / `BlenderDataParser`."""
+
+    def __init__(self, dataparser, data: str | Path | None = None, device: str | torch.device = "cpu",
+                 train_num_rays_per_batch: int = 4096, train_num_images_to_sample_from: int = -1,
+                 train_num_times_to_repeat_images: int = -1, eval_num_rays_per_batch: int = 4096,
+                 eval_num_images_to_sample_from: int = -1, eval_num_times_to_repeat_images: int = -1,
+                 eval_image_indices: list[int] | tuple[int, ...] | None = (0,),
+                 camera_res_scale_factor: float = 1.0, patch_size: int = 1, images_on_gpu: bool = False,
+                 masks_on_gpu: bool = False, seed: int = 0):
+        if data is not None:
+            dataparser.data = str(data)
+        if camera_res_scale_factor <= 0:
+            raise ValueError(f"camera_res_scale_factor must be > 0, got {camera_res_scale_factor}")
+        self.device = torch.device(device)
+        image_device = self.device if images_on_gpu else torch.device("cpu")
+        mask_device = self.device if masks_on_gpu else torch.device("cpu")
+        self.dataparser = dataparser
+        self.train_outputs = dataparser.get_dataparser_outputs("train")
+        self.eval_outputs = dataparser.get_dataparser_outputs("val")
+        self.train_split = _Split(self.train_outputs, camera_res_scale_factor, self.device, image_device, mask_device)
+        self.eval_split = _Split(self.eval_outputs, camera_res_scale_factor, self.device, image_device, mask_device)
+        self.train_stream = _Stream(self.train_split, train_num_rays_per_batch, train_num_images_to_sample_from,
+                                    train_num_times_to_repeat_images, patch_size, seed)
+        self.eval_stream = _Stream(self.eval_split, eval_num_rays_per_batch, eval_num_images_to_sample_from,
+                                   eval_num_times_to_repeat_images, patch_size, seed + 1)
+        if eval_image_indices is None:
+            self.eval_image_indices = list(range(self.eval_split.n))
+        elif self.eval_split.n == 0:
+            warnings.warn("the eval split is empty (eval_mode / train_split_fraction leave no eval frames): "
+                          "eval batches and images are unavailable", stacklevel=2)
+            self.eval_image_indices = []
+        else:
+            self.eval_image_indices = [int(i) for i in eval_image_indices]
+            bad = [i for i in self.eval_image_indices if not 0 <= i < self.eval_split.n]
+            if bad:
+                raise ValueError(f"eval_image_indices {bad} out of range: the eval split has "
+                                 f"{self.eval_split.n} images")
+        self.eval_cursor = 0
+
+    # ------------------------------------------------------------------ info
+    @property
+    def train_cameras(self) -> Cameras:
+        return self.train_split.cameras
+
+    @property
+    def eval_cameras(self) -> Cameras:
+        return self.eval_split.cameras
+
+    @property
+    def num_train_images(self) -> int:
+        return self.train_split.n
+
+    @property
+    def num_eval_images(self) -> int:
+        return self.eval_split.n
+
+    @property
+    def scene_box(self) -> torch.Tensor:
+        return self.train_outputs.scene_box
+
+    # ------------------------------------------------------------------ batches
+    def _batch(self, split: _Split, indices: torch.Tensor) -> tuple[RayBundle, dict]:
+        idx_img = indices.to(split.images.device)
+        rgb = split.images[idx_img[:, 0], idx_img[:, 1], idx_img[:, 2]]
+        rgb = rgb.to(self.device, non_blocking=True).float() / 255.0
+        idx_dev = indices.to(self.device)
+        rays = split.cameras.generate_rays(idx_dev[:, 0], idx_dev[:, 1:])
+        return rays, {"rgb": rgb, "indices": idx_dev}
+
+    def next_train(self, step: int = 0) -> tuple[RayBundle, dict]:
+        return self._batch(self.train_split, self.train_stream.indices())
+
+    def next_eval(self, step: int = 0) -> tuple[RayBundle, dict]:
+        return self._batch(self.eval_split, self.eval_stream.indices())
+
+    def _image(self, split: _Split, i: int) -> tuple[RayBundle, dict]:
+        h, w = (int(v) for v in split.sizes[i])
+        coords = split.cameras.image_pixel_coords(i).cpu()
+        indices = torch.cat([torch.full((coords.shape[0], 1), i, dtype=torch.long), coords], -1)
+        rays, batch = self._batch(split, indices)
+        batch["image"] = batch["rgb"].view(h, w, 3)
+        batch["image_idx"] = i
+        if split.masks is not None:
+            batch["mask"] = split.masks[i, :h, :w].to(self.device)
+        return rays, batch
+
+    def eval_image(self, index: int) -> tuple[RayBundle, dict]:
+        """All rays of eval image `index` (row-major, H*W) with "rgb", "image" (H, W, 3), "indices"."""
+        if not 0 <= index < self.eval_split.n:
+            raise IndexError(f"eval image {index} out of range ({self.eval_split.n} eval images)")
+        return self._image(self.eval_split, index)
+
+    def train_image(self, index: int) -> tuple[RayBundle, dict]:
+        return self._image(self.train_split, index)
+
+    def iter_eval_images(self):
+        """Yields (index, RayBundle, batch) over `eval_image_indices`."""
+        for i in self.eval_image_indices:
+            rays, batch = self.eval_image(i)
+            yield i, rays, batch
+
+    def next_eval_image(self, step: int = 0) -> tuple[int, RayBundle, dict]:
+        """The next of `eval_image_indices`, cycling (the cursor is part of the state)."""
+        if not self.eval_image_indices:
+            raise ValueError("no eval images (eval split empty or eval_image_indices=[])")
+        i = self.eval_image_indices[self.eval_cursor % len(self.eval_image_indices)]
+        self.eval_cursor += 1
+        rays, batch = self.eval_image(i)
+        return i, rays, batch
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict:
+        """Tensors and ints only (loadable with torch.load(weights_only=True))."""
+        return {"train": self.train_stream.state_dict(), "eval": self.eval_stream.state_dict(),
+                "eval_cursor": self.eval_cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train_stream.load_state_dict(state["train"])
+        self.eval_stream.load_state_dict(state["eval"])
+        self.eval_cursor = int(state["eval_cursor"])
+
+
+__all__ = ["NerfDataManager", "SceneError"]
