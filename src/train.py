@@ -6,10 +6,14 @@ to `training.run`. Everything else lives in its package.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+SRC = str(Path(__file__).resolve().parent)
+sys.path.insert(0, SRC)
+# Jobs started elsewhere (submitit on SLURM, spawned ranks) unpickle code from src/ too.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -26,7 +30,9 @@ def main(cfg: DictConfig) -> float | None:
 
     with report_user_errors():
         final = run(cfg)
-    return final.get("pc_success") if final else None
+    if final and cfg.objective not in final:
+        raise KeyError(f"objective={cfg.objective} is not among the final eval metrics {sorted(final)}")
+    return final.get(cfg.objective) if final else None
 
 
 if __name__ == "__main__":

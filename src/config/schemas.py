@@ -106,12 +106,21 @@ class DatasetConfig:
 # ----------------------------------------------------------------------------- machine
 @dataclass
 class MachineConfig:
+    """Where a job runs: the seed's machine options plus the cluster resources that the SLURM
+    launcher presets (conf/hydra/launcher/slurm*.yaml) read, so a cluster is described once."""
+
     seed: int = 1000
     device_type: str = "auto"
     num_devices: int = 1
     num_machines: int = 1
     machine_rank: int = 0
     dist_url: str = "auto"
+    partition: Optional[str] = None
+    timeout_min: int = 60
+    cpus_per_task: Optional[int] = None
+    mem_gb: Optional[int] = None
+    max_requeues: int = 3
+    signal_delay_s: int = 120
 
 
 # ----------------------------------------------------------------------------- logger
@@ -123,6 +132,7 @@ class MLflowLoggerConfig:
     run_name: Optional[str] = None
     default_store_dir: str = "outputs"
     log_system_metrics: bool = False
+    parent_run_id: Optional[str] = None
 
 
 @dataclass
@@ -171,3 +181,4 @@ class TrainConfig:
     save_checkpoint: bool = True
     resume: bool = False
     progress_bar: bool = True
+    objective: str = "pc_success"

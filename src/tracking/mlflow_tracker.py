@@ -133,6 +133,8 @@ class MLflowTracker(Tracker):
         request_timeout_s, request_max_retries: HTTP limits of later calls: a brief outage is
             retried (after 0 s, 2 s, 4 s, ...); a dead server costs those waits once, a host that
             never answers up to `(request_max_retries + 1) * request_timeout_s` once.
+        parent_run_id: the MLflow run this one is a child of (a sweep's parent run, see
+            `sweeps.mlflow_parent`), used when `start()` is given no parent; None for a top-level run.
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class MLflowTracker(Tracker):
         probe_timeout_s: int = 20,
         request_timeout_s: int = 10,
         request_max_retries: int = 2,
+        parent_run_id: str | None = None,
     ):
         super().__init__()
         self.tracking_uri = tracking_uri
@@ -155,6 +158,7 @@ class MLflowTracker(Tracker):
         self.probe_timeout_s = int(probe_timeout_s)
         self.request_timeout_s = int(request_timeout_s)
         self.request_max_retries = int(request_max_retries)
+        self.parent_run_id = parent_run_id or None
         self._client = None
         self._monitor = None
         self._enabled = False
@@ -209,6 +213,7 @@ class MLflowTracker(Tracker):
         self._monitor = None
         self._uri = None
         self._enabled = True
+        parent_run_id = parent_run_id or self.parent_run_id
         try:
             self._uri, artifact_location = self._resolve_store()
             with _http_limits(0, self.probe_timeout_s, 0):

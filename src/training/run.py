@@ -54,8 +54,8 @@ def run(cfg: DictConfig) -> dict:
     run_dir = Path(hc.runtime.output_dir)
     ckpt = None
     if not cfg.resume and requeued() and ckpt_lib.last_checkpoint(run_dir) is not None:
-        log.info("SLURM requeued this job (restart %s): resuming from its last checkpoint",
-                 os.environ["SLURM_RESTART_COUNT"])
+        log.info("this job was requeued (SLURM restart %s): resuming from its last checkpoint",
+                 os.environ.get("SLURM_RESTART_COUNT", "?"))
         cfg.resume = True
     if cfg.resume:
         ckpt = ckpt_lib.last_checkpoint(run_dir)
@@ -73,9 +73,10 @@ def run(cfg: DictConfig) -> dict:
 
 
 def requeued() -> bool:
-    """SLURM sets SLURM_RESTART_COUNT on a requeued job (preemption, timeout with submitit's
-    checkpointing); the job then runs again in the same run directory."""
-    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    """A job that may be a second attempt: SLURM sets SLURM_RESTART_COUNT on a requeue, and a
+    submitit job (SUBMITIT_EXECUTOR) always runs in a fresh job folder, so a checkpoint already
+    there can only come from an earlier attempt of the same job."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 or "SUBMITIT_EXECUTOR" in os.environ
 
 
 def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:

@@ -12,8 +12,10 @@ pytestmark = pytest.mark.slow
 def test_help_lists_the_groups():
     r = run_train(["--help"])
     assert r.returncode == 0, r.stderr
-    for group in ("policy: diffusion", "env: pusht", "optimizer: adam, adamw", "logger: mlflow, none"):
-        assert group in r.stdout
+    lines = {line.split(":")[0]: line for line in r.stdout.splitlines() if ": " in line}
+    for group, option in (("policy", "diffusion"), ("env", "pusht"), ("optimizer", "adamw"), ("logger", "none"),
+                          ("scheduler", "cosine_decay_with_warmup"), ("experiment", "quickstart")):
+        assert option in lines[group].split(": ")[1].split(", "), lines.get(group)
 
 
 def test_info_defaults_shows_the_policy_preset():

@@ -1,0 +1,1 @@
+"""Sweeps: the MLflow parent run of a `--multirun` sweep (`sweeps.mlflow_parent`)."""

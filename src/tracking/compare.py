@@ -1,0 +1,291 @@
+"""Compare the runs of a sweep (or any set of MLflow runs): which parameters vary, and what
+each run reached. `src/compare.py` is the command line; see docs/SWEEPS_AND_TRACKING.md.
+
+Runs come from
+- a sweep directory (`outputs/multiruns/<day>/<time>_<job>`): with the `mlflow_parent.json` that
+  `sweeps.mlflow_parent.ParentRunCallback` writes, the parent's MLflow children; without one
+  (or with `--local`), each job folder's `config.yaml` and `metrics.jsonl`;
+- an MLflow experiment name: its runs (parent runs of sweeps left out), optionally filtered.
+
+For each run: the parameters whose values differ between runs, and for each metric its final
+value (the last step) and its best value (the maximum for success/reward/accuracy/PSNR-like
+metrics, the minimum otherwise). Plots: the curves of each metric over steps for all runs, and the
+final value of each metric against each varying parameter. Tables and plots are written to the
+output folder and, when the runs share an MLflow parent, logged to it under `compare/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PARENT_FILE = "mlflow_parent.json"  # written by sweeps.mlflow_parent
+SWEEP_TAG = "hydrabot.sweep"
+_HIGHER_IS_BETTER = re.compile(r"success|reward|return|acc|psnr|ssim|score|pc_", re.I)
+# Timing/bookkeeping metrics are not worth a column unless asked for.
+_DEFAULT_SKIP = re.compile(r"(_s$|_share$|per_s$|^system/|lr$|grad_norm|n_episodes$)")
+
+
+class CompareError(Exception):
+    """A user error: nothing to compare, an unknown experiment or metric."""
+
+
+@dataclass
+class RunRecord:
+    name: str
+    params: dict[str, str]
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    status: str = "?"
+    run_id: str | None = None
+    parent_run_id: str | None = None
+
+    def final(self, metric: str) -> float | None:
+        points = self.history.get(metric)
+        return max(points)[1] if points else None
+
+    def best(self, metric: str) -> float | None:
+        values = [v for _, v in self.history.get(metric, []) if not math.isnan(v)]
+        if not values:
+            return None
+        return max(values) if higher_is_better(metric) else min(values)
+
+
+def higher_is_better(metric: str) -> bool:
+    return bool(_HIGHER_IS_BETTER.search(metric))
+
+
+# ----------------------------------------------------------------------------- loading
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('outputs').absolute() / 'mlflow.db'}"
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _mlflow_record(client, run) -> RunRecord:
+    history = {}
+    for key in run.data.metrics:
+        history[key] = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+    tags = run.data.tags
+    name = tags.get("run_dir") and Path(tags["run_dir"]).name or run.info.run_name or run.info.run_id[:8]
+    return RunRecord(name=str(name), params=dict(run.data.params), history=history, status=run.info.status,
+                     run_id=run.info.run_id, parent_run_id=tags.get("mlflow.parentRunId"))
+
+
+def load_children(parent_run_id: str, tracking_uri: str) -> list[RunRecord]:
+    client = _client(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000)
+    return [_mlflow_record(client, r) for r in runs]
+
+
+def load_experiment(name: str, tracking_uri: str, filter_string: str = "") -> list[RunRecord]:
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise CompareError(f"no sweep directory or MLflow experiment named {name!r} (at {tracking_uri}); "
+                           f"experiments there: {', '.join(names) or '(none)'}")
+    runs = client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=10000)
+    return [_mlflow_record(client, r) for r in runs if r.data.tags.get(SWEEP_TAG) != "parent"]
+
+
+def load_local(sweep_dir: Path) -> list[RunRecord]:
+    """Each job folder of a sweep directory, from its own files (no MLflow needed)."""
+    from omegaconf import OmegaConf
+
+    from tracking.base import flatten_params
+    from tracking.local_log import read_metrics
+
+    records = []
+    for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name)):
+        config = job / "config.yaml"
+        metrics = job / "metrics.jsonl"
+        if not config.is_file() and not metrics.is_file():
+            continue
+        params = {}
+        if config.is_file():
+            params = {k: str(v) for k, v in flatten_params(OmegaConf.to_container(OmegaConf.load(config))).items()}
+        history: dict[str, list[tuple[int, float]]] = {}
+        for line in read_metrics(metrics):
+            step = int(line.get("step", 0))
+            for key, value in line.items():
+                if key not in ("step", "time") and isinstance(value, (int, float)):
+                    history.setdefault(key, []).append((step, float(value)))
+        status = "FINISHED" if (job / "checkpoints").is_dir() or history else "?"
+        records.append(RunRecord(name=job.name, params=params, history=history, status=status))
+    return records
+
+
+def load_target(target: str, tracking_uri: str | None = None, local: bool = False,
+                filter_string: str = "") -> tuple[list[RunRecord], str | None, str | None, Path | None]:
+    """The runs named by `target`; also the parent run id and tracking URI to log to (if any) and
+    the sweep directory (None for an experiment)."""
+    path = Path(target)
+    if path.is_dir():
+        parent_file = path / PARENT_FILE
+        if parent_file.is_file() and not local:
+            info = json.loads(parent_file.read_text())
+            uri = tracking_uri or info["tracking_uri"]
+            return load_children(info["run_id"], uri), info["run_id"], uri, path
+        return load_local(path), None, None, path
+    uri = tracking_uri or default_tracking_uri()
+    runs = load_experiment(target, uri, filter_string)
+    parents = {r.parent_run_id for r in runs}
+    parent = parents.pop() if len(parents) == 1 else None
+    return runs, parent, uri, None
+
+
+# ----------------------------------------------------------------------------- analysis
+def varying_params(runs: list[RunRecord]) -> list[str]:
+    keys = sorted({k for r in runs for k in r.params})
+    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+
+
+def pick_metrics(runs: list[RunRecord], wanted: list[str] | None = None) -> list[str]:
+    present = sorted({k for r in runs for k in r.history})
+    if wanted:
+        missing = [m for m in wanted if m not in present]
+        if missing:
+            raise CompareError(f"metric(s) {', '.join(missing)} not logged by any run; logged: "
+                               f"{', '.join(present) or '(none)'}")
+        return list(wanted)
+    chosen = [m for m in present if not _DEFAULT_SKIP.search(m)]
+    return chosen or present
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def table_rows(runs: list[RunRecord], params: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "status", *params]
+    for m in metrics:
+        header += [f"{m} final", f"{m} best"]
+    rows = []
+    for r in runs:
+        row = [r.name, r.status, *[r.params.get(p, "-") for p in params]]
+        for m in metrics:
+            row += [_fmt(r.final(m)), _fmt(r.best(m))]
+        rows.append(row)
+    return header, rows
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+# ----------------------------------------------------------------------------- plots
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("_")
+
+
+def _as_number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def write_plots(runs: list[RunRecord], params: list[str], metrics: list[str], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def label(r: RunRecord) -> str:
+        return ", ".join(f"{p.rsplit('.', 1)[-1]}={r.params.get(p, '-')}" for p in params) or r.name
+
+    for m in metrics:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in runs:
+            points = sorted(r.history.get(m, []))
+            if points:
+                ax.plot([s for s, _ in points], [v for _, v in points], marker="o", markersize=3,
+                        label=f"{r.name}: {label(r)}")
+        ax.set_xlabel("step")
+        ax.set_ylabel(m)
+        ax.set_title(f"{m} ({'higher' if higher_is_better(m) else 'lower'} is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        path = out_dir / f"curves_{_safe(m)}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+        for p in params:
+            xs = [r.params.get(p) for r in runs]
+            ys = [r.final(m) for r in runs]
+            pairs = [(x, y) for x, y in zip(xs, ys) if y is not None]
+            if not pairs:
+                continue
+            fig, ax = plt.subplots(figsize=(5.5, 4))
+            numeric = all(_as_number(x) is not None for x, _ in pairs)
+            if numeric:
+                ax.scatter([_as_number(x) for x, _ in pairs], [y for _, y in pairs])
+                values = sorted({_as_number(x) for x, _ in pairs})
+                if len(values) > 2 and values[0] > 0 and values[-1] / values[0] >= 100:
+                    ax.set_xscale("log")
+            else:
+                cats = sorted({str(x) for x, _ in pairs})
+                ax.scatter([cats.index(str(x)) for x, _ in pairs], [y for _, y in pairs])
+                ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
+            ax.set_xlabel(p)
+            ax.set_ylabel(f"{m} (final)")
+            ax.grid(alpha=0.3)
+            path = out_dir / f"{_safe(m)}_vs_{_safe(p)}.png"
+            fig.tight_layout()
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+# ----------------------------------------------------------------------------- entry point
+def compare(target: str, tracking_uri: str | None = None, metrics: list[str] | None = None,
+            out_dir: str | Path | None = None, log_to_parent: bool = True, local: bool = False,
+            filter_string: str = "") -> dict:
+    """Loads the runs, prints nothing; returns {"table": str, "header", "rows", "params",
+    "metrics", "plots": [paths], "out_dir", "parent_run_id", "logged"}."""
+    runs, parent, uri, sweep_dir = load_target(target, tracking_uri, local, filter_string)
+    runs = sorted(runs, key=lambda r: (len(r.name), r.name))
+    if not runs:
+        raise CompareError(f"no runs found for {target!r}"
+                           + (" (the sweep's jobs have not logged anything yet?)" if sweep_dir else ""))
+    params = varying_params(runs)
+    chosen = pick_metrics(runs, metrics)
+    header, rows = table_rows(runs, params, chosen)
+    table = format_table(header, rows)
+    if out_dir is None:
+        out_dir = (sweep_dir / "compare") if sweep_dir else Path("outputs") / "compare" / _safe(target)
+    out_dir = Path(out_dir)
+    plots = write_plots(runs, params, chosen, out_dir)
+    (out_dir / "compare.txt").write_text(table + "\n")
+    with (out_dir / "compare.csv").open("w", encoding="utf-8") as f:
+        import csv
+
+        csv.writer(f).writerows([header, *rows])
+    logged = False
+    if log_to_parent and parent and uri:
+        _client(uri).log_artifacts(parent, str(out_dir), "compare")
+        logged = True
+    return {"table": table, "header": header, "rows": rows, "params": params, "metrics": chosen,
+            "plots": plots, "out_dir": out_dir, "parent_run_id": parent, "logged": logged}

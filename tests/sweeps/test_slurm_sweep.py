@@ -1,0 +1,100 @@
+"""`--multirun` sweeps through hydra-submitit-launcher on a real one-node SLURM cluster: each job a
+full (tiny) training run, one MLflow parent with a child per job, and the comparison table."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from helpers import run_train, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+def sweep_args(pusht_root: Path, tmp_path: Path, *extra: str) -> list[str]:
+    args = [a for a in tiny_overrides(pusht_root, tmp_path / "unused") if not a.startswith("hydra.run.dir=")]
+    args = [a for a in args if a != "logger=none"]
+    return ["-m", *args, "logger=mlflow", f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
+            *extra]
+
+
+def mlflow_runs(tmp_path: Path) -> tuple:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    info = json.loads((tmp_path / "sweep" / "mlflow_parent.json").read_text())
+    parent = client.get_run(info["run_id"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'")
+    return client, parent, children
+
+
+def test_two_job_sweep_on_slurm(pusht_root, slurm_cluster, tmp_path):
+    proc = run_train(sweep_args(pusht_root, tmp_path, "seed=1,2"), env=slurm_cluster)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    sweep = tmp_path / "sweep"
+    assert "Submitit 'slurm' sweep output dir" in proc.stdout + proc.stderr
+    for job in ("0", "1"):
+        assert (sweep / job / "config.yaml").is_file()
+        assert (sweep / job / "metrics.jsonl").read_text().strip()
+        assert (sweep / job / "checkpoints" / "last").exists()
+    # submitit's own folder holds one SLURM job per sweep point (an array)
+    assert sorted(p.name.split("_")[1] for p in (sweep / ".submitit").iterdir()
+                  if re.fullmatch(r"\d+_\d+", p.name)) == ["0", "1"]
+
+    client, parent, children = mlflow_runs(tmp_path)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["hydrabot.sweep"] == "parent"
+    assert len(children) == 2
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert sorted(c.data.params["seed"] for c in children) == ["1", "2"]
+    assert sorted(Path(c.data.tags["run_dir"]).name for c in children) == ["0", "1"]
+
+    from compare import main as compare_main  # src/compare.py
+
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert compare_main([str(sweep)]) == 0
+    table = out.getvalue()
+    header = table.splitlines()[0].split()
+    assert "seed" in header and "train/loss" in header and "status" in header
+    rows = [line.split() for line in table.splitlines()[2:4]]
+    assert [r[0] for r in rows] == ["0", "1"] and all(r[1] == "FINISHED" for r in rows)
+    pngs = sorted(p.name for p in (sweep / "compare").glob("*.png"))
+    assert "curves_train_loss.png" in pngs and "train_loss_vs_seed.png" in pngs
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "compare")}
+    assert "compare/curves_train_loss.png" in logged and "compare/compare.txt" in logged
+
+
+def test_crashing_job_is_failed_and_the_other_goes_on(pusht_root, slurm_cluster, tmp_path):
+    # lr=inf passes the optimizer's check, then the weights blow up: the loss is NaN at step 2.
+    proc = run_train(sweep_args(pusht_root, tmp_path, "optimizer.lr=1e-4,inf"), env=slurm_cluster)
+    assert proc.returncode != 0
+    assert "loss is nan" in (proc.stdout + proc.stderr).lower()
+    client, parent, children = mlflow_runs(tmp_path)
+    by_lr = {c.data.params["optimizer.lr"]: c.info.status for c in children}
+    assert by_lr == {"0.0001": "FINISHED", "inf": "FAILED"}, by_lr
+    assert parent.info.status == "FAILED"
+    assert (tmp_path / "sweep" / "0" / "checkpoints" / "last").exists()
+
+
+def test_refused_partition_is_a_clear_error(slurm_cluster, tmp_path):
+    proc = run_train(["-m", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=submitit_slurm",
+                      "hydra.launcher.partition=no_such_partition", "seed=1,2"], env=slurm_cluster, timeout=300)
+    assert proc.returncode != 0
+    assert "invalid partition" in (proc.stdout + proc.stderr).lower()
+
+
+def test_wrong_type_sweep_value_is_a_clear_error(slurm_cluster, tmp_path):
+    proc = run_train(["-m", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=submitit_slurm",
+                      "hydra.launcher.cpus_per_task=1", "seed=one,two"], env=slurm_cluster, timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "seed" in out and "one" in out, out[-3000:]
