@@ -1,0 +1,66 @@
+"""nerfacto training-step throughput at the seed's defaults (implementation=torch): rays/s, peak memory.
+
+    python bench/nerfacto_step.py --device cuda --rays 4096 --steps 20
+    python bench/nerfacto_step.py --device cpu --rays 256 --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import torch  # noqa: E402
+
+from data.nerf.rays import RayBundle  # noqa: E402
+from models.nerfacto.model import NerfactoModel  # noqa: E402
+
+
+def rays(n, device, num_cameras):
+    origins = torch.nn.functional.normalize(torch.randn(n, 3, device=device), dim=-1) * 3.0
+    dirs = torch.nn.functional.normalize(torch.randn(n, 3, device=device) * 0.5 - origins, dim=-1)
+    return RayBundle(origins, dirs, torch.full((n, 1), 1e-6, device=device),
+                     torch.randint(0, num_cameras, (n, 1), device=device))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--rays", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    model = NerfactoModel(100, None, implementation="torch").to(args.device).train()
+    groups = model.get_param_groups()
+    opt = torch.optim.Adam([{"params": v} for v in groups.values() if v], lr=1e-2, eps=1e-15)
+    n_params = sum(p.numel() for p in model.parameters())
+    times = []
+    for step in range(args.warmup + args.steps):
+        rb = rays(args.rays, args.device, 100)
+        batch = {"image": torch.rand(args.rays, 3, device=args.device)}
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        total, logs = model.loss(rb, batch, step)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    mean = sum(times) / len(times)
+    mem = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+    print(f"device {args.device} ({torch.cuda.get_device_name(0) if args.device == 'cuda' else 'cpu'}), "
+          f"torch {torch.__version__}, params {n_params:,} (100 cameras)")
+    print(f"{'rays/step':>10}{'ms/step':>10}{'rays/s':>12}{'peak GiB':>10}")
+    print(f"{args.rays:>10}{mean * 1e3:>10.1f}{args.rays / mean:>12.0f}{mem:>10.2f}")
+    print("last losses:", {k: round(v, 5) for k, v in logs.items()})
+
+
+if __name__ == "__main__":
+    main()

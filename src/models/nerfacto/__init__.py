@@ -1,0 +1,1 @@
+"""nerfacto (nerfstudio's default NeRF): hash-grid field, proposal sampling, volume rendering."""

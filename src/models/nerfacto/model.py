@@ -1,0 +1,200 @@
+"""NerfactoModel: proposal-sampled hash-grid NeRF (nerfstudio's nerfacto), as one nn.Module.
+
+Built by `hydra.utils.instantiate(cfg.model, num_train_cameras=..., scene_box=...)`.
+Training step protocol: `model.train(); total, logs = model.loss(ray_bundle, batch, step)`
+(`loss` calls `step_callback(step)` itself when the caller has not), backward, optimizer steps on
+`get_param_groups()`. Evaluation: `model.eval(); model.render_image(ray_bundle)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from config.errors import ConfigError
+from data.nerf.rays import RayBundle
+from models.fields import losses as L
+from models.fields.camera_optimizer import CameraOptimizer
+from models.fields.colliders import NearFarCollider
+from models.fields.contraction import SceneContraction
+from models.fields.renderers import RGBRenderer, render_accumulation, render_depth, render_normals
+from models.fields.samplers import (ProposalNetworkSampler, UniformLinDispPiecewiseSampler, UniformSampler,
+                                    proposal_update_schedule)
+from models.nerfacto.config import NerfactoConfig
+from models.nerfacto.field import HashMLPDensityField, NerfactoField
+
+DEFAULT_CAMERA_OPTIMIZER = {"mode": "SO3xR3"}  # the seed's --pipeline.datamanager.camera-optimizer.mode
+
+
+def _scale_gradients_by_distance_squared(outputs: dict, ray_samples) -> dict:
+    """Same values; gradients scaled by min(1, t^2) (t = sample distance): less for close points."""
+    scaling = torch.square(ray_samples.midpoints).clamp(0, 1)
+    return {k: v * scaling + (v * (1 - scaling)).detach() for k, v in outputs.items()}
+
+
+class NerfactoModel(nn.Module):
+    def __init__(self, num_train_cameras: int, scene_box: torch.Tensor | None = None,
+                 camera_optimizer: Mapping[str, Any] | None = None, average_init_density: float = 1.0,
+                 **config_kwargs):
+        """camera_optimizer: CameraOptimizer kwargs (mode off|SO3xR3|SE3, position_noise_std, ...);
+        nerfstudio keeps them under --pipeline.datamanager.camera-optimizer.*; default mode SO3xR3."""
+        super().__init__()
+        config_kwargs.pop("_target_", None)
+        self.config = cfg = NerfactoConfig(**config_kwargs)
+        self.num_train_cameras = num_train_cameras
+        aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]) if scene_box is None else \
+            torch.as_tensor(scene_box, dtype=torch.float32)
+        if tuple(aabb.shape) != (2, 3):
+            raise ConfigError(f"scene_box must be a (2, 3) tensor of min/max corners, got shape {tuple(aabb.shape)}")
+        self.register_buffer("aabb", aabb.clone(), persistent=False)
+        contraction = None if cfg.disable_scene_contraction else SceneContraction(order=math.inf)
+        impl = cfg.implementation
+
+        self.field = NerfactoField(
+            aabb, num_images=num_train_cameras, hidden_dim=cfg.hidden_dim, num_levels=cfg.num_levels,
+            base_res=cfg.base_res, max_res=cfg.max_res, log2_hashmap_size=cfg.log2_hashmap_size,
+            features_per_level=cfg.features_per_level, hidden_dim_color=cfg.hidden_dim_color,
+            appearance_embedding_dim=cfg.appearance_embed_dim,
+            use_average_appearance_embedding=cfg.use_average_appearance_embedding,
+            spatial_distortion=contraction, predict_normals=cfg.predict_normals,
+            hidden_dim_pred_normals=cfg.hidden_dim_transient, average_init_density=average_init_density,
+            implementation=impl)
+        cam_kwargs = dict(DEFAULT_CAMERA_OPTIMIZER if camera_optimizer is None else camera_optimizer)
+        self.camera_optimizer = CameraOptimizer(num_train_cameras, **cam_kwargs)
+
+        def prop_net(args):
+            return HashMLPDensityField(aabb, spatial_distortion=contraction, hidden_dim=args.hidden_dim,
+                                       log2_hashmap_size=args.log2_hashmap_size, num_levels=args.num_levels,
+                                       max_res=args.max_res, use_linear=args.use_linear,
+                                       base_res=16, features_per_level=2,
+                                       average_init_density=average_init_density, implementation=impl)
+
+        n_prop = cfg.num_proposal_iterations
+        if cfg.use_same_proposal_network:
+            self.proposal_networks = nn.ModuleList([prop_net(cfg.proposal_net_args_list[0])])
+            self._prop_index = [0] * n_prop
+        else:
+            self.proposal_networks = nn.ModuleList([prop_net(cfg.proposal_net_args_list[i]) for i in range(n_prop)])
+            self._prop_index = list(range(n_prop))
+
+        initial = (UniformSampler if cfg.proposal_initial_sampler == "uniform" else UniformLinDispPiecewiseSampler)(
+            single_jitter=cfg.use_single_jitter)
+        self.proposal_sampler = ProposalNetworkSampler(
+            num_proposal_samples_per_ray=cfg.num_proposal_samples_per_ray,
+            num_nerf_samples_per_ray=cfg.num_nerf_samples_per_ray, num_proposal_network_iterations=n_prop,
+            single_jitter=cfg.use_single_jitter, initial_sampler=initial,
+            update_sched=proposal_update_schedule(cfg.proposal_warmup, cfg.proposal_update_every))
+        # nerfacto replaces the base model's NearFarCollider(**collider_params) by this one
+        self.collider = NearFarCollider(cfg.near_plane, cfg.far_plane) if cfg.enable_collider else None
+        self.renderer_rgb = RGBRenderer(cfg.background_color)
+        self._callback_step: int | None = None
+
+    # ---- schedule -------------------------------------------------------------------------------
+    @property
+    def density_fns(self):
+        return [self.proposal_networks[i] for i in self._prop_index]
+
+    def step_callback(self, step: int) -> None:
+        """Call before training step `step`: sets the weight annealing for it and advances the proposal
+        update schedule past the previous step (nerfstudio's BEFORE/AFTER_TRAIN_ITERATION callbacks)."""
+        cfg = self.config
+        if step > 0:
+            self.proposal_sampler.step_cb(step - 1)
+        if cfg.use_proposal_weight_anneal:
+            frac = float(np.clip(step / cfg.proposal_weights_anneal_max_num_iters, 0, 1))
+            b = cfg.proposal_weights_anneal_slope
+            self.proposal_sampler.set_anneal(b * frac / ((b - 1) * frac + 1))
+        self._callback_step = step
+
+    # ---- forward --------------------------------------------------------------------------------
+    def forward(self, ray_bundle: RayBundle) -> dict[str, Any]:
+        cfg = self.config
+        if self.collider is not None:
+            ray_bundle = self.collider(ray_bundle)
+        elif ray_bundle.nears is None or ray_bundle.fars is None:
+            raise ValueError("model.enable_collider=false needs rays that carry nears and fars")
+        if self.training:
+            ray_bundle = self.camera_optimizer.apply_to_raybundle(ray_bundle)
+        ray_samples, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, self.density_fns)
+        field_out = self.field(ray_samples, compute_normals=cfg.predict_normals)
+        if cfg.use_gradient_scaling:
+            field_out = _scale_gradients_by_distance_squared(field_out, ray_samples)
+        weights = ray_samples.get_weights(field_out["density"])
+        weights_list = weights_list + [weights]
+        ray_samples_list = ray_samples_list + [ray_samples]
+        outputs: dict[str, Any] = {
+            "rgb": self.renderer_rgb(field_out["rgb"], weights),
+            "accumulation": render_accumulation(weights),
+            "expected_depth": render_depth(weights, ray_samples.starts, ray_samples.ends, "expected"),
+            "weights_list": weights_list,
+            "ray_samples_list": ray_samples_list,
+        }
+        with torch.no_grad():
+            outputs["depth"] = render_depth(weights, ray_samples.starts, ray_samples.ends, "median")
+            for i in range(cfg.num_proposal_iterations):
+                outputs[f"prop_depth_{i}"] = render_depth(weights_list[i], ray_samples_list[i].starts,
+                                                          ray_samples_list[i].ends, "median")
+        if cfg.predict_normals:
+            normals, pred = field_out["normals"], field_out["pred_normals"]
+            outputs["normals"] = render_normals(normals, weights)
+            outputs["pred_normals"] = render_normals(pred, weights)
+            outputs["rendered_orientation_loss"] = L.orientation_loss(weights.detach(), normals, ray_bundle.directions)
+            outputs["rendered_pred_normal_loss"] = L.pred_normal_loss(weights.detach(), normals.detach(), pred)
+        return outputs
+
+    # ---- losses ---------------------------------------------------------------------------------
+    def get_loss_dict(self, outputs: dict, batch: Mapping[str, torch.Tensor], step: int | None = None
+                      ) -> dict[str, torch.Tensor]:
+        """batch["image"]: (N, 3) or (N, 4) RGB(A) in [0, 1] for the rays of `outputs`."""
+        cfg = self.config
+        gt = batch["image"].to(outputs["rgb"].device, outputs["rgb"].dtype)
+        pred, gt = self.renderer_rgb.blend_for_loss(outputs["rgb"], outputs["accumulation"], gt)
+        loss_dict = {"rgb_loss": L.mse_loss(pred, gt)}
+        if self.training:
+            loss_dict["interlevel_loss"] = cfg.interlevel_loss_mult * L.interlevel_loss(
+                outputs["weights_list"], outputs["ray_samples_list"])
+            loss_dict["distortion_loss"] = cfg.distortion_loss_mult * L.distortion_loss(
+                outputs["weights_list"], outputs["ray_samples_list"])
+            if cfg.predict_normals:
+                loss_dict["orientation_loss"] = cfg.orientation_loss_mult * outputs["rendered_orientation_loss"].mean()
+                loss_dict["pred_normal_loss"] = cfg.pred_normal_loss_mult * outputs["rendered_pred_normal_loss"].mean()
+            reg = self.camera_optimizer.regularizer()
+            if reg is not None:
+                loss_dict["camera_opt_regularizer"] = reg
+        return loss_dict
+
+    def loss(self, ray_bundle: RayBundle, batch: Mapping[str, torch.Tensor], step: int
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.training and self._callback_step != step:
+            self.step_callback(step)
+        outputs = self(ray_bundle)
+        loss_dict = self.get_loss_dict(outputs, batch, step)
+        total = sum(loss_dict.values())
+        logs = {k: float(v.detach()) for k, v in loss_dict.items()}
+        logs["psnr"] = float(-10.0 * torch.log10(loss_dict["rgb_loss"].detach().clamp_min(1e-10)))
+        return total, logs
+
+    # ---- optimisation / evaluation --------------------------------------------------------------
+    def get_param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"proposal_networks": list(self.proposal_networks.parameters()),
+                "fields": list(self.field.parameters()),
+                "camera_opt": list(self.camera_optimizer.parameters())}
+
+    @torch.no_grad()
+    def render_image(self, ray_bundle: RayBundle, chunk: int | None = None) -> dict[str, torch.Tensor]:
+        """All rays of an image (flattened (H*W, ...)) in chunks -> {name: (H*W, C)} tensor outputs.
+
+        Call in eval mode (model.eval()): deterministic samples, average appearance code, no pose
+        correction. Normals still need autograd inside (enabled locally by the field)."""
+        chunk = chunk or self.config.eval_num_rays_per_chunk
+        pieces: dict[str, list[torch.Tensor]] = {}
+        for start in range(0, len(ray_bundle), chunk):
+            out = self(ray_bundle[start:start + chunk])
+            for k, v in out.items():
+                if isinstance(v, torch.Tensor) and v.dim() == 2 and not k.startswith("rendered_"):
+                    pieces.setdefault(k, []).append(v.detach())
+        return {k: torch.cat(v, dim=0) for k, v in pieces.items()}
