@@ -190,6 +190,15 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 # ----------------------------------------------------------------------------- plots
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("_")
 
@@ -225,11 +234,7 @@ def write_plots(runs: list[RunRecord], params: list[str], metrics: list[str], ou
         ax.set_title(f"{m} ({'higher' if higher_is_better(m) else 'lower'} is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        path = out_dir / f"curves_{_safe(m)}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"curves_{_safe(m)}.png"))
 
         for p in params:
             xs = [r.params.get(p) for r in runs]
@@ -251,11 +256,7 @@ def write_plots(runs: list[RunRecord], params: list[str], metrics: list[str], ou
             ax.set_xlabel(p)
             ax.set_ylabel(f"{m} (final)")
             ax.grid(alpha=0.3)
-            path = out_dir / f"{_safe(m)}_vs_{_safe(p)}.png"
-            fig.tight_layout()
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, out_dir / f"{_safe(m)}_vs_{_safe(p)}.png"))
     return written
 
 
