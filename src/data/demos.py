@@ -18,6 +18,7 @@ from data.lerobot_writer import LeRobotDatasetWriter
 log = logging.getLogger(__name__)
 
 PUSHT_TASK = "Push the T-shaped block onto the T-shaped target."
+EXPERTS = ("pusht", "aloha_transfer_cube", "aloha_insertion", "xarm_lift")
 
 
 def home() -> Path:
@@ -45,11 +46,15 @@ def ensure_dataset(dataset_cfg) -> Path:
     return root
 
 
-def record(root: Path, demos_cfg) -> Path:
-    if demos_cfg.expert != "pusht":
-        raise DatasetError(f"dataset.demos.expert={demos_cfg.expert!r} has no scripted expert; available: pusht")
-    return record_pusht(root, n_episodes=demos_cfg.n_episodes, seed=demos_cfg.seed,
-                        keep_failed=demos_cfg.keep_failed, use_videos=demos_cfg.use_videos)
+def record(root: Path, demos_cfg, progress: bool = True) -> Path:
+    if demos_cfg.expert not in EXPERTS:
+        raise DatasetError(f"dataset.demos.expert={demos_cfg.expert!r} has no scripted expert; "
+                           f"available: {', '.join(EXPERTS)}")
+    if demos_cfg.expert == "pusht":
+        return record_pusht(root, n_episodes=demos_cfg.n_episodes, seed=demos_cfg.seed,
+                            keep_failed=demos_cfg.keep_failed, use_videos=demos_cfg.use_videos, progress=progress)
+    return record_mujoco(root, demos_cfg.expert, n_episodes=demos_cfg.n_episodes, seed=demos_cfg.seed,
+                         keep_failed=demos_cfg.keep_failed, use_videos=demos_cfg.use_videos, progress=progress)
 
 
 def pusht_features(use_videos: bool, image_size: int = 96) -> dict:
@@ -117,4 +122,132 @@ def record_pusht(root: Path, n_episodes: int, seed: int = 0, keep_failed: bool =
         bar.close()
         env.close()
     log.info("recorded %d PushT episodes (%d attempts) into %s", kept, attempts, root)
+    return root
+
+
+# ----------------------------------------------------------------------------- MuJoCo experts
+ALOHA_MOTORS = [f"{side}_{joint}" for side in ("left", "right") for joint in
+                ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper")]
+MUJOCO_EXPERTS = {
+    # expert: (env type, gym task, episode length, fps, robot type, task text, image key, image shape, motors)
+    "aloha_transfer_cube": ("aloha", "AlohaTransferCube-v0", 400, 50, "aloha",
+                            "Pick up the cube with the right arm and transfer it to the left arm.",
+                            "observation.images.top", [480, 640, 3], ALOHA_MOTORS),
+    "aloha_insertion": ("aloha", "AlohaInsertion-v0", 400, 50, "aloha",
+                        "Insert the peg into the socket.", "observation.images.top", [480, 640, 3], ALOHA_MOTORS),
+    "xarm_lift": ("xarm", "XarmLift-v0", 200, 15, "xarm", "Pick up the cube and lift it.",
+                  "observation.image", [84, 84, 3], ["x", "y", "z", "gripper"]),
+}
+
+
+def mujoco_features(expert: str, use_videos: bool) -> dict:
+    _, _, _, _, _, _, image_key, image_shape, motors = MUJOCO_EXPERTS[expert]
+    return {
+        image_key: {"dtype": "video" if use_videos else "image", "shape": list(image_shape),
+                    "names": ["height", "width", "channel"]},
+        "observation.state": {"dtype": "float32", "shape": [len(motors)], "names": {"motors": list(motors)}},
+        "action": {"dtype": "float32", "shape": [len(motors)], "names": {"motors": list(motors)}},
+        "next.reward": {"dtype": "float32", "shape": [1], "names": None},
+        "next.done": {"dtype": "bool", "shape": [1], "names": None},
+        "next.success": {"dtype": "bool", "shape": [1], "names": None},
+    }
+
+
+def make_expert_env(expert: str, render: bool = True):
+    """The gym env an expert acts in (``pixels_agent_pos``, LeRobot's image sizes) and the expert.
+
+    ``render=False`` skips camera rendering, for success-rate runs (xarm: ``obs_type="state"``;
+    aloha: black frames); gym-aloha otherwise renders only the ``top`` camera it returns (it would
+    render two more). The experts read the simulator's state, never the observation."""
+    import gymnasium as gym
+
+    from envs.factory import import_env_package
+
+    env_type, task, length, _, _, _, _, _, _ = MUJOCO_EXPERTS[expert]
+    import_env_package(env_type)
+    kwargs = {"obs_type": "pixels_agent_pos", "max_episode_steps": length}
+    if env_type == "xarm":
+        kwargs.update(observation_width=84, observation_height=84)
+        if not render:
+            kwargs["obs_type"] = "state"
+    env = gym.make(f"gym_{env_type}/{task}", disable_env_checker=True, **kwargs)
+    if env_type == "aloha":
+        from envs.aloha_expert import EXPERTS as ALOHA_EXPERTS, render_only
+
+        render_only(env, ("top",) if render else ())
+        return env, ALOHA_EXPERTS[expert]()
+    from envs.xarm_expert import XarmLiftExpert
+
+    return env, XarmLiftExpert()
+
+
+def run_expert_episode(env, expert, seed: int, length: int, on_frame=None) -> tuple[bool, int]:
+    """One seeded episode; ``on_frame(obs, action, reward, done, success)`` per step. Returns
+    (success at the last step, number of steps)."""
+    obs, _ = env.reset(seed=seed)
+    expert.reset(env)
+    success, steps = False, 0
+    for steps in range(1, length + 1):
+        action = expert.act(env)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        success = bool(info.get("is_success", terminated))
+        if on_frame is not None:
+            on_frame(obs, action, reward, bool(terminated or truncated), success)
+        obs = next_obs
+        if terminated or truncated:
+            break
+    return success, steps
+
+
+def record_mujoco(root: Path, expert: str, n_episodes: int, seed: int = 0, keep_failed: bool = False,
+                  use_videos: bool = True, max_attempts_factor: int = 3, progress: bool = True,
+                  stats: dict | None = None) -> Path:
+    """Like `record_pusht` for the aloha/xarm experts: seeds `seed, seed+1, ...` until `n_episodes`
+    are kept (successes only unless `keep_failed`), written as one LeRobotDataset at `root`.
+    `stats`, if given, receives kept/attempts/successes."""
+    if expert not in MUJOCO_EXPERTS:
+        raise DatasetError(f"no MuJoCo expert {expert!r}; available: {', '.join(MUJOCO_EXPERTS)}")
+    env_type, _, length, fps, robot_type, task_text, image_key, _, _ = MUJOCO_EXPERTS[expert]
+    env, policy = make_expert_env(expert)
+    writer = LeRobotDatasetWriter(root, fps=fps, features=mujoco_features(expert, use_videos),
+                                  robot_type=robot_type, use_videos=use_videos)
+    image_of = (lambda obs: obs["pixels"]["top"]) if env_type == "aloha" else (lambda obs: obs["pixels"])
+
+    def on_frame(obs, action, reward, done, success):
+        writer.add_frame({
+            image_key: image_of(obs),
+            "observation.state": np.asarray(obs["agent_pos"], dtype=np.float32),
+            "action": np.asarray(action, dtype=np.float32),
+            "next.reward": np.float32(reward),
+            "next.done": done,
+            "next.success": success,
+        })
+
+    kept, attempts, successes = 0, 0, 0
+    bar = tqdm(total=n_episodes, desc=f"recording {expert} demos into {root}", unit="episode", disable=not progress)
+    try:
+        while kept < n_episodes:
+            if attempts >= max_attempts_factor * n_episodes:
+                raise DatasetError(f"the {expert} expert succeeded in only {successes} of {attempts} episodes; "
+                                   "set dataset.demos.keep_failed=true or lower dataset.demos.n_episodes")
+            success, _ = run_expert_episode(env, policy, seed + attempts, length, on_frame)
+            attempts += 1
+            successes += success
+            if success or keep_failed:
+                writer.save_episode(task=task_text)
+                kept += 1
+                bar.update(1)
+                bar.set_postfix(success=f"{successes}/{attempts}", refresh=False)
+            else:
+                writer.discard_episode()
+        writer.finalize()
+    except BaseException:
+        shutil.rmtree(getattr(writer, "tmp_root", root.with_name(root.name + ".tmp")), ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+        env.close()
+    log.info("recorded %d %s episodes (%d attempts, %d successes) into %s", kept, expert, attempts, successes, root)
+    if stats is not None:
+        stats.update(kept=kept, attempts=attempts, successes=successes)
     return root

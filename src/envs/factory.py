@@ -6,8 +6,12 @@ to unpickle ``_make_single_env``, so keeping it light keeps the worker start che
 
 from __future__ import annotations
 
+import ctypes.util
 import functools
 import importlib
+import importlib.util
+import os
+import sys
 from typing import Any
 
 import gymnasium as gym
@@ -22,16 +26,65 @@ from envs.configs import EnvConfig, as_env_config
 AUTORESET_MODE = AutoresetMode.NEXT_STEP
 
 
+# gym-<type> packages whose registration we replace with an adapter module of ours (imported right
+# after the package): gym-xarm 0.1.1 calls gymnasium 0.29's renderer API (envs/xarm_compat.py).
+COMPAT_MODULES = {"xarm": "envs.xarm_compat"}
+# The pip extra that brings each simulator (pyproject.toml); gym-xarm is installed with --no-deps.
+INSTALL_HINTS = {
+    "aloha": 'pip install -e ".[aloha]"',
+    "xarm": 'pip install -e ".[xarm]" && pip install --no-deps "gym-xarm==0.1.1"',
+}
+
+
+def default_mujoco_gl() -> str:
+    """MuJoCo's headless backend when ``MUJOCO_GL`` is unset: EGL where libEGL is found (GPU, or
+    Mesa's llvmpipe on CPU-only machines), else OSMesa. Must be set before mujoco/dm_control import."""
+    if ctypes.util.find_library("EGL"):
+        return "egl"
+    if ctypes.util.find_library("OSMesa"):
+        return "osmesa"
+    return "egl"
+
+
+def preload_triton() -> None:
+    """Loads triton's native library before a software GL does, in processes that use torch.
+
+    Mesa's llvmpipe (EGL or OSMesa without a GPU) brings its own LLVM; triton's ``libtriton``
+    (imported by ``torch._dynamo``, e.g. when the first optimizer is built) loaded into the same
+    process afterwards segfaults. Loaded first, both work (measured: render then ``import
+    torch._dynamo`` crashes; ``libtriton`` then render then ``torch._dynamo`` runs).
+    """
+    if "torch" in sys.modules and importlib.util.find_spec("triton") is not None:
+        try:
+            importlib.import_module("triton._C.libtriton")
+        except Exception:  # a broken triton is torch's business, not the renderer's
+            pass
+
+
+def ensure_mujoco_gl() -> str:
+    """Sets ``MUJOCO_GL`` (and PyOpenGL's ``PYOPENGL_PLATFORM``) if unset; returns the backend.
+    Also preloads triton (``preload_triton``) so a later ``torch._dynamo`` import cannot crash."""
+    preload_triton()
+    backend = os.environ.setdefault("MUJOCO_GL", default_mujoco_gl())
+    if backend in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+    return backend
+
+
 def import_env_package(env_type: str) -> None:
-    """Imports ``gym_<type>``, whose import registers its environments with gymnasium."""
+    """Imports ``gym_<type>``, whose import registers its environments with gymnasium (and our
+    adapter for it, if any). MuJoCo simulators get a headless ``MUJOCO_GL`` default first."""
+    if env_type != "pusht":
+        ensure_mujoco_gl()
     try:
         importlib.import_module(f"gym_{env_type}")
     except ModuleNotFoundError as err:
         if err.name != f"gym_{env_type}":
             raise
-        raise ModuleNotFoundError(
-            f"env type {env_type!r} needs the gym-{env_type} package: pip install gym-{env_type}"
-        ) from err
+        hint = INSTALL_HINTS.get(env_type, f"pip install gym-{env_type}")
+        raise ModuleNotFoundError(f"env type {env_type!r} needs the gym-{env_type} package: {hint}") from err
+    if env_type in COMPAT_MODULES:
+        importlib.import_module(COMPAT_MODULES[env_type])
 
 
 def _make_single_env(env_type: str, gym_id: str, kwargs: dict[str, Any]) -> gym.Env:
