@@ -120,6 +120,10 @@ def _worker(fn, machine, local: int, queue) -> None:
     n = machine.num_devices
     rank = Rank(machine.machine_rank * n + local, n * machine.num_machines, local)
     os.environ.update(RANK=str(rank.rank), WORLD_SIZE=str(rank.world_size), LOCAL_RANK=str(local))
+    # Each rank gets its share of the host's cores (torchrun does the same with OMP_NUM_THREADS):
+    # n full-size thread pools oversubscribe the CPU, and spinning OpenMP threads then slow
+    # every rank by orders of magnitude.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
     # Plain pickle bytes: tensors sent as-is would live in this process's shared memory, which
     # is gone once it exits.
     try:
