@@ -38,6 +38,7 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
         fail(str(e))
     for note in notes:
         print(note, file=sys.stderr)
+    args = family_switch(args)
     overrides, i = [], 0
     while i < len(args):
         words = hydra_flag_words(args, i)
@@ -47,6 +48,24 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
     if not any(a in _HYDRA_NO_COMPOSE for a in args):
         check_composes(config_dir, config_name, overrides)
     return [argv[0], *args]
+
+
+def family_switch(args: list[str]) -> list[str]:
+    """`model=<m>` makes a neural-field run. The root picks `optimizer: preset/${policy}`, an
+    interpolated default that only the command line may override, so the switch happens here:
+    `~policy optimizer=preset/<m> scheduler=preset/<m>` are added unless those groups are given,
+    and `data=synthetic` (`data=nerfstudio` when `data.data=<scene>` is given) when no data is picked."""
+    plain = [a for a in args if not a.startswith("-")]
+    model = next((a.split("=", 1)[1] for a in plain if a.startswith("model=")), None)
+    if not model or model == "null":
+        return args
+    given = {a.split("=", 1)[0].lstrip("~+") for a in plain if "=" in a or a.startswith("~")}
+    extra = [] if "policy" in given else ["~policy"]
+    if "data" not in given:  # a scene path (--data /path) means nerfstudio's format, else the generated scene
+        extra.append("data=nerfstudio" if "data.data" in given else "data=synthetic")
+    extra += [f"{g}=preset/{model}" for g in ("optimizer", "scheduler") if g not in given]
+    at = next(i for i, a in enumerate(args) if a.startswith("model="))  # keep the overrides contiguous
+    return [*args[:at + 1], *extra, *args[at + 1:]]
 
 
 def check_composes(config_dir: str, config_name: str, overrides: list[str]) -> None:
@@ -124,9 +143,10 @@ def report_user_errors():
     """Errors in the inputs (dataset, checkpoint, config values) become one line and exit 2."""
     from config.errors import ConfigError
     from data.lerobot_dataset import DatasetError
+    from data.nerf.dataparsers import SceneError
     from training.checkpoint import CheckpointError
 
     try:
         yield
-    except (ConfigError, DatasetError, CheckpointError) as e:
+    except (ConfigError, DatasetError, SceneError, CheckpointError) as e:
         fail(str(e))

@@ -58,6 +58,10 @@ def status(seed: SeedFlag) -> str:
     alternatives = [o for o in _pickable_options(group) if key in config_keys(f"{group}={o}")]
     if alternatives:
         return "supported with " + " or ".join(f"{group}={o}" for o in alternatives)
+    presets = [o.split("/", 1)[1] for o in _preset_options(group) if key in config_keys(f"{group}={o}")]
+    presets = [m for m in presets if option_exists("model", m)]
+    if presets:  # a key of a model's training preset (nerfacto's grouped optimizers/schedulers)
+        return "supported with " + " or ".join(f"model={m}" for m in presets)
     if rule.note:
         return f"awaits {rule.note}"
     missing = [o for o in seed.owners if not option_exists(group, o)]
@@ -88,6 +92,11 @@ def _pickable_options(group: str) -> list[str]:
         return []
     return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml")
                   if "preset" not in p.relative_to(folder).parts)
+
+
+def _preset_options(group: str) -> list[str]:
+    folder = CONF_DIR / group / "preset"
+    return sorted(f"preset/{p.stem}" for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
 def override_text(seed: SeedFlag) -> str:

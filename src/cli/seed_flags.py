@@ -484,7 +484,7 @@ RULES: tuple[Rule, ...] = (
     Rule("--timestamp", None, "run directories are already timestamped by hydra.run.dir"),
     Rule("--vis", None, _VIEWER),
     Rule("--viewer.", None, _VIEWER),
-    Rule("--data", "data.path", _NERF),
+    Rule("--data", "data.data", _NERF),
     Rule("--prompt", "model.prompt", _NERF),
     *(Rule(f"--{k}", k.replace("-", "_"), _NERF) for k in (
         "relative-model-dir", "load-scheduler", "save-only-latest-checkpoint", "load-dir", "load-step",
@@ -499,7 +499,7 @@ RULES: tuple[Rule, ...] = (
     Rule("--logging.steps-per-log", "log_freq"),
     Rule("--logging.local-writer.enable", "progress_bar"),
     Rule("--logging.", None, "the MLflow logger has no such setting (log_freq sets how often metrics are logged)"),
-    Rule("--pipeline.datamanager.data", "data.path", _NERF),
+    Rule("--pipeline.datamanager.data", "data.data", _NERF),
     Rule("--pipeline.datamanager.camera-optimizer.optimizer.", "optimizer.camera_opt.", _NERF),
     Rule("--pipeline.datamanager.camera-optimizer.scheduler.", "scheduler.camera_opt.", _NERF),
     Rule("--pipeline.datamanager.camera-optimizer.", "model.camera_optimizer.", _NERF),

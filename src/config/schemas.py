@@ -103,6 +103,41 @@ class DatasetConfig:
     demos: Optional[DemosConfig] = None
 
 
+# ----------------------------------------------------------------------------- data (neural fields)
+@dataclass
+class SyntheticSceneConfig:
+    """How to generate the project's procedural scene (`data.nerf.synthetic`) when `data` holds none."""
+
+    name: str = "synthetic"
+    format: str = "nerfstudio"  # nerfstudio | blender
+    n_views: int = 48
+    size: int = 64
+    fov_deg: float = 50.0
+    n_eval_views: int = 8  # blender format only
+
+
+@dataclass
+class NerfDataConfig:
+    """nerfstudio's VanillaDataManager options (`--pipeline.datamanager.*`, snake_case); the
+    dataparser is nested (its `_target_` picks nerfstudio's or the Blender format reader)."""
+
+    _target_: str = "data.nerf.datamanager.NerfDataManager"
+    data: Optional[str] = None
+    dataparser: Any = None
+    train_num_rays_per_batch: int = 4096
+    train_num_images_to_sample_from: int = -1
+    train_num_times_to_repeat_images: int = -1
+    eval_num_rays_per_batch: int = 4096
+    eval_num_images_to_sample_from: int = -1
+    eval_num_times_to_repeat_images: int = -1
+    eval_image_indices: Optional[list[int]] = field(default_factory=lambda: [0])
+    camera_res_scale_factor: float = 1.0
+    patch_size: int = 1
+    images_on_gpu: bool = False
+    masks_on_gpu: bool = False
+    scene: Optional[SyntheticSceneConfig] = None  # data=synthetic: generated on first use
+
+
 # ----------------------------------------------------------------------------- machine
 @dataclass
 class MachineConfig:
@@ -149,6 +184,17 @@ class RolloutEvalConfig:
     batch_size: int = 50
     use_async_envs: bool = False
     max_videos: int = 1
+
+
+@dataclass
+class ViewsEvalConfig:
+    """Neural-field evaluation: render held-out views, PSNR/SSIM (and LPIPS when weights exist)."""
+
+    num_images: Optional[int] = None  # of data.eval_image_indices (None: all of them)
+    chunk: Optional[int] = None  # rays per forward pass (None: model.eval_num_rays_per_chunk)
+    lpips_weights: Optional[str] = None  # a local LPIPS (AlexNet) weights file; LPIPS is skipped without it
+    save_images: bool = True  # ground truth | render | depth as PNG, logged as artifacts
+    max_images_saved: int = 1
 
 
 # ----------------------------------------------------------------------------- root

@@ -11,6 +11,7 @@ from hydra.core.config_store import ConfigStore
 from config import schemas
 from envs.configs import EnvConfig
 from models.diffusion.config import DiffusionConfig
+from models.nerfacto.config import NerfactoConfig
 
 _SCHEMAS = {
     "optimizer": {"adam": schemas.AdamConfig, "adamw": schemas.AdamWConfig, "sgd": schemas.SGDConfig},
@@ -21,9 +22,11 @@ _SCHEMAS = {
     "dataset": {"lerobot": schemas.DatasetConfig},
     "machine": {"machine": schemas.MachineConfig},
     "logger": {"mlflow": schemas.MLflowLoggerConfig, "none": schemas.NullLoggerConfig},
-    "eval": {"rollout": schemas.RolloutEvalConfig},
+    "eval": {"rollout": schemas.RolloutEvalConfig, "views": schemas.ViewsEvalConfig},
     "policy": {"diffusion": DiffusionConfig},
     "env": {"env": EnvConfig},
+    "model": {"nerfacto": NerfactoConfig},
+    "data": {"nerf": schemas.NerfDataConfig},
 }
 
 

@@ -8,8 +8,12 @@ from omegaconf import DictConfig
 
 def build_pipeline(cfg: DictConfig, device: torch.device, need_dataset: bool = True, rank=None):
     """`need_dataset=False` builds the model from the features saved in a checkpoint's config."""
+    if cfg.get("model") is not None:  # a neural field (model=nerfacto)
+        from pipelines.nerf import NerfPipeline
+
+        return NerfPipeline(cfg, device, need_dataset=need_dataset, rank=rank)
     if cfg.get("policy") is not None:
         from pipelines.robot import RobotPipeline
 
         return RobotPipeline(cfg, device, need_dataset=need_dataset, rank=rank)
-    raise ValueError("the config selects no family: pick a robot policy (policy=diffusion env=pusht)")
+    raise ValueError("the config selects no family: pick a robot policy (policy=diffusion env=pusht) or a neural field (model=nerfacto data=synthetic)")

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from training import checkpoint as ckpt_lib
 from training import distributed as dist_lib
 from training.device import autocast, grad_scaler
-from training.optim import build_optimizer, build_scheduler
+from training.optim import GroupedOptimizer, build_optimizer, build_scheduler
 from training.progress import Progress
 from training.rng import get_rng_state, seed_everything, set_rng_state
 
@@ -151,9 +151,16 @@ class Trainer:
                         self.scaler.scale(loss / loop.gradient_accumulation_steps).backward()
                     loss_sum += loss.item()
                     infos = info
-                self.scaler.unscale_(self.optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip or math.inf)
-                self.scaler.step(self.optimizer)
+                if isinstance(self.optimizer, GroupedOptimizer):  # per-group optimizers and clipping
+                    for opt in self.optimizer.optimizers.values():
+                        self.scaler.unscale_(opt)
+                    grad_norm = self.optimizer.clip_grad_norms()
+                    for opt in self.optimizer.optimizers.values():
+                        self.scaler.step(opt)
+                else:
+                    self.scaler.unscale_(self.optimizer)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip or math.inf)
+                    self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.scheduler is not None:

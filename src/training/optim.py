@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
@@ -14,6 +15,8 @@ def build_optimizer(cfg: DictConfig, params: Iterable) -> tuple[torch.optim.Opti
 
     `grad_clip_norm` belongs to the loop, so it is taken out before torch sees the kwargs.
     """
+    if is_grouped(cfg):
+        return GroupedOptimizer(cfg, params), None
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     clip = kwargs.pop("grad_clip_norm", None)
     optimizer = instantiate(kwargs, params=params, _convert_="all")
@@ -23,4 +26,86 @@ def build_optimizer(cfg: DictConfig, params: Iterable) -> tuple[torch.optim.Opti
 def build_scheduler(cfg: DictConfig | None, optimizer: torch.optim.Optimizer, num_training_steps: int):
     if cfg is None:
         return None
+    if isinstance(optimizer, GroupedOptimizer):
+        return GroupedScheduler(cfg, optimizer, num_training_steps)
     return instantiate(cfg, optimizer=optimizer, num_training_steps=num_training_steps)
+
+
+# ----------------------------------------------------------------------------- grouped (neural fields)
+def is_grouped(cfg) -> bool:
+    """A grouped optimizer/scheduler config: {group name: optimizer (or scheduler) config}, no `_target_`."""
+    return cfg is not None and "_target_" not in cfg and all(
+        isinstance(v, (dict, DictConfig)) and "_target_" in v for v in cfg.values())
+
+
+class GroupedOptimizer:
+    """One torch optimizer per named parameter group (nerfstudio's Optimizers), stepped together.
+
+    Quacks like a torch optimizer for the loop (param_groups, step, zero_grad, state_dict) and keeps
+    each group's `max_norm` for per-group gradient clipping (`clip_grad_norms`)."""
+
+    def __init__(self, cfg: DictConfig, params: dict):
+        kwargs = OmegaConf.to_container(cfg, resolve=True)
+        unknown = sorted(set(params) ^ set(kwargs))
+        if unknown:
+            raise ValueError(f"optimizer groups {sorted(kwargs)} do not match the model's parameter groups "
+                             f"{sorted(params)} (differ in {unknown})")
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.max_norms: dict[str, float | None] = {}
+        for name, kw in kwargs.items():
+            self.max_norms[name] = kw.pop("max_norm", None)
+            kw.pop("grad_clip_norm", None)
+            group_params = list(params[name])
+            if not group_params:  # e.g. camera_opt with mode=off: nothing to optimise
+                continue
+            self.optimizers[name] = instantiate(kw, params=group_params, _convert_="all")
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for opt in self.optimizers.values() for g in opt.param_groups]
+
+    def step(self) -> None:
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def clip_grad_norms(self) -> float:
+        """Clips each group to its max_norm; returns the global grad norm before clipping."""
+        norms = []
+        for name, opt in self.optimizers.items():
+            ps = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if not ps:
+                continue
+            max_norm = self.max_norms.get(name)
+            norms.append(torch.nn.utils.clip_grad_norm_(ps, max_norm if max_norm and max_norm > 0 else math.inf))
+        return float(torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))) if norms else 0.0
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+
+
+class GroupedScheduler:
+    def __init__(self, cfg: DictConfig, optimizer: GroupedOptimizer, num_training_steps: int):
+        self.schedulers = {}
+        for name, opt in optimizer.optimizers.items():
+            if name not in cfg:
+                raise ValueError(f"scheduler has no entry for optimizer group {name!r} (has {sorted(cfg)})")
+            self.schedulers[name] = instantiate(cfg[name], optimizer=opt, num_training_steps=num_training_steps)
+
+    def step(self) -> None:
+        for s in self.schedulers.values():
+            s.step()
+
+    def state_dict(self) -> dict:
+        return {name: s.state_dict() for name, s in self.schedulers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, s in self.schedulers.items():
+            s.load_state_dict(state[name])

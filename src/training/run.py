@@ -142,7 +142,10 @@ def config_for_resume(ckpt: Path, task_overrides: list[str]) -> DictConfig:
         raise ckpt_lib.CheckpointError(f"{choices_file} is missing; this checkpoint was not written by src/train.py")
     choices = OmegaConf.to_container(OmegaConf.load(choices_file))
     # Re-compose the run's own choices so the saved values land on their typed schemas again.
-    schema = compose(config_name="train", overrides=[f"{g}={c}" for g, c in choices.items() if c is not None])
+    group_overrides = [f"{g}={c}" for g, c in choices.items() if c is not None]
+    if choices.get("policy") is None and "policy" in choices:  # a neural-field run: no policy group
+        group_overrides.append("~policy")
+    schema = compose(config_name="train", overrides=group_overrides)
     OmegaConf.set_struct(schema, False)  # the saved config also holds the features filled at build time
     cfg = OmegaConf.merge(schema, OmegaConf.load(ckpt / ckpt_lib.CONFIG_FILE))
     OmegaConf.set_struct(cfg, True)
@@ -158,6 +161,8 @@ def config_for_resume(ckpt: Path, task_overrides: list[str]) -> DictConfig:
             continue
         if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
             raise ConfigError(f"{key} is not a key of the resumed run's config ({ckpt / ckpt_lib.CONFIG_FILE})")
-        OmegaConf.update(cfg, key, ov.value(), merge=False)
+        value = ov.value()
+        # a list is merged (which replaces it) so that its items land on their typed schema nodes again
+        OmegaConf.update(cfg, key, value, merge=isinstance(value, list))
     cfg.resume = True
     return cfg

@@ -41,3 +41,30 @@ def cosine_decay_with_warmup(optimizer: torch.optim.Optimizer, num_training_step
         return (1 - alpha) * cosine + alpha
 
     return LambdaLR(optimizer, lr_lambda)
+
+
+def exponential_decay(optimizer: torch.optim.Optimizer, num_training_steps: int, lr_pre_warmup: float = 1e-8,
+                      lr_final: float | None = None, warmup_steps: int = 0, max_steps: int = 100000,
+                      ramp: str = "cosine") -> LambdaLR:
+    """nerfstudio's ExponentialDecayScheduler: from lr_pre_warmup up to the optimizer's lr over
+    `warmup_steps` (linear, or cosine: lr_pre + (lr - lr_pre) * sin(pi/2 * t)), then a log-linear
+    decay to `lr_final` at `max_steps` (lr_final None: the optimizer's lr). `max_steps` is the
+    schedule's own length (nerfstudio's), independent of the run's `steps`."""
+    if ramp not in ("linear", "cosine"):
+        raise ValueError(f"ramp={ramp!r} is not one of linear, cosine")
+    lr_init = optimizer.param_groups[0]["lr"]
+    final = lr_init if lr_final is None else lr_final
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup_steps:
+            t = step / warmup_steps
+            if ramp == "cosine":
+                lr = lr_pre_warmup + (lr_init - lr_pre_warmup) * math.sin(0.5 * math.pi * min(max(t, 0.0), 1.0))
+            else:
+                lr = lr_pre_warmup + (lr_init - lr_pre_warmup) * t
+        else:
+            t = min(max((step - warmup_steps) / max(max_steps - warmup_steps, 1), 0.0), 1.0)
+            lr = math.exp(math.log(lr_init) * (1 - t) + math.log(final) * t)
+        return lr / lr_init
+
+    return LambdaLR(optimizer, lr_lambda)

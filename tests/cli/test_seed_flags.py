@@ -147,7 +147,7 @@ def test_issue_examples():
     (["--pipeline.datamanager.pixel-sampler.keep-full-image", "True"], ["data.pixel_sampler.keep_full_image=true"]),
     (["--optimizers.proposal-networks.scheduler.ramp", "linear"], ["scheduler.proposal_networks.ramp=linear"]),
     (["--optimizers.fields.optimizer.max-norm", "None"], ["optimizer.fields.max_norm=null"]),
-    (["--data", "/data/lego", "--method-name", "nerfacto"], ["data.path=/data/lego", "model=nerfacto"]),
+    (["--data", "/data/lego", "--method-name", "nerfacto"], ["data.data=/data/lego", "model=nerfacto"]),
     (["--pipeline.datamanager.train-num-images-to-sample-from", "-1"], ["data.train_num_images_to_sample_from=-1"]),
     (["--policy.optimizer_lr=3e-4", "--policy.scheduler_warmup_steps", "10"],
      ["optimizer.lr=3e-4", "scheduler.num_warmup_steps=10"]),

@@ -341,6 +341,33 @@ def generate(out, format: str = "nerfstudio", n_views: int = 48, size: int = 64,
     raise ValueError(f"unknown format {format!r} (nerfstudio, blender, both)")
 
 
+def ensure_scene(root: Path | None, name: str = "synthetic", format: str = "nerfstudio", n_views: int = 48,
+                 size: int = 64, fov_deg: float = 50.0, n_eval_views: int = 8) -> Path:
+    """The scene folder, generated first when it holds no scene (like `dataset=pusht` records its demos).
+
+    `root` None: $HYDRABOT_HOME/scenes/<name>. Written to a temporary folder and renamed when complete,
+    so an interrupted generation leaves nothing that looks like a scene."""
+    import os
+    import shutil
+
+    if root is None:
+        root = Path(os.environ.get("HYDRABOT_HOME", "~/.cache/hydrabot")).expanduser() / "scenes" / name
+    root = Path(root).expanduser()
+    marker = "transforms.json" if format == "nerfstudio" else "transforms_train.json"
+    if (root / marker).is_file():
+        return root
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists but holds no {marker}; remove it or point data.data at a scene")
+    tmp = root.parent / f".tmp-{root.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    kw = {"fov_deg": fov_deg} if format == "nerfstudio" else {"fov_deg": fov_deg, "n_eval_views": n_eval_views}
+    generate(tmp, format, n_views, size, **kw)
+    if root.exists():
+        root.rmdir()
+    tmp.rename(root)
+    return root
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m data.nerf.synthetic", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, type=Path)

@@ -29,6 +29,18 @@ class ProposalNetArgs:
 
 
 @dataclass
+class CameraOptimizerConfig:
+    """The seed's --pipeline.datamanager.camera-optimizer.* (nerfstudio keeps them on the datamanager;
+    here they go to the model, which owns the pose corrections). Passed to `CameraOptimizer`."""
+
+    mode: str = "SO3xR3"
+    position_noise_std: float = 0.0
+    orientation_noise_std: float = 0.0
+    trans_l2_penalty: float = 0.0
+    rot_l2_penalty: float = 0.0
+
+
+@dataclass
 class NerfactoConfig:
     _target_: str = "models.nerfacto.model.NerfactoModel"
 
@@ -73,6 +85,8 @@ class NerfactoConfig:
     appearance_embed_dim: int = 32
     loss_coefficients: dict[str, float] = field(
         default_factory=lambda: {"rgb_loss_coarse": 1.0, "rgb_loss_fine": 1.0})
+    # consumed by NerfactoModel's own `camera_optimizer` argument (never reaches this dataclass there)
+    camera_optimizer: Optional[CameraOptimizerConfig] = None
 
     def __post_init__(self):
         # Hydra hands over ListConfig/DictConfig; keep plain Python containers
