@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,16 @@ def record(root: Path, demos_cfg, progress: bool = True) -> Path:
                             keep_failed=demos_cfg.keep_failed, use_videos=demos_cfg.use_videos, progress=progress)
     return record_mujoco(root, demos_cfg.expert, n_episodes=demos_cfg.n_episodes, seed=demos_cfg.seed,
                          keep_failed=demos_cfg.keep_failed, use_videos=demos_cfg.use_videos, progress=progress)
+
+
+def _keep_or_discard(writer: LeRobotDatasetWriter, keep: bool, task: str, bar) -> int:
+    """Saves the episode just recorded (returns 1) or drops its frames (returns 0)."""
+    if not keep:
+        writer.discard_episode()
+        return 0
+    writer.save_episode(task=task)
+    bar.update(1)
+    return 1
 
 
 def pusht_features(use_videos: bool, image_size: int = 96) -> dict:
@@ -108,15 +117,10 @@ def record_pusht(root: Path, n_episodes: int, seed: int = 0, keep_failed: bool =
                 obs = next_obs
                 if terminated or truncated:
                     break
-            if success or keep_failed:
-                writer.save_episode(task=PUSHT_TASK)
-                kept += 1
-                bar.update(1)
-            else:
-                writer.discard_episode()
+            kept += _keep_or_discard(writer, success or keep_failed, PUSHT_TASK, bar)
         writer.finalize()
     except BaseException:
-        shutil.rmtree(getattr(writer, "tmp_root", root.with_name(root.name + ".tmp")), ignore_errors=True)
+        writer.abort()
         raise
     finally:
         bar.close()
@@ -233,16 +237,11 @@ def record_mujoco(root: Path, expert: str, n_episodes: int, seed: int = 0, keep_
             success, _ = run_expert_episode(env, policy, seed + attempts, length, on_frame)
             attempts += 1
             successes += success
-            if success or keep_failed:
-                writer.save_episode(task=task_text)
-                kept += 1
-                bar.update(1)
-                bar.set_postfix(success=f"{successes}/{attempts}", refresh=False)
-            else:
-                writer.discard_episode()
+            bar.set_postfix(success=f"{successes}/{attempts}", refresh=False)
+            kept += _keep_or_discard(writer, success or keep_failed, task_text, bar)
         writer.finalize()
     except BaseException:
-        shutil.rmtree(getattr(writer, "tmp_root", root.with_name(root.name + ".tmp")), ignore_errors=True)
+        writer.abort()
         raise
     finally:
         bar.close()
