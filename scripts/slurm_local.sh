@@ -42,9 +42,21 @@ install_packages() {
     sudo="sudo -n"
   fi
   log "installing slurm-wlm and munge (apt-get)"
-  $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    slurm-wlm munge >&2
+  # The packages' own scripts would start system-wide munged/slurmctld/slurmd (with a default
+  # config that this cluster does not use); a policy-rc.d that refuses service starts, if the
+  # machine has none, keeps them from starting. It is removed when the install ends.
+  local policy=/usr/sbin/policy-rc.d added_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee $policy >/dev/null && $sudo chmod 755 $policy && added_policy=1
+  fi
+  local rc=0
+  timeout 300 $sudo apt-get update -qq >&2 || rc=$?
+  if [[ $rc == 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive timeout 600 $sudo apt-get install -y -qq --no-install-recommends \
+      slurm-wlm munge >&2 || rc=$?
+  fi
+  [[ $added_policy == 0 ]] || $sudo rm -f $policy
+  [[ $rc == 0 ]] || die "apt-get could not install slurm-wlm and munge (exit $rc; 124 = it took too long)"
 }
 
 write_conf() {
@@ -127,14 +139,14 @@ cmd_start() {
   write_conf
   start_munge
   export SLURM_CONF=$CONF
-  pid_alive "$DIR/run/slurmctld.pid" || "$(find_bin slurmctld)" -f "$CONF" -i
-  pid_alive "$DIR/run/slurmd.pid" || "$(find_bin slurmd)" -f "$CONF"
+  pid_alive "$DIR/run/slurmctld.pid" || timeout 60 "$(find_bin slurmctld)" -f "$CONF" -i
+  pid_alive "$DIR/run/slurmd.pid" || timeout 60 "$(find_bin slurmd)" -f "$CONF"
   local state=""
   for _ in $(seq 60); do
-    state=$(sinfo -h -N -o '%T' 2>/dev/null | head -1 || true)
+    state=$(timeout 10 sinfo -h -N -o '%T' 2>/dev/null | head -1 || true)
     case $state in idle*|mixed*|alloc*) break ;; esac
     if [[ $state == down* || $state == drain* ]]; then
-      scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true
+      timeout 10 scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true
     fi
     sleep 0.5
   done
@@ -161,7 +173,7 @@ stop_pid() {  # stop_pid NAME PIDFILE: TERM, wait, then KILL the one process of 
 
 cmd_stop() {
   if [[ -f $CONF ]] && pid_alive "$DIR/run/slurmctld.pid"; then
-    SLURM_CONF=$CONF scancel --user="$(id -un)" >/dev/null 2>&1 || true
+    SLURM_CONF=$CONF timeout 20 scancel --user="$(id -un)" >/dev/null 2>&1 || true
   fi
   stop_pid slurmd "$DIR/run/slurmd.pid"
   stop_pid slurmctld "$DIR/run/slurmctld.pid"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,8 +30,31 @@ def tiny_overrides(pusht_root: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
+def run_bounded(cmd: list[str], env: dict | None = None, timeout: float = 600,
+                cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a command in its own process group, its output in files rather than pipes.
+
+    Past `timeout` the whole group is killed (daemons and workers it started included) and the
+    error carries the output so far. Files, not pipes: a daemon that inherits the output never
+    keeps the test waiting for an end of file."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            out.seek(0), err.seek(0)
+            raise RuntimeError(f"{' '.join(map(str, cmd))[:300]} did not end within {timeout:.0f} s; "
+                               f"its output so far:\n{out.read()[-4000:]}\n{err.read()[-6000:]}") from None
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+
+
 def run_train(args: list[str], script: str = "train.py", env: dict | None = None,
               timeout: int = 600) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(REPO / "src" / script), *args], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_bounded([sys.executable, str(REPO / "src" / script), *args], env=full_env, timeout=timeout,
+                       cwd=REPO)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, run_bounded
 
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
 
@@ -42,11 +41,10 @@ def slurm_cluster(tmp_path_factory) -> dict:
     state = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "SLURM_LOCAL_DIR": str(state), "SLURM_LOCAL_PORT": str(_free_port_pair())}
     try:
-        start = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True,
-                               timeout=900)
+        start = run_bounded(["bash", str(SCRIPT), "start"], env=env, timeout=600)
         assert start.returncode == 0, f"slurm_local.sh start failed:\n{start.stdout}\n{start.stderr}"
         conf = start.stdout.strip().splitlines()[-1]
         assert Path(conf).is_file(), start.stdout
         yield {"SLURM_CONF": conf, "SLURM_LOCAL_DIR": str(state)}
     finally:
-        subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=120)
+        run_bounded(["bash", str(SCRIPT), "stop"], env=env, timeout=120)

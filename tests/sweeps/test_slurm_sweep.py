@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import run_train, tiny_overrides
+from slurm_cluster import cluster_report
 
 pytestmark = pytest.mark.slow
 
@@ -20,6 +21,14 @@ def sweep_args(pusht_root: Path, tmp_path: Path, *extra: str) -> list[str]:
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             "hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
             *extra]
+
+
+def run_sweep(args: list[str], cluster: dict, timeout: int = 420):
+    """run_train on the cluster; a sweep that does not end says what the cluster was doing."""
+    try:
+        return run_train(args, env=cluster, timeout=timeout)
+    except RuntimeError as exc:
+        raise AssertionError(f"{exc}\n{cluster_report(cluster)}") from None
 
 
 def mlflow_runs(tmp_path: Path) -> tuple:
@@ -34,8 +43,8 @@ def mlflow_runs(tmp_path: Path) -> tuple:
 
 
 def test_two_job_sweep_on_slurm(pusht_root, slurm_cluster, tmp_path):
-    proc = run_train(sweep_args(pusht_root, tmp_path, "seed=1,2"), env=slurm_cluster)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    proc = run_sweep(sweep_args(pusht_root, tmp_path, "seed=1,2"), slurm_cluster)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:] + cluster_report(slurm_cluster)
     sweep = tmp_path / "sweep"
     assert "Submitit 'slurm' sweep output dir" in proc.stdout + proc.stderr
     for job in ("0", "1"):
@@ -75,7 +84,7 @@ def test_two_job_sweep_on_slurm(pusht_root, slurm_cluster, tmp_path):
 
 def test_crashing_job_is_failed_and_the_other_goes_on(pusht_root, slurm_cluster, tmp_path):
     # lr=inf passes the optimizer's check, then the weights blow up: the loss is NaN at step 2.
-    proc = run_train(sweep_args(pusht_root, tmp_path, "optimizer.lr=1e-4,inf"), env=slurm_cluster)
+    proc = run_sweep(sweep_args(pusht_root, tmp_path, "optimizer.lr=1e-4,inf"), slurm_cluster)
     assert proc.returncode != 0
     assert "loss is nan" in (proc.stdout + proc.stderr).lower()
     client, parent, children = mlflow_runs(tmp_path)
@@ -86,15 +95,15 @@ def test_crashing_job_is_failed_and_the_other_goes_on(pusht_root, slurm_cluster,
 
 
 def test_refused_partition_is_a_clear_error(slurm_cluster, tmp_path):
-    proc = run_train(["-m", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=submitit_slurm",
-                      "hydra.launcher.partition=no_such_partition", "seed=1,2"], env=slurm_cluster, timeout=300)
+    proc = run_sweep(["-m", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=submitit_slurm",
+                      "hydra.launcher.partition=no_such_partition", "seed=1,2"], slurm_cluster, timeout=300)
     assert proc.returncode != 0
     assert "invalid partition" in (proc.stdout + proc.stderr).lower()
 
 
 def test_wrong_type_sweep_value_is_a_clear_error(slurm_cluster, tmp_path):
-    proc = run_train(["-m", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=submitit_slurm",
-                      "hydra.launcher.cpus_per_task=1", "seed=one,two"], env=slurm_cluster, timeout=300)
+    proc = run_sweep(["-m", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=submitit_slurm",
+                      "hydra.launcher.cpus_per_task=1", "seed=one,two"], slurm_cluster, timeout=300)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "seed" in out and "one" in out, out[-3000:]
