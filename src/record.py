@@ -5,7 +5,8 @@
 
 Keys: expert (pusht | aloha_transfer_cube | aloha_insertion | xarm_lift), n_episodes, root (default
 $HYDRABOT_HOME/datasets/local/<expert>_scripted), seed (episodes use seed, seed+1, ...), keep_failed,
-use_videos, dry_run (run the expert without rendering or writing; aloha renders nothing then).
+use_videos, codebase_version (v2.1, the default, or v3.0: LeRobot >= 0.4's many-episodes-per-file layout),
+dry_run (run the expert without rendering or writing; aloha renders nothing then).
 Prints a progress bar and a final ``success rate: k/n (p%)`` line.
 """
 
@@ -19,7 +20,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DEFAULTS = {"expert": "pusht", "n_episodes": 50, "root": None, "seed": 0, "keep_failed": False,
-            "use_videos": True, "dry_run": False}
+            "use_videos": True, "codebase_version": "v2.1", "dry_run": False}
 
 
 def parse(argv: list[str]) -> dict:
@@ -71,8 +72,16 @@ def main(argv: list[str]) -> int:
         if (root / "meta" / "info.json").is_file():
             print(f"error: {root} already holds a dataset; remove it or pass root=<new path>", file=sys.stderr)
             return 2
+        from data.lerobot_writer import CODEBASE_VERSIONS
+
+        version = str(args["codebase_version"])
+        if version not in CODEBASE_VERSIONS:
+            print(f"error: codebase_version={version} cannot be written; use one of {', '.join(CODEBASE_VERSIONS)}",
+                  file=sys.stderr)
+            return 2
         kwargs = dict(n_episodes=int(args["n_episodes"]), seed=int(args["seed"]),
-                      keep_failed=bool(args["keep_failed"]), use_videos=bool(args["use_videos"]))
+                      keep_failed=bool(args["keep_failed"]), use_videos=bool(args["use_videos"]),
+                      codebase_version=version)
         if expert == "pusht":
             record_pusht(root, **kwargs)
             successes = attempts = None

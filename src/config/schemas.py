@@ -89,12 +89,17 @@ class DemosConfig:
     seed: int = 0
     keep_failed: bool = False
     use_videos: bool = True
+    codebase_version: str = "v2.1"  # v2.1 | v3.0 (LeRobot >= 0.4)
 
 
 @dataclass
 class DatasetConfig:
-    repo_id: str = "local/pusht_scripted"
-    root: Optional[str] = None
+    """`repo_id` is one name or a list of names (several datasets concatenated); `root` is then null
+    (each at $HYDRABOT_HOME/datasets/<repo_id>), one parent folder (each at <root>/<repo_id>, as in
+    LeRobot's MultiLeRobotDataset) or a list of roots, one per repo_id (see data.demos.dataset_roots)."""
+
+    repo_id: Any = "local/pusht_scripted"
+    root: Any = None
     episodes: Optional[list[int]] = None
     local_files_only: bool = True
     use_imagenet_stats: bool = True
@@ -188,11 +193,18 @@ class RolloutEvalConfig:
 
 @dataclass
 class ViewsEvalConfig:
-    """Neural-field evaluation: render held-out views, PSNR/SSIM (and LPIPS when weights exist)."""
+    """Neural-field evaluation at nerfstudio's three cadences (optimizer steps; 0 = never; each also runs
+    at the last step): the loss and PSNR of one batch of eval rays, one whole held-out image (cycling
+    through data.eval_image_indices), and all held-out views (the run's result)."""
 
-    num_images: Optional[int] = None  # of data.eval_image_indices (None: all of them)
+    steps_per_eval_batch: int = 500
+    steps_per_eval_image: int = 500
+    steps_per_eval_all_images: int = 25_000
+    num_images: Optional[int] = None  # held-out views of the all-images eval (None: all of them)
     chunk: Optional[int] = None  # rays per forward pass (None: model.eval_num_rays_per_chunk)
-    lpips_weights: Optional[str] = None  # a local LPIPS (AlexNet) weights file; LPIPS is skipped without it
+    # LPIPS (AlexNet) weights, all local: a combined file, or a directory with torchvision's
+    # alexnet-owt-7be5be79.pth and lpips' alex.pth (models/fields/lpips.py); None: no LPIPS
+    lpips_weights: Optional[str] = None
     save_images: bool = True  # ground truth | render | depth as PNG, logged as artifacts
     max_images_saved: int = 1
 
@@ -226,5 +238,11 @@ class TrainConfig:
     save_freq: int = 20_000
     save_checkpoint: bool = True
     resume: bool = False
+    # Warm start (nerfstudio's --load-dir/--load-step/--load-checkpoint): a new run that starts from
+    # another run's weights, optimizer, scheduler and step. resume=true continues the same run instead.
+    load_dir: Optional[str] = None  # a run folder (or its checkpoints/); the latest checkpoint unless load_step
+    load_step: Optional[int] = None
+    load_checkpoint: Optional[str] = None  # one checkpoint folder
+    load_scheduler: bool = True
     progress_bar: bool = True
     objective: str = "pc_success"

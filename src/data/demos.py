@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.lerobot_dataset import DatasetError
-from data.lerobot_writer import LeRobotDatasetWriter
+from data.lerobot_writer import CODEBASE_VERSION, CODEBASE_VERSIONS, LeRobotDatasetWriter
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,47 @@ def home() -> Path:
 
 
 def dataset_root(dataset_cfg) -> Path:
+    if dataset_cfg.root is not None and not isinstance(dataset_cfg.root, str):
+        raise DatasetError(f"dataset.root is a list but dataset.repo_id={dataset_cfg.repo_id} is one name; give one "
+                           "root, or list the repo_ids too")
     return Path(dataset_cfg.root).expanduser() if dataset_cfg.root else home() / "datasets" / dataset_cfg.repo_id
+
+
+def is_multi(dataset_cfg) -> bool:
+    """True when `dataset.repo_id` is a list (several datasets concatenated)."""
+    return not isinstance(dataset_cfg.repo_id, str)
+
+
+def dataset_roots(dataset_cfg) -> list[Path]:
+    """Roots of a `repo_id` list, by one rule per form of `dataset.root`:
+    null -> $HYDRABOT_HOME/datasets/<repo_id> (where a single repo_id lives too);
+    one path -> <root>/<repo_id> (a parent folder, as LeRobot's MultiLeRobotDataset takes it);
+    a list -> those roots, one per repo_id, in order."""
+    repo_ids = [str(r) for r in dataset_cfg.repo_id]
+    if not repo_ids:
+        raise DatasetError("dataset.repo_id=[] names no dataset; give one name or a list of names")
+    root = dataset_cfg.root
+    if root is None:
+        return [home() / "datasets" / r for r in repo_ids]
+    if isinstance(root, str):
+        return [Path(root).expanduser() / r for r in repo_ids]
+    roots = [Path(str(r)).expanduser() for r in root]
+    if len(roots) != len(repo_ids):
+        raise DatasetError(f"dataset.root lists {len(roots)} roots for {len(repo_ids)} repo_ids; give one root per "
+                           "repo_id, one parent folder, or null")
+    return roots
+
+
+def ensure_datasets(dataset_cfg) -> list[Path]:
+    """The roots of a `repo_id` list, each of which must hold a dataset already: `dataset.demos`
+    records one dataset, so a list is never recorded (record each with src/record.py)."""
+    roots = dataset_roots(dataset_cfg)
+    for repo_id, root in zip(dataset_cfg.repo_id, roots):
+        if not (root / "meta" / "info.json").is_file():
+            raise DatasetError(
+                f"no LeRobotDataset at {root} (meta/info.json missing) for {repo_id}; with a repo_id list nothing is "
+                f"recorded: record it (python src/record.py root={root}) or set dataset.root")
+    return roots
 
 
 def ensure_dataset(dataset_cfg) -> Path:
@@ -49,11 +89,14 @@ def record(root: Path, demos_cfg, progress: bool = True) -> Path:
     if demos_cfg.expert not in EXPERTS:
         raise DatasetError(f"dataset.demos.expert={demos_cfg.expert!r} has no scripted expert; "
                            f"available: {', '.join(EXPERTS)}")
+    if demos_cfg.codebase_version not in CODEBASE_VERSIONS:
+        raise DatasetError(f"dataset.demos.codebase_version={demos_cfg.codebase_version!r} cannot be written; "
+                           f"use one of {', '.join(CODEBASE_VERSIONS)}")
+    kwargs = dict(n_episodes=demos_cfg.n_episodes, seed=demos_cfg.seed, keep_failed=demos_cfg.keep_failed,
+                  use_videos=demos_cfg.use_videos, codebase_version=demos_cfg.codebase_version, progress=progress)
     if demos_cfg.expert == "pusht":
-        return record_pusht(root, n_episodes=demos_cfg.n_episodes, seed=demos_cfg.seed,
-                            keep_failed=demos_cfg.keep_failed, use_videos=demos_cfg.use_videos, progress=progress)
-    return record_mujoco(root, demos_cfg.expert, n_episodes=demos_cfg.n_episodes, seed=demos_cfg.seed,
-                         keep_failed=demos_cfg.keep_failed, use_videos=demos_cfg.use_videos, progress=progress)
+        return record_pusht(root, **kwargs)
+    return record_mujoco(root, demos_cfg.expert, **kwargs)
 
 
 def _keep_or_discard(writer: LeRobotDatasetWriter, keep: bool, task: str, bar) -> int:
@@ -79,7 +122,7 @@ def pusht_features(use_videos: bool, image_size: int = 96) -> dict:
 
 
 def record_pusht(root: Path, n_episodes: int, seed: int = 0, keep_failed: bool = False, use_videos: bool = True,
-                 max_attempts_factor: int = 3, progress: bool = True) -> Path:
+                 max_attempts_factor: int = 3, progress: bool = True, codebase_version: str = CODEBASE_VERSION) -> Path:
     """Runs the scripted PushT expert until `n_episodes` are kept (only successes unless
     `keep_failed`), seeds `seed, seed+1, ...`, and writes them as one LeRobotDataset at `root`."""
     import gymnasium as gym
@@ -89,7 +132,7 @@ def record_pusht(root: Path, n_episodes: int, seed: int = 0, keep_failed: bool =
 
     env = gym.make("gym_pusht/PushT-v0", obs_type="pixels_agent_pos", max_episode_steps=300)
     writer = LeRobotDatasetWriter(root, fps=env.metadata.get("render_fps", 10), features=pusht_features(use_videos),
-                                  robot_type="2d pointer", use_videos=use_videos)
+                                  robot_type="2d pointer", use_videos=use_videos, codebase_version=codebase_version)
     expert = PushTExpert()
     kept, attempts = 0, 0
     bar = tqdm(total=n_episodes, desc=f"recording PushT demos into {root}", unit="episode", disable=not progress)
@@ -205,7 +248,7 @@ def run_expert_episode(env, expert, seed: int, length: int, on_frame=None) -> tu
 
 def record_mujoco(root: Path, expert: str, n_episodes: int, seed: int = 0, keep_failed: bool = False,
                   use_videos: bool = True, max_attempts_factor: int = 3, progress: bool = True,
-                  stats: dict | None = None) -> Path:
+                  stats: dict | None = None, codebase_version: str = CODEBASE_VERSION) -> Path:
     """Like `record_pusht` for the aloha/xarm experts: seeds `seed, seed+1, ...` until `n_episodes`
     are kept (successes only unless `keep_failed`), written as one LeRobotDataset at `root`.
     `stats`, if given, receives kept/attempts/successes."""
@@ -214,7 +257,7 @@ def record_mujoco(root: Path, expert: str, n_episodes: int, seed: int = 0, keep_
     env_type, _, length, fps, robot_type, task_text, image_key, _, _ = MUJOCO_EXPERTS[expert]
     env, policy = make_expert_env(expert)
     writer = LeRobotDatasetWriter(root, fps=fps, features=mujoco_features(expert, use_videos),
-                                  robot_type=robot_type, use_videos=use_videos)
+                                  robot_type=robot_type, use_videos=use_videos, codebase_version=codebase_version)
     image_of = (lambda obs: obs["pixels"]["top"]) if env_type == "aloha" else (lambda obs: obs["pixels"])
 
     def on_frame(obs, action, reward, done, success):

@@ -1,6 +1,6 @@
-"""Reader for LeRobotDataset v2.x folders (v2.1 as written by LeRobot and by our writer; v2.0 too).
+"""Reader for LeRobotDataset folders: v2.1 (as written by LeRobot and by our writer; v2.0 too) and v3.0.
 
-Layout (paths relative to the dataset root):
+v2.x layout (paths relative to the dataset root; v3.0's is in `data/lerobot_v3.py`):
     meta/info.json              features, fps, path templates, totals
     meta/episodes.jsonl         {"episode_index", "tasks", "length"} per episode
     meta/tasks.jsonl            {"task_index", "task"}
@@ -8,11 +8,15 @@ Layout (paths relative to the dataset root):
     data/chunk-XXX/episode_XXXXXX.parquet            one row per frame
     videos/chunk-XXX/<video_key>/episode_XXXXXX.mp4  frame i at timestamp i / fps
 
+Both versions are read into the same rows and frame maps: an episode is a row range of a parquet
+(the whole file in v2.x) and, per camera, a time offset into an mp4 (0 in v2.x), so items are the
+same whichever version a dataset is stored in.
+
 Everything that can be wrong with a downloaded dataset is checked at construction and reported
 as a one-line `DatasetError`, so a training run fails before its first step rather than in a
 DataLoader worker hours later.
 
-Videos are decoded once into uint8 `.npy` files (one per video file, under
+Videos are decoded once into uint8 `.npy` files (one per video file, shared by the episodes in it, under
 `<root>/.cache/decoded/` unless `cache_dir` is given) and served through memory maps: random
 access then costs a page read instead of a seek-and-decode, and the maps are shared by all
 DataLoader workers through the page cache.
@@ -36,6 +40,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from data import lerobot_v3
+from data.errors import DatasetError
 from data.features import is_visual, visual_chw_shape
 from data.stats import aggregate_stats, stats_from_json
 from data.video import decode_video
@@ -49,10 +55,6 @@ DEFAULT_CHUNK_SIZE = 1000
 CACHE_SUBDIR = ".cache/decoded"
 
 _REQUIRED_INFO_KEYS = ("codebase_version", "fps", "features", "data_path", "total_episodes", "total_frames")
-
-
-class DatasetError(ValueError):
-    """A dataset on disk is missing or malformed; the message names the file and the fix."""
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -82,17 +84,22 @@ class LeRobotDatasetMetadata:
         info_path = self.root / INFO_PATH
         if not info_path.is_file():
             raise DatasetError(
-                f"no LeRobotDataset at {self.root} ({INFO_PATH} missing); point the dataset root at a LeRobot v2.1 "
-                f"folder, e.g. one fetched with `huggingface-cli download lerobot/pusht --repo-type dataset "
+                f"no LeRobotDataset at {self.root} ({INFO_PATH} missing); point the dataset root at a LeRobot "
+                f"v2.1/v3.0 folder, e.g. one fetched with `huggingface-cli download lerobot/pusht --repo-type dataset "
                 f"--revision v2.1 --local-dir {self.root}`"
             )
         self.info = self._load_info(info_path)
         self.features: dict[str, dict] = self.info["features"]
         self.fps = self.info["fps"]
         self.chunks_size = int(self.info.get("chunks_size", DEFAULT_CHUNK_SIZE))
-        self.episodes = self._load_episodes()
-        self.tasks = self._load_tasks()
-        self.episodes_stats = self._load_episodes_stats()
+        if self.is_v3:
+            episodes, self.episodes_stats = lerobot_v3.load_episodes(self.root, self.video_keys)
+            self.episodes = self._check_episodes(episodes)
+            self.tasks = lerobot_v3.load_tasks(self.root)
+        else:
+            self.episodes = self._load_episodes()
+            self.tasks = self._load_tasks()
+            self.episodes_stats = self._load_episodes_stats()
         self.stats = self._load_stats()
 
     def _load_info(self, path: Path) -> dict:
@@ -110,10 +117,10 @@ class LeRobotDatasetMetadata:
                 f"{path}: missing keys {missing}; this is not a LeRobot v2.x info.json, re-download the dataset"
             )
         version = str(info["codebase_version"])
-        if not version.startswith("v2."):
+        if not version.startswith(("v2.", "v3.")):
             raise DatasetError(
-                f"{path}: codebase_version {version} is not supported (this reader handles v2.0/v2.1); "
-                f"download the v2.1 revision of the dataset or convert it with LeRobot's conversion scripts"
+                f"{path}: codebase_version {version} is not supported (this reader handles v2.0/v2.1/v3.0); "
+                f"download the v2.1 or v3.0 revision of the dataset or convert it with LeRobot's conversion scripts"
             )
         if not isinstance(info["features"], dict) or not all(
             isinstance(ft, dict) and "dtype" in ft and "shape" in ft for ft in info["features"].values()
@@ -131,6 +138,19 @@ class LeRobotDatasetMetadata:
     def _video_keys_of(features: dict) -> list[str]:
         return [k for k, ft in features.items() if ft["dtype"] == "video"]
 
+    @property
+    def version(self) -> str:
+        return str(self.info["codebase_version"])
+
+    @property
+    def is_v3(self) -> bool:
+        return self.version.startswith("v3.")
+
+    @property
+    def episodes_file(self) -> str:
+        """Where the episode list lives, for messages."""
+        return lerobot_v3.EPISODES_DIR + "/" if self.is_v3 else EPISODES_PATH
+
     def _load_episodes(self) -> dict[int, dict]:
         path = self.root / EPISODES_PATH
         if not path.is_file():
@@ -142,6 +162,11 @@ class LeRobotDatasetMetadata:
                     f"{path}: every line needs episode_index and length, got {row}; re-download the dataset"
                 )
             episodes[int(row["episode_index"])] = row
+        return self._check_episodes(episodes)
+
+    def _check_episodes(self, episodes: dict[int, dict]) -> dict[int, dict]:
+        """The episode list must agree with info.json's totals."""
+        path = self.root / self.episodes_file
         if len(episodes) != self.info["total_episodes"]:
             raise DatasetError(
                 f"{path} lists {len(episodes)} episodes but {INFO_PATH} says "
@@ -207,14 +232,41 @@ class LeRobotDatasetMetadata:
         return ep_index // self.chunks_size
 
     def get_data_file_path(self, ep_index: int) -> Path:
+        if self.is_v3:
+            ep = self.episodes[ep_index]
+            return self.root / self.info["data_path"].format(
+                chunk_index=ep["data/chunk_index"], file_index=ep["data/file_index"]
+            )
         rel = self.info["data_path"].format(episode_chunk=self.episode_chunk(ep_index), episode_index=ep_index)
         return self.root / rel
 
     def get_video_file_path(self, ep_index: int, video_key: str) -> Path:
+        if self.is_v3:
+            ep = self.episodes[ep_index]
+            return self.root / self.info["video_path"].format(
+                video_key=video_key,
+                chunk_index=ep[f"videos/{video_key}/chunk_index"],
+                file_index=ep[f"videos/{video_key}/file_index"],
+            )
         rel = self.info["video_path"].format(
             episode_chunk=self.episode_chunk(ep_index), video_key=video_key, episode_index=ep_index
         )
         return self.root / rel
+
+    def episode_rows(self, ep_index: int) -> tuple[int, int] | None:
+        """The episode's global frame range `[from, to)` inside its shared parquet (v3.0); None when the
+        parquet holds that episode alone (v2.x)."""
+        if not self.is_v3:
+            return None
+        ep = self.episodes[ep_index]
+        return int(ep["dataset_from_index"]), int(ep["dataset_to_index"])
+
+    def episode_video_span(self, ep_index: int, video_key: str) -> tuple[float, float | None]:
+        """(from_timestamp, to_timestamp) of the episode inside its video; (0, None) in v2.x."""
+        if not self.is_v3:
+            return 0.0, None
+        ep = self.episodes[ep_index]
+        return float(ep[f"videos/{video_key}/from_timestamp"]), float(ep[f"videos/{video_key}/to_timestamp"])
 
 
 def _column_to_numpy(column: pa.ChunkedArray, n_rows: int) -> np.ndarray:
@@ -239,10 +291,10 @@ class _VideoCache:
     concurrent builders (DDP ranks, two runs) never see a half-written cache.
     """
 
-    def __init__(self, video_path: Path, cache_dir: Path):
+    def __init__(self, video_path: Path, cache_dir: Path, name: str | None = None):
         self.video_path = video_path
         st = video_path.stat()
-        self.stem = video_path.stem
+        self.stem = name or video_path.stem
         self.dir = cache_dir
         base = cache_dir / f"{self.stem}-{st.st_size}-{st.st_mtime_ns}"
         self.frames_path = base.with_name(base.name + ".frames.npy")
@@ -280,7 +332,7 @@ class _VideoCache:
 
 
 class LeRobotDataset(torch.utils.data.Dataset):
-    """Frames of a LeRobotDataset v2.x as dicts of tensors.
+    """Frames of a LeRobotDataset v2.x or v3.0 as dicts of tensors.
 
     `episodes` selects a subset, in the order given: item 0 is the first frame of its first episode.
     `delta_timestamps` `{key: [seconds]}` returns, for those keys, the frames at those offsets
@@ -326,7 +378,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         unknown = [e for e in episodes if e not in self.meta.episodes]
         if unknown:
             raise ValueError(
-                f"episodes {unknown} are not in {self.root / EPISODES_PATH} "
+                f"episodes {unknown} are not in {self.root / self.meta.episodes_file} "
                 f"(it has {len(self.meta.episodes)} episodes, "
                 f"indices {min(self.meta.episodes)}..{max(self.meta.episodes)})"
             )
@@ -355,30 +407,24 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return out
 
     def _load_tables(self) -> None:
-        """Read the selected episodes' parquets, check them against episodes.jsonl and fps."""
+        """Read the selected episodes' rows (each data file once), check them against the episode list
+        and fps."""
         columns = [k for k, ft in self.features.items() if ft["dtype"] != "video"]
+        files: dict[Path, pa.Table] = {}
         tables, lengths = [], []
         for ep in self.episodes:
             path = self.meta.get_data_file_path(ep)
-            if not path.is_file():
-                raise DatasetError(
-                    f"{path} missing: episode {ep} is listed in {EPISODES_PATH} but has no parquet; "
-                    f"re-download the dataset (or pass episodes= without it)"
-                )
-            try:
-                table = pq.read_table(path)
-            except (OSError, pa.ArrowException) as e:
-                raise DatasetError(f"{path}: unreadable parquet ({e}); re-download the file") from e
-            missing = [c for c in columns if c not in table.column_names]
-            if missing:
-                raise DatasetError(
-                    f"{path}: columns {missing} of {INFO_PATH} features are missing; re-download the file"
-                )
+            if path not in files:
+                files[path] = self._read_data_file(path, ep, columns)
+            table = files[path]
             expected = int(self.meta.episodes[ep]["length"])
+            rows = self.meta.episode_rows(ep)
+            if rows is not None:
+                table = self._episode_slice(table, path, ep, *rows)
             if table.num_rows != expected:
                 raise DatasetError(
-                    f"{path}: {table.num_rows} rows but {EPISODES_PATH} says episode {ep} has length {expected}; "
-                    f"re-download the dataset"
+                    f"{path}: {table.num_rows} rows but {self.meta.episodes_file} says episode {ep} has length "
+                    f"{expected}; re-download the dataset"
                 )
             tables.append(table.select(columns))
             lengths.append(expected)
@@ -404,9 +450,47 @@ class LeRobotDataset(torch.utils.data.Dataset):
             unknown = sorted(set(np.unique(self._columns["task_index"]).tolist()) - set(self.meta.tasks))
             if unknown:
                 raise DatasetError(
-                    f"{self.root / TASKS_PATH}: task_index {unknown} used by the parquets is not listed; "
+                    f"{self.root / (lerobot_v3.TASKS_PATH if self.meta.is_v3 else TASKS_PATH)}: task_index {unknown} "
+                    f"used by the parquets is not listed; "
                     f"re-download the dataset"
                 )
+
+    def _read_data_file(self, path: Path, ep: int, columns: list[str]) -> pa.Table:
+        if not path.is_file():
+            raise DatasetError(
+                f"{path} missing: episode {ep} is listed in {self.meta.episodes_file} but has no parquet; "
+                f"re-download the dataset (or pass episodes= without it)"
+            )
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as e:
+            raise DatasetError(f"{path}: unreadable parquet ({e}); re-download the file") from e
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise DatasetError(f"{path}: columns {missing} of {INFO_PATH} features are missing; re-download the file")
+        return table
+
+    def _episode_slice(self, table: pa.Table, path: Path, ep: int, start: int, stop: int) -> pa.Table:
+        """Rows `[start, stop)` (global `index` values) of a v3.0 data file holding several episodes."""
+        if "index" not in table.column_names:
+            raise DatasetError(f"{path}: no 'index' column, so episode {ep}'s frames cannot be located; re-download")
+        index = table.column("index")
+        first = int(index[0].as_py()) if table.num_rows else 0
+        if start < first or stop > first + table.num_rows or stop < start:
+            raise DatasetError(
+                f"{path}: episode {ep} spans frames {start}..{stop} ({self.meta.episodes_file}) but the file holds "
+                f"frames {first}..{first + table.num_rows}; the episode table and the data disagree, re-download"
+            )
+        piece = table.slice(start - first, stop - start)
+        got = piece.column("index").to_numpy()
+        has_ep = "episode_index" in piece.column_names
+        eps = piece.column("episode_index").to_numpy() if has_ep else np.full(len(got), ep)
+        if not (np.array_equal(got, np.arange(start, stop)) and np.all(eps == ep)):
+            raise DatasetError(
+                f"{path}: rows for frames {start}..{stop} are not episode {ep}'s consecutive frames "
+                f"({self.meta.episodes_file} disagrees with the file); re-download the dataset"
+            )
+        return piece
 
     def _check_timestamps(self) -> None:
         if "timestamp" not in self._columns:
@@ -427,10 +511,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 )
 
     def _load_videos(self) -> None:
-        """Decode (or find cached) every needed video and map each row to a frame of it."""
+        """Decode (or find cached) every needed video once and map each row to a frame of it."""
         self._video_caches: dict[str, list[Path]] = {}
         self._video_frame: dict[str, np.ndarray] = {}
-        caches = []
+        caches: dict[Path, _VideoCache] = {}
+        spans = []
         for key in self.meta.video_keys:
             for pos, ep in enumerate(self.episodes):
                 path = self.meta.get_video_file_path(ep, key)
@@ -438,8 +523,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
                     raise DatasetError(
                         f"{path} missing: episode {ep} has no '{key}' video; re-download the dataset's videos/ folder"
                     )
-                caches.append((key, pos, _VideoCache(path, self.cache_dir / key)))
-        todo = [c for _, _, c in caches if not c.exists()]
+                if path not in caches:
+                    # v3.0 names files chunk-XXX/file-XXX per camera: the chunk keeps cache names apart
+                    name = f"{path.parent.name}.{path.stem}" if self.meta.is_v3 else None
+                    caches[path] = _VideoCache(path, self.cache_dir / key, name)
+                spans.append((key, pos, caches[path], *self.meta.episode_video_span(ep, key)))
+        todo = [c for c in caches.values() if not c.exists()]
         for cache in tqdm(todo, desc=f"decoding videos into {self.cache_dir}", disable=len(todo) < 10, leave=False):
             cache.build()
 
@@ -448,26 +537,43 @@ class LeRobotDataset(torch.utils.data.Dataset):
             self._video_caches[key] = []
             self._video_frame[key] = np.empty(len(ts), dtype=np.int64)
         expected_shape = {k: visual_chw_shape(k, self.features[k]) for k in self.meta.video_keys}
-        for key, pos, cache in caches:
+        checked: set[Path] = set()
+        times: dict[Path, np.ndarray] = {}
+        for key, pos, cache, from_ts, to_ts in spans:
+            if cache.video_path not in checked:
+                shape = cache.frame_shape()
+                if tuple(shape) != expected_shape[key]:
+                    raise DatasetError(
+                        f"{cache.video_path}: frames are {list(shape)} (C, H, W) but {INFO_PATH} says {key} is "
+                        f"{self.features[key]['shape']}; fix info.json or re-encode the video"
+                    )
+                checked.add(cache.video_path)
+                times[cache.video_path] = cache.times()
             rows = slice(self._ep_start[pos], self._ep_end[pos])
-            self._video_frame[key][rows] = self._match_frames(cache, ts[rows], self.episodes[pos])
-            shape = cache.frame_shape()
-            if tuple(shape) != expected_shape[key]:
-                raise DatasetError(
-                    f"{cache.video_path}: frames are {list(shape)} (C, H, W) but {INFO_PATH} says {key} is "
-                    f"{self.features[key]['shape']}; fix info.json or re-encode the video"
-                )
+            self._video_frame[key][rows] = self._match_frames(
+                cache, times[cache.video_path], ts[rows], self.episodes[pos], from_ts, to_ts
+            )
             self._video_caches[key].append(cache.frames_path)
 
-    def _match_frames(self, cache: _VideoCache, ep_ts: np.ndarray, ep: int) -> np.ndarray:
-        """Index of the video frame at each row's timestamp, within tolerance_s."""
-        times = cache.times()
+    def _match_frames(
+        self, cache: _VideoCache, times: np.ndarray, ep_ts: np.ndarray, ep: int, from_ts: float, to_ts: float | None
+    ) -> np.ndarray:
+        """Index of the video frame at each row's timestamp (shifted by the episode's offset in a
+        shared v3.0 video), within tolerance_s."""
         length = len(ep_ts)
-        if len(times) < length:
+        if to_ts is None and len(times) < length:
             raise DatasetError(
                 f"{cache.video_path}: truncated, {len(times)} frames but episode {ep} has {length} "
-                f"({EPISODES_PATH}); re-download or re-encode the video"
+                f"({self.meta.episodes_file}); re-download or re-encode the video"
             )
+        if to_ts is not None:
+            end = float(times[-1]) + 1 / self.fps if len(times) else 0.0
+            if end < to_ts - self.tolerance_s:
+                raise DatasetError(
+                    f"{cache.video_path}: the video ends at {end:.6f} s ({len(times)} frames) but episode {ep} "
+                    f"ends at to_timestamp {to_ts:.6f} s ({self.meta.episodes_file}); re-download or re-encode it"
+                )
+        ep_ts = ep_ts + from_ts
         right = np.searchsorted(times, ep_ts)
         lo, hi = np.clip(right - 1, 0, len(times) - 1), np.clip(right, 0, len(times) - 1)
         nearest = np.where(np.abs(times[lo] - ep_ts) <= np.abs(times[hi] - ep_ts), lo, hi)

@@ -1,4 +1,7 @@
-"""Writer for LeRobotDataset v2.1 folders that LeRobot itself (and our reader) can load.
+"""Writer for LeRobotDataset v2.1 or v3.0 folders that LeRobot itself (and our reader) can load.
+
+v2.1 stays the default: every LeRobot release up to 0.3 and every tool built on them reads it,
+while v3.0 (`codebase_version="v3.0"`, LeRobot >= 0.4) suits datasets with many episodes.
 
 The dataset is built in a hidden sibling folder and moved onto `root` by `finalize()` with one
 `os.replace`, so a recording that crashes half-way leaves no folder at `root` that looks like a
@@ -19,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from data import lerobot_v3
 from data.features import DEFAULT_FEATURES, is_visual
 from data.lerobot_dataset import (
     DEFAULT_CHUNK_SIZE,
@@ -32,6 +36,7 @@ from data.stats import aggregate_stats, compute_episode_stats, serialize_stats
 from data.video import encode_video, video_info
 
 CODEBASE_VERSION = "v2.1"
+CODEBASE_VERSIONS = (CODEBASE_VERSION, lerobot_v3.CODEBASE_VERSION)
 DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
 
@@ -93,7 +98,7 @@ def _arrow_column(values: np.ndarray | list, ft: dict) -> pa.Array:
 
 
 class LeRobotDatasetWriter:
-    """Build a LeRobotDataset v2.1 one frame at a time.
+    """Build a LeRobotDataset (v2.1 or v3.0) one frame at a time.
 
     `features` describes what each `add_frame` dict holds (LeRobot `info.json` entries; images
     as `dtype` "image" or "video" with shape `[H, W, 3]`); the bookkeeping columns
@@ -101,6 +106,10 @@ class LeRobotDatasetWriter:
     `use_videos` decides how camera features are stored: mp4 per episode (True) or PNG bytes
     inside the parquet (False). An episode's frames stay in memory until `save_episode`, which
     suits simulated cameras; a long high-resolution recording would want streaming encoding.
+
+    `codebase_version` "v3.0" appends episodes to shared files (one parquet, one mp4 per camera)
+    and starts the next file when one would pass `data_files_size_in_mb` / `video_files_size_in_mb`;
+    a chunk folder holds `chunks_size` files (in v2.1, `chunks_size` episodes).
     """
 
     def __init__(
@@ -110,7 +119,15 @@ class LeRobotDatasetWriter:
         features: dict[str, dict],
         robot_type: str = "unknown",
         use_videos: bool = True,
+        codebase_version: str = CODEBASE_VERSION,
+        chunks_size: int = DEFAULT_CHUNK_SIZE,
+        data_files_size_in_mb: float = lerobot_v3.DEFAULT_DATA_FILE_SIZE_IN_MB,
+        video_files_size_in_mb: float = lerobot_v3.DEFAULT_VIDEO_FILE_SIZE_IN_MB,
     ):
+        if codebase_version not in CODEBASE_VERSIONS:
+            raise ValueError(f"codebase_version={codebase_version!r} cannot be written; use one of {CODEBASE_VERSIONS}")
+        if chunks_size <= 0 or data_files_size_in_mb <= 0 or video_files_size_in_mb <= 0:
+            raise ValueError("chunks_size, data_files_size_in_mb and video_files_size_in_mb must be positive")
         self.root = Path(root).expanduser()
         if self.root.exists():
             raise FileExistsError(
@@ -129,8 +146,16 @@ class LeRobotDatasetWriter:
         self._total_frames = 0
         self._video_info: dict[str, dict] = {}
         self._finalized = False
+        self.codebase_version = codebase_version
+        self.chunks_size = chunks_size
+        self.files_size_in_mb = (data_files_size_in_mb, video_files_size_in_mb)
         self._tmp = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._tmp.mkdir(parents=True)
+        self._v3 = (
+            lerobot_v3.FileAppender(self._tmp, fps, {k: self.features[k]["shape"] for k in self.video_keys},
+                                    chunks_size, data_files_size_in_mb, video_files_size_in_mb)
+            if codebase_version == lerobot_v3.CODEBASE_VERSION else None
+        )
 
     @staticmethod
     def _build_features(features: dict[str, dict], use_videos: bool) -> dict[str, dict]:
@@ -223,7 +248,6 @@ class LeRobotDatasetWriter:
         data["index"] = np.arange(self._total_frames, self._total_frames + n, dtype=np.int64)
         data["task_index"] = np.full(n, task_index, dtype=np.int64)
 
-        chunk = ep // DEFAULT_CHUNK_SIZE
         table_keys = [k for k, ft in self.features.items() if ft["dtype"] != "video"]
         table = pa.Table.from_arrays(
             [_arrow_column(data[k], self.features[k]) for k in table_keys],
@@ -231,6 +255,18 @@ class LeRobotDatasetWriter:
         ).replace_schema_metadata(
             {"huggingface": json.dumps({"info": {"features": {k: _hf_feature(self.features[k]) for k in table_keys}}})}
         )
+        record = {"episode_index": ep, "tasks": [task], "length": n}
+        if self._v3 is not None:
+            record.update(self._v3.append(table, {k: data[k] for k in self.video_keys}, self._total_frames))
+        else:
+            self._write_v21_episode(ep, table, data)
+        self._episodes.append(record)
+        self._episodes_stats.append(compute_episode_stats(data, self.features))
+        self._total_frames += n
+        self._buffer = {key: [] for key in self._frame_keys}
+
+    def _write_v21_episode(self, ep: int, table: pa.Table, data: dict) -> None:
+        chunk = ep // self.chunks_size
         parquet_path = self._tmp / DATA_PATH.format(episode_chunk=chunk, episode_index=ep)
         parquet_path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, parquet_path)
@@ -239,11 +275,6 @@ class LeRobotDatasetWriter:
             encode_video(data[key], video_path, self.fps)
             if key not in self._video_info:
                 self._video_info[key] = video_info(video_path)
-
-        self._episodes.append({"episode_index": ep, "tasks": [task], "length": n})
-        self._episodes_stats.append(compute_episode_stats(data, self.features))
-        self._total_frames += n
-        self._buffer = {key: [] for key in self._frame_keys}
 
     @property
     def video_keys(self) -> list[str]:
@@ -255,17 +286,31 @@ class LeRobotDatasetWriter:
             for key, ft in self.features.items()
         }
         n_eps = len(self._episodes)
-        return {
-            "codebase_version": CODEBASE_VERSION,
+        head = {
+            "codebase_version": self.codebase_version,
             "robot_type": self.robot_type,
             "total_episodes": n_eps,
             "total_frames": self._total_frames,
             "total_tasks": len(self._tasks),
+        }
+        tail = {"fps": self.fps, "splits": {"train": f"0:{n_eps}"}}
+        if self._v3 is not None:
+            return {
+                **head,
+                "chunks_size": self.chunks_size,
+                "data_files_size_in_mb": self.files_size_in_mb[0],
+                "video_files_size_in_mb": self.files_size_in_mb[1],
+                **tail,
+                "data_path": lerobot_v3.DATA_PATH,
+                "video_path": lerobot_v3.VIDEO_PATH if self.video_keys else None,
+                "features": features,
+            }
+        return {
+            **head,
             "total_videos": n_eps * len(self.video_keys),
-            "total_chunks": (n_eps - 1) // DEFAULT_CHUNK_SIZE + 1,
-            "chunks_size": DEFAULT_CHUNK_SIZE,
-            "fps": self.fps,
-            "splits": {"train": f"0:{n_eps}"},
+            "total_chunks": (n_eps - 1) // self.chunks_size + 1,
+            "chunks_size": self.chunks_size,
+            **tail,
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH if self.video_keys else None,
             "features": features,
@@ -283,7 +328,29 @@ class LeRobotDatasetWriter:
             raise ValueError("finalize: no episode was saved; a dataset needs at least one")
         meta = self._tmp / "meta"
         meta.mkdir(parents=True, exist_ok=True)
+        if self._v3 is not None:
+            self._finish_v3()
+        else:
+            self._write_v21_meta()
+        stats = serialize_stats(aggregate_stats(self._episodes_stats))
+        (self._tmp / STATS_PATH).write_text(json.dumps(stats, indent=4))
         (self._tmp / INFO_PATH).write_text(json.dumps(self._info(), indent=4))
+        if self.root.exists():
+            raise FileExistsError(f"{self.root} appeared while writing; the finished dataset is left at {self._tmp}")
+        os.replace(self._tmp, self.root)
+        self._finalized = True
+        return self.root
+
+    def _finish_v3(self) -> None:
+        self._v3.close()
+        for key in self.video_keys:
+            self._video_info[key] = video_info(self._tmp / lerobot_v3.VIDEO_PATH.format(
+                video_key=key, chunk_index=0, file_index=0))
+        rows = [{**ep, "stats": stats} for ep, stats in zip(self._episodes, self._episodes_stats)]
+        lerobot_v3.write_episodes(self._tmp / lerobot_v3.EPISODES_PATH.format(chunk_index=0, file_index=0), rows)
+        lerobot_v3.write_tasks(self._tmp / lerobot_v3.TASKS_PATH, self._tasks)
+
+    def _write_v21_meta(self) -> None:
         with open(self._tmp / EPISODES_PATH, "w") as f:
             f.writelines(json.dumps(ep) + "\n" for ep in self._episodes)
         with open(self._tmp / TASKS_PATH, "w") as f:
@@ -293,16 +360,13 @@ class LeRobotDatasetWriter:
                 json.dumps({"episode_index": ep, "stats": serialize_stats(stats)}) + "\n"
                 for ep, stats in enumerate(self._episodes_stats)
             )
-        stats = serialize_stats(aggregate_stats(self._episodes_stats))
-        (self._tmp / STATS_PATH).write_text(json.dumps(stats, indent=4))
-        if self.root.exists():
-            raise FileExistsError(f"{self.root} appeared while writing; the finished dataset is left at {self._tmp}")
-        os.replace(self._tmp, self.root)
-        self._finalized = True
-        return self.root
 
     def abort(self) -> None:
         """Delete everything written so far (the temporary folder); the writer is unusable after."""
         if not self._finalized:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            try:
+                if self._v3 is not None:
+                    self._v3.close()
+            finally:
+                shutil.rmtree(self._tmp, ignore_errors=True)
             self._finalized = True

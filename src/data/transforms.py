@@ -2,13 +2,23 @@
 
 torchvision has no "apply k of these n, chosen by weight" container, so `RandomSubsetApply` is
 written here; every individual transform is torchvision's own.
+
+Augmentations are reproducible: `SeededItems` computes item `index` of epoch `epoch` with torch's
+CPU generator seeded from `sample_seed(seed, epoch, index)` (and restored afterwards), so an
+augmented item depends on neither the worker that loads it, nor the number of workers or ranks,
+nor what was loaded before it; a run resumed mid-epoch sees the same augmentations. torchvision
+v2 transforms draw their parameters from torch's global generator (they take no generator
+argument), which is why the generator is forked per item rather than passed in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from typing import Any, Sequence
 
 import torch
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 # LeRobot's default set: (type, kwargs). Ranges are the ones its ImageTransformsConfig uses.
@@ -90,3 +100,31 @@ def build_image_transforms(cfg) -> RandomSubsetApply | None:
     keep = [i for i, w in enumerate(weights) if w > 0]
     return RandomSubsetApply([transforms[i] for i in keep], p=[weights[i] for i in keep],
                              n_subset=min(cfg.max_num_transforms, len(keep)), random_order=cfg.random_order)
+
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one item: a hash, so neighbouring indices or epochs get unrelated streams."""
+    digest = hashlib.blake2b(struct.pack("<qqq", seed, epoch, index), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class SeededItems(Dataset):
+    """`dataset` indexed by `(epoch, index)`: each item is computed with torch's CPU generator
+    seeded from `sample_seed(seed, epoch, index)`, then the generator's state is put back.
+
+    Only the CPU generator is touched (`torch.manual_seed` would also reseed CUDA, the model's
+    stream, when loading runs in the main process). A plain int index means epoch 0.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, index = key if isinstance(key, (tuple, list)) else (0, key)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(sample_seed(self.seed, int(epoch), int(index)))
+            return self.dataset[int(index)]

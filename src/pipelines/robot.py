@@ -19,9 +19,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from config.errors import ConfigError
-from data.demos import ensure_dataset
+from data.demos import ensure_dataset, ensure_datasets, is_multi
 from data.features import FeatureType, PolicyFeature, policy_features
 from data.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+from data.multi_dataset import MultiLeRobotDataset, MultiLeRobotDatasetMetadata
 from data.transforms import build_image_transforms
 from training.data_position import BatchStream
 from training.distributed import SINGLE, Rank
@@ -77,21 +78,34 @@ class RobotPipeline:
 
     # ------------------------------------------------------------------ build
     def _build_data(self, cfg: DictConfig) -> None:
-        root = ensure_dataset(cfg.dataset)
-        self.meta = LeRobotDatasetMetadata(root)
+        """One dataset, or the concatenation of several when `dataset.repo_id` is a list."""
+        multi = is_multi(cfg.dataset)
+        if multi and cfg.dataset.episodes is not None:
+            raise ConfigError("dataset.episodes selects episodes of one dataset; with a dataset.repo_id list leave "
+                              "it null")
+        if multi:
+            roots = ensure_datasets(cfg.dataset)
+            self.meta = MultiLeRobotDatasetMetadata(roots)
+        else:
+            root = ensure_dataset(cfg.dataset)
+            self.meta = LeRobotDatasetMetadata(root)
         self.features = policy_features(self.meta.features)
         if FeatureType.ACTION not in {f.type for f in self.features.values()}:
-            raise ConfigError(f"dataset {root} has no 'action' feature, so there is nothing for a policy to imitate")
+            raise ConfigError(f"dataset {self.meta.root} has no 'action' feature, so there is nothing for a policy "
+                              "to imitate")
         self.stats = dict(self.meta.stats)
         if cfg.dataset.use_imagenet_stats:
             for key, ft in self.features.items():
                 if ft.type == FeatureType.VISUAL:
                     self.stats[key] = {**self.stats.get(key, {}), **IMAGENET_STATS}
-        self.dataset = LeRobotDataset(
-            root, episodes=list(cfg.dataset.episodes) if cfg.dataset.episodes is not None else None,
-            delta_timestamps=delta_timestamps(self.pcfg, self.features, self.meta.fps),
-            image_transforms=build_image_transforms(cfg.dataset.image_transforms),
-            video_backend=cfg.dataset.video_backend)
+        options = dict(delta_timestamps=delta_timestamps(self.pcfg, self.features, self.meta.fps),
+                       image_transforms=build_image_transforms(cfg.dataset.image_transforms),
+                       video_backend=cfg.dataset.video_backend)
+        if multi:
+            self.dataset = MultiLeRobotDataset(roots, meta=self.meta, **options)
+        else:
+            self.dataset = LeRobotDataset(
+                root, episodes=list(cfg.dataset.episodes) if cfg.dataset.episodes is not None else None, **options)
         self.batches = BatchStream(self.dataset, cfg.batch_size, seed=cfg.machine.seed,
                                    indices=self._sample_indices(getattr(self.pcfg, "drop_n_last_frames", 0)),
                                    num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
@@ -141,6 +155,10 @@ class RobotPipeline:
     def to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}
+
+    def warm_started(self, step: int) -> None:
+        """Nothing to do: a warm start (load_dir=...) keeps the data position of the new run, whose
+        dataset may be another one, and no schedule of the policy depends on the step."""
 
     def loss(self, model: torch.nn.Module, batch: dict):
         """`model` is the policy, or its DistributedDataParallel wrapper when training on several ranks."""

@@ -3,7 +3,10 @@
 The order of epoch ``e`` is a permutation drawn from its own generator seeded with
 ``seed + e``; rank ``r`` of ``w`` takes every ``w``-th sample of it. The position is (epoch,
 samples taken by all ranks), so a checkpoint continues the same stream, also with another number
-of ranks, and data loading never draws from the global RNGs that the model uses.
+of ranks, and data loading never draws from the global RNGs that the model uses. The sampler
+yields ``(epoch, index)`` and items are computed under a generator seeded from (seed, epoch,
+index) (`data.transforms.SeededItems`), so image augmentations resume and do not depend on the
+number of workers.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from typing import Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from data.transforms import SeededItems
 
-class _EpochSampler(Sampler[int]):
+
+class _EpochSampler(Sampler[tuple[int, int]]):
     def __init__(self, indices: Sequence[int], seed: int, shuffle: bool, rank: int, world_size: int):
         self.indices = torch.as_tensor(list(indices), dtype=torch.long)
         self.seed, self.shuffle = seed, shuffle
@@ -33,8 +38,9 @@ class _EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self._mine())
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._mine().tolist())
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, i) for i in self._mine().tolist())
 
 
 class BatchStream:
@@ -55,9 +61,9 @@ class BatchStream:
         # Its own generator: DataLoader draws the workers' base seed at every iter(), which would
         # otherwise consume the global torch RNG and change the model's random stream on resume.
         self.generator = torch.Generator()
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=True,
-                                 generator=self.generator, num_workers=num_workers, pin_memory=pin_memory,
-                                 persistent_workers=num_workers > 0,
+        self.loader = DataLoader(SeededItems(dataset, seed), batch_size=batch_size, sampler=self.sampler,
+                                 drop_last=True, generator=self.generator, num_workers=num_workers,
+                                 pin_memory=pin_memory, persistent_workers=num_workers > 0,
                                  prefetch_factor=2 if num_workers > 0 else None)
 
     def state_dict(self) -> dict:

@@ -299,9 +299,9 @@ def test_error_info_json_malformed(video_copy):
     info_path.write_text(json.dumps({"codebase_version": "v2.1", "fps": 10}))
     with pytest.raises(DatasetError, match="missing keys"):
         LeRobotDatasetMetadata(video_copy)
-    info_path.write_text(json.dumps({"codebase_version": "v3.0", "fps": 10, "features": {}, "data_path": "x",
+    info_path.write_text(json.dumps({"codebase_version": "v4.0", "fps": 10, "features": {}, "data_path": "x",
                                      "total_episodes": 3, "total_frames": 37}))
-    with pytest.raises(DatasetError, match="v3.0 is not supported"):
+    with pytest.raises(DatasetError, match="v4.0 is not supported"):
         LeRobotDatasetMetadata(video_copy)
 
 
