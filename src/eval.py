@@ -1,10 +1,14 @@
 """Evaluate a saved checkpoint without training:
 
     python src/eval.py checkpoint=outputs/runs/<day>/<run>/checkpoints/last eval.n_episodes=10
+    python src/eval.py checkpoint=<neural-field run>/checkpoints/last output_path=metrics.json
 
-The checkpoint carries its resolved config (features included), so no dataset is needed; plain
-`key=value` overrides (eval.*, machine.device_type, ...) apply on top. Metrics are printed and
-written, with the rollout videos, to `output_dir` (default: <run dir>/eval_only/step_<N>).
+A policy is rolled out in its env; a neural field renders all its held-out views (nerfstudio's
+ns-eval). The checkpoint carries its resolved config (features included), so no training dataset is
+needed; plain `key=value` overrides (eval.*, machine.device_type, ...) apply on top. Metrics are
+printed and written, with the rollout videos or renders, to `output_dir` (default:
+<run dir>/eval_only/step_<N>); `output_path` also writes them as ns-eval's JSON:
+{"experiment_name", "method_name", "checkpoint", "results": {...}}.
 """
 
 from __future__ import annotations
@@ -15,46 +19,37 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import yaml  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
 from cli.entry import fail, report_user_errors  # noqa: E402
+
+USAGE = "usage: python src/eval.py checkpoint=<run dir or checkpoint dir> [output_path=<file.json>] [key=value ...]"
 
 
 def main(argv: list[str]) -> dict:
-    from pipelines import build_pipeline
-    from training import checkpoint as ckpt_lib
-    from training.device import select_device
-    from training.rng import seed_everything
+    from omegaconf import OmegaConf
+
+    from pipelines import load_checkpoint
+    from training.checkpoint import CHOICES_FILE
 
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     bad = [a for a in argv if "=" not in a]
     if bad or "checkpoint" not in args:
-        fail(f"usage: python src/eval.py checkpoint=<run dir or checkpoint dir> [key=value ...] (got {' '.join(argv)})")
-    ckpt = ckpt_lib.resolve_checkpoint(args.pop("checkpoint"))
-    state = ckpt_lib.load_training_state(ckpt)
-    cfg = OmegaConf.load(ckpt / ckpt_lib.CONFIG_FILE)
-    out_dir = Path(args.pop("output_dir", ckpt.parent.parent / "eval_only" / f"step_{int(state['step']):06d}"))
-    for key, value in args.items():
-        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
-            fail(f"{key} is not a key of the checkpoint's config ({ckpt / ckpt_lib.CONFIG_FILE})")
-        OmegaConf.update(cfg, key, _parse(value), merge=False)
-
-    seed_everything(cfg.machine.seed)
-    device = select_device(cfg.machine.device_type)
-    pipeline = build_pipeline(cfg, device, need_dataset=False)
-    ckpt_lib.load_weights(ckpt, pipeline.model)
-    metrics, _ = pipeline.evaluate(out_dir, int(state["step"]))
+        fail(f"{USAGE} (got {' '.join(argv)})")
+    output_dir, output_path = args.pop("output_dir", None), args.pop("output_path", None)
+    ckpt, pipeline, cfg, state = load_checkpoint(args.pop("checkpoint"), args)
+    step = int(state["step"])
+    out_dir = Path(output_dir) if output_dir else ckpt.parent.parent / "eval_only" / f"step_{step:06d}"
+    metrics, _ = pipeline.evaluate(out_dir, step)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": int(state["step"]), **metrics},
-                                                  indent=2))
+    (out_dir / "eval.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step, **metrics}, indent=2))
+    if output_path:
+        choices = OmegaConf.load(ckpt / CHOICES_FILE) if (ckpt / CHOICES_FILE).is_file() else {}
+        report = {"experiment_name": cfg.job_name,
+                  "method_name": choices.get("model") or choices.get("policy") or pipeline.family,
+                  "checkpoint": str(ckpt), "results": metrics}
+        Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(output_path).write_text(json.dumps(report, indent=2))
     print(json.dumps(metrics, indent=2))
     return metrics
-
-
-def _parse(value: str):
-    """Typed like a Hydra override value: numbers, booleans, null, lists."""
-    return yaml.safe_load(value)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
             overrides.append(args[i])
         i += max(words, 1)
     if not any(a in _HYDRA_NO_COMPOSE for a in args):
-        check_composes(config_dir, config_name, overrides)
+        check_warm_start(check_composes(config_dir, config_name, overrides))
     return [argv[0], *args]
 
 
@@ -68,7 +68,8 @@ def family_switch(args: list[str]) -> list[str]:
     return [*args[:at + 1], *extra, *args[at + 1:]]
 
 
-def check_composes(config_dir: str, config_name: str, overrides: list[str]) -> None:
+def check_composes(config_dir: str, config_name: str, overrides: list[str]):
+    """The composed config (Hydra's node included), or one `error:` line and exit 2."""
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
@@ -76,9 +77,24 @@ def check_composes(config_dir: str, config_name: str, overrides: list[str]) -> N
             OmegaConf.resolve(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
             if cfg.get("policy") is not None:
                 OmegaConf.to_object(cfg.policy)  # runs the policy config's own checks
+            return cfg
     except (ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException) as e:
         fail(explain_composition_error(e, config_dir))
     except ValueError as e:  # the policy config's own checks
+        fail(str(e))
+
+
+def check_warm_start(cfg) -> None:
+    """A warm start's checkpoint is found and read before Hydra creates the run directory, so a wrong
+    or damaged one leaves nothing behind."""
+    from training.checkpoint import CheckpointError, warm_start_checkpoint
+
+    if cfg.resume and (cfg.load_dir is not None or cfg.load_checkpoint is not None):
+        fail("resume=true continues this run from its own checkpoint; load_dir/load_checkpoint start a new run "
+             "from another run's: keep one of them")
+    try:
+        warm_start_checkpoint(cfg.load_dir, cfg.load_step, cfg.load_checkpoint)
+    except CheckpointError as e:
         fail(str(e))
 
 

@@ -487,8 +487,9 @@ RULES: tuple[Rule, ...] = (
     Rule("--data", "data.data", _NERF),
     Rule("--prompt", "model.prompt", _NERF),
     *(Rule(f"--{k}", k.replace("-", "_"), _NERF) for k in (
-        "relative-model-dir", "load-scheduler", "save-only-latest-checkpoint", "load-dir", "load-step",
-        "load-config", "load-checkpoint", "log-gradients", "use-grad-scaler")),
+        "relative-model-dir", "save-only-latest-checkpoint", "load-config", "log-gradients", "use-grad-scaler")),
+    # warm starts: root keys of both families (a new run from another run's checkpoint)
+    *(Rule(f"--{k}", k.replace("-", "_")) for k in ("load-dir", "load-step", "load-checkpoint", "load-scheduler")),
     Rule("--steps-per-save", "save_freq"),
     *(Rule(f"--steps-per-eval-{k}", f"eval.steps_per_eval_{k.replace('-', '_')}", _NERF)
       for k in ("batch", "image", "all-images")),

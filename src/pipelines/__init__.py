@@ -8,6 +8,10 @@ from omegaconf import DictConfig
 
 def build_pipeline(cfg: DictConfig, device: torch.device, need_dataset: bool = True, rank=None):
     """`need_dataset=False` builds the model from the features saved in a checkpoint's config."""
+    if rank is None:
+        from training.distributed import SINGLE
+
+        rank = SINGLE
     if cfg.get("model") is not None:  # a neural field (model=nerfacto)
         from pipelines.nerf import NerfPipeline
 
@@ -17,3 +21,29 @@ def build_pipeline(cfg: DictConfig, device: torch.device, need_dataset: bool = T
 
         return RobotPipeline(cfg, device, need_dataset=need_dataset, rank=rank)
     raise ValueError("the config selects no family: pick a robot policy (policy=diffusion env=pusht) or a neural field (model=nerfacto data=synthetic)")
+
+
+def load_checkpoint(checkpoint: str, overrides: dict[str, str]):
+    """What eval.py and render.py start from: `(checkpoint folder, pipeline with its weights, its
+    config, its training state)`. The checkpoint carries its resolved config, so no training dataset is
+    needed for a policy; `key=value` overrides (machine.device_type=cpu, eval.*) apply on top."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from config.errors import ConfigError
+    from training import checkpoint as ckpt_lib
+    from training.device import select_device
+    from training.rng import seed_everything
+
+    ckpt = ckpt_lib.resolve_checkpoint(checkpoint)
+    state = ckpt_lib.load_training_state(ckpt)
+    cfg = OmegaConf.load(ckpt / ckpt_lib.CONFIG_FILE)
+    for key, value in overrides.items():
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+            raise ConfigError(f"{key} is not a key of the checkpoint's config ({ckpt / ckpt_lib.CONFIG_FILE})")
+        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)  # typed like a Hydra override value
+    seed_everything(cfg.machine.seed)
+    device = select_device(cfg.machine.device_type)
+    pipeline = build_pipeline(cfg, device, need_dataset=False)
+    ckpt_lib.load_weights(ckpt, pipeline.model)
+    return ckpt, pipeline, cfg, state

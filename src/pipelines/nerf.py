@@ -3,14 +3,16 @@
 The same loop as the robot family trains it: a batch is one `next_train()` of the datamanager
 (a RayBundle and its pixels' colours); the model's step-dependent schedules (proposal sampler
 updates, weight annealing) get the optimizer step from the batch stream's own position, so they
-resume with it. Evaluation renders the eval images and reports PSNR and SSIM (LPIPS only with
-local weights); the first images are saved as `ground truth | render | depth` PNGs.
+resume with it. Evaluation runs at nerfstudio's three cadences (`evaluations()`): a batch of
+held-out rays, one held-out image, and all held-out views (PSNR, SSIM, LPIPS only with local
+weights, rays/s); rendered images are saved as `ground truth | render | depth` PNGs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from config.errors import ConfigError
 from data.nerf.dataparsers import SceneError
 from models.fields.metrics import psnr, ssim
 from training.distributed import SINGLE, Rank
+from training.loop import Evaluation
 
 log = logging.getLogger("train")
 
@@ -104,6 +107,11 @@ class NerfPipeline:
         except InstantiationException as e:
             raise ConfigError(f"model: {e.__cause__ or e}") from e
         self.batches.model = self.model
+        self.lpips = None  # loaded now: a wrong eval.lpips_weights stops the run before training
+        if cfg.eval.lpips_weights:
+            from models.fields.lpips import load_lpips
+
+            self.lpips = load_lpips(cfg.eval.lpips_weights, device)
 
     # ------------------------------------------------------------------ loop hooks
     def resolved_config(self, cfg: DictConfig) -> DictConfig:
@@ -132,47 +140,118 @@ class NerfPipeline:
         model = getattr(model, "module", model)
         return model.loss(rays, {"image": data["rgb"], "indices": data["indices"]}, data["step"])
 
+    def warm_started(self, step: int) -> None:
+        """A warm start continues at the source run's step: the batches carry it to nerfacto's
+        step-dependent schedules (proposal warm-up and updates, weight annealing)."""
+        self.batches.taken = step * self.batches.accumulation
+
     # ------------------------------------------------------------------ evaluation
+    def evaluations(self) -> list[Evaluation]:
+        """nerfstudio's three cadences (eval.steps_per_eval_*); the all-images one is the run's result."""
+        if self.cfg.eval_freq:
+            raise ConfigError(f"eval_freq={self.cfg.eval_freq} is the robot family's eval cadence; a neural field "
+                              "evaluates every eval.steps_per_eval_batch / steps_per_eval_image / "
+                              "steps_per_eval_all_images steps (nerfstudio's --steps-per-eval-*): set those instead")
+        ev = self.cfg.eval
+        return [Evaluation("eval_batch", ev.steps_per_eval_batch, self.evaluate_batch),
+                Evaluation("eval_image", ev.steps_per_eval_image, self.evaluate_image),
+                Evaluation("eval", ev.steps_per_eval_all_images, self.evaluate, final=True)]
+
+    def _check_eval_split(self) -> None:
+        if self.datamanager.num_eval_images == 0:
+            raise ConfigError("no eval images: the eval split is empty; hold views out with "
+                              "data.dataparser.eval_mode / train_split_fraction / eval_interval")
+
+    @torch.no_grad()
+    def evaluate_batch(self, run_dir: Path, step: int) -> tuple[dict, list[Path]]:
+        """Loss and PSNR on one random batch of held-out rays (nerfstudio's eval batch)."""
+        self._check_eval_split()
+        self.model.eval()
+        rays, batch = self.datamanager.next_eval(step)
+        outputs = self.model.render_image(rays, self.cfg.eval.chunk)
+        metrics = {k: float(v) for k, v in self.model.get_loss_dict(outputs, {"image": batch["rgb"]}).items()}
+        metrics["loss"] = sum(metrics.values())
+        metrics["psnr"] = psnr(outputs["rgb"].clamp(0, 1), batch["rgb"])
+        return metrics, []
+
+    @torch.no_grad()
+    def evaluate_image(self, run_dir: Path, step: int) -> tuple[dict, list[Path]]:
+        """One whole held-out image, the next of data.eval_image_indices (nerfstudio's eval image):
+        PSNR, SSIM (LPIPS with weights) and its `ground truth | render | depth` PNG."""
+        self._check_eval_split()
+        if not self.datamanager.eval_image_indices:
+            raise ConfigError("data.eval_image_indices=[] leaves nothing for the image eval; list held-out views "
+                              "or set eval.steps_per_eval_image=0")
+        self.model.eval()
+        i, rays, batch = self.datamanager.next_eval_image(step)
+        gt = batch["image"]
+        rgb, depth, _ = self._render_view(rays, *gt.shape[:2])
+        metrics = {**self._image_metrics(rgb, gt), "image_idx": i}
+        artifacts = []
+        if self.cfg.eval.save_images:
+            out_dir = Path(run_dir) / "eval" / f"step_{step:06d}"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            artifacts.append(out_dir / f"eval_image_{i:04d}.png")
+            _save_triptych(artifacts[-1], gt, rgb, depth)
+        return metrics, artifacts
+
     @torch.no_grad()
     def evaluate(self, run_dir: Path, step: int) -> tuple[dict, list[Path]]:
+        """All held-out views (at most eval.num_images), as nerfstudio's all-images eval and ns-eval:
+        mean and std over the views of PSNR, SSIM (LPIPS with weights), rays/s and frames/s."""
         ev = self.cfg.eval
-        dm = self.datamanager
-        indices = list(dm.eval_image_indices)
-        if ev.num_images is not None:
-            indices = indices[: ev.num_images]
-        if not indices:
-            raise ConfigError("no eval images: the eval split is empty or data.eval_image_indices=[]")
+        self._check_eval_split()
+        indices = list(range(self.datamanager.num_eval_images))[: ev.num_images]
         self.model.eval()
         out_dir = Path(run_dir) / "eval" / f"step_{step:06d}"
         out_dir.mkdir(parents=True, exist_ok=True)
         per_image, artifacts = [], []
         for n, i in enumerate(indices):
-            rays, batch = dm.eval_image(i)
+            rays, batch = self.datamanager.eval_image(i)
             gt = batch["image"]
             h, w = gt.shape[:2]
-            outputs = self.model.render_image(rays, ev.chunk)
-            rgb = outputs["rgb"].view(h, w, 3).clamp(0, 1)
-            per_image.append({"image": i, "psnr": psnr(rgb, gt), "ssim": ssim(rgb, gt)})
+            rgb, depth, seconds = self._render_view(rays, h, w)
+            per_image.append({"image": i, **self._image_metrics(rgb, gt),
+                              "num_rays_per_sec": h * w / seconds, "fps": 1.0 / seconds})
             if ev.save_images and n < ev.max_images_saved:
-                path = out_dir / f"eval_{i:04d}.png"
-                _save_triptych(path, gt, rgb, outputs["depth"].view(h, w))
-                artifacts.append(path)
-        metrics = {k: float(np.mean([m[k] for m in per_image])) for k in ("psnr", "ssim")}
+                artifacts.append(out_dir / f"eval_{i:04d}.png")
+                _save_triptych(artifacts[-1], gt, rgb, depth)
+        metrics = {}
+        for key in per_image[0]:
+            if key == "image":
+                continue
+            values = np.array([m[key] for m in per_image], dtype=np.float64)
+            metrics[key] = float(values.mean())
+            if key in ("psnr", "ssim", "lpips"):  # nerfstudio's std: over the views, Bessel-corrected
+                metrics[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         metrics["num_images"] = len(per_image)
         lpips_note = self._lpips_status()
         (out_dir / "eval_info.json").write_text(json.dumps({"per_image": per_image, "lpips": lpips_note}, indent=1))
         artifacts.append(out_dir / "eval_info.json")
         return metrics, artifacts
 
+    def _render_view(self, rays, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """rgb (h, w, 3) in [0, 1], depth (h, w) and the seconds the render took."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        outputs = self.model.render_image(rays, self.cfg.eval.chunk)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        return outputs["rgb"].view(h, w, 3).clamp(0, 1), outputs["depth"].view(h, w), seconds
+
+    def _image_metrics(self, rgb: torch.Tensor, gt: torch.Tensor) -> dict:
+        metrics = {"psnr": psnr(rgb, gt), "ssim": ssim(rgb, gt)}
+        if self.lpips is not None:
+            metrics["lpips"] = self.lpips.score(rgb, gt)
+        return metrics
+
     def _lpips_status(self) -> str:
-        """LPIPS needs trained AlexNet/VGG weights that this project cannot download; it is reported
-        as unavailable rather than estimated."""
-        weights = self.cfg.eval.lpips_weights
-        if not weights:
-            return "unavailable: set eval.lpips_weights to a local LPIPS weights file"
-        if not Path(weights).expanduser().is_file():
-            return f"unavailable: {weights} does not exist"
-        return f"unavailable: weights found at {weights}, but no LPIPS network is implemented yet"
+        """What eval_info.json says about LPIPS: computed only from local weights (never downloaded)."""
+        if self.lpips is None:
+            return "not computed: set eval.lpips_weights to local LPIPS (AlexNet) weights, see models/fields/lpips.py"
+        return f"computed: AlexNet LPIPS v0.1 with weights from {self.cfg.eval.lpips_weights}"
 
 
 def _save_triptych(path: Path, gt: torch.Tensor, rgb: torch.Tensor, depth: torch.Tensor) -> None:

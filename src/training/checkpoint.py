@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 MODEL_FILE = "model.safetensors"
@@ -92,6 +92,58 @@ def resolve_checkpoint(path: str | Path) -> Path:
             return candidate.resolve()
     raise CheckpointError(f"no checkpoint at {p} (expected {MODEL_FILE} in it, or checkpoints/last under a run "
                           "directory); point at a run or checkpoint folder that has one")
+
+
+def warm_start_checkpoint(load_dir: str | None, load_step: int | None, load_checkpoint: str | None) -> Path | None:
+    """The checkpoint a warm start loads (nerfstudio's --load-dir/--load-step/--load-checkpoint), checked
+    to be complete and readable; None when none of them is set."""
+    if load_dir is None and load_checkpoint is None:
+        if load_step is not None:
+            raise CheckpointError(f"load_step={load_step} picks a checkpoint of load_dir, which is not set; "
+                                  "add load_dir=<run dir>")
+        return None
+    if load_dir is not None and load_checkpoint is not None:
+        raise CheckpointError(f"load_dir={load_dir} and load_checkpoint={load_checkpoint} both name a checkpoint; "
+                              "keep one of them")
+    if load_checkpoint is not None:
+        if load_step is not None:
+            raise CheckpointError(f"load_step={load_step} only applies to load_dir; load_checkpoint already names "
+                                  "one checkpoint folder")
+        ckpt = _checked_folder(Path(load_checkpoint), "load_checkpoint")
+    else:
+        root = Path(load_dir)
+        root = root if root.name == "checkpoints" else checkpoints_dir(root)
+        if load_step is None:
+            ckpt = _checked_folder(root / LAST, "load_dir")
+        else:
+            ckpt = root / f"{int(load_step):06d}"
+            if not ckpt.is_dir():
+                steps = sorted(int(p.name) for p in root.glob("[0-9]*") if p.name.isdigit()) if root.is_dir() else []
+                raise CheckpointError(f"no checkpoint of step {load_step} in {root} (steps there: "
+                                      f"{steps or 'none'}); pick one of them with load_step=<step>")
+            ckpt = _checked_folder(ckpt, "load_dir")
+    verify(ckpt)
+    return ckpt
+
+
+def _checked_folder(path: Path, key: str) -> Path:
+    if not (path / MODEL_FILE).is_file() or not (path / STATE_FILE).is_file():
+        wanted = "a run folder that has checkpoints/last" if key == "load_dir" else "a checkpoints/<step> folder"
+        raise CheckpointError(f"{key}: no checkpoint at {path} ({MODEL_FILE} and {STATE_FILE} expected); "
+                              f"point {key} at {wanted}")
+    return path.resolve()
+
+
+def verify(ckpt: Path) -> None:
+    """Reads both files of a checkpoint (the weights' header, the whole training state) so that a damaged
+    one is refused before a run starts."""
+    try:
+        with safe_open(str(ckpt / MODEL_FILE), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {ckpt / MODEL_FILE} is unreadable or corrupt ({_first_line(e)}); "
+                              "pick an intact checkpoint (another step, or the run's checkpoints/last)") from e
+    load_training_state(ckpt)
 
 
 def load_weights(ckpt: Path, model: torch.nn.Module) -> None:

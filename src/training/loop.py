@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,22 @@ def _due(step: int, freq: int, last: int) -> bool:
     return freq > 0 and (step % freq == 0 or step == last)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One named evaluation of a pipeline: `run(run_dir, step) -> (metrics, artifacts)` every `every`
+    optimizer steps and at the last step (0: never), its metrics logged as `<name>/<metric>`.
+
+    A pipeline with several (nerfstudio's eval batch / image / all images) lists them in
+    `evaluations()`; one without gets its `evaluate` every `eval_freq`. The `final` one is what a run
+    with nothing left to train runs, and its latest metrics are what `fit()` returns (the objective).
+    """
+
+    name: str
+    every: int
+    run: Callable[[Path, int], tuple[dict, list[Path]]]
+    final: bool = False
+
+
 class Trainer:
     """Owns the optimizer state around a pipeline; `fit()` runs until `steps`.
 
@@ -69,6 +86,8 @@ class Trainer:
         self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)
         self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype)
         self.step = 0
+        self.evaluations = tuple(pipeline.evaluations()) if hasattr(pipeline, "evaluations") else (
+            Evaluation("eval", loop.eval_freq, pipeline.evaluate, final=True),)
 
     # ------------------------------------------------------------------ state
     def training_state(self) -> dict:
@@ -99,6 +118,27 @@ class Trainer:
         self.step = int(state["step"])
         return state
 
+    def warm_start(self, ckpt: Path, load_scheduler: bool = True) -> None:
+        """nerfstudio's --load-dir/--load-checkpoint: another run's weights, optimizer, scheduler,
+        grad scaler and step, in this (new) run. The data position and RNG streams start afresh (the
+        dataset may differ); the pipeline is told the step, which drives step-dependent schedules."""
+        ckpt_lib.load_weights(ckpt, self.model)
+        state = ckpt_lib.load_training_state(ckpt)
+        parts = [("optimizer", self.optimizer), ("scaler", self.scaler)]
+        if load_scheduler and self.scheduler is not None:
+            parts.append(("scheduler", self.scheduler))
+        for name, obj in parts:
+            if state.get(name) is None:
+                continue
+            try:
+                obj.load_state_dict(state[name])
+            except (ValueError, KeyError, RuntimeError, TypeError) as e:
+                raise ckpt_lib.CheckpointError(
+                    f"{ckpt / ckpt_lib.STATE_FILE}: its {name} state does not fit this run's {name} ({e}); warm "
+                    "start with the source run's optimizer and scheduler, or load_scheduler=false") from e
+        self.step = int(state["step"])
+        self.pipeline.warm_started(self.step)
+
     def save(self) -> None:
         state = self.training_state()  # a collective: every rank contributes its RNG state
         if self.rank.is_main:
@@ -108,15 +148,15 @@ class Trainer:
         dist_lib.barrier()
 
     # ------------------------------------------------------------------ loop
-    def evaluate(self) -> dict:
+    def evaluate(self, evaluation: Evaluation) -> dict:
         if not self.rank.is_main:
             dist_lib.barrier()
             return {}
-        metrics, artifacts = self.pipeline.evaluate(self.run_dir, self.step)
-        self.tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=self.step)
+        metrics, artifacts = evaluation.run(self.run_dir, self.step)
+        self.tracker.log_metrics({f"{evaluation.name}/{k}": v for k, v in metrics.items()}, step=self.step)
         for path in artifacts:
             self.tracker.log_artifact(path, artifact_path=f"eval/step_{self.step:06d}")
-        log.info("eval at step %d: %s", self.step,
+        log.info("%s at step %d: %s", evaluation.name, self.step,
                  ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
         dist_lib.barrier()
         return metrics
@@ -125,7 +165,10 @@ class Trainer:
         loop = self.loop
         last_eval: dict = {}
         if self.step >= loop.steps:  # nothing left to train (steps=0, or a finished run): evaluate
-            return self.evaluate()
+            for evaluation in self.evaluations:
+                if evaluation.final:
+                    last_eval = self.evaluate(evaluation)
+            return last_eval
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         progress = Progress(loop.steps, self.step, loop.progress_bar and self.rank.is_main)
         batches = iter(self.pipeline.batches)
@@ -188,9 +231,11 @@ class Trainer:
                     acc = _Meter()
                 if loop.save_checkpoint and _due(self.step, loop.save_freq, loop.steps):
                     self.save()
-                if _due(self.step, loop.eval_freq, loop.steps):
-                    last_eval = self.evaluate()
-                    self.model.train()
+                for evaluation in self.evaluations:
+                    if _due(self.step, evaluation.every, loop.steps):
+                        metrics = self.evaluate(evaluation)
+                        last_eval = metrics if evaluation.final else last_eval
+                        self.model.train()
         finally:
             progress.close()
         return last_eval

@@ -47,6 +47,7 @@ class RunContext:
     overrides: tuple[str, ...]
     choices_yaml: str
     resume_from: Path | None
+    warm_from: Path | None = None  # load_dir/load_checkpoint: another run's checkpoint to start from
 
 
 def run(cfg: DictConfig) -> dict:
@@ -65,10 +66,11 @@ def run(cfg: DictConfig) -> dict:
                 "of a run that saved one with hydra.run.dir=<run dir>, or drop resume=true to start afresh")
         cfg = config_for_resume(ckpt, list(hc.overrides.task))
         log.info("resuming %s from %s", run_dir, ckpt)
+    warm = None if cfg.resume else ckpt_lib.warm_start_checkpoint(cfg.load_dir, cfg.load_step, cfg.load_checkpoint)
     OmegaConf.resolve(cfg)  # ${hydra:...} and ${now:...} resolve here, once, for every rank
     ckpt_lib.clean_partial(run_dir)
     choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in GROUPS})
-    ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt)
+    ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt, warm)
     return launch(cfg.machine, partial(train_rank, cfg, ctx)) or {}
 
 
@@ -98,6 +100,9 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, ctx.run_dir, device,
                           config_yaml, ctx.choices_yaml, rank=rank)
         resume_run_id = trainer.restore(ctx.resume_from).get("tracking_run_id") if ctx.resume_from else None
+        if ctx.warm_from is not None:
+            trainer.warm_start(ctx.warm_from, cfg.load_scheduler)
+            log.info("warm start from %s (step %d)", ctx.warm_from, trainer.step)
         if not rank.is_main:
             return trainer.fit()
         params = flatten_params(OmegaConf.to_container(OmegaConf.create(config_yaml)))
@@ -105,6 +110,8 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         params["derived.world_size"] = rank.world_size
         params["derived.effective_batch_size"] = cfg.batch_size * cfg.gradient_accumulation_steps * rank.world_size
         tags = run_tags(family=pipeline.family, overrides=list(ctx.overrides), run_dir=ctx.run_dir)
+        if ctx.warm_from is not None:
+            tags["warm_start_from"] = str(ctx.warm_from)
         tracker.start(ctx.run_dir, params=params, tags=tags, resume_run_id=resume_run_id)
         try:
             final = trainer.fit()

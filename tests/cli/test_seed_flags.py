@@ -343,3 +343,22 @@ def test_train_prints_the_translation_and_composes():
     assert "translated: python src/train.py policy=diffusion steps=0 --cfg job" in result.stderr
     assert result.returncode == 0, result.stderr
     assert re.search(r"^steps: 0$", result.stdout, re.MULTILINE)
+
+
+def test_nerfstudio_eval_cadence_and_warm_start_flags_reach_real_keys(compose):
+    args = ["--method-name", "nerfacto", "--steps-per-eval-batch", "100", "--steps-per-eval-image", "200",
+            "--steps-per-eval-all-images", "300", "--load-dir", "outputs/a", "--load-step", "400",
+            "--load-scheduler", "False"]
+    out, _ = translate_argv(args)
+    assert out == ["model=nerfacto", "eval.steps_per_eval_batch=100", "eval.steps_per_eval_image=200",
+                   "eval.steps_per_eval_all_images=300", "load_dir=outputs/a", "load_step=400", "load_scheduler=false"]
+    assert translate_argv(["--load-checkpoint", "None"])[0] == ["load_checkpoint=null"]
+    cfg = compose(["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=preset/nerfacto",
+                   "data=synthetic", *out[1:]])
+    assert (cfg.eval.steps_per_eval_batch, cfg.eval.steps_per_eval_image, cfg.eval.steps_per_eval_all_images) == (
+        100, 200, 300)
+    assert (cfg.load_dir, cfg.load_step, cfg.load_scheduler) == ("outputs/a", 400, False)
+    for flag in ("--steps-per-eval-batch", "--steps-per-eval-image", "--steps-per-eval-all-images"):
+        assert flag_table.status(SEED_FLAGS[flag]) == "supported with eval=views"
+    for flag in ("--load-dir", "--load-step", "--load-checkpoint", "--load-scheduler"):
+        assert flag_table.status(SEED_FLAGS[flag]) == "supported"

@@ -56,7 +56,8 @@ def test_nerfacto_trains_psnr_rises_and_resumes(tmp_path, home):
     before = _evals(untrained)[-1]["eval/psnr"]
 
     full = tmp_path / "full"
-    r = run_train([*TINY_NERF, "steps=400", "save_freq=200", "eval_freq=400", f"hydra.run.dir={full}"], env=env)
+    r = run_train([*TINY_NERF, "steps=400", "save_freq=200", "eval.steps_per_eval_all_images=400",
+                   f"hydra.run.dir={full}"], env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     ev = _evals(full)[-1]
     assert ev["step"] == 400 and ev["eval/num_images"] == 4
@@ -74,7 +75,7 @@ def test_nerfacto_trains_psnr_rises_and_resumes(tmp_path, home):
     shutil.rmtree(part / "checkpoints" / "000400")
     (part / "checkpoints" / "last").unlink()
     (part / "checkpoints" / "last").symlink_to("000200")
-    r = run_train([*TINY_NERF, "steps=400", "save_freq=200", "eval_freq=400", "resume=true",
+    r = run_train([*TINY_NERF, "steps=400", "save_freq=200", "eval.steps_per_eval_all_images=400", "resume=true",
                    f"hydra.run.dir={part}"], env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming" in r.stdout + r.stderr

@@ -76,3 +76,18 @@ def test_a_requeued_slurm_job_resumes_by_itself(tmp_path, pusht_root):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "this job was requeued" in r.stdout
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["000002", "000004", "last"]
+
+
+def test_a_warm_start_continues_another_runs_checkpoint_in_a_new_run(tmp_path, pusht_root):
+    source = tmp_path / "source"
+    assert run_train(tiny_overrides(pusht_root, source, "steps=2", "save_freq=2")).returncode == 0
+    new = tmp_path / "new"
+    r = run_train(tiny_overrides(pusht_root, new, "steps=4", "save_freq=4", f"load_dir={source}"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "warm start from" in r.stdout + r.stderr
+    assert sorted(p.name for p in (new / "checkpoints").iterdir()) == ["000004", "last"]
+    lines = [json.loads(line) for line in (new / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if "train/loss" in m] == [4]  # steps 3 and 4 only (log_freq=2)
+    a = _weights(source / "checkpoints" / "000002")
+    b = _weights(new / "checkpoints" / "000004")
+    assert any((a[k] - b[k]).abs().max() > 0 for k in a)  # it trained on from the loaded weights
