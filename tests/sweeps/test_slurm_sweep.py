@@ -4,12 +4,16 @@ full (tiny) training run, one MLflow parent with a child per job, and the compar
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from helpers import run_train, tiny_overrides
+from helpers import REPO, run_bounded, run_train, tiny_overrides
 from slurm_cluster import cluster_report
 
 pytestmark = pytest.mark.slow
@@ -107,3 +111,66 @@ def test_wrong_type_sweep_value_is_a_clear_error(slurm_cluster, tmp_path):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "seed" in out and "one" in out, out[-3000:]
+
+
+def _start_sweep(args: list[str], cluster: dict, log_dir: Path) -> subprocess.Popen:
+    """A sweep running in the background (its own process group, output in files)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **cluster}
+    return subprocess.Popen([sys.executable, str(REPO / "src" / "train.py"), *args], cwd=REPO, env=env,
+                            stdout=(log_dir / "sweep.out").open("w"), stderr=(log_dir / "sweep.err").open("w"),
+                            start_new_session=True)
+
+
+def _wait_for(predicate, timeout: float, what: str, cluster: dict) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:.0f} s for {what}\n{cluster_report(cluster)}")
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("interruption", ["timeout_signal", "preemption"])
+def test_interrupted_job_is_requeued_and_resumes(pusht_root, slurm_cluster, tmp_path, interruption):
+    """A real interruption on the cluster: `timeout_signal` sends the USR2 that SLURM sends before a
+    job's time limit (submitit's handler checkpoints the launcher and requeues the job, as on a real
+    timeout); `preemption` is `scontrol requeue`, what a preempting scheduler does. Either way the
+    requeued job resumes from its last checkpoint into the same MLflow run and finishes."""
+    steps = 240
+    args = sweep_args(pusht_root, tmp_path, "seed=1", f"steps={steps}", "save_freq=20", "log_freq=10")
+    args = [a for a in args if a != "hydra/launcher=submitit_slurm"] + ["hydra/launcher=slurm", "machine.cpus_per_task=1"]
+    sweep = tmp_path / "sweep"
+    proc = _start_sweep(args, slurm_cluster, tmp_path)
+    try:
+        _wait_for(lambda: any(int(p.name) >= 60 for p in (sweep / "0" / "checkpoints").glob("[0-9]*")),
+                  240, "a checkpoint at step 60 or later", slurm_cluster)
+        job_id = next(p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+(_0)?", p.name))
+        ckpt_steps_before = {int(p.name) for p in (sweep / "0" / "checkpoints").glob("[0-9]*")}
+        env = {**os.environ, **slurm_cluster}
+        cmd = (["scancel", "--signal=USR2", job_id] if interruption == "timeout_signal"
+               else ["scontrol", "requeue", job_id])
+        sent = run_bounded(cmd, env=env, timeout=30)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        proc.wait(timeout=400)
+    except BaseException:
+        os.killpg(proc.pid, 9)
+        raise
+    out = (tmp_path / "sweep.out").read_text() + (tmp_path / "sweep.err").read_text()
+    assert proc.returncode == 0, out[-5000:] + cluster_report(slurm_cluster)
+
+    job = run_bounded(["scontrol", "show", "job", job_id], env={**os.environ, **slurm_cluster}, timeout=30).stdout
+    assert re.search(r"Restarts=[1-9]", job), job
+    logs = "".join(p.read_text() for p in (sweep / "0").glob("*.log"))
+    assert "resuming from its last checkpoint" in logs, logs[-3000:]
+    assert (sweep / "0" / "checkpoints" / f"{steps:06d}").is_dir()
+    # the second attempt started from a checkpoint, not from step 0: the first logged step appears once
+    train_steps = [json.loads(line)["step"] for line in (sweep / "0" / "metrics.jsonl").read_text().splitlines()
+                   if "train/loss" in line]
+    assert train_steps.count(10) == 1, train_steps
+    assert max(train_steps) == steps and min(ckpt_steps_before) >= 20
+
+    client, parent, children = mlflow_runs(tmp_path)
+    assert len(children) == 1, [c.info.run_id for c in children]
+    child = children[0]
+    assert child.info.status == "FINISHED" and parent.info.status == "FINISHED"
+    history = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+    assert max(history) == steps and 10 in history
