@@ -19,7 +19,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cli.seed_flags import config_keys, hydra_flag_words, translate_argv
+from cli.seed_flags import config_keys, hydra_flag_words, names_nerfacto, translate_argv
 
 _HYDRA_NO_COMPOSE = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--multirun", "-m",
                      "--info", "-i", "--cfg", "-c", "--resolve", "--run", "-r"}
@@ -36,6 +36,9 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
         args, notes = translate_argv(argv[1:])
     except ValueError as e:
         fail(str(e))
+    if names_nerfacto(argv[1:]) and not any(a.split("=", 1)[0] in ("model", "policy") for a in args):
+        args = ["model=nerfacto", *args]  # the seed is `ns-train nerfacto`: its flags name that method
+        notes.append("nerfstudio's flags name nerfacto: added model=nerfacto")
     for note in notes:
         print(note, file=sys.stderr)
     args = family_switch(args)

@@ -576,6 +576,20 @@ def translate_argv(args: list[str]) -> tuple[list[str], list[str]]:
     return out, notes
 
 
+def names_nerfacto(args: list[str]) -> bool:
+    """True when a flag of `args` has a key only a neural-field run has (ns-train nerfacto's
+    `--pipeline.*` and the like), so a command of nerfstudio's flags alone means `model=nerfacto`."""
+    for arg in args:
+        if not arg.startswith("--"):
+            continue
+        flag = arg.partition("=")[0]
+        seed = flag if flag in SEED_FLAGS else _SPELLINGS.get(flag.replace("_", "-"))
+        rule = rule_for(seed) if seed is not None and seed != PRESET_FLAG else None
+        if rule is not None and rule.note == _NERF:
+            return True
+    return False
+
+
 def shell_quote(arg: str) -> str:
     """Quotes an argument for a shell, preferring double quotes so Hydra's single quotes stay readable."""
     if arg and not re.search(r"[^\w@%+=:,./\-]", arg):

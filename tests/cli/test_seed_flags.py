@@ -15,7 +15,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from cli import flag_table, seed_flags
-from cli.seed_flags import LEROBOT, NERFSTUDIO, PRESET_FLAG, SEED_FLAGS, rule_for, translate_argv
+from cli.seed_flags import LEROBOT, NERFSTUDIO, PRESET_FLAG, SEED_FLAGS, names_nerfacto, rule_for, translate_argv
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO.parent / "shared" / "seeds"  # CI and developers have shared/ beside the clone
@@ -362,3 +362,10 @@ def test_nerfstudio_eval_cadence_and_warm_start_flags_reach_real_keys(compose):
         assert flag_table.status(SEED_FLAGS[flag]) == "supported with eval=views"
     for flag in ("--load-dir", "--load-step", "--load-checkpoint", "--load-scheduler"):
         assert flag_table.status(SEED_FLAGS[flag]) == "supported"
+
+
+def test_nerfstudio_only_flags_name_nerfacto():
+    assert names_nerfacto(["--pipeline.model.hidden-dim", "32"])
+    assert names_nerfacto(["--max-num-iterations", "1", "--pipeline.datamanager.camera-optimizer.mode=off"])
+    assert not names_nerfacto(["--max-num-iterations", "100", "--machine.seed", "1"])  # both families' keys
+    assert not names_nerfacto(["--policy.type=diffusion", "--batch_size=8", "model.hidden_dim=32"])

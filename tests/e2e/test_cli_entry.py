@@ -31,3 +31,17 @@ def test_seed_flags_are_translated_and_printed():
     assert ("translated: python src/train.py policy=diffusion env=pusht batch_size=8 optimizer.lr=1e-4 steps=100"
             in r.stderr)
     assert "steps: 100" in r.stdout and "lr: 0.0001" in r.stdout
+
+
+def test_nerfstudio_flags_alone_make_a_nerfacto_run():
+    """The issue's nerfstudio example: `ns-train nerfacto`'s flags, no `model=`, name nerfacto."""
+    r = run_train(["--max-num-iterations", "100", "--machine.seed", "1", "--mixed-precision", "False",
+                   "--pipeline.model.hidden-dim", "32", "--cfg", "job"])
+    assert r.returncode == 0, r.stderr
+    assert "translated: python src/train.py steps=100 machine.seed=1 use_amp=false model.hidden_dim=32" in r.stderr
+    assert "added model=nerfacto" in r.stderr
+    import yaml
+
+    cfg = yaml.safe_load(r.stdout)
+    assert cfg["policy"] is None and cfg["model"]["hidden_dim"] == 32
+    assert (cfg["steps"], cfg["machine"]["seed"], cfg["use_amp"]) == (100, 1, False)
