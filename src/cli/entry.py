@@ -11,7 +11,9 @@ import contextlib
 import difflib
 import os
 import re
+import shutil
 import sys
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -80,10 +82,13 @@ def check_composes(config_dir: str, config_name: str, overrides: list[str]):
             OmegaConf.resolve(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
             if cfg.get("policy") is not None:
                 OmegaConf.to_object(cfg.policy)  # runs the policy config's own checks
+            from training.device import check_device_options
+
+            check_device_options(cfg.machine.device_type, cfg.amp_dtype)
             return cfg
     except (ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException) as e:
         fail(explain_composition_error(e, config_dir))
-    except ValueError as e:  # the policy config's own checks
+    except ValueError as e:  # the policy config's own checks, the device and AMP options (ConfigError)
         fail(str(e))
 
 
@@ -158,8 +163,11 @@ def _group_options(config_dir: str, group: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def report_user_errors():
-    """Errors in the inputs (dataset, checkpoint, config values) become one line and exit 2."""
+def report_user_errors(run_dir: str | os.PathLike | None = None):
+    """Errors in the inputs (dataset, checkpoint, config values) become one line and exit 2.
+
+    `run_dir`: the directory Hydra made for this run; when the error comes before the run wrote
+    anything of its own, the directory is removed too, so a bad input leaves nothing behind."""
     from config.errors import ConfigError
     from data.lerobot_dataset import DatasetError
     from data.nerf.dataparsers import SceneError
@@ -168,4 +176,15 @@ def report_user_errors():
     try:
         yield
     except (ConfigError, DatasetError, SceneError, CheckpointError) as e:
+        if run_dir is not None:
+            discard_unstarted_run(Path(run_dir))
         fail(str(e))
+
+
+def discard_unstarted_run(run_dir: Path) -> bool:
+    """Removes `run_dir` if it holds only what Hydra writes before a job starts (`.hydra/`, the job's
+    log); a directory with anything of a run in it (config.yaml, metrics, checkpoints) is kept."""
+    if not run_dir.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True

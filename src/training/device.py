@@ -7,6 +7,8 @@ import logging
 
 import torch
 
+from config.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -21,18 +23,24 @@ def select_device(device_type: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device_type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("machine.device_type=cuda but no CUDA device is visible; use machine.device_type=cpu or auto")
+        raise ConfigError("machine.device_type=cuda but no CUDA device is visible; use machine.device_type=cpu or auto")
     if device_type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("machine.device_type=mps but MPS is not available; use machine.device_type=cpu or auto")
+        raise ConfigError("machine.device_type=mps but MPS is not available; use machine.device_type=cpu or auto")
     if device_type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"machine.device_type={device_type!r} is not one of auto, cpu, cuda, mps")
+        raise ConfigError(f"machine.device_type={device_type!r} is not one of auto, cpu, cuda, mps")
     return torch.device(device_type)
 
 
 def amp_dtype(name: str) -> torch.dtype:
     if name not in _AMP_DTYPES:
-        raise ValueError(f"amp_dtype={name!r} is not one of {sorted(_AMP_DTYPES)}")
+        raise ConfigError(f"amp_dtype={name!r} is not one of {', '.join(sorted(_AMP_DTYPES))}; pick one, e.g. amp_dtype=bf16")
     return _AMP_DTYPES[name]
+
+
+def check_device_options(device_type: str, dtype_name: str) -> None:
+    """Raises ConfigError for a device or AMP dtype this machine cannot use (checked before a run starts)."""
+    select_device(device_type)
+    amp_dtype(dtype_name)
 
 
 def autocast(device: torch.device, use_amp: bool, dtype_name: str):

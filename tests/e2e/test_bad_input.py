@@ -28,6 +28,8 @@ def _one_error_line(r) -> str:
     ("policy.horizn=3", ["policy.horizn is not a config key", "did you mean policy.horizon"]),
     ("batch_size=abc", ["wrong type", "batch_size"]),
     ("policy.n_action_steps=20", ["policy.n_action_steps=20 exceeds", "lower policy.n_action_steps"]),
+    ("machine.device_type=tpu", ["machine.device_type='tpu' is not one of auto, cpu, cuda, mps"]),
+    ("amp_dtype=fp32", ["amp_dtype='fp32' is not one of bf16, fp16", "amp_dtype=bf16"]),
 ])
 def test_bad_overrides_fail_before_a_run_directory_exists(tmp_path, override, expected):
     run_dir = tmp_path / "run"
@@ -63,6 +65,7 @@ def test_missing_dataset(tmp_path, pusht_root):
     line = _one_error_line(run_train(args))
     assert f"no LeRobotDataset at {tmp_path / 'nowhere'}" in line and "dataset.root" in line
     _no_running_mlflow_runs(tmp_path / "mlflow.db")
+    assert not (tmp_path / "run").exists()  # Hydra's run directory is removed with the failed start
 
 
 def test_corrupt_dataset_names_the_file(tmp_path, pusht_root):
@@ -75,12 +78,14 @@ def test_corrupt_dataset_names_the_file(tmp_path, pusht_root):
                                                     f"dataset.root={bad}")))
     assert "info.json" in line or "total_frames" in line
     _no_running_mlflow_runs(tmp_path / "mlflow.db")
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_without_checkpoint(tmp_path, pusht_root):
     run_dir = tmp_path / "run"
     line = _one_error_line(run_train(tiny_overrides(pusht_root, run_dir, "resume=true")))
     assert "resume=true" in line and "has no checkpoint" in line
+    assert not run_dir.exists()
 
 
 def test_resume_from_corrupt_checkpoint_is_refused_and_marks_nothing_running(tmp_path, pusht_root):
@@ -93,6 +98,7 @@ def test_resume_from_corrupt_checkpoint_is_refused_and_marks_nothing_running(tmp
                                                     "resume=true")))
     assert "model.safetensors is unreadable or corrupt" in line and "earlier one" in line
     _no_running_mlflow_runs(tmp_path / "mlflow.db")
+    assert (run_dir / "checkpoints" / "000002").is_dir() and (run_dir / "metrics.jsonl").is_file()  # kept
 
 
 def test_resume_refuses_a_changed_group_choice(tmp_path, pusht_root):

@@ -34,6 +34,20 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
 
 
+def test_bf16_amp_trains_in_autocast_and_keeps_fp32_weights(tmp_path):
+    """use_amp=true runs the forward in bf16 (the update differs from fp32 by rounding only) and
+    leaves the master weights in fp32."""
+    fp32, amp = ToyPipeline(batch_size=4), ToyPipeline(batch_size=4)
+    _trainer(tmp_path / "a", fp32, steps=3).fit()
+    _trainer(tmp_path / "b", amp, steps=3, use_amp=True, amp_dtype="bf16").fit()
+    changed = False
+    for p, q in zip(fp32.model.parameters(), amp.model.parameters()):
+        assert q.dtype == torch.float32
+        torch.testing.assert_close(q, p, rtol=0.05, atol=0.05)
+        changed = changed or not torch.equal(p, q)
+    assert changed  # autocast really ran in bf16
+
+
 def test_grad_clip_bounds_the_update(tmp_path):
     clipped = OmegaConf.create({"_target_": "torch.optim.SGD", "lr": 1.0, "grad_clip_norm": 0.01})
     pipe = ToyPipeline(batch_size=4, scale=1000.0)
