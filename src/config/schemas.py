@@ -7,6 +7,7 @@ Policies and environments register their own dataclasses (see ``config.store``).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -65,11 +66,18 @@ class CosineDecayWithWarmupSchedulerConfig:
 
 
 # ----------------------------------------------------------------------------- dataset
-@dataclass
-class ImageTransformConfig:
-    weight: float = 1.0
-    type: str = "Identity"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+# LeRobot's default set (its ImageTransformsConfig), in the config so that `tfs.<name>.weight=...`
+# overrides work and the saved run config shows what ran. Each entry is {weight, type, kwargs}:
+# `type` a torchvision.transforms.v2 class name (or SharpnessJitter / Identity). The entries are
+# untyped dicts, so `+dataset.image_transforms.tfs.<new>={type: RandomAffine, kwargs: {degrees: 5}}`
+# can add one; data.transforms.build_image_transforms checks them.
+LEROBOT_IMAGE_TFS: dict[str, dict[str, Any]] = {
+    "brightness": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"brightness": [0.8, 1.2]}},
+    "contrast": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"contrast": [0.8, 1.2]}},
+    "saturation": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"saturation": [0.5, 1.5]}},
+    "hue": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"hue": [-0.05, 0.05]}},
+    "sharpness": {"weight": 1.0, "type": "SharpnessJitter", "kwargs": {"sharpness": [0.5, 1.5]}},
+}
 
 
 @dataclass
@@ -77,7 +85,7 @@ class ImageTransformsConfig:
     enable: bool = False
     max_num_transforms: int = 3
     random_order: bool = False
-    tfs: dict[str, ImageTransformConfig] = field(default_factory=dict)
+    tfs: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(LEROBOT_IMAGE_TFS))
 
 
 @dataclass

@@ -21,15 +21,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-# LeRobot's default set: (type, kwargs). Ranges are the ones its ImageTransformsConfig uses.
-DEFAULT_TFS: dict[str, dict[str, Any]] = {
-    "brightness": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"brightness": [0.8, 1.2]}},
-    "contrast": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"contrast": [0.8, 1.2]}},
-    "saturation": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"saturation": [0.5, 1.5]}},
-    "hue": {"weight": 1.0, "type": "ColorJitter", "kwargs": {"hue": [-0.05, 0.05]}},
-    "sharpness": {"weight": 1.0, "type": "SharpnessJitter", "kwargs": {"sharpness": [0.5, 1.5]}},
-}
-
+from config.errors import ConfigError
 
 class SharpnessJitter(v2.Transform):
     """Sharpness drawn uniformly from a range (torchvision's RandomAdjustSharpness has one fixed factor)."""
@@ -63,7 +55,8 @@ class RandomSubsetApply(v2.Transform):
             raise ValueError(f"{len(weights)} weights for {n} transforms")
         n_subset = n if n_subset is None else n_subset
         if not 1 <= n_subset <= n:
-            raise ValueError(f"image_transforms.max_num_transforms={n_subset} must be in [1, {n}]")
+            raise ConfigError(f"image_transforms.max_num_transforms={n_subset} must be in [1, {n}] (the transforms "
+                              "with a weight above 0)")
         self.transforms = list(transforms)
         self.weights = weights / weights.sum()
         self.n_subset, self.random_order = n_subset, random_order
@@ -85,7 +78,8 @@ def _make(type_name: str, kwargs: dict) -> v2.Transform:
         return v2.Identity()
     cls = getattr(v2, type_name, None)
     if cls is None:
-        raise ValueError(f"image transform type {type_name!r} is not a torchvision.transforms.v2 class")
+        raise ConfigError(f"image transform type {type_name!r} is not a torchvision.transforms.v2 class; use one such as "
+                          "ColorJitter, RandomAffine, or SharpnessJitter")
     return cls(**kwargs)
 
 
@@ -93,14 +87,22 @@ def build_image_transforms(cfg) -> RandomSubsetApply | None:
     """From `dataset.image_transforms` (enable, max_num_transforms, random_order, tfs)."""
     if not cfg.enable:
         return None
-    tfs = dict(cfg.tfs) if cfg.tfs else DEFAULT_TFS
+    tfs = dict(cfg.tfs)
+    if not tfs:
+        raise ConfigError("dataset.image_transforms.enable=true but image_transforms.tfs is empty; name at least "
+                          "one transform, or set enable=false")
     names = list(tfs)
+    for name in names:
+        entry = tfs[name]
+        extra = set(entry or {}) - {"weight", "type", "kwargs"} if hasattr(entry, "keys") else None
+        if extra is None or "type" not in entry or extra:
+            raise ConfigError(f"dataset.image_transforms.tfs.{name}={entry} must be {{type: <torchvision v2 class>, "
+                              "weight: <float>, kwargs: {...}}}" + (f" (unknown keys {sorted(extra)})" if extra else ""))
     transforms = [_make(tfs[n]["type"], dict(tfs[n].get("kwargs") or {})) for n in names]
     weights = [float(tfs[n].get("weight", 1.0)) for n in names]
     keep = [i for i, w in enumerate(weights) if w > 0]
     return RandomSubsetApply([transforms[i] for i in keep], p=[weights[i] for i in keep],
                              n_subset=min(cfg.max_num_transforms, len(keep)), random_order=cfg.random_order)
-
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
+from config.schemas import ImageTransformsConfig
 from data.lerobot_dataset import LeRobotDataset
 from data.transforms import SeededItems, build_image_transforms, sample_seed
 from training.data_position import BatchStream
@@ -19,9 +20,10 @@ BATCH = 4
 
 
 def transforms():
-    # random_order draws a permutation too, so every sampling path of RandomSubsetApply is seeded.
-    return build_image_transforms(OmegaConf.create(
-        {"enable": True, "max_num_transforms": 3, "random_order": True, "tfs": {}}))
+    # LeRobot's default set; random_order keeps the order of the weighted draw, so both the subset
+    # and its order come from the seeded generator.
+    return build_image_transforms(OmegaConf.structured(
+        ImageTransformsConfig(enable=True, max_num_transforms=3, random_order=True)))
 
 
 @pytest.fixture(scope="module")
