@@ -41,10 +41,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from data import lerobot_v3
+from config.errors import ConfigError
 from data.errors import DatasetError
 from data.features import is_visual, visual_chw_shape
 from data.stats import aggregate_stats, stats_from_json
-from data.video import decode_video
+from data.video import decode_video_to_npy
 
 INFO_PATH = "meta/info.json"
 EPISODES_PATH = "meta/episodes.jsonl"
@@ -304,25 +305,30 @@ class _VideoCache:
         return self.frames_path.is_file() and self.times_path.is_file()
 
     def build(self) -> None:
-        try:
-            frames, times = decode_video(self.video_path)
-        except (av.error.FFmpegError, OSError) as e:
-            raise DatasetError(f"{self.video_path}: cannot be decoded ({e}); re-download the file") from e
+        """Decodes straight into a temporary `.npy` (flat memory), then moves it into place."""
+        tmp = {p: p.with_name(f".{p.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp") for p in (self.frames_path,
+                                                                                          self.times_path)}
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             for stale in self.dir.glob(f"{self.stem}-*.npy"):
                 if stale not in (self.frames_path, self.times_path):
                     stale.unlink(missing_ok=True)
+            try:
+                times = decode_video_to_npy(self.video_path, tmp[self.frames_path])
+            except (av.error.FFmpegError, IndexError) as e:
+                raise DatasetError(f"{self.video_path}: cannot be decoded ({e}); re-download the file") from e
+            with open(tmp[self.times_path], "wb") as f:
+                np.save(f, times)
             # times first: a frames file only ever exists next to its times file.
-            for path, array in ((self.times_path, times), (self.frames_path, frames)):
-                tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
-                with open(tmp, "wb") as f:
-                    np.save(f, array)
-                os.replace(tmp, path)
+            os.replace(tmp[self.times_path], self.times_path)
+            os.replace(tmp[self.frames_path], self.frames_path)
         except OSError as e:
             raise DatasetError(
                 f"{self.dir}: cannot write the decoded-frame cache ({e}); pass cache_dir= a writable folder"
             ) from e
+        finally:
+            for path in tmp.values():
+                path.unlink(missing_ok=True)
 
     def times(self) -> np.ndarray:
         return np.load(self.times_path)
@@ -352,7 +358,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         cache_dir: str | Path | None = None,
     ):
         if video_backend != "pyav":
-            raise ValueError(f"video_backend={video_backend!r} is not available; use 'pyav'")
+            raise ConfigError(f"dataset.video_backend={video_backend!r} is not available: frames are decoded once, with "
+                              "PyAV, into the memory-mapped frame cache, so the backend does not set the training "
+                              "speed; use dataset.video_backend=pyav")
         self.meta = LeRobotDatasetMetadata(root)
         self.root = self.meta.root
         self.fps = self.meta.fps
@@ -374,10 +382,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if episodes is None:
             return list(self.meta.episodes)
         if len(episodes) == 0:
-            raise ValueError("episodes=[] selects nothing; pass None for all episodes")
+            raise DatasetError("dataset.episodes=[] selects nothing; pass null for all episodes")
         unknown = [e for e in episodes if e not in self.meta.episodes]
         if unknown:
-            raise ValueError(
+            raise DatasetError(
                 f"episodes {unknown} are not in {self.root / self.meta.episodes_file} "
                 f"(it has {len(self.meta.episodes)} episodes, "
                 f"indices {min(self.meta.episodes)}..{max(self.meta.episodes)})"
@@ -391,14 +399,14 @@ class LeRobotDataset(torch.utils.data.Dataset):
         out = {}
         for key, deltas in delta_timestamps.items():
             if key not in self.features:
-                raise ValueError(
+                raise DatasetError(
                     f"delta_timestamps key {key!r} is not a feature of {self.root} (features: {list(self.features)})"
                 )
             offsets = []
             for d in deltas:
                 n = round(d * self.fps)
                 if abs(d - n / self.fps) > self.tolerance_s:
-                    raise ValueError(
+                    raise DatasetError(
                         f"delta_timestamps[{key!r}] has {d} s, which is not a multiple of 1/fps = {1 / self.fps:.6g} s "
                         f"(fps={self.fps}) within tolerance_s={self.tolerance_s}; use multiples of 1/fps"
                     )

@@ -65,6 +65,33 @@ def decode_video(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(np.stack(frames)), np.asarray(times, np.float64)
 
 
+def decode_video_to_npy(path: str | Path, frames_path: str | Path) -> np.ndarray:
+    """Decode a whole video straight into a uint8 `.npy` of `(N, 3, H, W)` frames at `frames_path`
+    (written through a memory map, so memory stays flat however long the video) and return the
+    frames' timestamps in seconds `(N,)`. N is counted from the packets first (one per frame);
+    a file whose last packets do not decode (truncated) gets an array of the frames that did."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        n = sum(1 for packet in container.demux(stream) if packet.size)
+    times = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        shape = (n, 3, stream.codec_context.height, stream.codec_context.width)
+        out = np.lib.format.open_memmap(str(frames_path), mode="w+", dtype=np.uint8, shape=shape)
+        for frame in container.decode(stream):
+            if len(times) == n:
+                raise av.error.InvalidDataError(0, f"more frames than the {n} packets counted")
+            out[len(times)] = frame.to_ndarray(format="rgb24").transpose(2, 0, 1)
+            times.append(float(frame.pts * frame.time_base) if frame.pts is not None else np.nan)
+        out.flush()
+    if len(times) < n:  # rare: copy the decoded prefix into a file of the right length
+        short = np.ascontiguousarray(out[: len(times)])
+        del out
+        np.save(str(frames_path), short)
+    return np.asarray(times, np.float64)
+
+
 def video_info(path: str | Path) -> dict:
     """The `info` block LeRobot v2.1 stores with each video feature in `info.json`."""
     with av.open(str(path)) as container:

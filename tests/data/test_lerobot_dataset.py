@@ -340,6 +340,27 @@ def test_error_video_truncated(video_copy):
     assert str(path) in msg and "truncated" in msg and f"{LENGTHS[1] - 4} frames" in msg
 
 
+def test_error_video_cut_short_on_disk(video_copy):
+    """A download cut off mid-file: the mp4's bytes end early."""
+    path = video_copy / "videos/chunk-000/observation.image/episode_000001.mp4"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DatasetError) as err:
+        LeRobotDataset(video_copy)
+    msg = one_line(err)
+    assert str(path) in msg and ("cannot be decoded" in msg or "truncated" in msg), msg
+    assert not list((video_copy / ".cache/decoded").rglob("*.tmp"))
+
+
+def test_error_video_encoded_at_another_fps(video_copy):
+    """The parquet's timestamps are at 10 fps, the video's frames at 15: rows land between frames."""
+    path = video_copy / "videos/chunk-000/observation.image/episode_000001.mp4"
+    encode_video(make_frames(1, 2 * LENGTHS[1]), path, FPS * 1.5)
+    with pytest.raises(DatasetError) as err:
+        LeRobotDataset(video_copy)
+    msg = one_line(err)
+    assert str(path) in msg and "does not match the parquet timestamps" in msg and f"fps={FPS}" in msg
+
+
 def test_error_timestamps_inconsistent_with_fps(video_copy):
     info_path = video_copy / "meta/info.json"
     info = json.loads(info_path.read_text())
@@ -373,10 +394,10 @@ def test_cache_reused_then_rebuilt_when_video_changes(video_copy, monkeypatch):
     assert len(cache_files) == 3
     reference = first[LENGTHS[0]]["observation.image"]
 
-    def no_decoding(path):
+    def no_decoding(path, frames_path):
         raise AssertionError(f"decoded {path} again although its cache is valid")
 
-    monkeypatch.setattr(lerobot_dataset, "decode_video", no_decoding)
+    monkeypatch.setattr(lerobot_dataset, "decode_video_to_npy", no_decoding)
     second = LeRobotDataset(video_copy)
     torch.testing.assert_close(second[LENGTHS[0]]["observation.image"], reference)
     monkeypatch.undo()
