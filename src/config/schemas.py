@@ -109,7 +109,8 @@ class DatasetConfig:
     repo_id: Any = "local/pusht_scripted"
     root: Any = None
     episodes: Optional[list[int]] = None
-    local_files_only: bool = True
+    local_files_only: bool = True  # false: a dataset missing at its root is fetched from the Hugging Face Hub
+    revision: Optional[str] = None  # the Hub revision (branch/tag) fetched when local_files_only=false
     use_imagenet_stats: bool = True
     video_backend: str = "pyav"
     image_transforms: ImageTransformsConfig = field(default_factory=ImageTransformsConfig)

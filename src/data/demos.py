@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +76,47 @@ def ensure_dataset(dataset_cfg) -> Path:
     if (root / "meta" / "info.json").is_file():
         return root
     if dataset_cfg.demos is None:
+        if not dataset_cfg.local_files_only:
+            return download(dataset_cfg.repo_id, root, dataset_cfg.revision)
         raise DatasetError(
-            f"no LeRobotDataset at {root} (meta/info.json missing) and no hub can be reached here; put a local copy "
-            f"of {dataset_cfg.repo_id} there (dataset.root=<path>) or record scripted demos (dataset=pusht)")
+            f"no LeRobotDataset at {root} (meta/info.json missing); put a local copy of {dataset_cfg.repo_id} there "
+            "(dataset.root=<path>), fetch it from the Hugging Face Hub with dataset.local_files_only=false, or record "
+            "scripted demos (dataset=pusht)")
     if root.exists() and any(root.iterdir()):
         raise DatasetError(f"{root} exists but holds no meta/info.json; it is not a LeRobotDataset. Remove it, "
                            "or point dataset.root at a dataset")
     record(root, dataset_cfg.demos)
+    return root
+
+
+def download(repo_id: str, root: Path, revision: str | None) -> Path:
+    """LeRobot's `local_files_only=false`: fetch the dataset from the Hugging Face Hub into a
+    temporary sibling of `root`, renamed into place once complete (an interrupted or refused
+    download leaves nothing at `root`)."""
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+
+    if root.exists() and any(root.iterdir()):
+        raise DatasetError(f"{root} exists but holds no meta/info.json, so {repo_id} is not downloaded over it; "
+                           "remove it or set dataset.root to an empty folder")
+    tmp = root.with_name(f".{root.name}.download")
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("downloading %s (revision %s) from the Hugging Face Hub into %s", repo_id, revision or "main", root)
+    try:
+        huggingface_hub.snapshot_download(repo_id, repo_type="dataset", revision=revision, local_dir=tmp)
+        if not (tmp / "meta" / "info.json").is_file():
+            raise DatasetError(f"{repo_id} (revision {revision or 'main'}) downloaded, but it has no meta/info.json: "
+                               "it is not a LeRobotDataset; pick a LeRobot dataset repo_id or dataset.revision")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        if root.exists():
+            root.rmdir()  # empty (checked above)
+        os.replace(tmp, root)
+    except (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, OSError) as e:
+        raise DatasetError(f"could not download {repo_id} from the Hugging Face Hub ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); check the repo_id and the network, or put a "
+                           f"local copy at {root} (dataset.root=<path>)") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
