@@ -108,3 +108,38 @@ def test_schema_rejects_wrong_keys_and_types_at_compose_time(compose, override, 
         cfg = compose([override])
         OmegaConf.to_object(cfg.env)
     assert needle in str(exc.value) + str(exc.value.__cause__)
+
+
+NERF = ["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=preset/nerfacto"]
+
+
+def _with_base(group: str, option: str) -> list[str]:
+    """The overrides a user would type to pick `option` of `group` (the family switch included)."""
+    if group == "model":
+        return [f"model={option}", "~policy", f"optimizer=preset/{option}", f"scheduler=preset/{option}",
+                "data=synthetic"]
+    if group == "data":
+        return [*NERF, f"data={option}", "data.data=/scenes/x"]
+    if group == "eval" and option == "views":
+        return [*NERF, "data=synthetic", "eval=views"]
+    if group == "env":  # an env with the dataset recorded in it
+        return [f"env={option}", f"dataset={ {'aloha': 'aloha_transfer_cube', 'xarm': 'xarm_lift'}.get(option, 'pusht')}"]
+    return [f"{group}={option}"]
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in ("env", "dataset", "eval", "model", "data", "machine")
+                                           for o in options(g)])
+def test_every_option_of_every_group_composes_and_validates(compose, group, option):
+    """Each YAML option composes on the schema it names, resolves, and its dataclass checks pass."""
+    cfg = compose(_with_base(group, option))
+    OmegaConf.resolve(cfg)
+    assert cfg[group] is not None
+    if group == "env":
+        env_cfg = OmegaConf.to_object(cfg.env)  # the env's own dataclass
+        assert env_cfg.fps > 0 and env_cfg.episode_length > 0
+        assert cfg.dataset.demos.expert.split("_")[0] == option
+    if group == "dataset":
+        assert cfg.dataset.demos.expert in option and cfg.dataset.demos.n_episodes > 0
+    if group in ("model", "data") or option == "views":
+        assert cfg.policy is None and cfg.env is None and cfg.dataset is None
+        assert set(cfg.optimizer) >= {"fields", "proposal_networks"}

@@ -135,22 +135,23 @@ def test_interrupted_job_is_requeued_and_resumes(pusht_root, slurm_cluster, tmp_
     job's time limit (submitit's handler checkpoints the launcher and requeues the job, as on a real
     timeout); `preemption` is `scontrol requeue`, what a preempting scheduler does. Either way the
     requeued job resumes from its last checkpoint into the same MLflow run and finishes."""
-    steps = 240
-    args = sweep_args(pusht_root, tmp_path, "seed=1", f"steps={steps}", "save_freq=20", "log_freq=10")
+    # Event-driven, not timed: the signal goes out once a checkpoint past step 2 exists, whatever the
+    # machine's speed; 40 steps leave the job still training then on any CPU.
+    steps = 40
+    args = sweep_args(pusht_root, tmp_path, "seed=1", f"steps={steps}", "save_freq=2", "log_freq=2")
     args = [a for a in args if a != "hydra/launcher=submitit_slurm"] + ["hydra/launcher=slurm", "machine.cpus_per_task=1"]
     sweep = tmp_path / "sweep"
     proc = _start_sweep(args, slurm_cluster, tmp_path)
     try:
-        _wait_for(lambda: any(int(p.name) >= 60 for p in (sweep / "0" / "checkpoints").glob("[0-9]*")),
-                  240, "a checkpoint at step 60 or later", slurm_cluster)
+        _wait_for(lambda: any(int(p.name) >= 4 for p in (sweep / "0" / "checkpoints").glob("[0-9]*")),
+                  300, "a checkpoint at step 4 or later", slurm_cluster)
         job_id = next(p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+(_0)?", p.name))
-        ckpt_steps_before = {int(p.name) for p in (sweep / "0" / "checkpoints").glob("[0-9]*")}
         env = {**os.environ, **slurm_cluster}
         cmd = (["scancel", "--signal=USR2", job_id] if interruption == "timeout_signal"
                else ["scontrol", "requeue", job_id])
         sent = run_bounded(cmd, env=env, timeout=30)
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        proc.wait(timeout=400)
+        proc.wait(timeout=500)
     except BaseException:
         os.killpg(proc.pid, 9)
         raise
@@ -165,12 +166,12 @@ def test_interrupted_job_is_requeued_and_resumes(pusht_root, slurm_cluster, tmp_
     # the second attempt started from a checkpoint, not from step 0: the first logged step appears once
     train_steps = [json.loads(line)["step"] for line in (sweep / "0" / "metrics.jsonl").read_text().splitlines()
                    if "train/loss" in line]
-    assert train_steps.count(10) == 1, train_steps
-    assert max(train_steps) == steps and min(ckpt_steps_before) >= 20
+    assert train_steps.count(2) == 1, train_steps
+    assert max(train_steps) == steps
 
     client, parent, children = mlflow_runs(tmp_path)
     assert len(children) == 1, [c.info.run_id for c in children]
     child = children[0]
     assert child.info.status == "FINISHED" and parent.info.status == "FINISHED"
     history = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
-    assert max(history) == steps and 10 in history
+    assert max(history) == steps and 2 in history
