@@ -1,7 +1,12 @@
 """nerfacto training-step throughput at the seed's defaults (implementation=torch): rays/s, peak memory.
 
+The model's loss, backward and one Adam step on random rays, under the loop's autocast and grad
+scaler (`--amp`: bf16, as train.py's nerfacto runs on CUDA; fp16 with loss scaling; off = fp32).
+bench/nerfacto_quality.py measures the same through train.py, with the data and evaluation.
+
     python bench/nerfacto_step.py --device cuda --rays 4096 --steps 20
-    python bench/nerfacto_step.py --device cpu --rays 256 --steps 3
+    python bench/nerfacto_step.py --device cuda --amp off --steps 20
+    python bench/nerfacto_step.py --device cpu --rays 256 --steps 3 --amp off
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch  # noqa: E402
 
 from data.nerf.rays import RayBundle  # noqa: E402
 from models.nerfacto.model import NerfactoModel  # noqa: E402
+from training.device import autocast, grad_scaler  # noqa: E402
 
 
 def rays(n, device, num_cameras):
@@ -32,7 +38,10 @@ def main():
     p.add_argument("--rays", type=int, default=4096)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--amp", default="bf16", choices=["off", "bf16", "fp16"], help="autocast dtype (off: fp32)")
     args = p.parse_args()
+    device, use_amp, dtype = torch.device(args.device), args.amp != "off", "bf16" if args.amp == "off" else args.amp
+    scaler = grad_scaler(device, use_amp, dtype)
     torch.manual_seed(0)
     model = NerfactoModel(100, None, implementation="torch").to(args.device).train()
     groups = model.get_param_groups()
@@ -45,10 +54,12 @@ def main():
         if args.device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        total, logs = model.loss(rb, batch, step)
+        with autocast(device, use_amp, dtype):
+            total, logs = model.loss(rb, batch, step)
         opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        scaler.scale(total).backward()
+        scaler.step(opt)
+        scaler.update()
         if args.device == "cuda":
             torch.cuda.synchronize()
         if step >= args.warmup:
@@ -56,9 +67,9 @@ def main():
     mean = sum(times) / len(times)
     mem = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
     print(f"device {args.device} ({torch.cuda.get_device_name(0) if args.device == 'cuda' else 'cpu'}), "
-          f"torch {torch.__version__}, params {n_params:,} (100 cameras)")
-    print(f"{'rays/step':>10}{'ms/step':>10}{'rays/s':>12}{'peak GiB':>10}")
-    print(f"{args.rays:>10}{mean * 1e3:>10.1f}{args.rays / mean:>12.0f}{mem:>10.2f}")
+          f"torch {torch.__version__}, params {n_params:,} (100 cameras), amp {args.amp}")
+    print(f"{'rays/step':>10}{'amp':>6}{'ms/step':>10}{'rays/s':>12}{'peak GiB':>10}")
+    print(f"{args.rays:>10}{args.amp:>6}{mean * 1e3:>10.1f}{args.rays / mean:>12.0f}{mem:>10.2f}")
     print("last losses:", {k: round(v, 5) for k, v in logs.items()})
 
 

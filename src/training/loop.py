@@ -225,6 +225,8 @@ class Trainer:
                                "samples_per_s": self.pipeline.samples_per_step(loop) * self.rank.world_size
                                / m["step_time"]}
                     metrics.update({k: v for k, v in m.items() if k not in ("step_time", "data_time")})
+                    if self.device.type == "cuda":  # GiB; this process's peak so far (training and evals)
+                        metrics["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
                     if self.rank.is_main:
                         self.tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=self.step)
                         progress.log_line(self.step, metrics)
