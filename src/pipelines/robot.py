@@ -41,6 +41,32 @@ def policy_config(cfg: DictConfig):
         raise ConfigError(str(e)) from e
 
 
+def check_env_matches_dataset(env_cfg, features: dict[str, PolicyFeature], dataset_fps: float) -> None:
+    """The env the policy is evaluated in must feed it what it was trained on: every input has a
+    source in `env.features_map`, the shapes agree (env images are (H, W, C), policy ones (C, H, W)),
+    and actions run at the dataset's fps. Checked at build time, not at the first evaluation."""
+    fmap = dict(env_cfg.features_map)
+    env_key_of = {fmap[k]: k for k in env_cfg.features if k in fmap}
+    env_key_of.setdefault("action", next((k for k, f in env_cfg.features.items() if f.type == "ACTION"), None))
+    for key, ft in features.items():
+        if ft.type != FeatureType.ACTION and key not in fmap.values():
+            raise ConfigError(f"policy input {key!r} (from the dataset) has no source in env.features_map "
+                              f"{fmap}; map the env observation that provides it")
+        env_key = env_key_of.get(key)
+        if env_key is None:
+            continue
+        shape = tuple(int(d) for d in env_cfg.features[env_key].shape)
+        if ft.type == FeatureType.VISUAL and len(shape) == 3:
+            shape = (shape[2], shape[0], shape[1])
+        if shape != tuple(ft.shape):
+            raise ConfigError(f"env={env_cfg.type} gives {env_key!r} of shape {list(shape)} but the dataset's {key!r} "
+                              f"is {list(ft.shape)}; evaluate in the env the dataset was recorded in, or set "
+                              f"env.features.{env_key}.shape (and the env's observation size) to match")
+    if abs(float(env_cfg.fps) - float(dataset_fps)) > 1e-6:
+        raise ConfigError(f"env.fps={env_cfg.fps} but the dataset was recorded at {dataset_fps} fps; the policy's "
+                          "actions would run at the wrong rate: set env.fps to the dataset's, or pick its env")
+
+
 def delta_timestamps(pcfg, features: dict[str, PolicyFeature], fps: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for key, ft in features.items():
@@ -121,11 +147,7 @@ class RobotPipeline:
         return indices
 
     def _check_env_provides_inputs(self, cfg: DictConfig) -> None:
-        provided = set(cfg.env.features_map.values())
-        for key, ft in self.features.items():
-            if ft.type != FeatureType.ACTION and key not in provided:
-                raise ConfigError(f"policy input {key!r} (from the dataset) has no source in env.features_map "
-                                  f"{dict(cfg.env.features_map)}; map the env observation that provides it")
+        check_env_matches_dataset(cfg.env, self.features, self.meta.fps)
 
     # ------------------------------------------------------------------ loop hooks
     def resolved_config(self, cfg: DictConfig) -> DictConfig:
