@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import logging
 import os
 import re
 import shutil
@@ -164,7 +165,8 @@ def _group_options(config_dir: str, group: str) -> list[str]:
 
 @contextlib.contextmanager
 def report_user_errors(run_dir: str | os.PathLike | None = None):
-    """Errors in the inputs (dataset, checkpoint, config values) become one line and exit 2.
+    """Errors in the inputs (dataset, checkpoint, config values) become one line and exit 2 (in a
+    job of a `--multirun` sweep: one logged line, and the exception fails that job alone).
 
     `run_dir`: the directory Hydra made for this run; when the error comes before the run wrote
     anything of its own, the directory is removed too, so a bad input leaves nothing behind."""
@@ -176,9 +178,21 @@ def report_user_errors(run_dir: str | os.PathLike | None = None):
     try:
         yield
     except (ConfigError, DatasetError, SceneError, CheckpointError) as e:
+        if in_multirun_job():  # fail this job only; the launcher goes on with the others
+            logging.getLogger("train").error("error: %s", e)
+            raise
         if run_dir is not None:
             discard_unstarted_run(Path(run_dir))
         fail(str(e))
+
+
+def in_multirun_job() -> bool:
+    """True inside a job of a `--multirun` sweep, whatever the launcher. There a user error stays an
+    exception: Hydra then marks that job failed and runs the others, while a SystemExit would end
+    the whole sweep under the basic launcher (and leave submitit without the job's result)."""
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def discard_unstarted_run(run_dir: Path) -> bool:

@@ -13,8 +13,23 @@
   fresh interpreter that must import the project's packages.
 - `on_multirun_end`: ends the parent FINISHED, or FAILED when a child run failed (a job that died
   without ending its run, killed by SLURM say, is marked FAILED then too). If the sweep raises
-  (Hydra re-raises a failed job's exception after all jobs ran), an exit handler ends it FAILED.
+  (Hydra re-raises a failed job's exception after all jobs ran; submitit's `results()` raises for
+  a job that left no result), `on_multirun_end` never runs: an exit handler then marks children
+  still RUNNING FAILED and ends the parent FAILED.
 
+In every job (the same process under the basic launcher; under submitit the job process, which
+gets this callback pickled with the launcher) it:
+
+- `on_job_end`: when the job failed (any exception, user errors included: see
+  `cli.entry.in_multirun_job`), ends the job's child run FAILED with a `job_error` tag, whatever
+  state the run was left in; a job that failed before its run started (a dataset that does not
+  exist, say) gets a FAILED child run of its own, holding its overrides, so the sweep's runs in
+  MLflow are all its jobs;
+- at exit, a job process that never reached `on_job_end` (a SystemExit, a signal that Python
+  handles) ends the job's child run FAILED if it is still RUNNING. (A requeued submitit job exits
+  this way too; its next attempt reopens the same run and sets it RUNNING again.)
+
+Only a job's first process acts (SLURM task / rank 0), so a multi-task job marks its run once.
 A tracking failure never stops the sweep: it is logged once and the jobs run as top-level runs.
 """
 
@@ -27,6 +42,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,7 +51,8 @@ log = logging.getLogger(__name__)
 ENV_VAR = "HYDRABOT_MLFLOW_PARENT_RUN_ID"
 PARENT_FILE = "mlflow_parent.json"
 SRC_DIR = Path(__file__).resolve().parent.parent
-SWEEP_TAG = "hydrabot.sweep"  # "parent" on the parent run
+SWEEP_TAG = "hydrabot.sweep"  # "parent" on the parent run, "failed_job" on a job's stand-in run
+JOB_ERROR_TAG = "job_error"  # on a failed job's child run: the error, in one line
 
 
 def read_parent_file(sweep_dir: str | Path) -> dict | None:
@@ -44,6 +61,18 @@ def read_parent_file(sweep_dir: str | Path) -> dict | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+def _is_first_process() -> bool:
+    """False in the other tasks of a multi-task SLURM job and in ranks other than 0."""
+    return all(os.environ.get(var, "0") in ("", "0") for var in ("SLURM_PROCID", "RANK"))
+
+
+def _one_line(exc: object, limit: int = 500) -> str:
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    name = type(exc).__name__ if isinstance(exc, BaseException) else ""
+    return f"{name}: {text}" if name and text else (name or text)
 
 
 def _add_pythonpath(path: Path) -> None:
@@ -68,6 +97,17 @@ class ParentRunCallback(Callback):
         self._run_id: str | None = None
         self._saved_env: str | None = None
         self._ended = False
+        self._record: dict | None = None  # what mlflow_parent.json holds
+        self._pid: int | None = None  # the process that submits the jobs
+        self._job: dict | None = None  # the job this process is running (on_job_start .. on_job_end)
+        self._job_exit_hook = False
+
+    def __getstate__(self) -> dict:
+        # submitit pickles the launcher, this callback included, into every job: a job needs the
+        # parent's record, not the submitting process's tracker, client or current job.
+        state = dict(self.__dict__)
+        state.update(_tracker=None, _client=None, _job=None, _job_exit_hook=False)
+        return state
 
     # ------------------------------------------------------------------ multirun
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -121,6 +161,7 @@ class ParentRunCallback(Callback):
                   "experiment_id": self._client.get_run(run_id).info.experiment_id}
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        self._record, self._pid = record, os.getpid()
         atexit.register(self._end_at_exit)
         log.info("sweep parent run %s (experiment %r at %s); children get it through $%s",
                  run_id, tracker.experiment_name, tracker.resolved_uri, self.env_var)
@@ -136,6 +177,106 @@ class ParentRunCallback(Callback):
         except Exception as exc:
             log.warning("could not check the sweep's child runs: %s", exc)
         self._end(status)
+
+    # ------------------------------------------------------------------ jobs
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._job = None
+        if self._record is None or not _is_first_process():
+            return
+        try:
+            self._note_job(config)
+        except Exception as exc:  # never costs the job
+            log.warning("sweep parent run: could not note the job (%s); a failure of it may stay unmarked", exc)
+
+    def _note_job(self, config: DictConfig) -> None:
+        logger_cfg = config.get("logger")
+        if logger_cfg is None or not str(logger_cfg.get("_target_", "")).endswith("MLflowTracker"):
+            return
+        choices = OmegaConf.select(config, "hydra.runtime.choices", default={}) or {}
+        self._job = {
+            "run_dir": str(config.hydra.runtime.output_dir),
+            "num": OmegaConf.select(config, "hydra.job.num", default=None),
+            "overrides": [str(o) for o in config.hydra.overrides.task],
+            "groups": sorted(str(g) for g in choices),
+            "experiment_name": OmegaConf.select(config, "logger.experiment_name", default=None,
+                                                throw_on_resolution_failure=False),
+        }
+        if os.getpid() != self._pid and not self._job_exit_hook:  # a job process of its own (submitit)
+            atexit.register(self._job_at_exit)
+            self._job_exit_hook = True
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        job, self._job = self._job, None
+        if job is None or job_return.status != JobStatus.FAILED:
+            return
+        self._fail_job(job, _one_line(job_return._return_value), stand_in=True)
+
+    def _job_at_exit(self) -> None:
+        job, self._job = self._job, None
+        if job is not None:
+            self._fail_job(job, "the job process exited before the job returned", stand_in=False)
+
+    def _fail_job(self, job: dict, reason: str, stand_in: bool) -> None:
+        """Ends the job's child run(s) FAILED, tagged with `reason`; with `stand_in`, a job that has
+        no child run gets a FAILED one. Never raises: a tracking error is one warning."""
+        try:
+            from tracking.mlflow_tracker import _http_limits
+
+            with _http_limits(2, 10, 1):
+                client = self._mlflow()
+                runs = self._job_runs(client, job)
+                for run in runs:
+                    if run.info.status not in ("FAILED", "KILLED"):
+                        client.set_terminated(run.info.run_id, "FAILED")
+                    client.set_tag(run.info.run_id, JOB_ERROR_TAG, reason)
+                    log.info("job %s failed: its MLflow run %s is FAILED", job["num"], run.info.run_id)
+                if not runs and stand_in:
+                    run_id = self._stand_in_run(client, job, reason)
+                    log.warning("job %s failed before its MLflow run started (%s): recorded as FAILED run %s",
+                                job["num"], reason, run_id)
+        except Exception as exc:
+            log.warning("could not mark job %s FAILED in MLflow: %s", job.get("num"), _one_line(exc))
+
+    def _mlflow(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self._record["tracking_uri"])
+        return self._client
+
+    def _experiment_ids(self, client, job: dict | None = None) -> list[str]:
+        ids = [self._record["experiment_id"]]
+        name = (job or {}).get("experiment_name")
+        if name and name != self._record.get("experiment_name"):
+            experiment = client.get_experiment_by_name(str(name))
+            if experiment is not None:
+                ids.append(experiment.experiment_id)
+        return ids
+
+    def _job_runs(self, client, job: dict) -> list:
+        runs = client.search_runs(self._experiment_ids(client, job),
+                                  filter_string=f"tags.mlflow.parentRunId = '{self._run_id}'", max_results=10000)
+        return [r for r in runs if r.data.tags.get("run_dir") and Path(r.data.tags["run_dir"]) == Path(job["run_dir"])]
+
+    def _stand_in_run(self, client, job: dict, reason: str) -> str:
+        """A FAILED child run for a job that failed before it started one: its run dir, overrides
+        and error as tags, its plain `key=value` overrides as params (so that the comparison
+        table shows what the job was)."""
+        from tracking.mlflow_tracker import MAX_PARAM_VALUE_CHARS, MAX_TAG_VALUE_CHARS, _clean_key, _truncate
+
+        ids = self._experiment_ids(client, job)
+        tags = {"mlflow.parentRunId": self._run_id, SWEEP_TAG: "failed_job", "run_dir": job["run_dir"],
+                "overrides": _truncate(" ".join(job["overrides"]) or "(none)", MAX_TAG_VALUE_CHARS),
+                JOB_ERROR_TAG: reason}
+        run = client.create_run(ids[-1], run_name=f"job {job['num']} (failed)", tags=tags)
+        run_id = run.info.run_id
+        for override in job["overrides"]:
+            key, sep, value = override.partition("=")
+            if not sep or key.startswith(("hydra.", "+", "~")) or key in job["groups"]:
+                continue
+            client.log_param(run_id, _clean_key(key), _truncate(value, MAX_PARAM_VALUE_CHARS))
+        client.set_terminated(run_id, "FAILED")
+        return run_id
 
     # ------------------------------------------------------------------ helpers
     def children(self) -> list:
@@ -172,5 +313,14 @@ class ParentRunCallback(Callback):
             log.warning("could not end the sweep's parent run %s: %s", self._run_id, exc)
 
     def _end_at_exit(self) -> None:
-        if not self._ended and self._run_id is not None:
-            self._end("FAILED")
+        """The sweep process exits without `on_multirun_end` (the sweep raised or was stopped)."""
+        if self._ended or self._run_id is None:
+            return
+        job, self._job = self._job, None
+        if job is not None:  # the basic launcher's job that was running when the process exited
+            self._fail_job(job, "the sweep process exited while this job ran", stand_in=True)
+        try:
+            self._close_children()
+        except Exception as exc:
+            log.warning("could not check the sweep's child runs: %s", exc)
+        self._end("FAILED")

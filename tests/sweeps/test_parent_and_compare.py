@@ -99,10 +99,100 @@ def test_all_children_finished_finishes_the_parent(sweep):
 def test_exit_without_multirun_end_fails_the_parent(sweep):
     tmp_path, uri, callback, config = sweep
     parent_id = os.environ[ENV_VAR]
+    done = log_child(tmp_path, uri, 0, 1e-4, [1.0], "FINISHED")
+    running = log_child(tmp_path, uri, 1, 3e-4, [1.0], None)  # its job died (submitit's results() raised)
+    callback.on_job_start(job_config(config, 2))  # the basic launcher's job that was running at exit
     callback._end_at_exit()  # what atexit does when the sweep raised
     from mlflow.tracking import MlflowClient
 
-    assert MlflowClient(uri).get_run(parent_id).info.status == "FAILED"
+    client = MlflowClient(uri)
+    assert client.get_run(parent_id).info.status == "FAILED"
+    assert client.get_run(done).info.status == "FINISHED"
+    assert client.get_run(running).info.status == "FAILED"
+    by_job = {Path(r.data.tags["run_dir"]).name: r for r in callback.children()}
+    assert sorted(by_job) == ["0", "1", "2"] and by_job["2"].info.status == "FAILED"
+    assert "exited while this job ran" in by_job["2"].data.tags["job_error"]
+
+
+def job_config(config, num: int, *overrides: str):
+    """The config Hydra hands a job's callbacks: the sweep's, with the job's own hydra node."""
+    cfg = OmegaConf.create(OmegaConf.to_container(config))
+    sweep_dir = Path(cfg.hydra.sweep.dir)
+    cfg.hydra.runtime.output_dir = str(sweep_dir / str(num))
+    cfg.hydra.runtime.choices = {"hydra/launcher": "basic", "policy": "diffusion"}
+    cfg.hydra.job = {"num": num}
+    cfg.hydra.overrides.task = list(overrides)
+    return cfg
+
+
+def failed(exc: Exception):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    ret = JobReturn(status=JobStatus.FAILED)
+    ret.return_value = exc
+    return ret
+
+
+def test_job_that_failed_before_its_run_started_gets_a_failed_child(sweep):
+    tmp_path, uri, callback, config = sweep
+    from data.lerobot_dataset import DatasetError
+
+    cfg = job_config(config, 0, "dataset.root=/nowhere", "policy=diffusion", "hydra.verbose=true", "seed=3")
+    callback.on_job_start(cfg)
+    callback.on_job_end(cfg, failed(DatasetError("no LeRobotDataset at /nowhere")))
+    [child] = callback.children()
+    assert child.info.status == "FAILED"
+    assert Path(child.data.tags["run_dir"]) == tmp_path / "sweep" / "0"
+    assert child.data.tags["job_error"] == "DatasetError: no LeRobotDataset at /nowhere"
+    assert child.data.tags["hydrabot.sweep"] == "failed_job"
+    assert child.data.params == {"dataset.root": "/nowhere", "seed": "3"}  # no group choices, no hydra keys
+    callback.on_multirun_end(config)
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(uri).get_run(callback._run_id).info.status == "FAILED"
+
+
+def test_failed_job_ends_its_own_run_failed_and_completed_jobs_are_left_alone(sweep):
+    tmp_path, uri, callback, config = sweep
+    from hydra.core.utils import JobReturn, JobStatus
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    ok = log_child(tmp_path, uri, 0, 1e-4, [1.0], "FINISHED")
+    callback.on_job_start(job_config(config, 0))
+    callback.on_job_end(job_config(config, 0), JobReturn(status=JobStatus.COMPLETED, _return_value=0.5))
+    # job 1's run was RUNNING when the job raised (an error the run's own handler never saw)
+    running = log_child(tmp_path, uri, 1, 3e-4, [1.0], None)
+    callback.on_job_start(job_config(config, 1))
+    callback.on_job_end(job_config(config, 1), failed(KeyError("objective=pc_success is not among ...")))
+    assert client.get_run(ok).info.status == "FINISHED" and "job_error" not in client.get_run(ok).data.tags
+    run = client.get_run(running)
+    assert run.info.status == "FAILED" and run.data.tags["job_error"].startswith("KeyError:")
+    assert len(callback.children()) == 2  # no stand-in for a job that has its run
+
+
+def test_job_process_gets_the_callback_pickled_and_marks_its_run(sweep, monkeypatch):
+    """What a submitit job does: it unpickles the launcher's callbacks and runs the job hooks."""
+    import pickle
+
+    from mlflow.tracking import MlflowClient
+
+    tmp_path, uri, callback, config = sweep
+    clone = pickle.loads(pickle.dumps(callback))
+    assert clone._client is None and clone._tracker is None and clone._run_id == callback._run_id
+    running = log_child(tmp_path, uri, 0, 1e-4, [1.0], None)
+    clone.on_job_start(job_config(config, 0))
+    clone._job_at_exit()  # the job process exits (a SystemExit) before on_job_end
+    client = MlflowClient(uri)
+    assert client.get_run(running).info.status == "FAILED"
+    clone.on_job_start(job_config(config, 1))
+    clone._job_at_exit()  # no run to end: nothing is made up at exit (a requeued job exits this way too)
+    assert len(callback.children()) == 1
+    # the other tasks of a multi-task SLURM job leave the run to task 0
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    clone.on_job_start(job_config(config, 2))
+    clone.on_job_end(job_config(config, 2), failed(RuntimeError("boom")))
+    assert len(callback.children()) == 1
 
 
 def test_no_parent_without_mlflow_logger(tmp_path, monkeypatch):
