@@ -26,8 +26,8 @@ gets this callback pickled with the launcher) it:
   exist, say) gets a FAILED child run of its own, holding its overrides, so the sweep's runs in
   MLflow are all its jobs;
 - at exit, a job process that never reached `on_job_end` (a SystemExit, a signal that Python
-  handles) ends the job's child run FAILED if it is still RUNNING. (A requeued submitit job exits
-  this way too; its next attempt reopens the same run and sets it RUNNING again.)
+  handles) ends the job's child run FAILED if it is still RUNNING, untagged: a requeued submitit
+  job exits this way too, and its next attempt reopens the same run and sets it RUNNING again.
 
 Only a job's first process acts (SLURM task / rank 0), so a multi-task job marks its run once.
 A tracking failure never stops the sweep: it is logged once and the jobs run as top-level runs.
@@ -213,12 +213,12 @@ class ParentRunCallback(Callback):
 
     def _job_at_exit(self) -> None:
         job, self._job = self._job, None
-        if job is not None:
-            self._fail_job(job, "the job process exited before the job returned", stand_in=False)
+        if job is not None:  # no tag: a requeued job exits this way too, and its next attempt may finish
+            self._fail_job(job, "the job process exited before the job returned", stand_in=False, tag=False)
 
-    def _fail_job(self, job: dict, reason: str, stand_in: bool) -> None:
-        """Ends the job's child run(s) FAILED, tagged with `reason`; with `stand_in`, a job that has
-        no child run gets a FAILED one. Never raises: a tracking error is one warning."""
+    def _fail_job(self, job: dict, reason: str, stand_in: bool, tag: bool = True) -> None:
+        """Ends the job's child run(s) FAILED, tagged with `reason` (`tag`); with `stand_in`, a job
+        that has no child run gets a FAILED one. Never raises: a tracking error is one warning."""
         try:
             from tracking.mlflow_tracker import _http_limits
 
@@ -228,8 +228,9 @@ class ParentRunCallback(Callback):
                 for run in runs:
                     if run.info.status not in ("FAILED", "KILLED"):
                         client.set_terminated(run.info.run_id, "FAILED")
-                    client.set_tag(run.info.run_id, JOB_ERROR_TAG, reason)
-                    log.info("job %s failed: its MLflow run %s is FAILED", job["num"], run.info.run_id)
+                    if tag:
+                        client.set_tag(run.info.run_id, JOB_ERROR_TAG, reason)
+                    log.info("job %s failed (%s): its MLflow run %s is FAILED", job["num"], reason, run.info.run_id)
                 if not runs and stand_in:
                     run_id = self._stand_in_run(client, job, reason)
                     log.warning("job %s failed before its MLflow run started (%s): recorded as FAILED run %s",

@@ -185,6 +185,7 @@ def test_job_process_gets_the_callback_pickled_and_marks_its_run(sweep, monkeypa
     clone._job_at_exit()  # the job process exits (a SystemExit) before on_job_end
     client = MlflowClient(uri)
     assert client.get_run(running).info.status == "FAILED"
+    assert "job_error" not in client.get_run(running).data.tags  # a requeued job's next attempt may finish it
     clone.on_job_start(job_config(config, 1))
     clone._job_at_exit()  # no run to end: nothing is made up at exit (a requeued job exits this way too)
     assert len(callback.children()) == 1
