@@ -36,9 +36,10 @@ def run_bounded(cmd: list[str], env: dict | None = None, timeout: float = 600,
 
     Past `timeout` the whole group is killed (daemons and workers it started included) and the
     error carries the output so far. Files, not pipes: a daemon that inherits the output never
-    keeps the test waiting for an end of file."""
+    keeps the test waiting for an end of file. Standard input is /dev/null, whatever the test
+    runner was given (CI gives none), so nothing waits on a terminal or reads a stray descriptor."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True,
                                 start_new_session=True)
         try:
             proc.wait(timeout=timeout)

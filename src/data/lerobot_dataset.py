@@ -24,6 +24,7 @@ DataLoader workers through the page cache.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -375,6 +376,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
         self._load_tables()
         self._load_videos()
+        self._load_images()
         self._mmaps: dict[str, np.ndarray] = {}
         self._mmaps_pid = os.getpid()
 
@@ -445,10 +447,13 @@ class LeRobotDataset(torch.utils.data.Dataset):
         n = int(self._lengths.sum())
 
         self._columns: dict[str, np.ndarray] = {}
-        self._png: dict[str, list[bytes]] = {}
+        self._png: dict[str, list[dict]] = {}  # image cells {bytes, path} until _load_images caches them
         for key in columns:
             if self.features[key]["dtype"] == "image":
-                self._png[key] = table.column(key).combine_chunks().field("bytes").to_pylist()
+                column = table.column(key).combine_chunks()
+                self._png[key] = [{"bytes": b, "path": p} for b, p in zip(
+                    column.field("bytes").to_pylist(),
+                    column.field("path").to_pylist() if column.type.get_field_index("path") >= 0 else [None] * n)]
             elif self.features[key]["dtype"] != "string":
                 self._columns[key] = _column_to_numpy(table.column(key), n)
             else:
@@ -628,12 +633,79 @@ class LeRobotDataset(torch.utils.data.Dataset):
             mm = self._mmaps[str(path)] = np.load(path, mmap_mode="r")
         return mm[self._video_frame[key][rows]]
 
-    def _decode_png(self, key: str, row: int) -> np.ndarray:
-        data = self._png[key][row]
-        if data is None:
-            raise DatasetError(f"{self.root}: frame {row} of '{key}' has no PNG bytes; re-download the dataset")
-        img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        return img.transpose(2, 0, 1)
+    def _load_images(self) -> None:
+        """Image features (PNG in the parquet, or a path to an image file) are decoded once into a
+        memory-mapped uint8 `(N, C, H, W)` cache, like videos, so a training step never decodes PNGs.
+        The cache is keyed by the selected episodes and their parquets' sizes and mtimes."""
+        self._image_cache: dict[str, Path] = {}
+        if not self._png:
+            return
+        def digest(obj) -> str:
+            return hashlib.blake2b(json.dumps(obj).encode(), digest_size=6).hexdigest()
+
+        files = sorted({self.meta.get_data_file_path(ep) for ep in self.episodes})
+        selection = digest(self.episodes)
+        stamp = digest([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+        for key, cells in self._png.items():
+            path = self.cache_dir / key / f"images-{selection}-{stamp}.npy"
+            if not path.is_file():
+                self._build_image_cache(key, cells, path)
+            frames = np.load(path, mmap_mode="r")
+            if tuple(frames.shape[1:]) != visual_chw_shape(key, self.features[key]):
+                raise DatasetError(f"{self.root}: '{key}' images are {list(frames.shape[1:])} (C, H, W) but {INFO_PATH} "
+                                   f"says {self.features[key]['shape']}; fix info.json or the images")
+            self._image_cache[key] = path
+        self._png = {}  # served from the cache from now on
+
+    def _build_image_cache(self, key: str, cells: list[dict], path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            selection = path.name.split("-")[1]
+            for stale in path.parent.glob(f"images-{selection}-*.npy"):  # this selection, older parquets
+                stale.unlink(missing_ok=True)
+            first = self._decode_image(key, 0, cells[0])
+            out = np.lib.format.open_memmap(str(tmp), mode="w+", dtype=np.uint8, shape=(len(cells), *first.shape))
+            out[0] = first
+            for row in tqdm(range(1, len(cells)), desc=f"decoding '{key}' images into {path.parent}",
+                            disable=len(cells) < 5000, leave=False):
+                out[row] = self._decode_image(key, row, cells[row], first.shape)
+            out.flush()
+            del out
+            os.replace(tmp, path)
+        except OSError as e:
+            raise DatasetError(f"{path.parent}: cannot write the decoded-frame cache ({e}); pass cache_dir= a "
+                               "writable folder") from e
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _decode_image(self, key: str, row: int, cell: dict, shape: tuple | None = None) -> np.ndarray:
+        """`(C, H, W)` uint8 of one image cell: its PNG bytes, or the image file its path names."""
+        try:
+            if cell["bytes"] is not None:
+                img = Image.open(io.BytesIO(cell["bytes"]))
+            elif cell["path"]:
+                img = Image.open(self.root / cell["path"])
+            else:
+                raise DatasetError(f"{self.root}: frame {row} of '{key}' has neither PNG bytes nor a path; "
+                                   "re-download the dataset")
+            out = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+            raise DatasetError(f"{self.root}: frame {row} of '{key}' is not a readable image ({e}); "
+                               "re-download the dataset") from e
+        if shape is not None and out.shape != tuple(shape):
+            raise DatasetError(f"{self.root}: frame {row} of '{key}' is {list(out.shape)} (C, H, W), unlike frame 0's "
+                               f"{list(shape)}; the images of one key must share a size")
+        return out
+
+    def _cached_images(self, key: str, rows: np.ndarray) -> np.ndarray:
+        if self._mmaps_pid != os.getpid():
+            self._mmaps, self._mmaps_pid = {}, os.getpid()
+        path = str(self._image_cache[key])
+        mm = self._mmaps.get(path)
+        if mm is None:
+            mm = self._mmaps[path] = np.load(path, mmap_mode="r")
+        return mm[rows]
 
     def _to_float_images(self, frames: np.ndarray) -> torch.Tensor:
         images = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255)
@@ -664,7 +736,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             if dtype == "video":
                 value = self._to_float_images(self._frames(key, rows))
             elif dtype == "image":
-                value = self._to_float_images(np.stack([self._decode_png(key, int(r)) for r in rows]))
+                value = self._to_float_images(self._cached_images(key, rows))
             else:
                 value = torch.from_numpy(np.ascontiguousarray(self._columns[key][rows]))
             item[key] = value if key in self.delta_indices else value[0]

@@ -162,6 +162,51 @@ def test_round_trip_image_dtype_is_exact(image_root):
             row += 1
 
 
+def test_images_are_decoded_once_into_the_frame_cache(image_root, tmp_path, monkeypatch):
+    ds = LeRobotDataset(image_root, episodes=[1, 2], cache_dir=tmp_path / "c")
+    cached = list((tmp_path / "c" / "observation.image").glob("images-*.npy"))
+    assert len(cached) == 1 and np.load(cached[0], mmap_mode="r").shape == (LENGTHS[1] + LENGTHS[2], 3, 32, 32)
+    monkeypatch.setattr(lerobot_dataset.Image, "open", lambda *a: pytest.fail("decoded a PNG at access"))
+    np.testing.assert_array_equal(as_uint8_hwc(ds[LENGTHS[1]]["observation.image"]),
+                                  episode_arrays(2)["observation.image"][0])
+    again = LeRobotDataset(image_root, episodes=[1, 2], cache_dir=tmp_path / "c")  # reused, nothing decoded
+    np.testing.assert_array_equal(again[3]["observation.image"], ds[3]["observation.image"])
+
+
+def test_image_cells_may_name_files_instead_of_bytes(image_root, tmp_path):
+    """An image column of paths (relative to the root), as datasets with image folders store it."""
+    root = tmp_path / "paths"
+    shutil.copytree(image_root, root)
+    path = root / "data/chunk-000/episode_000000.parquet"
+    table = pq.read_table(path)
+    cells = table.column("observation.image").to_pylist()
+    for i, cell in enumerate(cells):
+        name = f"images/observation.image/episode_000000/frame_{i:06d}.png"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(cell["bytes"])
+        cells[i] = {"bytes": None, "path": name}
+    column = pa.array(cells, type=table.schema.field("observation.image").type)
+    pq.write_table(table.set_column(table.column_names.index("observation.image"), "observation.image", column), path)
+    ds = LeRobotDataset(root, episodes=[0])
+    np.testing.assert_array_equal(as_uint8_hwc(ds[4]["observation.image"]), episode_arrays(0)["observation.image"][4])
+
+
+def test_error_unreadable_image(image_root, tmp_path):
+    root = tmp_path / "bad"
+    shutil.copytree(image_root, root)
+    path = root / "data/chunk-000/episode_000001.parquet"
+    table = pq.read_table(path)
+    cells = table.column("observation.image").to_pylist()
+    cells[3] = {"bytes": b"\x89PNG not really", "path": None}
+    column = pa.array(cells, type=table.schema.field("observation.image").type)
+    pq.write_table(table.set_column(table.column_names.index("observation.image"), "observation.image", column), path)
+    with pytest.raises(DatasetError) as err:
+        LeRobotDataset(root)
+    msg = one_line(err)
+    assert f"frame {LENGTHS[0] + 3} of 'observation.image' is not a readable image" in msg
+    assert not list((root / ".cache").rglob("*.tmp")) and not list((root / ".cache").rglob("images-*.npy"))
+
+
 def test_metadata(video_root):
     meta = LeRobotDatasetMetadata(video_root)
     assert meta.fps == FPS and meta.total_frames == sum(LENGTHS) and meta.total_episodes == 3

@@ -117,8 +117,8 @@ def _start_sweep(args: list[str], cluster: dict, log_dir: Path) -> subprocess.Po
     """A sweep running in the background (its own process group, output in files)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **cluster}
     return subprocess.Popen([sys.executable, str(REPO / "src" / "train.py"), *args], cwd=REPO, env=env,
-                            stdout=(log_dir / "sweep.out").open("w"), stderr=(log_dir / "sweep.err").open("w"),
-                            start_new_session=True)
+                            stdin=subprocess.DEVNULL, stdout=(log_dir / "sweep.out").open("w"),
+                            stderr=(log_dir / "sweep.err").open("w"), start_new_session=True)
 
 
 def _wait_for(predicate, timeout: float, what: str, cluster: dict) -> None:
