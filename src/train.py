@@ -17,7 +17,6 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTH
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from cli.entry import prepare_argv, report_user_errors  # noqa: E402
@@ -30,8 +29,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def main(cfg: DictConfig) -> float | None:
     from training.run import run
 
-    hc = HydraConfig.get()
-    with report_user_errors(hc.runtime.output_dir if hc.mode == RunMode.RUN else None):
+    with report_user_errors(HydraConfig.get().runtime.output_dir):
         final = run(cfg)
     if final and cfg.objective not in final:
         raise KeyError(f"objective={cfg.objective} is not among the final eval metrics {sorted(final)}")
