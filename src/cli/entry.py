@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cli.seed_flags import config_keys, hydra_flag_words, names_nerfacto, translate_argv
 
+_MULTIRUN = {"--multirun", "-m"}
 _HYDRA_NO_COMPOSE = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--multirun", "-m",
                      "--info", "-i", "--cfg", "-c", "--resolve", "--run", "-r"}
 
@@ -53,7 +54,39 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
         i += max(words, 1)
     if not any(a in _HYDRA_NO_COMPOSE for a in args):
         check_warm_start(check_composes(config_dir, config_name, overrides))
+    elif any(a in _MULTIRUN for a in args) and not any(a in _HYDRA_NO_COMPOSE - _MULTIRUN for a in args):
+        check_sweep(config_dir, config_name, overrides)
     return [argv[0], *args]
+
+
+def check_sweep(config_dir: str, config_name: str, overrides: list[str]) -> None:
+    """Every value of every swept key composes, with the other keys at their first value, so that a
+    bad sweep value is one line before any job is launched or submitted. One key at a time: n keys
+    of k values cost 1 + n(k - 1) compositions, not k^n. Interval sweeps (optuna's) list no values
+    and are left to the sweeper."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as e:
+        fail(explain_composition_error(e, config_dir))
+    first, swept = [], []
+    for text, override in zip(overrides, parsed):
+        values = None
+        if override.is_sweep_override():
+            with contextlib.suppress(Exception):  # an interval sweep has no values to list
+                values = list(override.sweep_string_iterator())
+        if not values:
+            first.append(text)
+            continue
+        key = override.get_key_element()
+        first.append(f"{key}={values[0]}")
+        swept.append((len(first) - 1, key, values))
+    check_composes(config_dir, config_name, first)  # its messages name the key, swept or not
+    for pos, key, values in swept:
+        for value in values[1:]:
+            trial = [*first[:pos], f"{key}={value}", *first[pos + 1:]]
+            check_composes(config_dir, config_name, trial, label=f"sweep value {key}={value}")
 
 
 def family_switch(args: list[str]) -> list[str]:
@@ -74,8 +107,9 @@ def family_switch(args: list[str]) -> list[str]:
     return [*args[:at + 1], *extra, *args[at + 1:]]
 
 
-def check_composes(config_dir: str, config_name: str, overrides: list[str]):
-    """The composed config (Hydra's node included), or one `error:` line and exit 2."""
+def check_composes(config_dir: str, config_name: str, overrides: list[str], label: str = ""):
+    """The composed config (Hydra's node included), or one `error:` line (after `label: `) and exit 2."""
+    prefix = f"{label}: " if label else ""
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
@@ -88,9 +122,9 @@ def check_composes(config_dir: str, config_name: str, overrides: list[str]):
             check_device_options(cfg.machine.device_type, cfg.amp_dtype)
             return cfg
     except (ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException) as e:
-        fail(explain_composition_error(e, config_dir))
+        fail(prefix + explain_composition_error(e, config_dir))
     except ValueError as e:  # the policy config's own checks, the device and AMP options (ConfigError)
-        fail(str(e))
+        fail(prefix + str(e))
 
 
 def check_warm_start(cfg) -> None:

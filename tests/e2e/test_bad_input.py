@@ -39,6 +39,18 @@ def test_bad_overrides_fail_before_a_run_directory_exists(tmp_path, override, ex
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize("sweep, expected", [
+    (["seed=1,one"], "sweep value seed=one: wrong type for seed"),
+    (["optimizer=adam,sgdd", "seed=range(1,3)"], "sweep value optimizer=sgdd: optimizer=sgdd is not an option"),
+    (["seed=1,2", "policy.horizn=3"], "policy.horizn is not a config key"),
+])
+def test_a_bad_sweep_value_fails_before_any_job_starts(tmp_path, sweep, expected):
+    sweep_dir = tmp_path / "sweep"
+    line = _one_error_line(run_train(["-m", "logger=none", f"hydra.sweep.dir={sweep_dir}", "steps=0", *sweep]))
+    assert expected in line
+    assert not sweep_dir.exists()
+
+
 def test_unknown_seed_flag_names_the_closest(tmp_path):
     line = _one_error_line(run_train(["--policy.horizn=3", f"hydra.run.dir={tmp_path / 'run'}"]))
     assert "--policy.horizn" in line and "--policy.horizon" in line
