@@ -105,12 +105,21 @@ def test_refused_partition_is_a_clear_error(slurm_cluster, tmp_path):
     assert "invalid partition" in (proc.stdout + proc.stderr).lower()
 
 
+def test_resources_the_cluster_cannot_give_are_a_clear_error(slurm_cluster, tmp_path):
+    proc = run_sweep(["-m", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=slurm",
+                      "machine.mem_gb=100000", "seed=1,2"], slurm_cluster, timeout=300)
+    assert proc.returncode != 0
+    out = (proc.stdout + proc.stderr).lower()
+    assert "memory specification can not be satisfied" in out or "requested node configuration is not available" in out, \
+        out[-3000:]
+
+
 def test_wrong_type_sweep_value_is_a_clear_error(slurm_cluster, tmp_path):
     proc = run_sweep(["-m", "logger=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=submitit_slurm",
-                      "hydra.launcher.cpus_per_task=1", "seed=one,two"], slurm_cluster, timeout=300)
-    assert proc.returncode != 0
-    out = proc.stdout + proc.stderr
-    assert "seed" in out and "one" in out, out[-3000:]
+                      "hydra.launcher.cpus_per_task=1", "seed=1,two"], slurm_cluster, timeout=300)
+    assert proc.returncode == 2
+    assert "error: sweep value seed=two: wrong type for seed" in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "sweep").exists()  # refused before anything was submitted
 
 
 def _start_sweep(args: list[str], cluster: dict, log_dir: Path) -> subprocess.Popen:
