@@ -28,7 +28,7 @@ def main(argv: list[str]) -> dict:
     from omegaconf import OmegaConf
 
     from pipelines import load_checkpoint
-    from training.checkpoint import CHOICES_FILE
+    from training.checkpoint import CHOICES_FILE, run_dir_of
 
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     bad = [a for a in argv if "=" not in a]
@@ -37,7 +37,8 @@ def main(argv: list[str]) -> dict:
     output_dir, output_path = args.pop("output_dir", None), args.pop("output_path", None)
     ckpt, pipeline, cfg, state = load_checkpoint(args.pop("checkpoint"), args)
     step = int(state["step"])
-    out_dir = Path(output_dir) if output_dir else ckpt.parent.parent / "eval_only" / f"step_{step:06d}"
+    run_dir = run_dir_of(ckpt, cfg.get("relative_model_dir"))
+    out_dir = Path(output_dir) if output_dir else run_dir / "eval_only" / f"step_{step:06d}"
     metrics, _ = pipeline.evaluate(out_dir, step)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step, **metrics}, indent=2))

@@ -18,6 +18,7 @@ if __name__ == "__main__":  # run as a script: make src/ importable, as train.py
 from cli.seed_flags import (  # noqa: E402
     CONF_DIR,
     LEROBOT,
+    LOAD_CONFIG_FLAG,
     NERFSTUDIO,
     PRESET_FLAG,
     SeedFlag,
@@ -44,7 +45,7 @@ def status(seed: SeedFlag) -> str:
     """`supported[ with group=option]`, `awaits <feature>` or `not supported: <why>`."""
     if seed.flag == "--help":
         return "supported: Hydra's help (config groups, keys and override syntax)"
-    if seed.flag == PRESET_FLAG:
+    if seed.flag in (PRESET_FLAG, LOAD_CONFIG_FLAG):
         return "supported"
     rule = rule_for(seed.flag)
     if rule.target is None:
@@ -104,6 +105,9 @@ def override_text(seed: SeedFlag) -> str:
         return "`--help`"
     if seed.flag == PRESET_FLAG:
         return "none: `true` is the default; `false` needs `optimizer=<name>`"
+    if seed.flag == LOAD_CONFIG_FLAG:
+        return ("the saved run's group choices (its checkpoint's choices.yaml) and each value of the file that "
+                "differs from them: `model=nerfacto data=synthetic ... <key>=<value> ...`")
     rule = rule_for(seed.flag)
     if rule.target is None:
         return "—"
@@ -170,6 +174,9 @@ def render() -> str:
         "- An unknown flag stops the run with one line naming the three closest known flags. A flag marked",
         "  \"not supported\" below stops it with one line saying why. A flag whose target \"awaits\" a",
         "  feature is translated all the same, and Hydra names the missing option or key until it lands.",
+        f"- `{LOAD_CONFIG_FLAG} <run>/config.yaml` (or a checkpoint's config.yaml) reads that file and writes it",
+        "  out as overrides: the run's group choices and every value that differs from what they compose to,",
+        "  so the new run (its own directory) has the saved config; flags and overrides after it apply on top.",
         f"- `{PRESET_FLAG}=true` is what happens anyway (the optimizer and scheduler follow",
         "  `conf/optimizer/preset/<policy>.yaml`); `=false` must come with an optimizer choice.",
         "",

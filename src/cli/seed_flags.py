@@ -422,6 +422,7 @@ class Rule:
 
 
 PRESET_FLAG = "--use_policy_training_preset"
+LOAD_CONFIG_FLAG = "--load-config"
 _NERF = "nerfacto"
 _VIEWER = "there is no interactive viewer; metrics go to MLflow (logger=mlflow) and renders are saved with the run"
 _FROM_DATASET = "filled from the dataset's features when the policy is built, never by hand"
@@ -486,8 +487,11 @@ RULES: tuple[Rule, ...] = (
     Rule("--viewer.", None, _VIEWER),
     Rule("--data", "data.data", _NERF),
     Rule("--prompt", "model.prompt", _NERF),
-    *(Rule(f"--{k}", k.replace("-", "_"), _NERF) for k in (
-        "relative-model-dir", "save-only-latest-checkpoint", "load-config", "log-gradients", "use-grad-scaler")),
+    # nerfstudio's run options: root keys of both families
+    *(Rule(f"--{k}", k.replace("-", "_")) for k in (
+        "relative-model-dir", "save-only-latest-checkpoint", "log-gradients", "use-grad-scaler")),
+    # a saved config.yaml becomes the overrides that compose it again (load_config_overrides)
+    Rule(LOAD_CONFIG_FLAG, None, "translated by load_config_overrides"),
     # warm starts: root keys of both families (a new run from another run's checkpoint)
     *(Rule(f"--{k}", k.replace("-", "_")) for k in ("load-dir", "load-step", "load-checkpoint", "load-scheduler")),
     Rule("--steps-per-save", "save_freq"),
@@ -504,6 +508,9 @@ RULES: tuple[Rule, ...] = (
     Rule("--pipeline.datamanager.camera-optimizer.optimizer.", "optimizer.camera_opt.", _NERF),
     Rule("--pipeline.datamanager.camera-optimizer.scheduler.", "scheduler.camera_opt.", _NERF),
     Rule("--pipeline.datamanager.camera-optimizer.", "model.camera_optimizer.", _NERF),
+    Rule("--pipeline.datamanager.pixel-sampler.is-equirectangular", None,
+         "there are no equirectangular cameras here (the dataparsers read pinhole and OpenCV cameras and refuse "
+         "EQUIRECTANGULAR), and nerfstudio's datamanager sets this flag from the cameras anyway"),
     Rule("--pipeline.datamanager.", "data.", _NERF),
     Rule("--pipeline.model.", "model.", _NERF),
     Rule("--optimizers.fields.optimizer.", "optimizer.fields.", _NERF),
@@ -566,6 +573,10 @@ def translate_argv(args: list[str]) -> tuple[list[str], list[str]]:
         translated = True
         if seed == PRESET_FLAG:
             notes.append(_training_preset(_bool(flag, words), args))
+        elif seed == LOAD_CONFIG_FLAG:
+            overrides, note = load_config_overrides(words[0])
+            out += overrides
+            notes.append(note)
         elif rule is not None and rule.group:
             value = _bool(flag, words) if rule.values else _word(words[0], multirun)
             out.append(_checked(flag, f"{rule.target}={dict(rule.values).get(value, value)}"))
@@ -576,6 +587,93 @@ def translate_argv(args: list[str]) -> tuple[list[str], list[str]]:
     return out, notes
 
 
+# Keys a pipeline fills in when it builds (not settable by an override): left out of --load-config's overrides.
+_FILLED_AT_BUILD = ("policy.input_features", "policy.output_features")
+
+
+def load_config_overrides(path: str) -> tuple[list[str], str]:
+    """nerfstudio's `--load-config <config.yml>` trains with a saved config instead of composing one. Here a
+    `config.yaml` that train.py wrote (`<run>/config.yaml` or a checkpoint's; a folder means its
+    config.yaml) becomes the overrides that compose it again: the run's group choices (the checkpoint's
+    `choices.yaml`) and every value of the file that differs from what those choices compose to. Flags and
+    overrides after it apply on top (Hydra keeps a key's last value). Returns (overrides, note)."""
+    import yaml
+
+    if path in ("None", "null"):
+        return [], f"{LOAD_CONFIG_FLAG} None: nothing to load"
+    file = Path(path).expanduser()
+    file = file / "config.yaml" if file.is_dir() else file
+    if not file.is_file():
+        raise ValueError(f"{LOAD_CONFIG_FLAG}: no config at {file}; give the config.yaml of a run "
+                         "(<run>/config.yaml) or of a checkpoint (<run>/checkpoints/<step>/config.yaml)")
+    try:
+        saved = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{LOAD_CONFIG_FLAG}: {file} is not YAML ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{LOAD_CONFIG_FLAG}: {file} does not hold a config (a mapping of keys)")
+    model_dir = saved.get("relative_model_dir") or "checkpoints"
+    candidates = [file.parent / "choices.yaml", file.parent / str(model_dir) / "last" / "choices.yaml"]
+    choices_file = next((c for c in candidates if c.is_file()), None)
+    if choices_file is None:
+        raise ValueError(f"{LOAD_CONFIG_FLAG}: no choices.yaml beside {file} or in its run's {model_dir}/last/ "
+                         "(the config groups it was composed from); give a config.yaml written by src/train.py "
+                         "of a run that saved a checkpoint")
+    choices = yaml.safe_load(choices_file.read_text()) or {}
+    groups = [f"{g}={c}" for g, c in choices.items() if c is not None]
+    if choices.get("policy") is None:  # a neural-field run: no policy group (`~policy` leaves no choice)
+        groups.append("~policy")
+    try:
+        composed = _leaves(_composed(groups))
+    except Exception as e:  # a choice that no longer exists, a config that does not compose
+        raise ValueError(f"{LOAD_CONFIG_FLAG}: the group choices of {choices_file} ({' '.join(groups)}) do not "
+                         f"compose: {' '.join(str(e).split())[:300]}") from None
+    values, unknown = [], []
+    for key, value in _leaves(saved).items():
+        if key == "resume" or key.startswith(_FILLED_AT_BUILD):
+            continue
+        if key not in composed:
+            unknown.append(key)
+        elif composed[key] != value:
+            values.append(_checked(LOAD_CONFIG_FLAG, f"{key}={_format(LOAD_CONFIG_FLAG, value)}"))
+    if unknown:
+        raise ValueError(f"{LOAD_CONFIG_FLAG}: {file} has keys that the current conf/ does not "
+                         f"({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}); it was written by "
+                         "another version: remove them from a copy of the file and load that")
+    note = (f"{LOAD_CONFIG_FLAG} {file}: its group choices ({choices_file}) and the {len(values)} values that "
+            "differ from what they compose to; flags and overrides after it apply on top")
+    return [*groups, *values], note
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> value for every leaf of a nested mapping (lists and empty mappings are leaves)."""
+    if isinstance(node, dict) and node:
+        out: dict[str, object] = {}
+        for k, v in node.items():
+            out.update(_leaves(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _composed(overrides: list[str]) -> dict:
+    """train.yaml composed with `overrides`, resolved as a run resolves it (Hydra's own node left out)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from config.store import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        body = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        try:
+            return OmegaConf.to_container(body, resolve=True, throw_on_missing=False)
+        except Exception:  # an interpolation that only resolves in a run: compare it unresolved
+            return OmegaConf.to_container(body, resolve=False)
+
+
 def names_nerfacto(args: list[str]) -> bool:
     """True when a flag of `args` has a key only a neural-field run has (ns-train nerfacto's
     `--pipeline.*` and the like), so a command of nerfstudio's flags alone means `model=nerfacto`."""
@@ -584,7 +682,7 @@ def names_nerfacto(args: list[str]) -> bool:
             continue
         flag = arg.partition("=")[0]
         seed = flag if flag in SEED_FLAGS else _SPELLINGS.get(flag.replace("_", "-"))
-        rule = rule_for(seed) if seed is not None and seed != PRESET_FLAG else None
+        rule = rule_for(seed) if seed is not None and seed not in (PRESET_FLAG, LOAD_CONFIG_FLAG) else None
         if rule is not None and rule.note == _NERF:
             return True
     return False
@@ -618,6 +716,8 @@ def _resolve(flag: str) -> tuple[str | None, Rule | None, str | None, str]:
     if seed is not None:
         if seed == PRESET_FLAG:
             return seed, None, None, "bool"
+        if seed == LOAD_CONFIG_FLAG:
+            return seed, None, None, "scalar"
         rule = rule_for(seed)
         key = target_key(seed, rule)
         if key is None:

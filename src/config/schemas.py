@@ -131,6 +131,17 @@ class SyntheticSceneConfig:
 
 
 @dataclass
+class PixelSamplerConfig:
+    """nerfstudio's --pipeline.datamanager.pixel-sampler.*. As nerfstudio's datamanager does, each split's
+    sampler takes its batch size from train_num_rays_per_batch / eval_num_rays_per_batch, so
+    `num_rays_per_batch` is not read (kept so a translated command stays valid); `keep_full_image` adds
+    the split's images to every ray batch ("full_image"). No equirectangular cameras: no such flag."""
+
+    num_rays_per_batch: int = 4096
+    keep_full_image: bool = False
+
+
+@dataclass
 class NerfDataConfig:
     """nerfstudio's VanillaDataManager options (`--pipeline.datamanager.*`, snake_case); the
     dataparser is nested (its `_target_` picks nerfstudio's or the Blender format reader)."""
@@ -149,6 +160,7 @@ class NerfDataConfig:
     patch_size: int = 1
     images_on_gpu: bool = False
     masks_on_gpu: bool = False
+    pixel_sampler: PixelSamplerConfig = field(default_factory=PixelSamplerConfig)
     scene: Optional[SyntheticSceneConfig] = None  # data=synthetic: generated on first use
 
 
@@ -246,6 +258,11 @@ class TrainConfig:
     eval_freq: int = 20_000
     save_freq: int = 20_000
     save_checkpoint: bool = True
+    # nerfstudio's run options, for both families (model=nerfacto sets save_only_latest_checkpoint=true)
+    save_only_latest_checkpoint: bool = False  # after each save, delete the older step folders
+    relative_model_dir: str = "checkpoints"  # where checkpoints go, relative to the run directory
+    use_grad_scaler: bool = False  # loss scaling even without fp16 mixed precision
+    log_gradients: bool = False  # per-param-group gradient norms (train/gradients/*) every log_freq
     resume: bool = False
     # Warm start (nerfstudio's --load-dir/--load-step/--load-checkpoint): a new run that starts from
     # another run's weights, optimizer, scheduler and step. resume=true continues the same run instead.

@@ -125,5 +125,8 @@ def render(args: dict[str, str]) -> Path:
     cams, fps = trajectory(pipeline, opts)
     frames = render_frames(pipeline.model, cams, list(opts.rendered_output_names), cfg.eval.chunk)
     name = ORBIT if opts.camera_path == ORBIT else Path(opts.camera_path).stem
-    default = ckpt.parent.parent / "renders" / (f"{name}.mp4" if opts.output_format == "video" else name)
+    from training.checkpoint import run_dir_of
+
+    run_dir = run_dir_of(ckpt, cfg.get("relative_model_dir"))
+    default = run_dir / "renders" / (f"{name}.mp4" if opts.output_format == "video" else name)
     return write(frames, Path(opts.output) if opts.output else default, opts.output_format, fps)

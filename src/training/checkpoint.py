@@ -1,7 +1,7 @@
 """Atomic, complete checkpoints: a run resumed from one continues exactly where it stopped.
 
-Layout of ``<run_dir>/checkpoints/<step:06d>/``: ``model.safetensors`` (weights and normalisation
-buffers), ``training_state.pt`` (optimizer, scheduler, grad scaler, RNG states, step, data
+Layout of ``<run_dir>/<relative_model_dir: checkpoints>/<step:06d>/``: ``model.safetensors`` (weights and
+normalisation buffers), ``training_state.pt`` (optimizer, scheduler, grad scaler, RNG states, step, data
 position, tracking run id), ``config.yaml`` (the resolved config) and ``choices.yaml`` (the
 config-group choices it was composed from, so a resume can tell a changed choice from a repeated one). Each is written under
 ``.tmp-<step>`` and the folder renamed only once complete, then ``last`` is re-pointed with an
@@ -30,13 +30,58 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing or cannot be read; the message says which and what to do."""
 
 
-def checkpoints_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+DEFAULT_MODEL_DIR = "checkpoints"
+
+
+def checkpoints_dir(run_dir: str | Path, relative_model_dir: str | None = None) -> Path:
+    """`<run_dir>/<relative_model_dir>` (nerfstudio's --relative-model-dir). None: the run's own
+    setting, read from the `config.yaml` train.py writes in the run directory (`checkpoints` when it has
+    none), so a resume, eval.py, render.py or load_dir find the checkpoints of a run that moved them."""
+    rel = run_model_dir(run_dir) if relative_model_dir is None else check_model_dir(relative_model_dir)
+    return Path(run_dir) / rel
+
+
+def check_model_dir(relative_model_dir: str) -> str:
+    """A folder strictly inside the run directory, or a CheckpointError naming the key."""
+    rel = Path(str(relative_model_dir))
+    if not str(relative_model_dir).strip() or rel.is_absolute() or ".." in rel.parts or rel == Path("."):
+        raise CheckpointError(f"relative_model_dir={relative_model_dir!r} must name a folder inside the run "
+                              f"directory (e.g. {DEFAULT_MODEL_DIR} or nerfstudio_models), not an absolute path, "
+                              "'.' or one that climbs out with '..'")
+    return str(rel)
+
+
+def run_model_dir(run_dir: str | Path) -> str:
+    """The relative_model_dir a run saved with (its `config.yaml`), else `checkpoints`."""
+    config = Path(run_dir) / CONFIG_FILE
+    if config.is_file():
+        import yaml
+
+        try:
+            value = (yaml.safe_load(config.read_text()) or {}).get("relative_model_dir")
+        except (yaml.YAMLError, AttributeError, OSError):
+            value = None
+        if value:
+            return check_model_dir(value)
+    return DEFAULT_MODEL_DIR
+
+
+def run_dir_of(ckpt: Path, relative_model_dir: str | None = None) -> Path:
+    """The run directory of checkpoint folder `ckpt` (`<run>/<relative_model_dir>/<step>`)."""
+    rel = Path(check_model_dir(relative_model_dir or DEFAULT_MODEL_DIR))
+    run = Path(ckpt).parent
+    for _ in rel.parts:
+        run = run.parent
+    return run
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, training_state: dict,
-                    config_yaml: str, choices_yaml: str = "") -> Path:
-    root = checkpoints_dir(run_dir)
+                    config_yaml: str, choices_yaml: str = "", relative_model_dir: str | None = None,
+                    only_latest: bool = False) -> Path:
+    """Writes `<run_dir>/<relative_model_dir>/<step>/` atomically and points `last` at it; with
+    `only_latest` (nerfstudio's --save-only-latest-checkpoint) the older step folders are deleted
+    afterwards, so a complete checkpoint exists at every moment."""
+    root = checkpoints_dir(run_dir, relative_model_dir or DEFAULT_MODEL_DIR)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:06d}"
     tmp = root / f".tmp-{step:06d}"
@@ -51,6 +96,10 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, trai
         shutil.rmtree(final)
     os.replace(tmp, final)
     _point_last(root, final.name)
+    if only_latest:
+        for old in root.iterdir():
+            if old.name.isdigit() and old.name != final.name and old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -77,17 +126,17 @@ def clean_partial(run_dir: str | Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def last_checkpoint(run_dir: str | Path) -> Path | None:
-    link = checkpoints_dir(run_dir) / LAST
+def last_checkpoint(run_dir: str | Path, relative_model_dir: str | None = None) -> Path | None:
+    link = checkpoints_dir(run_dir, relative_model_dir) / LAST
     if not link.exists():
         return None
     return link.resolve()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """Accepts a checkpoint folder, a `checkpoints/` folder or a run folder."""
+    """Accepts a checkpoint folder, a `checkpoints/` folder (any relative_model_dir) or a run folder."""
     p = Path(path)
-    for candidate in (p, p / LAST, p / "checkpoints" / LAST):
+    for candidate in (p, p / LAST, checkpoints_dir(p) / LAST, p / DEFAULT_MODEL_DIR / LAST):
         if (candidate / MODEL_FILE).is_file():
             return candidate.resolve()
     raise CheckpointError(f"no checkpoint at {p} (expected {MODEL_FILE} in it, or checkpoints/last under a run "
@@ -111,8 +160,9 @@ def warm_start_checkpoint(load_dir: str | None, load_step: int | None, load_chec
                                   "one checkpoint folder")
         ckpt = _checked_folder(Path(load_checkpoint), "load_checkpoint")
     else:
-        root = Path(load_dir)
-        root = root if root.name == "checkpoints" else checkpoints_dir(root)
+        root = Path(load_dir)  # a run folder, or its checkpoints folder (whatever its relative_model_dir)
+        if not ((root / LAST).exists() or root.name == DEFAULT_MODEL_DIR or any(root.glob("[0-9]*[0-9]"))):
+            root = checkpoints_dir(root)
         if load_step is None:
             ckpt = _checked_folder(root / LAST, "load_dir")
         else:

@@ -50,7 +50,8 @@ def autocast(device: torch.device, use_amp: bool, dtype_name: str):
     return torch.autocast(device_type=device.type, dtype=amp_dtype(dtype_name))
 
 
-def grad_scaler(device: torch.device, use_amp: bool, dtype_name: str) -> torch.amp.GradScaler:
-    """fp16 needs loss scaling to keep small gradients; bf16 has fp32's range and does not."""
-    enabled = use_amp and amp_dtype(dtype_name) == torch.float16 and device.type == "cuda"
+def grad_scaler(device: torch.device, use_amp: bool, dtype_name: str, force: bool = False) -> torch.amp.GradScaler:
+    """fp16 needs loss scaling to keep small gradients; bf16 has fp32's range and does not.
+    `force` (use_grad_scaler, nerfstudio's --use-grad-scaler) scales the loss on any device and dtype."""
+    enabled = force or (use_amp and amp_dtype(dtype_name) == torch.float16 and device.type == "cuda")
     return torch.amp.GradScaler(device.type, enabled=enabled)

@@ -39,6 +39,11 @@ class LoopConfig:
     save_freq: int = 0
     save_checkpoint: bool = True
     progress_bar: bool = True
+    # nerfstudio's --save-only-latest-checkpoint, --relative-model-dir, --use-grad-scaler, --log-gradients
+    save_only_latest_checkpoint: bool = False
+    relative_model_dir: str = ckpt_lib.DEFAULT_MODEL_DIR
+    use_grad_scaler: bool = False
+    log_gradients: bool = False
 
 
 def _due(step: int, freq: int, last: int) -> bool:
@@ -84,7 +89,8 @@ class Trainer:
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params())
         self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)
-        self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype)
+        self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype, force=loop.use_grad_scaler)
+        ckpt_lib.check_model_dir(loop.relative_model_dir)  # a bad one stops the run before training
         self.step = 0
         self.evaluations = tuple(pipeline.evaluations()) if hasattr(pipeline, "evaluations") else (
             Evaluation("eval", loop.eval_freq, pipeline.evaluate, final=True),)
@@ -143,7 +149,8 @@ class Trainer:
         state = self.training_state()  # a collective: every rank contributes its RNG state
         if self.rank.is_main:
             path = ckpt_lib.save_checkpoint(self.run_dir, self.step, self.model, state, self.config_yaml,
-                                            self.choices_yaml)
+                                            self.choices_yaml, relative_model_dir=self.loop.relative_model_dir,
+                                            only_latest=self.loop.save_only_latest_checkpoint)
             log.info("saved checkpoint %s", path)
         dist_lib.barrier()
 
@@ -204,6 +211,8 @@ class Trainer:
                     self.scaler.unscale_(self.optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip or math.inf)
                     self.scaler.step(self.optimizer)
+                gradients = self.gradient_norms() if loop.log_gradients and _due(
+                    self.step + 1, loop.log_freq, loop.steps) else {}
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.scheduler is not None:
@@ -225,6 +234,7 @@ class Trainer:
                                "samples_per_s": self.pipeline.samples_per_step(loop) * self.rank.world_size
                                / m["step_time"]}
                     metrics.update({k: v for k, v in m.items() if k not in ("step_time", "data_time")})
+                    metrics.update({f"gradients/{k}": v for k, v in gradients.items()})
                     if self.device.type == "cuda":  # GiB; this process's peak so far (training and evals)
                         metrics["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
                     if self.rank.is_main:
@@ -241,6 +251,21 @@ class Trainer:
         finally:
             progress.close()
         return last_eval
+
+    def gradient_norms(self) -> dict[str, float]:
+        """nerfstudio's --log-gradients, per optimizer param group: the L2 norm of the group's gradients as
+        the optimizer stepped with them (unscaled, clipped), and `total` over all groups."""
+        if isinstance(self.optimizer, GroupedOptimizer):
+            groups = {name: [p for g in opt.param_groups for p in g["params"]]
+                      for name, opt in self.optimizer.optimizers.items()}
+        else:
+            groups = {str(g.get("name", i)): g["params"] for i, g in enumerate(self.optimizer.param_groups)}
+        norms = {}
+        for name, ps in groups.items():
+            grads = [p.grad.detach().float().norm() for p in ps if p.grad is not None]
+            norms[name] = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
+        norms["total"] = math.sqrt(sum(v * v for v in norms.values()))
+        return norms
 
 
 class _Meter:

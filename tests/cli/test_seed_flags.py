@@ -15,7 +15,8 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from cli import flag_table, seed_flags
-from cli.seed_flags import LEROBOT, NERFSTUDIO, PRESET_FLAG, SEED_FLAGS, names_nerfacto, rule_for, translate_argv
+from cli.seed_flags import (LEROBOT, LOAD_CONFIG_FLAG, NERFSTUDIO, PRESET_FLAG, SEED_FLAGS, names_nerfacto, rule_for,
+                            translate_argv)
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO.parent / "shared" / "seeds"  # CI and developers have shared/ beside the clone
@@ -99,7 +100,7 @@ def _sample_words(seed: seed_flags.SeedFlag) -> list[str]:
             "dict": ['{"VISUAL": "MEAN_STD"}'], "scalar": [listed.group(1).split(",")[0] if listed else "7"]}[seed.kind]
 
 
-@pytest.mark.parametrize("flag", [f for f in SEED_FLAGS if f not in ("--help", PRESET_FLAG)])
+@pytest.mark.parametrize("flag", [f for f in SEED_FLAGS if f not in ("--help", PRESET_FLAG, LOAD_CONFIG_FLAG)])
 def test_every_seed_flag_translates_or_names_what_it_awaits(flag):
     seed = SEED_FLAGS[flag]
     rule = rule_for(flag)
@@ -369,3 +370,101 @@ def test_nerfstudio_only_flags_name_nerfacto():
     assert names_nerfacto(["--max-num-iterations", "1", "--pipeline.datamanager.camera-optimizer.mode=off"])
     assert not names_nerfacto(["--max-num-iterations", "100", "--machine.seed", "1"])  # both families' keys
     assert not names_nerfacto(["--policy.type=diffusion", "--batch_size=8", "model.hidden_dim=32"])
+
+
+NERFACTO = ["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=preset/nerfacto", "data=synthetic"]
+
+
+def test_nerfstudio_run_option_flags_reach_root_keys_of_both_families(compose):
+    args = ["--save-only-latest-checkpoint", "False", "--relative-model-dir", "nerfstudio_models",
+            "--use-grad-scaler", "True", "--log-gradients"]
+    out, _ = translate_argv(args)
+    assert out == ["save_only_latest_checkpoint=false", "relative_model_dir=nerfstudio_models", "use_grad_scaler=true",
+                   "log_gradients=true"]
+    for cfg in (compose([*NERFACTO, *out]), compose(out)):
+        assert (cfg.save_only_latest_checkpoint, cfg.relative_model_dir, cfg.use_grad_scaler, cfg.log_gradients) == (
+            False, "nerfstudio_models", True, True)
+    defaults, robot = compose(NERFACTO), compose([])
+    assert (defaults.save_only_latest_checkpoint, robot.save_only_latest_checkpoint) == (True, False)  # the seed's
+    assert (robot.relative_model_dir, robot.use_grad_scaler, robot.log_gradients) == ("checkpoints", False, False)
+    assert not names_nerfacto(args)  # root keys of both families
+    for flag in ("--save-only-latest-checkpoint", "--relative-model-dir", "--use-grad-scaler", "--log-gradients",
+                 LOAD_CONFIG_FLAG):
+        assert flag_table.status(SEED_FLAGS[flag]) == "supported"
+
+
+def test_pixel_sampler_flags(compose):
+    out, _ = translate_argv(["--pipeline.datamanager.pixel-sampler.num-rays-per-batch", "1024",
+                             "--pipeline.datamanager.pixel-sampler.keep-full-image", "True"])
+    assert out == ["data.pixel_sampler.num_rays_per_batch=1024", "data.pixel_sampler.keep_full_image=true"]
+    cfg = compose([*NERFACTO, *out])
+    assert (cfg.data.pixel_sampler.num_rays_per_batch, cfg.data.pixel_sampler.keep_full_image) == (1024, True)
+    with pytest.raises(ValueError, match="not supported yet: there are no equirectangular cameras"):
+        translate_argv(["--pipeline.datamanager.pixel-sampler.is-equirectangular", "True"])
+
+
+def _saved_run(tmp_path, overrides: list[str]):
+    """A run folder as train.py leaves it: <run>/config.yaml (resolved) and checkpoints/<step>/choices.yaml."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from config.store import register_schemas
+    from training.run import GROUPS
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        choices = {g: c for g, c in cfg.hydra.runtime.choices.items() if g in GROUPS}
+        body = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "000010"
+    ckpt.mkdir(parents=True)
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(body))
+    (ckpt / "config.yaml").write_text(OmegaConf.to_yaml(body))
+    (ckpt / "choices.yaml").write_text(OmegaConf.to_yaml(choices))
+    (run / "checkpoints" / "last").symlink_to("000010")
+    return run, body
+
+
+def _plain(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("family", ["nerf", "robot"])
+def test_load_config_composes_the_saved_config_again(compose, tmp_path, family):
+    """--load-config <run>/config.yaml: the overrides it writes compose exactly the saved config."""
+    if family == "nerf":
+        run, saved = _saved_run(tmp_path, [*NERFACTO, "steps=123", "model.num_levels=4", "data.scene.size=16",
+                                           "model.proposal_net_args_list.0.max_res=64", "data.eval_image_indices=[0,2]",
+                                           "eval.lpips_weights='/w x/alex.pth'", "machine.device_type=cpu"])
+    else:
+        run, saved = _saved_run(tmp_path, ["policy.horizon=8", "optimizer.lr=3e-4", "batch_size=5"])
+    for path in (run / "config.yaml", run / "checkpoints" / "000010" / "config.yaml", run):
+        out, notes = translate_argv([LOAD_CONFIG_FLAG, str(path)])
+        assert f"{LOAD_CONFIG_FLAG} " in notes[0] and notes[-1].startswith("translated: python src/train.py")
+        assert _plain(compose(out)) == {**saved, "resume": False}
+    if family == "nerf":
+        assert {"model=nerfacto", "data=synthetic", "optimizer=preset/nerfacto", "~policy"} <= set(out)
+        assert "steps=123" in out and "model.num_levels=4" in out and "seed=42" not in out  # only what differs
+    # flags and overrides after it apply on top
+    out, _ = translate_argv([LOAD_CONFIG_FLAG, str(run / "config.yaml"), "--max-num-iterations", "7", "batch_size=3"])
+    cfg = compose(out)
+    assert (cfg.steps, cfg.batch_size) == (7, 3)
+
+
+def test_load_config_errors_are_one_line(tmp_path):
+    with pytest.raises(ValueError, match=f"{LOAD_CONFIG_FLAG}: no config at .*nope"):
+        translate_argv([LOAD_CONFIG_FLAG, str(tmp_path / "nope" / "config.yaml")])
+    (tmp_path / "config.yaml").write_text("steps: 3\n")
+    with pytest.raises(ValueError, match="no choices.yaml beside"):
+        translate_argv([LOAD_CONFIG_FLAG, str(tmp_path / "config.yaml")])
+    (tmp_path / "choices.yaml").write_text("policy: diffusion\n")
+    (tmp_path / "config.yaml").write_text("steps: 3\nno_such_key: 1\n")
+    with pytest.raises(ValueError, match="keys that the current conf/ does not \\(no_such_key\\)"):
+        translate_argv([LOAD_CONFIG_FLAG, str(tmp_path / "config.yaml")])
+    assert translate_argv([LOAD_CONFIG_FLAG, "None"])[0] == []

@@ -193,3 +193,18 @@ def test_warm_start_from_a_missing_or_corrupt_checkpoint_is_one_line(run, env, t
     line = _one_error_line(run_train([*TINY_NERF, f"load_dir={run}", "resume=true", f"hydra.run.dir={new}"], env=env))
     assert "keep one of them" in line
     assert not new.exists()
+
+
+def test_load_config_starts_a_new_run_with_the_saved_config(run, env, tmp_path):
+    """--load-config <run>/config.yaml (nerfstudio's): the new run's config is the saved one (steps=0 on top)."""
+    import yaml
+
+    new = tmp_path / "loaded"
+    r = run_train(["--load-config", str(run / "config.yaml"), "steps=0", "logger=none", f"hydra.run.dir={new}"], env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "--load-config" in r.stderr and "translated: python src/train.py" in r.stderr
+    saved, loaded = (yaml.safe_load((d / "config.yaml").read_text()) for d in (run, new))
+    assert loaded.pop("steps") == 0 and saved.pop("steps") == 120
+    assert loaded == saved
+    assert [m for m in _metrics(new) if "eval/psnr" in m]  # steps=0: the all-images eval alone
+

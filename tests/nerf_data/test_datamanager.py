@@ -149,3 +149,40 @@ def test_images_on_gpu(ns_scene):
     assert rays.origins.is_cuda and batch["rgb"].is_cuda
     cpu = _dm(ns_scene, device="cuda")
     assert not cpu.train_split.images.is_cuda and cpu.next_train(0)[1]["rgb"].is_cuda
+
+
+def test_pixel_sampler_keep_full_image_adds_the_splits_images(ns_scene):
+    """nerfstudio's --pipeline.datamanager.pixel-sampler.keep-full-image: every ray batch carries the images."""
+    dm = _dm(ns_scene, train_num_rays_per_batch=64, pixel_sampler={"keep_full_image": True})
+    rays, batch = dm.next_train(0)
+    full = batch["full_image"]
+    assert full.dtype == torch.float32 and full.shape == (dm.num_train_images, 32, 32, 3)
+    c, y, x = batch["indices"].T
+    torch.testing.assert_close(full[c, y, x], batch["rgb"])  # indexed by the batch's camera indices
+    assert dm.next_eval(0)[1]["full_image"].shape[0] == dm.num_eval_images
+    assert "full_image" not in _dm(ns_scene, train_num_rays_per_batch=64).next_train(0)[1]
+
+
+def test_pixel_sampler_batch_size_follows_the_datamanagers_counts(ns_scene):
+    """As in nerfstudio, train/eval_num_rays_per_batch size the samplers; pixel_sampler.num_rays_per_batch is
+    accepted (a translated command stays valid) and not read."""
+    dm = _dm(ns_scene, train_num_rays_per_batch=64, eval_num_rays_per_batch=32,
+             pixel_sampler={"num_rays_per_batch": 7, "keep_full_image": False})
+    assert len(dm.next_train(0)[0]) == 64 and len(dm.next_eval(0)[0]) == 32
+    with pytest.raises(ValueError, match="is_equirectangular"):
+        _dm(ns_scene, pixel_sampler={"is_equirectangular": True})
+
+
+def test_pixel_sampler_keys_reach_the_datamanager_from_the_config(compose, ns_scene):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = compose(["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=preset/nerfacto",
+                   "data=nerfstudio", f"data.data={ns_scene}", "data.train_num_rays_per_batch=16",
+                   "data.pixel_sampler.keep_full_image=true", "data.pixel_sampler.num_rays_per_batch=8"])
+    assert OmegaConf.to_container(cfg.data.pixel_sampler) == {"num_rays_per_batch": 8, "keep_full_image": True}
+    kwargs = OmegaConf.to_container(cfg.data, resolve=True)
+    kwargs.pop("scene")  # as NerfPipeline builds it
+    dm = instantiate(kwargs, _convert_="all")
+    rays, batch = dm.next_train(0)
+    assert len(rays) == 16 and "full_image" in batch

@@ -9,6 +9,10 @@
 - Eval: `next_eval(step)` is the same over the eval split with `eval_num_rays_per_batch`;
   `eval_image(i)` / `iter_eval_images()` / `next_eval_image(step)` give whole eval images
   (`eval_image_indices`, None = all) as flattened row-major rays plus ground truth.
+- `pixel_sampler` (nerfstudio's --pipeline.datamanager.pixel-sampler.*): `keep_full_image` adds
+  "full_image" to every train/eval ray batch: the split's images, float in [0, 1], (K, Hmax, Wmax, 3)
+  padded, where the images are stored, indexed by the batch's camera indices. `num_rays_per_batch` is
+  not read: as in nerfstudio, the train/eval counts above set each sampler's size.
 - Every random draw comes from two CPU `torch.Generator`s (train: seed, eval: seed + 1);
   `state_dict()` / `load_state_dict()` carry them and the image-subset position, so a resumed
   run draws the same next batch.
@@ -44,6 +48,7 @@ class _Split:
 
     def __init__(self, outputs: DataparserOutputs, scale: float, device, image_device, mask_device):
         self.outputs = outputs
+        self._full: torch.Tensor | None = None
         cams = outputs.cameras if scale == 1.0 else outputs.cameras.rescale_output_resolution(scale)
         self.n = len(outputs)
         self.cameras = cams.to(device)
@@ -56,6 +61,12 @@ class _Split:
         self.images = _pad_stack(images).to(image_device)
         masks = outputs.load_masks(cams)
         self.masks = None if masks is None else _pad_stack(masks, False).to(mask_device)
+
+    def full_images(self) -> torch.Tensor:
+        """The images as float in [0, 1] (K, Hmax, Wmax, 3), made once, where the images are stored."""
+        if self._full is None:
+            self._full = self.images.float() / 255.0
+        return self._full
 
 
 class _Stream:
@@ -120,7 +131,12 @@ class NerfDataManager:
                  eval_num_images_to_sample_from: int = -1, eval_num_times_to_repeat_images: int = -1,
                  eval_image_indices: list[int] | tuple[int, ...] | None = (0,),
                  camera_res_scale_factor: float = 1.0, patch_size: int = 1, images_on_gpu: bool = False,
-                 masks_on_gpu: bool = False, seed: int = 0):
+                 masks_on_gpu: bool = False, pixel_sampler: dict | None = None, seed: int = 0):
+        sampler_opts = dict(pixel_sampler or {})
+        unknown = sorted(set(sampler_opts) - {"num_rays_per_batch", "keep_full_image"})
+        if unknown:
+            raise ValueError(f"pixel_sampler: unknown option(s) {unknown}; valid: num_rays_per_batch, keep_full_image")
+        self.keep_full_image = bool(sampler_opts.get("keep_full_image", False))
         if data is not None:
             dataparser.data = str(data)
         if camera_res_scale_factor <= 0:
@@ -181,11 +197,17 @@ class NerfDataManager:
         rays = split.cameras.generate_rays(idx_dev[:, 0], idx_dev[:, 1:])
         return rays, {"rgb": rgb, "indices": idx_dev}
 
+    def _ray_batch(self, split: _Split, stream: _Stream) -> tuple[RayBundle, dict]:
+        rays, batch = self._batch(split, stream.indices())
+        if self.keep_full_image:  # nerfstudio's pixel-sampler.keep-full-image
+            batch["full_image"] = split.full_images()
+        return rays, batch
+
     def next_train(self, step: int = 0) -> tuple[RayBundle, dict]:
-        return self._batch(self.train_split, self.train_stream.indices())
+        return self._ray_batch(self.train_split, self.train_stream)
 
     def next_eval(self, step: int = 0) -> tuple[RayBundle, dict]:
-        return self._batch(self.eval_split, self.eval_stream.indices())
+        return self._ray_batch(self.eval_split, self.eval_stream)
 
     def _image(self, split: _Split, i: int) -> tuple[RayBundle, dict]:
         h, w = (int(v) for v in split.sizes[i])
