@@ -77,8 +77,27 @@ def scene_path(data_cfg: DictConfig) -> Path:
     from data.nerf.synthetic import ensure_scene
 
     root = Path(data_cfg.data).expanduser() if data_cfg.data else None
-    return ensure_scene(root, name=scene.name, format=scene.format, n_views=scene.n_views, size=scene.size,
-                        fov_deg=scene.fov_deg, n_eval_views=scene.n_eval_views)
+    try:
+        return ensure_scene(root, name=scene.name, format=scene.format, n_views=scene.n_views, size=scene.size,
+                            fov_deg=scene.fov_deg, n_eval_views=scene.n_eval_views)
+    except FileExistsError as e:
+        raise ConfigError(f"data.scene: {e}") from None
+
+
+def build_datamanager(data_cfg: DictConfig, device: torch.device, seed: int):
+    """`(scene folder, NerfDataManager)` of a `data` config: the scene (generated first for data=synthetic)
+    read by the config's dataparser; a malformed scene is a SceneError, a wrong option a ConfigError."""
+    root = scene_path(data_cfg)
+    kwargs = OmegaConf.to_container(data_cfg, resolve=True)
+    kwargs.pop("scene", None)
+    kwargs["data"] = str(root)
+    try:
+        return root, instantiate(kwargs, device=device, seed=seed, _convert_="all")
+    except InstantiationException as e:  # a wrong dataparser key or value, a malformed scene
+        cause = e.__cause__
+        if isinstance(cause, SceneError):
+            raise cause from None
+        raise ConfigError(f"data: {cause or e}") from e
 
 
 class NerfPipeline:
@@ -88,17 +107,7 @@ class NerfPipeline:
         self.cfg, self.device, self.rank = cfg, device, rank
         if rank.distributed:
             raise ConfigError("neural fields train on one device here (machine.num_devices=1)")
-        self.scene_root = scene_path(cfg.data)
-        kwargs = OmegaConf.to_container(cfg.data, resolve=True)
-        kwargs.pop("scene", None)
-        kwargs["data"] = str(self.scene_root)
-        try:
-            self.datamanager = instantiate(kwargs, device=device, seed=cfg.machine.seed, _convert_="all")
-        except InstantiationException as e:  # a wrong dataparser key or value, a malformed scene
-            cause = e.__cause__
-            if isinstance(cause, SceneError):
-                raise cause from None
-            raise ConfigError(f"data: {cause or e}") from e
+        self.scene_root, self.datamanager = build_datamanager(cfg.data, device, cfg.machine.seed)
         dm = self.datamanager
         self.batches = RayBatches(dm, cfg.gradient_accumulation_steps)
         try:

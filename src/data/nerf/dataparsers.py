@@ -534,3 +534,27 @@ class BlenderDataParser:
             alpha_color=ALPHA_COLORS.get(self.alpha_color) if self.alpha_color else None,
             split=wanted,
         )
+
+
+DATAPARSERS = {"nerfstudio": NerfstudioDataParser, "blender": BlenderDataParser}
+
+
+def dataparser_for_format(format: str = "nerfstudio", **options):
+    """The dataparser of a scene written in `format` (data=synthetic: `data.scene.format`, nerfstudio or
+    blender): NerfstudioDataParser or BlenderDataParser. An option left None takes that parser's own
+    default (the values of conf/data/nerfstudio.yaml or conf/data/blender.yaml); an option that only the
+    other format's parser has must stay None."""
+    from dataclasses import fields
+
+    if format not in DATAPARSERS:
+        raise ValueError(f"data.scene.format={format!r} is not one of {', '.join(DATAPARSERS)}")
+    cls = DATAPARSERS[format]
+    names = {f.name for f in fields(cls)}
+    given = {k: v for k, v in options.items() if v is not None}
+    foreign = sorted(set(given) - names)
+    if foreign:
+        other = next(f for f in DATAPARSERS if f != format)
+        raise ValueError(f"data.dataparser.{foreign[0]}={given[foreign[0]]!r} is an option of the {other} format's "
+                         f"parser, not of the {format} format's ({', '.join(sorted(names - {'data'}))}); drop it "
+                         f"or pick data.scene.format={other}")
+    return cls(**given)

@@ -345,19 +345,22 @@ def ensure_scene(root: Path | None, name: str = "synthetic", format: str = "nerf
                  size: int = 64, fov_deg: float = 50.0, n_eval_views: int = 8) -> Path:
     """The scene folder, generated first when it holds no scene (like `dataset=pusht` records its demos).
 
-    `root` None: $HYDRABOT_HOME/scenes/<name>. Written to a temporary folder and renamed when complete,
-    so an interrupted generation leaves nothing that looks like a scene."""
+    `root` None: $HYDRABOT_HOME/scenes/<name> for the nerfstudio format, .../scenes/<name>_<format> for
+    another, so the two formats of one scene name never share a folder. Written to a temporary folder and
+    renamed when complete, so an interrupted generation leaves nothing that looks like a scene."""
     import os
     import shutil
 
     if root is None:
-        root = Path(os.environ.get("HYDRABOT_HOME", "~/.cache/hydrabot")).expanduser() / "scenes" / name
+        folder = name if format == "nerfstudio" else f"{name}_{format}"
+        root = Path(os.environ.get("HYDRABOT_HOME", "~/.cache/hydrabot")).expanduser() / "scenes" / folder
     root = Path(root).expanduser()
     marker = "transforms.json" if format == "nerfstudio" else "transforms_train.json"
     if (root / marker).is_file():
         return root
     if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists but holds no {marker}; remove it or point data.data at a scene")
+        raise FileExistsError(f"{root} exists but holds no {marker} (the {format} format's file; a scene of the other "
+                              "format?); remove it, or point data.data at a scene folder of this format")
     tmp = root.parent / f".tmp-{root.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     kw = {"fov_deg": fov_deg} if format == "nerfstudio" else {"fov_deg": fov_deg, "n_eval_views": n_eval_views}
