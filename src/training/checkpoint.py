@@ -197,6 +197,10 @@ def verify(ckpt: Path) -> None:
 
 
 def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
+    """Loads a checkpoint's weights into `model`; a damaged file, other parameter names or other shapes
+    (e.g. nerfacto's appearance embedding, one row per training image, on a scene with another number of
+    images) are each one CheckpointError that says which."""
+    _check_shapes(ckpt, model)
     try:
         missing, unexpected = load_model(model, str(ckpt / MODEL_FILE), strict=False)
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
@@ -204,7 +208,30 @@ def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
                               "delete that checkpoint folder and resume from an earlier one") from e
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {ckpt / MODEL_FILE} does not match the model (missing: {sorted(missing)[:3]}, "
-                              f"unexpected: {sorted(unexpected)[:3]}); it was saved with a different policy config")
+                              f"unexpected: {sorted(unexpected)[:3]}); it was saved with a different policy or "
+                              "model config")
+
+
+def _check_shapes(ckpt: Path, model: torch.nn.Module) -> None:
+    """The parameters that both have but with other shapes, named, before torch's own size-mismatch error
+    (which would read as a damaged file). `model.describe_parameter(name)`, where a model has it, says
+    what a parameter's shape depends on."""
+    try:
+        with safe_open(str(ckpt / MODEL_FILE), framework="pt") as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError):
+        return  # unreadable: load_weights names it
+    here = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    wrong = [k for k in saved if k in here and saved[k] != here[k]]
+    if not wrong:
+        return
+    describe = getattr(model, "describe_parameter", None)
+    details = [f"{k} is {list(saved[k])} there and {list(here[k])} here"
+               + (f" ({note})" if describe and (note := describe(k, saved[k], here[k])) else "") for k in wrong[:3]]
+    more = f", and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+    raise CheckpointError(f"checkpoint {ckpt / MODEL_FILE}: its shapes do not fit this run's model: "
+                          f"{'; '.join(details)}{more}; load a checkpoint of the same model config (and, for a "
+                          "neural field, a scene with as many training images), or train from scratch")
 
 
 def load_training_state(ckpt: Path) -> dict:

@@ -208,3 +208,11 @@ def test_load_config_starts_a_new_run_with_the_saved_config(run, env, tmp_path):
     assert loaded == saved
     assert [m for m in _metrics(new) if "eval/psnr" in m]  # steps=0: the all-images eval alone
 
+
+def test_warm_start_onto_a_scene_with_other_image_counts_is_one_line(run, env, tmp_path):
+    """The source run trained on 28 images (every 8th of 32 held out); every 4th held out leaves 24."""
+    line = _one_error_line(run_train([*TINY_NERF, "data.dataparser.eval_interval=4", f"load_dir={run}", "steps=130",
+                                      f"hydra.run.dir={tmp_path / 'other'}"], env=env))
+    assert "its shapes do not fit this run's model" in line and "corrupt" not in line
+    assert "field.embedding_appearance.embedding.weight is [28, 4] there and [24, 4] here" in line
+    assert "the checkpoint's scene had 28 training images, this one has 24" in line

@@ -171,3 +171,24 @@ def test_toy_sphere_fit_reduces_rgb_loss():
     after = eval_loss()
     assert after < 0.2 * before, (before, after)
     assert after < 0.02
+
+
+def test_a_checkpoint_of_a_scene_with_other_image_counts_names_the_shapes(tmp_path):
+    """A warm start onto a scene with another number of training images: the error names the appearance
+    embedding (and the camera optimizer) and says the shapes depend on that number; never 'corrupt'."""
+    from training import checkpoint as ck
+
+    path = ck.save_checkpoint(tmp_path, 1, NerfactoModel(5, **TINY), {"step": 1}, "")
+    with pytest.raises(ck.CheckpointError) as e:
+        ck.load_weights(path, NerfactoModel(3, **TINY))
+    text = str(e.value)
+    assert "its shapes do not fit this run's model" in text and "\n" not in text
+    assert "field.embedding_appearance.embedding.weight is [5, 4] there and [3, 4] here" in text
+    assert "one row per training image: the checkpoint's scene had 5 training images, this one has 3" in text
+    assert "camera_optimizer.pose_adjustment is [5, 6] there and [3, 6] here" in text
+    assert "corrupt" not in text and "policy" not in text
+    with pytest.raises(ck.CheckpointError, match=r"embedding.weight is \[5, 4\] there and \[5, 8\] here "
+                                                 r"\(model.appearance_embed_dim differs\)"):
+        ck.load_weights(path, NerfactoModel(5, **{**TINY, "appearance_embed_dim": 8}))
+    ck.load_weights(path, NerfactoModel(5, **TINY))  # the same shapes load
+

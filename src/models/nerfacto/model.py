@@ -93,6 +93,18 @@ class NerfactoModel(nn.Module):
         self.renderer_rgb = RGBRenderer(cfg.background_color)
         self._callback_step: int | None = None
 
+    def describe_parameter(self, name: str, saved: tuple[int, ...], here: tuple[int, ...]) -> str | None:
+        """What a parameter's shape depends on, for a checkpoint whose shapes do not fit (warm starts)."""
+        if name.startswith("field.embedding_appearance.") and saved[1:] == here[1:]:
+            return (f"nerfacto's appearance embedding has one row per training image: the checkpoint's scene had "
+                    f"{saved[0]} training images, this one has {here[0]}")
+        if name.startswith("camera_optimizer.") and saved[1:] == here[1:]:
+            return (f"the camera optimizer has one pose correction per training camera: {saved[0]} in the "
+                    f"checkpoint, {here[0]} here")
+        if name.startswith("field.embedding_appearance."):
+            return "model.appearance_embed_dim differs"
+        return None
+
     # ---- schedule -------------------------------------------------------------------------------
     @property
     def density_fns(self):
