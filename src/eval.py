@@ -8,7 +8,8 @@ ns-eval). The checkpoint carries its resolved config (features included), so no 
 needed; plain `key=value` overrides (eval.*, machine.device_type, ...) apply on top. Metrics are
 printed and written, with the rollout videos or renders, to `output_dir` (default:
 <run dir>/eval_only/step_<N>); `output_path` also writes them as ns-eval's JSON:
-{"experiment_name", "method_name", "checkpoint", "results": {...}}.
+{"experiment_name", "method_name", "checkpoint", "results": {...}} (a neural field adds "lpips_status":
+whether LPIPS was computed, which needs local weights; it is never estimated).
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ def main(argv: list[str]) -> dict:
     out_dir = Path(output_dir) if output_dir else run_dir / "eval_only" / f"step_{step:06d}"
     metrics, _ = pipeline.evaluate(out_dir, step)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step, **metrics}, indent=2))
+    # a neural field says whether LPIPS was computed (only from local weights), never a made-up number
+    notes = {"lpips_status": pipeline.lpips_status()} if hasattr(pipeline, "lpips_status") else {}
+    (out_dir / "eval.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step, **metrics, **notes},
+                                                  indent=2))
     if output_path:
         choices = OmegaConf.load(ckpt / CHOICES_FILE) if (ckpt / CHOICES_FILE).is_file() else {}
         report = {"experiment_name": cfg.job_name,
                   "method_name": choices.get("model") or choices.get("policy") or pipeline.family,
-                  "checkpoint": str(ckpt), "results": metrics}
+                  "checkpoint": str(ckpt), "results": metrics, **notes}
         Path(output_path).parent.mkdir(parents=True, exist_ok=True)
         Path(output_path).write_text(json.dumps(report, indent=2))
     print(json.dumps(metrics, indent=2))

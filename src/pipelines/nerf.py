@@ -107,6 +107,11 @@ class NerfPipeline:
         self.cfg, self.device, self.rank = cfg, device, rank
         if rank.distributed:
             raise ConfigError("neural fields train on one device here (machine.num_devices=1)")
+        num_images = cfg.eval.get("num_images")
+        if num_images is not None and num_images < 1:
+            raise ConfigError(f"eval.num_images={num_images} leaves no view for the all-images eval; give a count "
+                              ">= 1, null for every held-out view, or switch that eval off with "
+                              "eval.steps_per_eval_all_images=0")
         self.scene_root, self.datamanager = build_datamanager(cfg.data, device, cfg.machine.seed)
         dm = self.datamanager
         self.batches = RayBatches(dm, cfg.gradient_accumulation_steps)
@@ -234,7 +239,7 @@ class NerfPipeline:
             if key in ("psnr", "ssim", "lpips"):  # nerfstudio's std: over the views, Bessel-corrected
                 metrics[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         metrics["num_images"] = len(per_image)
-        lpips_note = self._lpips_status()
+        lpips_note = self.lpips_status()
         (out_dir / "eval_info.json").write_text(json.dumps({"per_image": per_image, "lpips": lpips_note}, indent=1))
         artifacts.append(out_dir / "eval_info.json")
         return metrics, artifacts
@@ -256,7 +261,7 @@ class NerfPipeline:
             metrics["lpips"] = self.lpips.score(rgb, gt)
         return metrics
 
-    def _lpips_status(self) -> str:
+    def lpips_status(self) -> str:
         """What eval_info.json says about LPIPS: computed only from local weights (never downloaded)."""
         if self.lpips is None:
             return "not computed: set eval.lpips_weights to local LPIPS (AlexNet) weights, see models/fields/lpips.py"

@@ -75,10 +75,16 @@ def test_eval_cli_and_eval_freq_belongs_to_robots(run, env, tmp_path):
     assert report["checkpoint"] == str((run / "checkpoints" / "000120").resolve())
     res = report["results"]
     assert {"psnr", "psnr_std", "ssim", "ssim_std", "num_rays_per_sec", "fps"} <= set(res)
-    assert "lpips" not in res  # no weights: never estimated
+    assert "lpips" not in res  # no weights: never estimated, and the report says so
+    assert report["lpips_status"].startswith("not computed: set eval.lpips_weights")
+    assert json.loads((run / "eval_only" / "step_000120" / "eval.json").read_text())["lpips_status"].startswith(
+        "not computed")
     assert all(math.isfinite(res[k]) for k in ("psnr", "ssim", "psnr_std", "ssim_std"))
     trained = [m for m in _metrics(run) if "eval/psnr" in m][-1]["eval/psnr"]
     assert abs(res["psnr"] - trained) < 1e-4  # the same views, the same weights
+    line = _one_error_line(run_train([f"checkpoint={run}", "eval.num_images=0", "machine.device_type=cpu"],
+                                     script="eval.py", env=env))
+    assert "eval.num_images=0 leaves no view for the all-images eval" in line
 
     line = _one_error_line(run_train([*TINY_NERF, "steps=1", "eval_freq=1", f"hydra.run.dir={tmp_path / 'r'}"],
                                      env=env))

@@ -192,3 +192,22 @@ def test_a_checkpoint_of_a_scene_with_other_image_counts_names_the_shapes(tmp_pa
         ck.load_weights(path, NerfactoModel(5, **{**TINY, "appearance_embed_dim": 8}))
     ck.load_weights(path, NerfactoModel(5, **TINY))  # the same shapes load
 
+
+def test_average_init_density_scales_the_initial_density(compose):
+    """nerfstudio's average_init_density (default 1.0): a schema key of model=nerfacto that scales the
+    field's and the proposal networks' densities at initialisation."""
+    cfg = compose(["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=preset/nerfacto",
+                   "data=synthetic", "model.average_init_density=0.25"])
+    assert cfg.model.average_init_density == 0.25 and NerfactoConfig().average_init_density == 1.0
+    positions = torch.rand(2, 5, 3) - 0.5
+    densities = {}
+    for value in (1.0, 0.25):
+        torch.manual_seed(0)
+        model = NerfactoModel(3, **{**TINY, "average_init_density": value})
+        assert model.config.average_init_density == value
+        densities[value] = [model.field.density_fn(positions), *(p(positions) for p in model.proposal_networks)]
+    for full, quarter in zip(densities[1.0], densities[0.25]):
+        assert float(full.abs().max()) > 0
+        torch.testing.assert_close(quarter, 0.25 * full)
+    with pytest.raises(ConfigError, match="average_init_density=0.0 must be > 0"):
+        NerfactoModel(3, **{**TINY, "average_init_density": 0.0})

@@ -33,3 +33,13 @@ def test_mixed_precision_is_on_by_default_where_it_pays(compose, device, amp):
 def test_command_line_values_beat_the_nerfacto_defaults(compose):
     cfg = compose([*NERFACTO, "steps=7", "save_freq=3", "log_freq=1", "seed=5", "use_amp=false"])
     assert (cfg.steps, cfg.save_freq, cfg.log_freq, cfg.seed, cfg.machine.seed, cfg.use_amp) == (7, 3, 1, 5, 5, False)
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_eval_num_images_below_one_is_refused_at_build(compose, n):
+    from config.errors import ConfigError
+    from pipelines.nerf import NerfPipeline
+
+    cfg = compose([*NERFACTO, f"eval.num_images={n}"])
+    with pytest.raises(ConfigError, match=f"eval.num_images={n} leaves no view for the all-images eval"):
+        NerfPipeline(cfg, torch.device("cpu"))

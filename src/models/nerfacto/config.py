@@ -83,6 +83,9 @@ class NerfactoConfig:
     use_gradient_scaling: bool = False
     implementation: str = "tcnn"
     appearance_embed_dim: int = 32
+    # nerfstudio's later NerfactoModelConfig option (not in the seed's --help): the density's scale at
+    # initialisation (density = average_init_density * trunc_exp(raw)), for the field and proposal networks
+    average_init_density: float = 1.0
     loss_coefficients: dict[str, float] = field(
         default_factory=lambda: {"rgb_loss_coarse": 1.0, "rgb_loss_fine": 1.0})
     # consumed by NerfactoModel's own `camera_optimizer` argument (never reaches this dataclass there)
@@ -112,6 +115,8 @@ class NerfactoConfig:
         elif len(self.proposal_net_args_list) < self.num_proposal_iterations:
             raise ConfigError(f"model.proposal_net_args_list has {len(self.proposal_net_args_list)} entries, "
                               f"fewer than num_proposal_iterations={self.num_proposal_iterations}")
+        if not self.average_init_density > 0:
+            raise ConfigError(f"model.average_init_density={self.average_init_density} must be > 0")
         if self.near_plane >= self.far_plane:
             raise ConfigError(f"model.near_plane={self.near_plane} must be below model.far_plane={self.far_plane}")
 

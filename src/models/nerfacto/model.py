@@ -38,8 +38,7 @@ def _scale_gradients_by_distance_squared(outputs: dict, ray_samples) -> dict:
 
 class NerfactoModel(nn.Module):
     def __init__(self, num_train_cameras: int, scene_box: torch.Tensor | None = None,
-                 camera_optimizer: Mapping[str, Any] | None = None, average_init_density: float = 1.0,
-                 **config_kwargs):
+                 camera_optimizer: Mapping[str, Any] | None = None, **config_kwargs):
         """camera_optimizer: CameraOptimizer kwargs (mode off|SO3xR3|SE3, position_noise_std, ...);
         nerfstudio keeps them under --pipeline.datamanager.camera-optimizer.*; default mode SO3xR3."""
         super().__init__()
@@ -61,7 +60,7 @@ class NerfactoModel(nn.Module):
             appearance_embedding_dim=cfg.appearance_embed_dim,
             use_average_appearance_embedding=cfg.use_average_appearance_embedding,
             spatial_distortion=contraction, predict_normals=cfg.predict_normals,
-            hidden_dim_pred_normals=cfg.hidden_dim_transient, average_init_density=average_init_density,
+            hidden_dim_pred_normals=cfg.hidden_dim_transient, average_init_density=cfg.average_init_density,
             implementation=impl)
         cam_kwargs = dict(DEFAULT_CAMERA_OPTIMIZER if camera_optimizer is None else camera_optimizer)
         self.camera_optimizer = CameraOptimizer(num_train_cameras, **cam_kwargs)
@@ -71,7 +70,7 @@ class NerfactoModel(nn.Module):
                                        log2_hashmap_size=args.log2_hashmap_size, num_levels=args.num_levels,
                                        max_res=args.max_res, use_linear=args.use_linear,
                                        base_res=16, features_per_level=2,
-                                       average_init_density=average_init_density, implementation=impl)
+                                       average_init_density=cfg.average_init_density, implementation=impl)
 
         n_prop = cfg.num_proposal_iterations
         if cfg.use_same_proposal_network:
