@@ -59,3 +59,12 @@ def run_train(args: list[str], script: str = "train.py", env: dict | None = None
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return run_bounded([sys.executable, str(REPO / "src" / script), *args], env=full_env, timeout=timeout,
                        cwd=REPO)
+
+
+def one_error_line(r: subprocess.CompletedProcess) -> str:
+    """The bad-input contract: exit 2, no traceback, exactly one `error:` line (returned)."""
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr[-2000:]
+    return errors[0]

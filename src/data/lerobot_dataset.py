@@ -285,6 +285,16 @@ def _column_to_numpy(column: pa.ChunkedArray, n_rows: int) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(n_rows, *inner_shape))
 
 
+def checked_index(idx: int, n: int) -> int:
+    """`idx` as a position in `range(n)` (negative ones count from the end); IndexError outside it."""
+    idx = int(idx)
+    if idx < 0:
+        idx += n
+    if not 0 <= idx < n:
+        raise IndexError(f"index {idx} out of range for a dataset of {n} frames")
+    return idx
+
+
 class _VideoCache:
     """Decoded frames of one video file: `<stem>-<size>-<mtime_ns>.frames.npy` + `.times.npy`.
 
@@ -624,14 +634,17 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
     def _frames(self, key: str, rows: np.ndarray) -> np.ndarray:
         """uint8 `(len(rows), C, H, W)` frames of a video key; all rows are in one episode."""
+        pos = int(self._row_ep[rows[0]])
+        return self._mmap(self._video_caches[key][pos])[self._video_frame[key][rows]]
+
+    def _mmap(self, path: Path) -> np.ndarray:
+        """The memory map of a cache file, opened once per process (a forked worker opens its own)."""
         if self._mmaps_pid != os.getpid():
             self._mmaps, self._mmaps_pid = {}, os.getpid()
-        pos = int(self._row_ep[rows[0]])
-        path = self._video_caches[key][pos]
         mm = self._mmaps.get(str(path))
         if mm is None:
             mm = self._mmaps[str(path)] = np.load(path, mmap_mode="r")
-        return mm[self._video_frame[key][rows]]
+        return mm
 
     def _load_images(self) -> None:
         """Image features (PNG in the parquet, or a path to an image file) are decoded once into a
@@ -698,15 +711,6 @@ class LeRobotDataset(torch.utils.data.Dataset):
                                f"{list(shape)}; the images of one key must share a size")
         return out
 
-    def _cached_images(self, key: str, rows: np.ndarray) -> np.ndarray:
-        if self._mmaps_pid != os.getpid():
-            self._mmaps, self._mmaps_pid = {}, os.getpid()
-        path = str(self._image_cache[key])
-        mm = self._mmaps.get(path)
-        if mm is None:
-            mm = self._mmaps[path] = np.load(path, mmap_mode="r")
-        return mm[rows]
-
     def _to_float_images(self, frames: np.ndarray) -> torch.Tensor:
         images = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255)
         if self.image_transforms is not None:
@@ -714,11 +718,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return images
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor | str]:
-        idx = int(idx)
-        if idx < 0:
-            idx += len(self)
-        if not 0 <= idx < len(self):
-            raise IndexError(f"index {idx} out of range for a dataset of {len(self)} frames")
+        idx = checked_index(idx, len(self))
         pos = int(self._row_ep[idx])
         start, end = int(self._ep_start[pos]), int(self._ep_end[pos])
         item: dict[str, torch.Tensor | str] = {}
@@ -736,7 +736,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             if dtype == "video":
                 value = self._to_float_images(self._frames(key, rows))
             elif dtype == "image":
-                value = self._to_float_images(self._cached_images(key, rows))
+                value = self._to_float_images(self._mmap(self._image_cache[key])[rows])
             else:
                 value = torch.from_numpy(np.ascontiguousarray(self._columns[key][rows]))
             item[key] = value if key in self.delta_indices else value[0]

@@ -19,7 +19,7 @@ import torch
 
 from data.errors import DatasetError
 from data.features import is_visual
-from data.lerobot_dataset import INFO_PATH, LeRobotDataset, LeRobotDatasetMetadata
+from data.lerobot_dataset import INFO_PATH, LeRobotDataset, LeRobotDatasetMetadata, checked_index
 from data.stats import aggregate_stats
 
 log = logging.getLogger(__name__)
@@ -144,11 +144,7 @@ class MultiLeRobotDataset(torch.utils.data.Dataset):
         return [n for d in self.datasets for n in d.episode_lengths]
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor | str]:
-        idx = int(idx)
-        if idx < 0:
-            idx += len(self)
-        if not 0 <= idx < len(self):
-            raise IndexError(f"index {idx} out of range for a dataset of {len(self)} frames")
+        idx = checked_index(idx, len(self))
         which = bisect.bisect_right(self._ends, idx)
         start = self._ends[which - 1] if which else 0
         item = self.datasets[which][idx - start]

@@ -19,53 +19,8 @@ import data.lerobot_dataset as lerobot_dataset
 from data.lerobot_dataset import DatasetError, LeRobotDataset, LeRobotDatasetMetadata
 from data.lerobot_writer import LeRobotDatasetWriter
 from data.video import encode_video
-
-FPS = 10
-LENGTHS = (12, 15, 10)
-TASKS = ("push the T", "push the T", "push it harder")
-SIZE = 32
-FEATURES = {
-    "observation.image": {"dtype": "video", "shape": [SIZE, SIZE, 3], "names": ["height", "width", "channel"]},
-    "observation.state": {"dtype": "float32", "shape": [2], "names": {"motors": ["x", "y"]}},
-    "action": {"dtype": "float32", "shape": [2], "names": {"motors": ["x", "y"]}},
-    "next.reward": {"dtype": "float32", "shape": [1], "names": None},
-    "next.done": {"dtype": "bool", "shape": [1], "names": None},
-}
-
-
-def make_frames(seed: int, n: int) -> np.ndarray:
-    """Smooth moving gradients with a coloured square: compressible like a real camera feed."""
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    frames = np.empty((n, SIZE, SIZE, 3), np.uint8)
-    for i in range(n):
-        frames[i, ..., 0] = (xx * 7 + i * 11 + seed * 40) % 256
-        frames[i, ..., 1] = (yy * 5 + i * 3) % 256
-        frames[i, ..., 2] = 90 + 20 * seed
-        x0 = 2 + (i % 20)
-        frames[i, 8:16, x0 : x0 + 8] = (250, 30, 30)
-    return frames
-
-
-def episode_arrays(ep: int) -> dict[str, np.ndarray]:
-    n = LENGTHS[ep]
-    t = np.arange(n, dtype=np.float32)
-    return {
-        "observation.image": make_frames(ep, n),
-        "observation.state": np.stack([t + 100 * ep, -t], axis=1).astype(np.float32),
-        "action": np.stack([np.sin(t + ep), np.cos(t)], axis=1).astype(np.float32),
-        "next.reward": (t / n).astype(np.float32),
-        "next.done": np.arange(n) == n - 1,
-    }
-
-
-def write_dataset(root: Path, use_videos: bool = True) -> Path:
-    writer = LeRobotDatasetWriter(root, FPS, FEATURES, robot_type="pusht-test", use_videos=use_videos)
-    for ep in range(len(LENGTHS)):
-        arrays = episode_arrays(ep)
-        for i in range(LENGTHS[ep]):
-            writer.add_frame({k: v[i] for k, v in arrays.items()})
-        writer.save_episode(TASKS[ep])
-    return writer.finalize()
+from lerobot_synthetic import (FEATURES, FPS, LENGTHS, SIZE, TASKS, as_uint8_hwc, episode_arrays, make_frames,
+                               one_line, write_dataset)
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +39,6 @@ def video_copy(video_root, tmp_path) -> Path:
     dst = tmp_path / "ds"
     shutil.copytree(video_root, dst, ignore=shutil.ignore_patterns(".cache"))
     return dst
-
-
-def as_uint8_hwc(image: torch.Tensor) -> np.ndarray:
-    return (image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-def one_line(err: pytest.ExceptionInfo) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    return msg
 
 
 # ---------------------------------------------------------------- layout and round trip
@@ -173,20 +118,28 @@ def test_images_are_decoded_once_into_the_frame_cache(image_root, tmp_path, monk
     np.testing.assert_array_equal(again[3]["observation.image"], ds[3]["observation.image"])
 
 
+def _rewrite_image_cells(path: Path, edit) -> None:
+    """Rewrites the observation.image cells ({bytes, path}) of one parquet through `edit(cells)`."""
+    table = pq.read_table(path)
+    cells = table.column("observation.image").to_pylist()
+    edit(cells)
+    column = pa.array(cells, type=table.schema.field("observation.image").type)
+    pq.write_table(table.set_column(table.column_names.index("observation.image"), "observation.image", column), path)
+
+
 def test_image_cells_may_name_files_instead_of_bytes(image_root, tmp_path):
     """An image column of paths (relative to the root), as datasets with image folders store it."""
     root = tmp_path / "paths"
     shutil.copytree(image_root, root)
-    path = root / "data/chunk-000/episode_000000.parquet"
-    table = pq.read_table(path)
-    cells = table.column("observation.image").to_pylist()
-    for i, cell in enumerate(cells):
-        name = f"images/observation.image/episode_000000/frame_{i:06d}.png"
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(cell["bytes"])
-        cells[i] = {"bytes": None, "path": name}
-    column = pa.array(cells, type=table.schema.field("observation.image").type)
-    pq.write_table(table.set_column(table.column_names.index("observation.image"), "observation.image", column), path)
+
+    def to_files(cells):
+        for i, cell in enumerate(cells):
+            name = f"images/observation.image/episode_000000/frame_{i:06d}.png"
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(cell["bytes"])
+            cells[i] = {"bytes": None, "path": name}
+
+    _rewrite_image_cells(root / "data/chunk-000/episode_000000.parquet", to_files)
     ds = LeRobotDataset(root, episodes=[0])
     np.testing.assert_array_equal(as_uint8_hwc(ds[4]["observation.image"]), episode_arrays(0)["observation.image"][4])
 
@@ -194,12 +147,11 @@ def test_image_cells_may_name_files_instead_of_bytes(image_root, tmp_path):
 def test_error_unreadable_image(image_root, tmp_path):
     root = tmp_path / "bad"
     shutil.copytree(image_root, root)
-    path = root / "data/chunk-000/episode_000001.parquet"
-    table = pq.read_table(path)
-    cells = table.column("observation.image").to_pylist()
-    cells[3] = {"bytes": b"\x89PNG not really", "path": None}
-    column = pa.array(cells, type=table.schema.field("observation.image").type)
-    pq.write_table(table.set_column(table.column_names.index("observation.image"), "observation.image", column), path)
+
+    def corrupt_fourth(cells):
+        cells[3] = {"bytes": b"\x89PNG not really", "path": None}
+
+    _rewrite_image_cells(root / "data/chunk-000/episode_000001.parquet", corrupt_fourth)
     with pytest.raises(DatasetError) as err:
         LeRobotDataset(root)
     msg = one_line(err)

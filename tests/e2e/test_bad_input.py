@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_train, tiny_overrides
+from helpers import one_error_line, run_train, tiny_overrides
 
 pytestmark = pytest.mark.slow
-
-
-def _one_error_line(r) -> str:
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    assert "Traceback" not in r.stderr, r.stderr[-2000:]
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, r.stderr[-2000:]
-    return errors[0]
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -33,7 +25,7 @@ def _one_error_line(r) -> str:
 ])
 def test_bad_overrides_fail_before_a_run_directory_exists(tmp_path, override, expected):
     run_dir = tmp_path / "run"
-    line = _one_error_line(run_train(["logger=none", f"hydra.run.dir={run_dir}", override]))
+    line = one_error_line(run_train(["logger=none", f"hydra.run.dir={run_dir}", override]))
     for text in expected:
         assert text in line
     assert not run_dir.exists()
@@ -46,13 +38,13 @@ def test_bad_overrides_fail_before_a_run_directory_exists(tmp_path, override, ex
 ])
 def test_a_bad_sweep_value_fails_before_any_job_starts(tmp_path, sweep, expected):
     sweep_dir = tmp_path / "sweep"
-    line = _one_error_line(run_train(["-m", "logger=none", f"hydra.sweep.dir={sweep_dir}", "steps=0", *sweep]))
+    line = one_error_line(run_train(["-m", "logger=none", f"hydra.sweep.dir={sweep_dir}", "steps=0", *sweep]))
     assert expected in line
     assert not sweep_dir.exists()
 
 
 def test_unknown_seed_flag_names_the_closest(tmp_path):
-    line = _one_error_line(run_train(["--policy.horizn=3", f"hydra.run.dir={tmp_path / 'run'}"]))
+    line = one_error_line(run_train(["--policy.horizn=3", f"hydra.run.dir={tmp_path / 'run'}"]))
     assert "--policy.horizn" in line and "--policy.horizon" in line
 
 
@@ -74,7 +66,7 @@ def _mlflow(tmp_path: Path) -> list[str]:
 def test_missing_dataset(tmp_path, pusht_root):
     args = tiny_overrides(pusht_root, tmp_path / "run", *_mlflow(tmp_path), f"dataset.root={tmp_path / 'nowhere'}",
                           "dataset.demos=null")
-    line = _one_error_line(run_train(args))
+    line = one_error_line(run_train(args))
     assert f"no LeRobotDataset at {tmp_path / 'nowhere'}" in line and "dataset.root" in line
     _no_running_mlflow_runs(tmp_path / "mlflow.db")
     assert not (tmp_path / "run").exists()  # Hydra's run directory is removed with the failed start
@@ -86,7 +78,7 @@ def test_corrupt_dataset_names_the_file(tmp_path, pusht_root):
     info = json.loads((bad / "meta" / "info.json").read_text())
     info["total_frames"] += 5
     (bad / "meta" / "info.json").write_text(json.dumps(info))
-    line = _one_error_line(run_train(tiny_overrides(pusht_root, tmp_path / "run", *_mlflow(tmp_path),
+    line = one_error_line(run_train(tiny_overrides(pusht_root, tmp_path / "run", *_mlflow(tmp_path),
                                                     f"dataset.root={bad}")))
     assert "info.json" in line or "total_frames" in line
     _no_running_mlflow_runs(tmp_path / "mlflow.db")
@@ -95,7 +87,7 @@ def test_corrupt_dataset_names_the_file(tmp_path, pusht_root):
 
 def test_resume_without_checkpoint(tmp_path, pusht_root):
     run_dir = tmp_path / "run"
-    line = _one_error_line(run_train(tiny_overrides(pusht_root, run_dir, "resume=true")))
+    line = one_error_line(run_train(tiny_overrides(pusht_root, run_dir, "resume=true")))
     assert "resume=true" in line and "has no checkpoint" in line
     assert not run_dir.exists()
 
@@ -106,7 +98,7 @@ def test_resume_from_corrupt_checkpoint_is_refused_and_marks_nothing_running(tmp
     assert r.returncode == 0, r.stderr[-2000:]
     weights = run_dir / "checkpoints" / "last" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    line = _one_error_line(run_train(tiny_overrides(pusht_root, run_dir, *_mlflow(tmp_path), "steps=2",
+    line = one_error_line(run_train(tiny_overrides(pusht_root, run_dir, *_mlflow(tmp_path), "steps=2",
                                                     "resume=true")))
     assert "model.safetensors is unreadable or corrupt" in line and "earlier one" in line
     _no_running_mlflow_runs(tmp_path / "mlflow.db")
@@ -116,6 +108,6 @@ def test_resume_from_corrupt_checkpoint_is_refused_and_marks_nothing_running(tmp
 def test_resume_refuses_a_changed_group_choice(tmp_path, pusht_root):
     run_dir = tmp_path / "run"
     assert run_train(tiny_overrides(pusht_root, run_dir, "steps=2")).returncode == 0
-    line = _one_error_line(run_train(tiny_overrides(pusht_root, run_dir, "steps=2", "optimizer=sgd",
+    line = one_error_line(run_train(tiny_overrides(pusht_root, run_dir, "steps=2", "optimizer=sgd",
                                                     "resume=true")))
     assert "optimizer=sgd cannot change on resume" in line

@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from e2e.test_nerf_train import TINY_NERF
-from helpers import run_train
+from helpers import one_error_line, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +29,6 @@ CADENCE = ["steps=120", "save_freq=60", "eval.steps_per_eval_batch=40", "eval.st
 
 def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def _one_error_line(r) -> str:
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    assert "Traceback" not in r.stderr, r.stderr[-2000:]
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, r.stderr[-2000:]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +74,11 @@ def test_eval_cli_and_eval_freq_belongs_to_robots(run, env, tmp_path):
     assert all(math.isfinite(res[k]) for k in ("psnr", "ssim", "psnr_std", "ssim_std"))
     trained = [m for m in _metrics(run) if "eval/psnr" in m][-1]["eval/psnr"]
     assert abs(res["psnr"] - trained) < 1e-4  # the same views, the same weights
-    line = _one_error_line(run_train([f"checkpoint={run}", "eval.num_images=0", "machine.device_type=cpu"],
+    line = one_error_line(run_train([f"checkpoint={run}", "eval.num_images=0", "machine.device_type=cpu"],
                                      script="eval.py", env=env))
     assert "eval.num_images=0 leaves no view for the all-images eval" in line
 
-    line = _one_error_line(run_train([*TINY_NERF, "steps=1", "eval_freq=1", f"hydra.run.dir={tmp_path / 'r'}"],
+    line = one_error_line(run_train([*TINY_NERF, "steps=1", "eval_freq=1", f"hydra.run.dir={tmp_path / 'r'}"],
                                      env=env))
     assert "eval_freq=1 is the robot family's" in line and "eval.steps_per_eval_batch" in line
 
@@ -187,16 +179,16 @@ def test_warm_start_loads_the_source_checkpoint(run, env, tmp_path, monkeypatch)
 
 def test_warm_start_from_a_missing_or_corrupt_checkpoint_is_one_line(run, env, tmp_path):
     new = tmp_path / "new"
-    line = _one_error_line(run_train([*TINY_NERF, f"load_dir={tmp_path / 'nope'}", f"hydra.run.dir={new}"], env=env))
+    line = one_error_line(run_train([*TINY_NERF, f"load_dir={tmp_path / 'nope'}", f"hydra.run.dir={new}"], env=env))
     assert str(tmp_path / "nope") in line and "load_dir" in line
-    line = _one_error_line(run_train([*TINY_NERF, f"load_dir={run}", "load_step=7", f"hydra.run.dir={new}"], env=env))
+    line = one_error_line(run_train([*TINY_NERF, f"load_dir={run}", "load_step=7", f"hydra.run.dir={new}"], env=env))
     assert "no checkpoint of step 7" in line and "[60, 120]" in line
     broken = tmp_path / "broken"
     shutil.copytree(run / "checkpoints" / "000060", broken)
     (broken / "training_state.pt").write_bytes((broken / "training_state.pt").read_bytes()[:100])
-    line = _one_error_line(run_train([*TINY_NERF, f"load_checkpoint={broken}", f"hydra.run.dir={new}"], env=env))
+    line = one_error_line(run_train([*TINY_NERF, f"load_checkpoint={broken}", f"hydra.run.dir={new}"], env=env))
     assert str(broken / "training_state.pt") in line and "corrupt" in line
-    line = _one_error_line(run_train([*TINY_NERF, f"load_dir={run}", "resume=true", f"hydra.run.dir={new}"], env=env))
+    line = one_error_line(run_train([*TINY_NERF, f"load_dir={run}", "resume=true", f"hydra.run.dir={new}"], env=env))
     assert "keep one of them" in line
     assert not new.exists()
 
@@ -217,7 +209,7 @@ def test_load_config_starts_a_new_run_with_the_saved_config(run, env, tmp_path):
 
 def test_warm_start_onto_a_scene_with_other_image_counts_is_one_line(run, env, tmp_path):
     """The source run trained on 28 images (every 8th of 32 held out); every 4th held out leaves 24."""
-    line = _one_error_line(run_train([*TINY_NERF, "data.dataparser.eval_interval=4", f"load_dir={run}", "steps=130",
+    line = one_error_line(run_train([*TINY_NERF, "data.dataparser.eval_interval=4", f"load_dir={run}", "steps=130",
                                       f"hydra.run.dir={tmp_path / 'other'}"], env=env))
     assert "its shapes do not fit this run's model" in line and "corrupt" not in line
     assert "field.embedding_appearance.embedding.weight is [28, 4] there and [24, 4] here" in line
