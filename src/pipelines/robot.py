@@ -41,10 +41,11 @@ def policy_config(cfg: DictConfig):
         raise ConfigError(str(e)) from e
 
 
-def check_env_matches_dataset(env_cfg, features: dict[str, PolicyFeature], dataset_fps: float) -> None:
+def check_env_matches_dataset(env_cfg, features: dict[str, PolicyFeature], dataset_fps: float | None) -> None:
     """The env the policy is evaluated in must feed it what it was trained on: every input has a
     source in `env.features_map`, the shapes agree (env images are (H, W, C), policy ones (C, H, W)),
-    and actions run at the dataset's fps. Checked at build time, not at the first evaluation."""
+    and actions run at the dataset's fps (None: unknown, e.g. a policy built from a checkpoint's
+    config, where training already checked it). Checked at build time, not at the first evaluation."""
     fmap = dict(env_cfg.features_map)
     env_key_of = {fmap[k]: k for k in env_cfg.features if k in fmap}
     env_key_of.setdefault("action", next((k for k, f in env_cfg.features.items() if f.type == "ACTION"), None))
@@ -62,7 +63,7 @@ def check_env_matches_dataset(env_cfg, features: dict[str, PolicyFeature], datas
             raise ConfigError(f"env={env_cfg.type} gives {env_key!r} of shape {list(shape)} but the dataset's {key!r} "
                               f"is {list(ft.shape)}; evaluate in the env the dataset was recorded in, or set "
                               f"env.features.{env_key}.shape (and the env's observation size) to match")
-    if abs(float(env_cfg.fps) - float(dataset_fps)) > 1e-6:
+    if dataset_fps is not None and abs(float(env_cfg.fps) - float(dataset_fps)) > 1e-6:
         raise ConfigError(f"env.fps={env_cfg.fps} but the dataset was recorded at {dataset_fps} fps; the policy's "
                           "actions would run at the wrong rate: set env.fps to the dataset's, or pick its env")
 
@@ -147,7 +148,7 @@ class RobotPipeline:
         return indices
 
     def _check_env_provides_inputs(self, cfg: DictConfig) -> None:
-        check_env_matches_dataset(cfg.env, self.features, self.meta.fps)
+        check_env_matches_dataset(cfg.env, self.features, self.meta.fps if hasattr(self, "meta") else None)
 
     # ------------------------------------------------------------------ loop hooks
     def resolved_config(self, cfg: DictConfig) -> DictConfig:

@@ -15,6 +15,7 @@ PUSHT = {"observation.image": PolicyFeature(FeatureType.VISUAL, (3, 96, 96)),
 
 def test_the_recorded_pairs_match(compose):
     check_env_matches_dataset(compose(["env=pusht"]).env, PUSHT, 10)
+    check_env_matches_dataset(compose(["env=pusht"]).env, PUSHT, None)  # built from a checkpoint: fps unknown
     xarm = {"observation.image": PolicyFeature(FeatureType.VISUAL, (3, 84, 84)),
             "observation.state": PolicyFeature(FeatureType.STATE, (4,)),
             "action": PolicyFeature(FeatureType.ACTION, (4,))}
