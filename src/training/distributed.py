@@ -80,9 +80,21 @@ def init(machine, rank_info: Rank, device_type: str) -> None:
                             world_size=rank_info.world_size)
 
 
+def allotted_cpus() -> int | None:
+    """The CPUs a SLURM job step was given per task (`--cpus-per-task`), or None outside SLURM.
+    SLURM without CPU binding (task/none) lets a process see every core of the node; a torch thread
+    pool that large on the CPUs of one task oversubscribes them, and spinning OpenMP threads then
+    slow a step by orders of magnitude, so the pool is sized to the allotment."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return max(1, int(value)) if value.isdigit() else None
+
+
 def launch(machine, fn: Callable[[Rank], object]) -> object:
     """Runs `fn(rank)` in every process this host contributes; returns rank 0's result (or this
     process's, when a launcher started it)."""
+    allotted = allotted_cpus()
+    if allotted is not None:
+        torch.set_num_threads(allotted)
     outside = external_rank()
     if outside is not None:
         return fn(outside)
@@ -123,7 +135,7 @@ def _worker(fn, machine, local: int, queue) -> None:
     # Each rank gets its share of the host's cores (torchrun does the same with OMP_NUM_THREADS):
     # n full-size thread pools oversubscribe the CPU, and spinning OpenMP threads then slow
     # every rank by orders of magnitude.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    torch.set_num_threads(max(1, (allotted_cpus() or os.cpu_count() or 1) // n))
     # Plain pickle bytes: tensors sent as-is would live in this process's shared memory, which
     # is gone once it exits.
     try:

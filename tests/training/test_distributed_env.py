@@ -110,3 +110,22 @@ def test_no_rendezvous_host_is_a_clear_error(env):
     env(RANK=0, WORLD_SIZE=2)
     with pytest.raises(ValueError, match="machine.dist_url=tcp://<host of rank 0>:<port>"):
         rendezvous(SimpleNamespace(dist_url="auto"), external_rank())
+
+
+def test_a_slurm_task_sizes_the_thread_pool_to_its_cpus(monkeypatch):
+    import torch
+
+    from training.distributed import allotted_cpus, launch
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert allotted_cpus() is None
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert allotted_cpus() == 1
+    before = torch.get_num_threads()
+    try:
+        for var in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID"):
+            monkeypatch.delenv(var, raising=False)
+        machine = type("M", (), {"num_devices": 1, "num_machines": 1, "machine_rank": 0, "dist_url": "auto"})()
+        assert launch(machine, lambda rank: torch.get_num_threads()) == 1
+    finally:
+        torch.set_num_threads(before)
