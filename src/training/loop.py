@@ -245,8 +245,8 @@ class Trainer:
                     self.save()
                 for evaluation in self.evaluations:
                     if _due(self.step, evaluation.every, loop.steps):
-                        metrics = self.evaluate(evaluation)
-                        last_eval = metrics if evaluation.final else last_eval
+                        result = self.evaluate(evaluation)
+                        last_eval = result if evaluation.final else last_eval
                         self.model.train()
         finally:
             progress.close()
