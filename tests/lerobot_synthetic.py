@@ -67,6 +67,16 @@ def as_uint8_hwc(image: torch.Tensor) -> np.ndarray:
     return (image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+def assert_images_exact(ds) -> None:
+    """Every item's observation.image is the written frame, bit for bit (image-dtype datasets)."""
+    row = 0
+    for ep, n in enumerate(LENGTHS):
+        frames = episode_arrays(ep)["observation.image"]
+        for i in range(n):
+            np.testing.assert_array_equal(as_uint8_hwc(ds[row]["observation.image"]), frames[i])
+            row += 1
+
+
 def one_line(err: pytest.ExceptionInfo) -> str:
     msg = str(err.value)
     assert "\n" not in msg

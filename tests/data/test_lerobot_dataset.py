@@ -19,8 +19,8 @@ import data.lerobot_dataset as lerobot_dataset
 from data.lerobot_dataset import DatasetError, LeRobotDataset, LeRobotDatasetMetadata
 from data.lerobot_writer import LeRobotDatasetWriter
 from data.video import encode_video
-from lerobot_synthetic import (FEATURES, FPS, LENGTHS, SIZE, TASKS, as_uint8_hwc, episode_arrays, make_frames,
-                               one_line, write_dataset)
+from lerobot_synthetic import (FEATURES, FPS, LENGTHS, SIZE, TASKS, as_uint8_hwc, assert_images_exact, episode_arrays,
+                               make_frames, one_line, write_dataset)
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +99,7 @@ def test_round_trip_image_dtype_is_exact(image_root):
     assert column.type == pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     assert column[0]["path"].as_py() is None and column[0]["bytes"].as_py().startswith(b"\x89PNG")
     ds = LeRobotDataset(image_root)
-    row = 0
-    for ep, n in enumerate(LENGTHS):
-        frames = episode_arrays(ep)["observation.image"]
-        for i in range(n):
-            np.testing.assert_array_equal(as_uint8_hwc(ds[row]["observation.image"]), frames[i])
-            row += 1
+    assert_images_exact(ds)
 
 
 def test_images_are_decoded_once_into_the_frame_cache(image_root, tmp_path, monkeypatch):

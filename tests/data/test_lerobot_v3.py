@@ -23,6 +23,7 @@ from lerobot_synthetic import (
     LENGTHS,
     TASKS,
     as_uint8_hwc,
+    assert_images_exact,
     episode_arrays,
     make_frames,
     one_line,
@@ -133,12 +134,7 @@ def test_round_trip_image_in_parquet_is_exact(tmp_path):
     assert json.loads((root / "meta/info.json").read_text())["video_path"] is None
     assert not (root / "videos").exists()
     ds = LeRobotDataset(root)
-    row = 0
-    for ep, n in enumerate(LENGTHS):
-        frames = episode_arrays(ep)["observation.image"]
-        for i in range(n):
-            np.testing.assert_array_equal(as_uint8_hwc(ds[row]["observation.image"]), frames[i])
-            row += 1
+    assert_images_exact(ds)
 
 
 def test_v21_and_v30_give_identical_items(v21_root, v3_root):
