@@ -54,3 +54,27 @@ def test_a_folder_of_the_other_format_is_one_config_error(compose, tmp_path, mon
     cfg = compose([*NERFACTO, *SMALL, f"data.data={tmp_path / 'scenes' / 'fmt_blender'}"])
     with pytest.raises(ConfigError, match="holds no transforms.json .*a scene of the other format"):
         build_datamanager(cfg.data, torch.device("cpu"), seed=0)
+
+
+def test_a_scene_generated_with_other_parameters_is_not_reused(compose, tmp_path, monkeypatch):
+    monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path))
+    cpu = torch.device("cpu")
+    root, _ = build_datamanager(compose([*NERFACTO, *SMALL]).data, cpu, seed=0)
+    before = sorted(p.name for p in (root / "images").iterdir())
+    with pytest.raises(ConfigError, match=r"other parameters \(size 16 there, 24 asked\); remove that folder"):
+        build_datamanager(compose([*NERFACTO, *SMALL, "data.scene.size=24"]).data, cpu, seed=0)
+    assert sorted(p.name for p in (root / "images").iterdir()) == before  # nothing was overwritten
+    (root / "generator.json").unlink()  # a folder from before the parameters were recorded
+    with pytest.raises(ConfigError, match="has no readable generator.json"):
+        build_datamanager(compose([*NERFACTO, *SMALL]).data, cpu, seed=0)
+
+
+def test_rendering_in_chunks_gives_the_same_images():
+    from data.nerf.synthetic import hemisphere_poses, make_cameras, render
+
+    cams = make_cameras(hemisphere_poses(5), 12)
+    whole, chunked = render(cams), render(cams, max_rays=300)  # 2 cameras (288 rays) per chunk
+    for a, b in zip((whole.rgb, whole.alpha, whole.depth, whole.object_id),
+                    (chunked.rgb, chunked.alpha, chunked.depth, chunked.object_id)):
+        assert a.shape == b.shape and (a == b).all()
+    assert whole.alpha.any() and not whole.alpha.all()

@@ -241,20 +241,30 @@ class Render:
     object_id: np.ndarray  # (N, H, W) int
 
 
-def render(cameras: Cameras) -> Render:
-    """Render every camera (all cameras must share one size)."""
+def render(cameras: Cameras, max_rays: int = 1 << 21) -> Render:
+    """Render every camera (all cameras must share one size), `max_rays` rays at a time at most (the
+    tracer's float64 temporaries take about 0.5 KB a ray)."""
     h, w = int(cameras.height[0, 0]), int(cameras.width[0, 0])
     n = len(cameras)
     coords = cameras.image_pixel_coords(0)
-    idx = torch.arange(n).repeat_interleave(coords.shape[0])
-    rays = cameras.generate_rays(idx, coords.repeat(n, 1))
-    o = rays.origins.double().numpy()
-    d = rays.directions.double().numpy()
-    rgb, hit, t, obj = trace(o, d)
-    fwd = -cameras.camera_to_worlds[:, :, 2].double().numpy()[idx.numpy()]
-    depth = np.where(hit, np.where(hit, t, 0.0) * np.sum(d * fwd, -1), 0.0)
-    return Render(rgb.reshape(n, h, w, 3), hit.reshape(n, h, w), depth.reshape(n, h, w).astype(np.float32),
-                  obj.reshape(n, h, w))
+    rgb = np.empty((n, h * w, 3))
+    hit = np.empty((n, h * w), bool)
+    depth = np.empty((n, h * w), np.float32)
+    obj = np.empty((n, h * w), np.int64)
+    per_chunk = max(1, max_rays // (h * w))
+    for first in range(0, n, per_chunk):
+        cams = torch.arange(first, min(n, first + per_chunk))
+        idx = cams.repeat_interleave(coords.shape[0])
+        rays = cameras.generate_rays(idx, coords.repeat(len(cams), 1))
+        o = rays.origins.double().numpy()
+        d = rays.directions.double().numpy()
+        c_rgb, c_hit, t, c_obj = trace(o, d)
+        fwd = -cameras.camera_to_worlds[:, :, 2].double().numpy()[idx.numpy()]
+        c_depth = np.where(c_hit, np.where(c_hit, t, 0.0) * np.sum(d * fwd, -1), 0.0)
+        sl = slice(first, first + len(cams))
+        rgb[sl], hit[sl], obj[sl] = c_rgb.reshape(-1, h * w, 3), c_hit.reshape(-1, h * w), c_obj.reshape(-1, h * w)
+        depth[sl] = c_depth.reshape(-1, h * w)
+    return Render(rgb.reshape(n, h, w, 3), hit.reshape(n, h, w), depth.reshape(n, h, w), obj.reshape(n, h, w))
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -341,6 +351,29 @@ def generate(out, format: str = "nerfstudio", n_views: int = 48, size: int = 64,
     raise ValueError(f"unknown format {format!r} (nerfstudio, blender, both)")
 
 
+GENERATOR_FILE = "generator.json"  # the parameters a generated scene folder was written with
+
+
+def check_generated_with(root: Path, params: dict) -> None:
+    """A scene folder reused by name must hold the scene these parameters describe: a folder generated
+    with another size or view count (or before the parameters were recorded) would silently train on
+    other data. FileExistsError, which names the folder, what differs and the fix."""
+    path = root / GENERATOR_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if saved == params:
+        return
+    if saved is None:
+        what = f"it has no readable {GENERATOR_FILE} (written by an older version, or not by the generator)"
+    else:
+        what = ", ".join(f"{k} {saved.get(k)} there, {v} asked" for k, v in params.items() if saved.get(k) != v)
+        what = f"it was generated with other parameters ({what})"
+    raise FileExistsError(f"{root} holds a scene, but {what}; remove that folder to regenerate it, or choose "
+                          "another data.scene.name")
+
+
 def ensure_scene(root: Path | None, name: str = "synthetic", format: str = "nerfstudio", n_views: int = 48,
                  size: int = 64, fov_deg: float = 50.0, n_eval_views: int = 8) -> Path:
     """The scene folder, generated first when it holds no scene (like `dataset=pusht` records its demos).
@@ -356,7 +389,11 @@ def ensure_scene(root: Path | None, name: str = "synthetic", format: str = "nerf
         root = Path(os.environ.get("HYDRABOT_HOME", "~/.cache/hydrabot")).expanduser() / "scenes" / folder
     root = Path(root).expanduser()
     marker = "transforms.json" if format == "nerfstudio" else "transforms_train.json"
+    params = {"format": format, "n_views": n_views, "size": size, "fov_deg": fov_deg}
+    if format != "nerfstudio":
+        params["n_eval_views"] = n_eval_views
     if (root / marker).is_file():
+        check_generated_with(root, params)
         return root
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists but holds no {marker} (the {format} format's file; a scene of the other "
@@ -365,6 +402,7 @@ def ensure_scene(root: Path | None, name: str = "synthetic", format: str = "nerf
     shutil.rmtree(tmp, ignore_errors=True)
     kw = {"fov_deg": fov_deg} if format == "nerfstudio" else {"fov_deg": fov_deg, "n_eval_views": n_eval_views}
     generate(tmp, format, n_views, size, **kw)
+    (tmp / GENERATOR_FILE).write_text(json.dumps(params, indent=1))
     if root.exists():
         root.rmdir()
     tmp.rename(root)
