@@ -64,9 +64,12 @@ def test_a_scene_generated_with_other_parameters_is_not_reused(compose, tmp_path
     with pytest.raises(ConfigError, match=r"other parameters \(size 16 there, 24 asked\); remove that folder"):
         build_datamanager(compose([*NERFACTO, *SMALL, "data.scene.size=24"]).data, cpu, seed=0)
     assert sorted(p.name for p in (root / "images").iterdir()) == before  # nothing was overwritten
-    (root / "generator.json").unlink()  # a folder from before the parameters were recorded
-    with pytest.raises(ConfigError, match="has no readable generator.json"):
+    (root / "generator.json").unlink()  # a cached folder from before the parameters were recorded
+    with pytest.raises(ConfigError, match="has no readable generator.json .*choose another data.scene.name"):
         build_datamanager(compose([*NERFACTO, *SMALL]).data, cpu, seed=0)
+    # the same folder given as data.data is the user's own scene: read as it is
+    _, dm = build_datamanager(compose([*NERFACTO, *SMALL, f"data.data={root}"]).data, cpu, seed=0)
+    assert dm.num_train_images == 9
 
 
 def test_rendering_in_chunks_gives_the_same_images():
