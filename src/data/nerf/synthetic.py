@@ -403,8 +403,7 @@ def ensure_scene(root: Path | None, name: str = "synthetic", format: str = "nerf
                               "format?); remove it, or point data.data at a scene folder of this format")
     tmp = root.parent / f".tmp-{root.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    kw = {"fov_deg": fov_deg} if format == "nerfstudio" else {"fov_deg": fov_deg, "n_eval_views": n_eval_views}
-    generate(tmp, format, n_views, size, **kw)
+    generate(tmp, format, n_views, size, **{k: v for k, v in params.items() if k in ("fov_deg", "n_eval_views")})
     (tmp / GENERATOR_FILE).write_text(json.dumps(params, indent=1))
     if root.exists():
         root.rmdir()
