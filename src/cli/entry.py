@@ -45,7 +45,7 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
         notes.append("nerfstudio's flags name nerfacto: added model=nerfacto")
     for note in notes:
         print(note, file=sys.stderr)
-    args = family_switch(args)
+    args = family_switch(args, config_dir)
     overrides, i = [], 0
     while i < len(args):
         words = hydra_flag_words(args, i)
@@ -89,13 +89,18 @@ def check_sweep(config_dir: str, config_name: str, overrides: list[str]) -> None
             check_composes(config_dir, config_name, trial, label=f"sweep value {key}={value}")
 
 
-def family_switch(args: list[str]) -> list[str]:
+def family_switch(args: list[str], config_dir: str | None = None) -> list[str]:
     """`model=<m>` makes a neural-field run. The root picks `optimizer: preset/${policy}`, an
     interpolated default that only the command line may override, so the switch happens here:
     `~policy optimizer=preset/<m> scheduler=preset/<m>` are added unless those groups are given,
-    and `data=synthetic` (`data=nerfstudio` when `data.data=<scene>` is given) when no data is picked."""
+    and `data=synthetic` (`data=nerfstudio` when `data.data=<scene>` is given) when no data is picked.
+    An `experiment=<e>` whose defaults list picks a model (`override /model: <m>`) switches the same way."""
     plain = [a for a in args if not a.startswith("-")]
     model = next((a.split("=", 1)[1] for a in plain if a.startswith("model=")), None)
+    anchor = "model="
+    if model is None and config_dir is not None:
+        experiment = next((a.split("=", 1)[1] for a in plain if a.startswith("experiment=")), None)
+        model, anchor = experiment_model(config_dir, experiment), "experiment="
     if not model or model == "null":
         return args
     given = {a.split("=", 1)[0].lstrip("~+") for a in plain if "=" in a or a.startswith("~")}
@@ -103,8 +108,18 @@ def family_switch(args: list[str]) -> list[str]:
     if "data" not in given:  # a scene path (--data /path) means nerfstudio's format, else the generated scene
         extra.append("data=nerfstudio" if "data.data" in given else "data=synthetic")
     extra += [f"{g}=preset/{model}" for g in ("optimizer", "scheduler") if g not in given]
-    at = next(i for i, a in enumerate(args) if a.startswith("model="))  # keep the overrides contiguous
+    at = next(i for i, a in enumerate(args) if a.startswith(anchor))  # keep the overrides contiguous
     return [*args[:at + 1], *extra, *args[at + 1:]]
+
+
+def experiment_model(config_dir: str, experiment: str | None) -> str | None:
+    """The model option that conf/experiment/<experiment>.yaml picks in its defaults list, if any."""
+    path = Path(config_dir) / "experiment" / f"{experiment}.yaml"
+    if not experiment or not path.is_file():  # none, a sweep list, or a name Hydra will refuse itself
+        return None
+    entries = OmegaConf.load(path).get("defaults") or []
+    picks = [e for e in entries if OmegaConf.is_dict(e)]
+    return next((str(v) for e in picks for k, v in e.items() if k.replace("override", "").strip() == "/model"), None)
 
 
 def check_composes(config_dir: str, config_name: str, overrides: list[str], label: str = ""):
