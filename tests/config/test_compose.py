@@ -143,3 +143,18 @@ def test_every_option_of_every_group_composes_and_validates(compose, group, opti
     if group in ("model", "data") or option == "views":
         assert cfg.policy is None and cfg.env is None and cfg.dataset is None
         assert set(cfg.optimizer) >= {"fields", "proposal_networks"}
+
+
+def test_an_experiment_that_picks_a_model_switches_the_family(compose):
+    """`experiment=nerfacto_blender` alone is a nerfacto run: the command line gets the family switch
+    that `model=nerfacto` would get (the optimizer preset can only be overridden there)."""
+    from cli.entry import family_switch
+
+    args = family_switch(["experiment=nerfacto_blender", "steps=5"], CONF_DIR)
+    assert args == ["experiment=nerfacto_blender", "~policy", "data=synthetic", "optimizer=preset/nerfacto",
+                    "scheduler=preset/nerfacto", "steps=5"]
+    cfg = compose(args)
+    assert cfg.policy is None and cfg.env is None and set(cfg.optimizer) == {"proposal_networks", "fields",
+                                                                            "camera_opt"}
+    assert (cfg.model.near_plane, cfg.model.far_plane, cfg.data.scene.format) == (2.0, 6.0, "blender")
+    assert family_switch(["experiment=quickstart"], CONF_DIR) == ["experiment=quickstart"]
