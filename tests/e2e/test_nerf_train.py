@@ -14,9 +14,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from helpers import run_train
+from helpers import CONF_DIR, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -98,9 +99,6 @@ def test_nerfacto_trains_psnr_rises_and_resumes(tmp_path, home):
 # own defaults for unbounded captures (near 0.05, far 1000, contraction, last_sample background) reach
 # 8.25 dB on the same scene (~40 s a run).
 BLENDER_SCENE = ["data.scene.name=tiny32", "data.scene.n_views=32", "data.scene.size=32", "data.scene.n_eval_views=4"]
-NERFACTO_DEFAULTS = ["model.background_color=last_sample", "model.proposal_initial_sampler=piecewise",
-                     "model.near_plane=0.05", "model.far_plane=1000", "model.disable_scene_contraction=false",
-                     "model.use_average_appearance_embedding=true", "model.distortion_loss_mult=0.002"]
 BLENDER_MIN_GAIN_DB = 5.0   # over the untrained model (measured 8.2)
 BLENDER_MIN_LEAD_DB = 5.0   # over nerfacto's defaults (measured 9.8)
 
@@ -109,11 +107,16 @@ def test_blender_experiment_is_a_nerfacto_run_that_generalises_where_the_default
     """`experiment=nerfacto_blender` alone picks nerfacto (the family switch reads the experiment's
     model), generates the scene in the Blender format and scores its test split; its bounded-scene
     flags are what make held-out views work (docs/NEURAL_FIELDS.md, Benchmark)."""
+    from models.nerfacto.config import NerfactoConfig
+
     env = {"HYDRABOT_HOME": str(home)}
     base = ["experiment=nerfacto_blender", *BLENDER_SCENE, *TINY_FIELD, "save_checkpoint=false"]
+    flags = [k for k in OmegaConf.load(Path(CONF_DIR) / "experiment" / "nerfacto_blender.yaml").model
+             if k != "camera_optimizer"]  # off in TINY_FIELD too
+    nerfacto_defaults = [f"model.{k}={getattr(NerfactoConfig(), k)}" for k in flags]
     psnr = {}
     for name, extra in (("untrained", ["steps=0"]), ("experiment", ["steps=400"]),
-                        ("defaults", ["steps=400", *NERFACTO_DEFAULTS])):
+                        ("defaults", ["steps=400", *nerfacto_defaults])):
         run = tmp_path / name
         r = run_train([*base, *extra, "eval.steps_per_eval_all_images=400", f"hydra.run.dir={run}"], env=env)
         assert r.returncode == 0, r.stderr[-3000:]
