@@ -35,9 +35,9 @@ TINY_FIELD = [
     # checkpoint kept), so that the measured PSNRs, the bitwise resume and the step folders hold anywhere
     "seed=1000", "use_amp=false", "save_only_latest_checkpoint=false",
 ]
+TINY_SCENE = ["data.scene.name=tiny32", "data.scene.n_views=32", "data.scene.size=32"]  # each format its own folder
 TINY_NERF = [
-    "model=nerfacto", "data=synthetic",
-    "data.scene.name=tiny32", "data.scene.n_views=32", "data.scene.size=32",
+    "model=nerfacto", "data=synthetic", *TINY_SCENE,
     "data.dataparser.eval_mode=interval", "data.dataparser.eval_interval=8", "data.eval_image_indices=[0,1,2,3]",
     *TINY_FIELD,
 ]
@@ -98,7 +98,7 @@ def test_nerfacto_trains_psnr_rises_and_resumes(tmp_path, home):
 # 400 steps. Measured on a shared 2-core CPU: held-out PSNR 9.91 dB untrained -> 18.08 dB, where nerfacto's
 # own defaults for unbounded captures (near 0.05, far 1000, contraction, last_sample background) reach
 # 8.25 dB on the same scene (~40 s a run).
-BLENDER_SCENE = ["data.scene.name=tiny32", "data.scene.n_views=32", "data.scene.size=32", "data.scene.n_eval_views=4"]
+BLENDER_SCENE = [*TINY_SCENE, "data.scene.n_eval_views=4"]
 BLENDER_MIN_GAIN_DB = 5.0   # over the untrained model (measured 8.2)
 BLENDER_MIN_LEAD_DB = 5.0   # over nerfacto's defaults (measured 9.8)
 
