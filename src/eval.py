@@ -26,17 +26,15 @@ USAGE = "usage: python src/eval.py checkpoint=<run dir or checkpoint dir> [outpu
 
 
 def main(argv: list[str]) -> dict:
-    from omegaconf import OmegaConf
-
     from pipelines import load_checkpoint
-    from training.checkpoint import CHOICES_FILE, run_dir_of
+    from training.checkpoint import run_dir_of
 
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     bad = [a for a in argv if "=" not in a]
     if bad or "checkpoint" not in args:
         fail(f"{USAGE} (got {' '.join(argv)})")
     output_dir, output_path = args.pop("output_dir", None), args.pop("output_path", None)
-    ckpt, pipeline, cfg, state = load_checkpoint(args.pop("checkpoint"), args)
+    ckpt, pipeline, cfg, state, choices = load_checkpoint(args.pop("checkpoint"), args)
     step = int(state["step"])
     run_dir = run_dir_of(ckpt, cfg.get("relative_model_dir"))
     out_dir = Path(output_dir) if output_dir else run_dir / "eval_only" / f"step_{step:06d}"
@@ -47,7 +45,6 @@ def main(argv: list[str]) -> dict:
     (out_dir / "eval.json").write_text(json.dumps({"checkpoint": str(ckpt), "step": step, **metrics, **notes},
                                                   indent=2))
     if output_path:
-        choices = OmegaConf.load(ckpt / CHOICES_FILE) if (ckpt / CHOICES_FILE).is_file() else {}
         report = {"experiment_name": cfg.job_name,
                   "method_name": choices.get("model") or choices.get("policy") or pipeline.family,
                   "checkpoint": str(ckpt), "results": metrics, **notes}

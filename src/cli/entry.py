@@ -145,14 +145,15 @@ def check_composes(config_dir: str, config_name: str, overrides: list[str], labe
 def check_warm_start(cfg) -> None:
     """A warm start's checkpoint is found and read before Hydra creates the run directory, so a wrong
     or damaged one leaves nothing behind."""
-    from training.checkpoint import CheckpointError, warm_start_checkpoint
+    from config.errors import ConfigError
+    from training.checkpoint import CheckpointError, warm_start_source
 
     if cfg.resume and (cfg.load_dir is not None or cfg.load_checkpoint is not None):
         fail("resume=true continues this run from its own checkpoint; load_dir/load_checkpoint start a new run "
              "from another run's: keep one of them")
     try:
-        warm_start_checkpoint(cfg.load_dir, cfg.load_step, cfg.load_checkpoint)
-    except CheckpointError as e:
+        warm_start_source(cfg)
+    except (CheckpointError, ConfigError) as e:  # ConfigError: its saved config is refused (config.saved)
         fail(str(e))
 
 

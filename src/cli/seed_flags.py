@@ -596,8 +596,12 @@ def load_config_overrides(path: str) -> tuple[list[str], str]:
     `config.yaml` that train.py wrote (`<run>/config.yaml` or a checkpoint's; a folder means its
     config.yaml) becomes the overrides that compose it again: the run's group choices (the checkpoint's
     `choices.yaml`) and every value of the file that differs from what those choices compose to. Flags and
-    overrides after it apply on top (Hydra keeps a key's last value). Returns (overrides, note)."""
-    import yaml
+    overrides after it apply on top (Hydra keeps a key's last value). Returns (overrides, note). Both files
+    are data (config.saved): the choices must be options of conf/, and a key that names code or an
+    interpolation is refused."""
+    from omegaconf import OmegaConf
+
+    from config.saved import read_choices, read_yaml_mapping, refuse_code_and_interpolations
 
     if path in ("None", "null"):
         return [], f"{LOAD_CONFIG_FLAG} None: nothing to load"
@@ -606,12 +610,7 @@ def load_config_overrides(path: str) -> tuple[list[str], str]:
     if not file.is_file():
         raise ValueError(f"{LOAD_CONFIG_FLAG}: no config at {file}; give the config.yaml of a run "
                          "(<run>/config.yaml) or of a checkpoint (<run>/checkpoints/<step>/config.yaml)")
-    try:
-        saved = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{LOAD_CONFIG_FLAG}: {file} is not YAML ({' '.join(str(e).split())[:200]})") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{LOAD_CONFIG_FLAG}: {file} does not hold a config (a mapping of keys)")
+    saved = read_yaml_mapping(file)
     model_dir = saved.get("relative_model_dir") or "checkpoints"
     candidates = [file.parent / "choices.yaml", file.parent / str(model_dir) / "last" / "choices.yaml"]
     choices_file = next((c for c in candidates if c.is_file()), None)
@@ -619,19 +618,23 @@ def load_config_overrides(path: str) -> tuple[list[str], str]:
         raise ValueError(f"{LOAD_CONFIG_FLAG}: no choices.yaml beside {file} or in its run's {model_dir}/last/ "
                          "(the config groups it was composed from); give a config.yaml written by src/train.py "
                          "of a run that saved a checkpoint")
-    choices = yaml.safe_load(choices_file.read_text()) or {}
+    choices = read_choices(choices_file)
     groups = [f"{g}={c}" for g, c in choices.items() if c is not None]
     if choices.get("policy") is None:  # a neural-field run: no policy group (`~policy` leaves no choice)
         groups.append("~policy")
     try:
-        composed = _leaves(_composed(groups))
+        trusted = _composed(groups)
     except Exception as e:  # a choice that no longer exists, a config that does not compose
         raise ValueError(f"{LOAD_CONFIG_FLAG}: the group choices of {choices_file} ({' '.join(groups)}) do not "
                          f"compose: {' '.join(str(e).split())[:300]}") from None
+    refuse_code_and_interpolations(saved, file, OmegaConf.create(trusted))
+    composed = _leaves(trusted)
     values, unknown = [], []
     for key, value in _leaves(saved).items():
         if key == "resume" or key.startswith(_FILLED_AT_BUILD):
             continue
+        if value == {} and any(k.startswith(f"{key}.") for k in composed):
+            continue  # a group node whose only key was its `_target_` (config.yaml holds values only)
         if key not in composed:
             unknown.append(key)
         elif composed[key] != value:

@@ -25,25 +25,24 @@ def build_pipeline(cfg: DictConfig, device: torch.device, need_dataset: bool = T
 
 def load_checkpoint(checkpoint: str, overrides: dict[str, str]):
     """What eval.py and render.py start from: `(checkpoint folder, pipeline with its weights, its
-    config, its training state)`. The checkpoint carries its resolved config, so no training dataset is
-    needed for a policy; `key=value` overrides (machine.device_type=cpu, eval.*) apply on top."""
+    config, its training state, its group choices)`, each checked first (training.checkpoint.verify,
+    config.saved). The checkpoint carries its resolved config, so no training dataset is needed for a
+    policy; `key=value` overrides (machine.device_type=cpu, eval.*) apply on top."""
     import yaml
-    from omegaconf import OmegaConf
 
-    from config.errors import ConfigError
+    from config.saved import set_value
     from training import checkpoint as ckpt_lib
     from training.device import select_device
     from training.rng import seed_everything
 
     ckpt = ckpt_lib.resolve_checkpoint(checkpoint)
+    ckpt_lib.verify(ckpt)
     state = ckpt_lib.load_training_state(ckpt)
-    cfg = OmegaConf.load(ckpt / ckpt_lib.CONFIG_FILE)
-    for key, value in overrides.items():
-        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
-            raise ConfigError(f"{key} is not a key of the checkpoint's config ({ckpt / ckpt_lib.CONFIG_FILE})")
-        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)  # typed like a Hydra override value
+    cfg, choices = ckpt_lib.load_checked_config(ckpt)
+    for key, value in overrides.items():  # typed like a Hydra override value
+        set_value(cfg, key, yaml.safe_load(value), ckpt / ckpt_lib.CONFIG_FILE)
     seed_everything(cfg.machine.seed)
     device = select_device(cfg.machine.device_type)
     pipeline = build_pipeline(cfg, device, need_dataset=False)
     ckpt_lib.load_weights(ckpt, pipeline.model)
-    return ckpt, pipeline, cfg, state
+    return ckpt, pipeline, cfg, state, choices

@@ -118,7 +118,7 @@ def render(args: dict[str, str]) -> Path:
     if "checkpoint" not in args:
         raise ConfigError("render.py needs checkpoint=<run dir or checkpoint dir>")
     opts, overrides = split_args({k: v for k, v in args.items() if k != "checkpoint"})
-    ckpt, pipeline, cfg, _ = load_checkpoint(args["checkpoint"], overrides)
+    ckpt, pipeline, cfg, _, _ = load_checkpoint(args["checkpoint"], overrides)
     if pipeline.family != "nerf":
         raise ConfigError(f"{ckpt} holds a {pipeline.family} model; render.py renders neural fields "
                           "(evaluate a policy with src/eval.py)")

@@ -3,14 +3,23 @@
 Layout of ``<run_dir>/<relative_model_dir: checkpoints>/<step:06d>/``: ``model.safetensors`` (weights and
 normalisation buffers), ``training_state.pt`` (optimizer, scheduler, grad scaler, RNG states, step, data
 position, tracking run id), ``config.yaml`` (the resolved config) and ``choices.yaml`` (the
-config-group choices it was composed from, so a resume can tell a changed choice from a repeated one). Each is written under
+config-group choices it was composed from, so a resume can tell a changed choice from a repeated one)
+and ``manifest.json`` (the SHA-256 and size of each of those files). Each is written under
 ``.tmp-<step>`` and the folder renamed only once complete, then ``last`` is re-pointed with an
 atomic symlink replace: a kill at any moment leaves either the old or the new checkpoint, never
-a partial one under a real name.
+a partial one under a real name. A save that fails (a full disk) removes its temporary folder and
+leaves the previous checkpoint and ``last`` as they were.
+
+Every checkpoint is checked against its manifest before it is used (resume, eval, render, warm
+start): a changed or damaged file is refused, naming the newest intact checkpoint to use instead.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +32,13 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
 CONFIG_FILE = "config.yaml"
 CHOICES_FILE = "choices.yaml"
+MANIFEST_FILE = "manifest.json"
 LAST = "last"
+# The files a manifest must list: without them a checkpoint cannot be used, so a manifest that lost one is damaged.
+RECORDED_FILES = (MODEL_FILE, STATE_FILE, CONFIG_FILE, CHOICES_FILE)
+
+log = logging.getLogger(__name__)
+_warned_unverified: set[Path] = set()
 
 
 class CheckpointError(RuntimeError):
@@ -80,18 +95,31 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, trai
                     only_latest: bool = False) -> Path:
     """Writes `<run_dir>/<relative_model_dir>/<step>/` atomically and points `last` at it; with
     `only_latest` (nerfstudio's --save-only-latest-checkpoint) the older step folders are deleted
-    afterwards, so a complete checkpoint exists at every moment."""
+    afterwards, so a complete checkpoint exists at every moment. A write that fails removes what it
+    wrote; out of space, the CheckpointError says how much the save needs."""
     root = checkpoints_dir(run_dir, relative_model_dir or DEFAULT_MODEL_DIR)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:06d}"
     tmp = root / f".tmp-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, str(tmp / MODEL_FILE))
-    torch.save(training_state, tmp / STATE_FILE)
-    (tmp / CONFIG_FILE).write_text(config_yaml)
-    (tmp / CHOICES_FILE).write_text(choices_yaml)
-    _fsync_dir_files(tmp)
+    try:
+        tmp.mkdir()
+        save_model(model, str(tmp / MODEL_FILE))
+        torch.save(training_state, tmp / STATE_FILE)
+        (tmp / CONFIG_FILE).write_text(config_yaml)
+        (tmp / CHOICES_FILE).write_text(choices_yaml)
+        write_manifest(tmp)
+        _fsync_dir_files(tmp)
+    except (OSError, RuntimeError, SafetensorError) as e:  # torch and safetensors wrap I/O errors in their own
+        shutil.rmtree(tmp, ignore_errors=True)
+        need = _tensor_bytes(model.state_dict()) + _tensor_bytes(training_state)
+        free = shutil.disk_usage(root).free
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in str(e) or free < need:
+            raise CheckpointError(
+                f"no space left to save checkpoint {step:06d} in {root}: it needs about {need / 2**20:.1f} MiB and "
+                f"{free / 2**20:.1f} MiB are free; {_keep_message(root)}; free some space (or move the run with "
+                "hydra.run.dir) and resume with resume=true") from e
+        raise CheckpointError(f"could not write checkpoint {final} ({_first_line(e)}); {_keep_message(root)}") from e
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -101,6 +129,92 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, trai
             if old.name.isdigit() and old.name != final.name and old.is_dir() and not old.is_symlink():
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _tensor_bytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _keep_message(root: Path) -> str:
+    last = root / LAST
+    if last.exists():
+        return f"the previous checkpoint {last.resolve().name} is intact and {last} still points at it"
+    return "no earlier checkpoint exists"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Records the SHA-256 and size of every file of a checkpoint folder (before it is renamed into place)."""
+    files = {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size}
+             for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST_FILE}
+    (folder / MANIFEST_FILE).write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=1))
+
+
+def damage(ckpt: Path) -> str | None:
+    """What is wrong with a checkpoint folder's files against its manifest (None: intact). A folder
+    without a manifest was written before checksums existed: it is used as it is, with a warning once."""
+    manifest = ckpt / MANIFEST_FILE
+    if not manifest.is_file():
+        if not (ckpt / MODEL_FILE).is_file():
+            return f"{ckpt} has no {MODEL_FILE}"
+        if ckpt not in _warned_unverified:
+            _warned_unverified.add(ckpt)
+            log.warning("checkpoint %s has no %s (written before checksums were recorded): its files cannot be "
+                        "checked for damage", ckpt, MANIFEST_FILE)
+        return None
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        listed = {str(name): (str(e["sha256"]), int(e["bytes"])) for name, e in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        return f"{manifest} is damaged"
+    for name in RECORDED_FILES:
+        if name not in listed:
+            return f"{manifest} does not list {name}"
+    for name, (sha, size) in listed.items():
+        path = ckpt / name
+        if Path(name).name != name or not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != size:
+            return f"{path} is {path.stat().st_size} bytes where {size} were saved"
+        if _sha256(path) != sha:
+            return f"{path} does not match the SHA-256 recorded when it was saved"
+    return None
+
+
+def newest_intact(root: Path, but: Path | None = None) -> Path | None:
+    """The newest step folder of a checkpoints folder whose files match their manifest."""
+    steps = sorted((p for p in root.glob("[0-9]*") if p.name.isdigit() and p.is_dir() and not p.is_symlink()),
+                   key=lambda p: int(p.name), reverse=True)
+    return next((p for p in steps if (but is None or p.resolve() != but.resolve()) and damage(p) is None), None)
+
+
+def _instead(root: Path, but: Path | None) -> str:
+    """How to go on from the newest intact checkpoint of `root`, in one clause."""
+    good = newest_intact(root, but)
+    if good is None:
+        return f"no intact checkpoint is left in {root}: start a new run"
+    return (f"the newest intact checkpoint is {good}: evaluate or warm start from it (checkpoint={good} / "
+            f"load_checkpoint={good}), or resume from it after `ln -sfn {good.name} {root / LAST}`")
+
+
+def check_intact(ckpt: Path) -> None:
+    """A CheckpointError naming the damaged file and the newest intact checkpoint, if `ckpt` is damaged."""
+    problem = damage(ckpt)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {ckpt} is damaged ({problem}); {_instead(ckpt.parent, ckpt)}")
 
 
 def _fsync_dir_files(folder: Path) -> None:
@@ -127,9 +241,15 @@ def clean_partial(run_dir: str | Path) -> None:
 
 
 def last_checkpoint(run_dir: str | Path, relative_model_dir: str | None = None) -> Path | None:
+    """What `last` points at; None when there is no `last`. A `last` whose folder is gone is an error
+    that names the intact checkpoints left."""
     link = checkpoints_dir(run_dir, relative_model_dir) / LAST
+    return _follow_last(link) if link.is_symlink() or link.exists() else None
+
+
+def _follow_last(link: Path) -> Path:
     if not link.exists():
-        return None
+        raise CheckpointError(f"{link} points at {os.readlink(link)}, which is missing; {_instead(link.parent, None)}")
     return link.resolve()
 
 
@@ -137,7 +257,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """Accepts a checkpoint folder, a `checkpoints/` folder (any relative_model_dir) or a run folder."""
     p = Path(path)
     for candidate in (p, p / LAST, checkpoints_dir(p) / LAST, p / DEFAULT_MODEL_DIR / LAST):
-        if (candidate / MODEL_FILE).is_file():
+        if candidate.name == LAST and candidate.is_symlink():
+            candidate = _follow_last(candidate)
+        if (candidate / MODEL_FILE).is_file() or (candidate / MANIFEST_FILE).is_file():
             return candidate.resolve()
     raise CheckpointError(f"no checkpoint at {p} (expected {MODEL_FILE} in it, or checkpoints/last under a run "
                           "directory); point at a run or checkpoint folder that has one")
@@ -176,7 +298,28 @@ def warm_start_checkpoint(load_dir: str | None, load_step: int | None, load_chec
     return ckpt
 
 
+def warm_start_source(cfg) -> Path | None:
+    """The checked checkpoint of a run's load_dir/load_step/load_checkpoint (None: not a warm start). Its
+    saved config is not used, but it is checked as data too: one that names code marks a planted checkpoint."""
+    ckpt = warm_start_checkpoint(cfg.load_dir, cfg.load_step, cfg.load_checkpoint)
+    if ckpt is not None:
+        load_checked_config(ckpt)
+    return ckpt
+
+
+def load_checked_config(ckpt: Path):
+    """A checkpoint's saved config as a typed config whose targets all come from conf/ (config.saved),
+    and its group choices: `(cfg, choices)`."""
+    from config.saved import load_saved_config
+
+    return load_saved_config(ckpt / CONFIG_FILE, ckpt / CHOICES_FILE)
+
+
 def _checked_folder(path: Path, key: str) -> Path:
+    if path.name == LAST and path.is_symlink():
+        path = _follow_last(path)
+    if (path / MANIFEST_FILE).is_file():
+        return path.resolve()  # verify() names whatever is missing or damaged, and what to use instead
     if not (path / MODEL_FILE).is_file() or not (path / STATE_FILE).is_file():
         wanted = "a run folder that has checkpoints/last" if key == "load_dir" else "a checkpoints/<step> folder"
         raise CheckpointError(f"{key}: no checkpoint at {path} ({MODEL_FILE} and {STATE_FILE} expected); "
@@ -185,8 +328,9 @@ def _checked_folder(path: Path, key: str) -> Path:
 
 
 def verify(ckpt: Path) -> None:
-    """Reads both files of a checkpoint (the weights' header, the whole training state) so that a damaged
-    one is refused before a run starts."""
+    """Checks a checkpoint's files against its manifest and reads both data files (the weights' header,
+    the whole training state, never unpickling code) so that a damaged one is refused before it is used."""
+    check_intact(ckpt)
     try:
         with safe_open(str(ckpt / MODEL_FILE), framework="pt") as f:
             f.keys()

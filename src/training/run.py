@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from config.errors import ConfigError
+from config.saved import RUN_GROUPS, as_data, set_value
 from pipelines import build_pipeline
 from training import checkpoint as ckpt_lib
 from training import distributed as dist_lib
@@ -33,10 +33,6 @@ from tracking.base import NullTracker, flatten_params
 from tracking.git_info import git_tags
 
 log = logging.getLogger("train")
-
-# Group choices fix the model and data of a run; a resume cannot change them.
-GROUPS = ("policy", "env", "dataset", "model", "data", "optimizer", "scheduler", "machine", "logger", "eval",
-          "experiment")
 
 
 @dataclass(frozen=True)
@@ -64,12 +60,13 @@ def run(cfg: DictConfig) -> dict:
             raise ckpt_lib.CheckpointError(
                 f"resume=true but {run_dir} has no checkpoint (checkpoints/last is missing); pass the directory "
                 "of a run that saved one with hydra.run.dir=<run dir>, or drop resume=true to start afresh")
+        ckpt_lib.verify(ckpt)
         cfg = config_for_resume(ckpt, list(hc.overrides.task))
         log.info("resuming %s from %s", run_dir, ckpt)
-    warm = None if cfg.resume else ckpt_lib.warm_start_checkpoint(cfg.load_dir, cfg.load_step, cfg.load_checkpoint)
+    warm = None if cfg.resume else ckpt_lib.warm_start_source(cfg)
     OmegaConf.resolve(cfg)  # ${hydra:...} and ${now:...} resolve here, once, for every rank
     ckpt_lib.clean_partial(run_dir)
-    choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in GROUPS})
+    choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in RUN_GROUPS})
     ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt, warm)
     return launch(cfg.machine, partial(train_rank, cfg, ctx)) or {}
 
@@ -93,7 +90,7 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         pipeline = build_pipeline(cfg, device, rank=rank)
         if rank.distributed:  # same initial weights everywhere, distinct random streams per rank
             seed_everything(cfg.machine.seed + rank.rank)
-        config_yaml = OmegaConf.to_yaml(pipeline.resolved_config(cfg), resolve=True)
+        config_yaml = OmegaConf.to_yaml(as_data(pipeline.resolved_config(cfg)))  # values only: see config.saved
         if rank.is_main:
             (ctx.run_dir / "config.yaml").write_text(config_yaml)
         tracker = instantiate(cfg.logger) if rank.is_main else NullTracker()
@@ -144,35 +141,20 @@ def loop_config(cfg: DictConfig) -> LoopConfig:
 
 
 def config_for_resume(ckpt: Path, task_overrides: list[str]) -> DictConfig:
-    """The checkpoint's own config, with the plain `key=value` overrides of the resume command
-    applied on top (so `steps=...` can extend a run). Repeating the run's group choices is fine;
-    changing one is refused, since the weights were trained with the other."""
+    """The checkpoint's own config (data only: its targets come from conf/, see config.saved), with the
+    plain `key=value` overrides of the resume command applied on top (so `steps=...` can extend a run).
+    Repeating the run's group choices is fine; changing one is refused, since the weights were trained
+    with the other."""
+    cfg, choices = ckpt_lib.load_checked_config(ckpt)
     choices_file = ckpt / ckpt_lib.CHOICES_FILE
-    if not choices_file.is_file():
-        raise ckpt_lib.CheckpointError(f"{choices_file} is missing; this checkpoint was not written by src/train.py")
-    choices = OmegaConf.to_container(OmegaConf.load(choices_file))
-    # Re-compose the run's own choices so the saved values land on their typed schemas again.
-    group_overrides = [f"{g}={c}" for g, c in choices.items() if c is not None]
-    if choices.get("policy") is None and "policy" in choices:  # a neural-field run: no policy group
-        group_overrides.append("~policy")
-    schema = compose(config_name="train", overrides=group_overrides)
-    OmegaConf.set_struct(schema, False)  # the saved config also holds the features filled at build time
-    cfg = OmegaConf.merge(schema, OmegaConf.load(ckpt / ckpt_lib.CONFIG_FILE))
-    OmegaConf.set_struct(cfg, True)
     parsed = OverridesParser.create().parse_overrides(task_overrides)
     last = {ov.key_or_group: ov for ov in parsed}  # as in composition, the last value of a key wins
     for key, ov in last.items():
-        if key in GROUPS:
+        if key in RUN_GROUPS:
             if choices.get(key) != ov.value():
                 raise ConfigError(f"{key}={ov.value()} cannot change on resume (the checkpoint was trained with "
                                   f"{key}={choices.get(key)}, see {choices_file}); drop it or start a new run")
-            continue
-        if key == "resume":
-            continue
-        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
-            raise ConfigError(f"{key} is not a key of the resumed run's config ({ckpt / ckpt_lib.CONFIG_FILE})")
-        value = ov.value()
-        # a list is merged (which replaces it) so that its items land on their typed schema nodes again
-        OmegaConf.update(cfg, key, value, merge=isinstance(value, list))
+        elif key != "resume":
+            set_value(cfg, key, ov.value(), ckpt / ckpt_lib.CONFIG_FILE)
     cfg.resume = True
     return cfg

@@ -411,13 +411,13 @@ def _saved_run(tmp_path, overrides: list[str]):
     from omegaconf import OmegaConf
 
     from config.store import register_schemas
-    from training.run import GROUPS
+    from config.saved import RUN_GROUPS
 
     register_schemas()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
-        choices = {g: c for g, c in cfg.hydra.runtime.choices.items() if g in GROUPS}
+        choices = {g: c for g, c in cfg.hydra.runtime.choices.items() if g in RUN_GROUPS}
         body = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     run = tmp_path / "run"
     ckpt = run / "checkpoints" / "000010"

@@ -100,7 +100,8 @@ def test_resume_from_corrupt_checkpoint_is_refused_and_marks_nothing_running(tmp
     weights.write_bytes(weights.read_bytes()[:100])
     line = one_error_line(run_train(tiny_overrides(pusht_root, run_dir, *_mlflow(tmp_path), "steps=2",
                                                     "resume=true")))
-    assert "model.safetensors is unreadable or corrupt" in line and "earlier one" in line
+    assert "checkpoints/000002 is damaged" in line and "model.safetensors is 100 bytes where" in line
+    assert "no intact checkpoint is left" in line and "start a new run" in line
     _no_running_mlflow_runs(tmp_path / "mlflow.db")
     assert (run_dir / "checkpoints" / "000002").is_dir() and (run_dir / "metrics.jsonl").is_file()  # kept
 
@@ -111,3 +112,23 @@ def test_resume_refuses_a_changed_group_choice(tmp_path, pusht_root):
     line = one_error_line(run_train(tiny_overrides(pusht_root, run_dir, "steps=2", "optimizer=sgd",
                                                     "resume=true")))
     assert "optimizer=sgd cannot change on resume" in line
+
+
+def test_changed_weights_are_refused_naming_the_newest_intact_checkpoint(tmp_path, pusht_root):
+    """Bytes changed in the middle of model.safetensors (its header intact, so safetensors itself loads
+    it) are caught by the checkpoint's manifest on resume and in eval.py, which name step 2 instead."""
+    run_dir = tmp_path / "run"
+    assert run_train(tiny_overrides(pusht_root, run_dir, "steps=4", "save_freq=2")).returncode == 0
+    weights = run_dir / "checkpoints" / "000004" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) * 3 // 4] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    intact = run_dir / "checkpoints" / "000002"
+    for r in (run_train(tiny_overrides(pusht_root, run_dir, "steps=6", "save_freq=2", "resume=true")),
+              run_train([f"checkpoint={run_dir}", f"output_dir={tmp_path / 'out'}"], script="eval.py")):
+        line = one_error_line(r)
+        assert f"{weights} does not match the SHA-256" in line and f"newest intact checkpoint is {intact}" in line
+    assert not (run_dir / "checkpoints" / "000006").exists() and not (tmp_path / "out").exists()
+    r = run_train([f"checkpoint={intact}", f"output_dir={tmp_path / 'out'}", "eval.n_episodes=1",
+                   "eval.batch_size=1", "eval.max_videos=0"], script="eval.py")
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -105,7 +105,7 @@ def test_camera_path_in_the_dataset_frame_renders_the_training_views(run, env, t
     from pipelines import load_checkpoint
 
     monkeypatch.setenv("HYDRABOT_HOME", env["HYDRABOT_HOME"])
-    _, pipe, _, _ = load_checkpoint(str(run), {"machine.device_type": "cpu"})
+    _, pipe, _, _, _ = load_checkpoint(str(run), {"machine.device_type": "cpu"})
     dm = pipe.datamanager
     scene = Path(dm.train_outputs.image_filenames[0]).parents[1]
     meta = json.loads((scene / "transforms.json").read_text())
@@ -145,16 +145,15 @@ def test_camera_path_in_the_dataset_frame_renders_the_training_views(run, env, t
 
 
 def test_warm_start_loads_the_source_checkpoint(run, env, tmp_path, monkeypatch):
-    from omegaconf import OmegaConf
-
     from pipelines import build_pipeline
     from tracking.base import NullTracker
+    from training import checkpoint as ck
     from training.loop import Trainer
     from training.run import loop_config
 
     monkeypatch.setenv("HYDRABOT_HOME", env["HYDRABOT_HOME"])
     source = run / "checkpoints" / "000060"
-    cfg = OmegaConf.load(source / "config.yaml")
+    cfg, _ = ck.load_checked_config(source)  # as data onto conf/'s own targets and schemas
     pipe = build_pipeline(cfg, torch.device("cpu"))
     trainer = Trainer(loop_config(cfg), pipe, cfg.optimizer, cfg.scheduler, NullTracker(), tmp_path,
                       torch.device("cpu"), "")
@@ -186,6 +185,9 @@ def test_warm_start_from_a_missing_or_corrupt_checkpoint_is_one_line(run, env, t
     broken = tmp_path / "broken"
     shutil.copytree(run / "checkpoints" / "000060", broken)
     (broken / "training_state.pt").write_bytes((broken / "training_state.pt").read_bytes()[:100])
+    line = one_error_line(run_train([*TINY_NERF, f"load_checkpoint={broken}", f"hydra.run.dir={new}"], env=env))
+    assert f"{broken} is damaged ({broken / 'training_state.pt'} is 100 bytes where" in line  # its manifest
+    (broken / "manifest.json").unlink()  # as written before manifests: reading it is what fails
     line = one_error_line(run_train([*TINY_NERF, f"load_checkpoint={broken}", f"hydra.run.dir={new}"], env=env))
     assert str(broken / "training_state.pt") in line and "corrupt" in line
     line = one_error_line(run_train([*TINY_NERF, f"load_dir={run}", "resume=true", f"hydra.run.dir={new}"], env=env))

@@ -54,12 +54,12 @@ def test_failure_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ck.torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(ck.CheckpointError, match=r"could not write checkpoint .*000002 \(disk full\); the previous "
+                                                 r"checkpoint 000001 is intact"):
         ck.save_checkpoint(tmp_path, 2, model, _state(2), "")
     assert not (tmp_path / "checkpoints" / "000002").exists()
     assert ck.last_checkpoint(tmp_path).name == "000001"
-    ck.clean_partial(tmp_path)
-    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # removed by the failed save itself
 
 
 def test_corrupt_checkpoint_is_named_in_the_error(tmp_path):
@@ -120,3 +120,92 @@ def test_kill_9_during_saves_never_leaves_a_bad_checkpoint(tmp_path):
             assert (folder / "config.yaml").read_text() == f"step: {step}\n"
         ck.clean_partial(run)
         assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def _flip_middle_bytes(path: Path) -> None:
+    """Changes bytes in the middle of a file, keeping its size (a safetensors header stays intact)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2 + len(data) // 4
+    data[middle:middle + 8] = bytes(b ^ 0xFF for b in data[middle:middle + 8])
+    path.write_bytes(bytes(data))
+
+
+def test_manifest_records_every_file_and_a_changed_weight_is_refused_naming_the_intact_one(tmp_path):
+    import json
+
+    model = _model()
+    first = ck.save_checkpoint(tmp_path, 1, model, _state(1), "a: 1\n", "policy: diffusion\n")
+    second = ck.save_checkpoint(tmp_path, 2, model, _state(2), "a: 1\n", "policy: diffusion\n")
+    files = json.loads((second / ck.MANIFEST_FILE).read_text())["files"]
+    assert set(files) == {ck.MODEL_FILE, ck.STATE_FILE, ck.CONFIG_FILE, ck.CHOICES_FILE}
+    ck.verify(second)
+
+    _flip_middle_bytes(second / ck.MODEL_FILE)
+    ck.load_weights(second, _model(1))  # safetensors alone takes the changed bytes: only the manifest sees them
+    with pytest.raises(ck.CheckpointError) as e:
+        ck.verify(second)
+    text = str(e.value)
+    assert f"{second / ck.MODEL_FILE} does not match the SHA-256" in text
+    assert f"the newest intact checkpoint is {first}" in text and f"ln -sfn 000001 {tmp_path}/checkpoints/last" in text
+    ck.verify(first)
+
+    _flip_middle_bytes(first / ck.STATE_FILE)
+    with pytest.raises(ck.CheckpointError, match="no intact checkpoint is left"):
+        ck.verify(second)
+
+
+def test_last_pointing_at_a_missing_folder_names_the_intact_checkpoints(tmp_path):
+    import shutil
+
+    model = _model()
+    first = ck.save_checkpoint(tmp_path, 1, model, _state(1), "", "")
+    second = ck.save_checkpoint(tmp_path, 2, model, _state(2), "", "")
+    shutil.rmtree(second)
+    for find in (ck.last_checkpoint, ck.resolve_checkpoint):
+        with pytest.raises(ck.CheckpointError, match=f"points at 000002, which is missing; the newest intact "
+                                                     f"checkpoint is {first}"):
+            find(tmp_path)
+    with pytest.raises(ck.CheckpointError, match="which is missing"):
+        ck.warm_start_checkpoint(str(tmp_path), None, None)
+
+
+def test_a_checkpoint_without_manifest_still_loads_with_one_warning(tmp_path, caplog):
+    path = ck.save_checkpoint(tmp_path, 1, _model(), _state(1), "", "")
+    (path / ck.MANIFEST_FILE).unlink()  # as written before checksums were recorded
+    with caplog.at_level("WARNING", logger=ck.__name__):
+        ck.verify(path)
+        ck.verify(path)
+    warnings = [r for r in caplog.records if ck.MANIFEST_FILE in r.getMessage()]
+    assert len(warnings) == 1 and "cannot be checked" in warnings[0].getMessage()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (a real full disk); needs root and mount."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint_and_says_how_much_is_needed(small_disk):
+    model = torch.nn.Linear(200, 200)  # about 160 KiB of weights
+    first = ck.save_checkpoint(small_disk, 1, model, _state(1), "", "")
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * (free - 60_000))  # leaves less than the next save needs
+    with pytest.raises(ck.CheckpointError) as e:
+        ck.save_checkpoint(small_disk, 2, model, _state(2), "", "")
+    text = str(e.value)
+    assert "no space left to save checkpoint 000002" in text and "it needs about 0.2 MiB" in text, text
+    assert "the previous checkpoint 000001 is intact" in text
+    assert not list((small_disk / "checkpoints").glob(".tmp-*"))
+    assert not (small_disk / "checkpoints" / "000002").exists()
+    assert ck.last_checkpoint(small_disk) == first
+    ck.verify(first)
