@@ -68,3 +68,22 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, r.stderr[-2000:]
     return errors[0]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size_bytes: int):
+    """A real small disk (tmpfs) mounted at `path` for the block, for disk-full tests; skips the test where
+    mounting is not allowed (not root, or no mount privilege in this container)."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -132,3 +132,27 @@ def test_changed_weights_are_refused_naming_the_newest_intact_checkpoint(tmp_pat
     r = run_train([f"checkpoint={intact}", f"output_dir={tmp_path / 'out'}", "eval.n_episodes=1",
                    "eval.batch_size=1", "eval.max_videos=0"], script="eval.py")
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_disk_full_during_a_save_ends_in_one_line_and_keeps_the_previous_checkpoint(tmp_path, pusht_root):
+    """The run folder of a 2-step run moves onto a disk with room for half a checkpoint more; resumed to
+    step 4, the step-4 save runs out of space: one line with the space needed, no .tmp folder, and
+    `last` still on the intact step-2 checkpoint."""
+    from helpers import tmpfs
+    from training import checkpoint as ckpt_lib
+
+    source = tmp_path / "source"
+    assert run_train(tiny_overrides(pusht_root, source, "steps=2")).returncode == 0
+    files = [f for f in source.rglob("*") if f.is_file() and not f.is_symlink()]
+    used = sum(f.stat().st_size + 4096 for f in files)  # a tmpfs gives each file whole pages
+    ckpt_bytes = sum(f.stat().st_size for f in (source / "checkpoints" / "000002").iterdir())
+    with tmpfs(tmp_path / "disk", used + ckpt_bytes // 2) as disk:
+        run_dir = disk / "run"
+        shutil.copytree(source, run_dir, symlinks=True)
+        r = run_train(tiny_overrides(pusht_root, run_dir, "steps=4", "resume=true"))
+        line = one_error_line(r)
+        assert "no space left to save checkpoint 000004" in line and "it needs about" in line, line
+        assert "the previous checkpoint 000002 is intact" in line and "resume=true" in line, line
+        assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+        assert ckpt_lib.last_checkpoint(run_dir).name == "000002"
+        ckpt_lib.verify(run_dir / "checkpoints" / "000002")

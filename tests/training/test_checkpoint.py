@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import tmpfs
 from training import checkpoint as ck
 
 
@@ -82,7 +83,8 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 SAVER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {src!r})
-    from training import checkpoint as ck
+    from helpers import tmpfs
+from training import checkpoint as ck
     model = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(8)])
     step = 0
     while True:
@@ -181,18 +183,8 @@ def test_a_checkpoint_without_manifest_still_loads_with_one_warning(tmp_path, ca
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 1 MiB tmpfs (a real full disk); needs root and mount."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", 1 << 20) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_disk_full_during_a_save_keeps_the_previous_checkpoint_and_says_how_much_is_needed(small_disk):
