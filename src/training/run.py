@@ -112,7 +112,8 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         tags = run_tags(family=pipeline.family, overrides=list(ctx.overrides), run_dir=ctx.run_dir)
         if ctx.warm_from is not None:
             tags["warm_start_from"] = str(ctx.warm_from)
-        tracker.start(ctx.run_dir, params=params, tags=tags, resume_run_id=resume_run_id)
+        tracker.start(ctx.run_dir, params=params, tags=tags, resume_run_id=resume_run_id,
+                      resume_step=trainer.step if ctx.resume_from else None)
         try:
             final = trainer.fit()
             tracker.log_artifact(ctx.run_dir / "config.yaml")
