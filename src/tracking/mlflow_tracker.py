@@ -7,12 +7,13 @@ and the server first contacted in `start()`.
 A tracking server that is down or erroring must not cost the run, nor lose its record:
 - `start()` opens the run synchronously with short HTTP limits; if the server does not answer
   then, one warning says so and this run is tracked in `<run_dir>/metrics.jsonl` only.
-- After that, a training step never waits on HTTP: params, metrics, tags, artifacts and the final
+- After that, a training step never waits on HTTP: params, metrics, artifacts and the final
   status go into a bounded outbox that a background thread sends in order. A failed send is kept
   and retried after 0.5 s, then 1, 2, 4, ... s, at most 30 s apart, for as long as the run lasts;
   a request the server rejects (a 4xx answer) is dropped with a warning instead.
-- `finish()` retries at once and then on the same schedule for at most `flush_timeout_s`, then
-  sets the terminal status. What is still unsent then is named in one warning.
+- `finish()` sends what is queued, then the terminal status, retrying a failure at once and then
+  on the same schedule until `flush_timeout_s` has passed (so it takes at most that plus one
+  request's timeout). What is still unsent then is named in one warning.
 - Each metric is sent with its metrics.jsonl record's time as its timestamp, and MLflow's database
   stores keep one row per (key, step, timestamp, value): a batch sent again after a lost answer
   adds nothing. `<run_dir>/.mlflow_sent.json` counts the records known to be on the server, and a
@@ -158,8 +159,10 @@ class _Outbox:
     `log_batch`.
     """
 
-    def __init__(self, client, run_id: str, uri: str, metrics_path: Path, sent_path: Path):
+    def __init__(self, client, run_id: str, uri: str, metrics_path: Path, sent_path: Path,
+                 request_timeout_s: float):
         self._client, self._run_id, self._uri = client, run_id, uri
+        self._request_timeout_s = request_timeout_s
         self._metrics_path, self._sent_path = metrics_path, sent_path
         self._items: deque = deque()
         self._pending_metrics = 0
@@ -168,6 +171,7 @@ class _Outbox:
         self._cond = threading.Condition()
         self._closing = False
         self._deadline: float | None = None
+        self._abandoned = False
         self._wake = False
         self._failures = 0
         self._down_since: float | None = None
@@ -201,15 +205,16 @@ class _Outbox:
             return self._cond.wait_for(lambda: not self._items, timeout=timeout_s)
 
     def close(self, timeout_s: float) -> list[tuple]:
-        """Sends what is queued for at most `timeout_s` (retrying at once, then on the backoff
-        schedule) and stops the thread; returns the items still unsent."""
+        """Sends what is queued and stops the thread; returns the items unsent. A failed send is
+        retried at once and then on the backoff schedule until `timeout_s` has passed (none after
+        it); takes at most `timeout_s` plus one request's timeout."""
         with self._cond:
             self._closing, self._wake, self._failures = True, True, 0
             self._deadline = time.monotonic() + timeout_s
             self._cond.notify_all()
-        self._thread.join(timeout_s + 0.5)
+        self._thread.join(timeout_s + self._request_timeout_s + 1)
         with self._cond:
-            self._deadline = 0.0  # a thread still inside a request stops after it
+            self._abandoned = True  # a thread still inside a request stops after it
             return list(self._items)
 
     @property
@@ -225,7 +230,7 @@ class _Outbox:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._items or self._closing)
-                if not self._items or self._past_deadline():
+                if not self._items or self._abandoned:
                     return
                 count, kind, payload, records = self._head()
             try:
@@ -235,6 +240,8 @@ class _Outbox:
                     self._pop(count, kind, payload)
                     self._drop(kind, payload, exc)
                     continue
+                if self._past_deadline():
+                    return
                 self._backoff(kind, exc)
                 continue
             self._pop(count, kind, payload)
@@ -328,7 +335,7 @@ class _Outbox:
 
 
 def _unsent_summary(items: list[tuple], lost_metrics: int) -> str:
-    """`12 metric values (steps 40-60), 1 artifact, the FINISHED status` and the like."""
+    """`12 metric values (steps 40-60), 1 artifact(s), the FINISHED status` and the like."""
     values = [m for kind, payload, _ in items if kind == "metrics" for m in payload]
     steps = [m[3] for m in values]
     parts = []
@@ -360,7 +367,8 @@ class MLflowTracker(Tracker):
         probe_timeout_s: HTTP timeout of the calls in `start()`, which get no retries, so that a
             dead server costs seconds.
         request_timeout_s: HTTP timeout of one attempt of a later call (the outbox retries it).
-        flush_timeout_s: how long `finish()` may spend sending what is queued (0 to 3600 s).
+        flush_timeout_s: how long `finish()` keeps retrying what is queued (0 to 3600 s; it
+            takes at most this plus `request_timeout_s`).
         parent_run_id: the MLflow run this one is a child of (a sweep's parent run, see
             `sweeps.mlflow_parent`), used when `start()` is given no parent; None for a top-level run.
     """
@@ -467,7 +475,8 @@ class MLflowTracker(Tracker):
         self._records = self._metrics_log.count()
         first_unsent = self._first_unsent(run_id, reopened=run_id == resume_run_id)
         sent_path = self._run_dir / SENT_FILENAME
-        self._outbox = _Outbox(self._client, run_id, self._uri, self.metrics_path, sent_path)
+        self._outbox = _Outbox(self._client, run_id, self._uri, self.metrics_path, sent_path,
+                               self.request_timeout_s)
         self._outbox._write_sent(first_unsent)
         params_item = self._params_to_log(params, logged_params)
         if params_item:

@@ -348,6 +348,16 @@ def test_server_down_at_the_end_then_a_resume_sends_the_rest(store_dir, tmp_path
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+def test_no_flush_time_still_sends_what_the_server_takes_at_once(store_dir, tmp_path):
+    tracker = _tracker(store_dir, flush_timeout_s=0)
+    run_id = tracker.start(tmp_path / "run", {}, {})
+    tracker.log_metrics({"loss": 1.0}, 1)
+    tracker.finish("FINISHED")
+    client = _client(store_dir)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert _steps(client, run_id, "loss") == [1]
+
+
 @pytest.mark.parametrize("value", [-1, 3601])
 def test_flush_timeout_out_of_range_is_one_clear_error(store_dir, tmp_path, value):
     tracker = _tracker(store_dir, flush_timeout_s=value)
