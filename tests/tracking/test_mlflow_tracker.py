@@ -5,16 +5,11 @@ The store is shared by the module: creating a fresh MLflow sqlite database runs 
 which takes about 2 s; runs are independent because each test makes its own.
 """
 
-import contextlib
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from config.errors import ConfigError
+from mlflow_server import free_port, start_server, stop_server
 from tracking import MLflowTracker, read_metrics
 from tracking import mlflow_tracker as mt
 
@@ -65,12 +61,6 @@ def _tracker(store_dir, **kwargs):
 
 def _client(store_dir):
     return MlflowClient(f"sqlite:///{store_dir / 'mlflow.db'}")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tracking_warnings(caplog):
@@ -215,7 +205,7 @@ def test_explicit_uri_beats_env(store_dir, tmp_path, monkeypatch):
 
 
 def test_dead_server_costs_seconds_and_one_warning(tmp_path, caplog):
-    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     run_dir = tmp_path / "run"
     tracker = _tracker(tmp_path / "unused", tracking_uri=uri)
 
@@ -238,7 +228,7 @@ def test_dead_server_costs_seconds_and_one_warning(tmp_path, caplog):
 
 
 def test_resume_with_dead_server_keeps_the_run_id(tmp_path):
-    tracker = _tracker(tmp_path, tracking_uri=f"http://127.0.0.1:{_free_port()}")
+    tracker = _tracker(tmp_path, tracking_uri=f"http://127.0.0.1:{free_port()}")
     assert tracker.start(tmp_path / "run", {}, {}, resume_run_id="abc") == "abc"
     tracker.finish("FAILED")
 
@@ -379,41 +369,12 @@ def test_system_metrics_failure_only_warns(store_dir, tmp_path, caplog, monkeypa
     assert len(warnings) == 1 and warnings[0].startswith("MLflow system metrics are off: ")
 
 
-def _start_server(port: int, tmp_path: Path) -> subprocess.Popen:
-    """A real `mlflow server` on loopback, up and answering (its process group is the caller's to end)."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-                if response.status == 200:
-                    return server
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            _stop_server(server)
-            raise AssertionError(f"mlflow server on port {port} did not come up (exit code {server.poll()})")
-        time.sleep(0.5)
-
-
-def _stop_server(server: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    if server.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, sig)
-        server.wait(timeout=60)
-
-
 @pytest.mark.slow
 def test_real_server_killed_and_restarted_mid_run(tmp_path, caplog):
     """The issue's scenario: the server dies mid-run and comes back; it ends with every step, once."""
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    servers = [_start_server(port, tmp_path)]
+    servers = [start_server(port, tmp_path)]
     try:
         run_dir = tmp_path / "run"
         artifact = tmp_path / "note.txt"
@@ -430,14 +391,14 @@ def test_real_server_killed_and_restarted_mid_run(tmp_path, caplog):
         assert run.info.status == "RUNNING"
         assert run.data.params["lr"] == "0.1" and len(run.data.params["long"]) == 6000
 
-        _stop_server(servers[0])
+        stop_server(servers[0])
         for step in range(3, 6):
             tracker.log_metrics({"loss": 1.0 / (step + 1), "lr": 0.1}, step)
         tracker.log_artifact(artifact, artifact_path="during_outage")
         assert tracker.pending == 4  # queued, not sent: the steps did not wait for the dead server
         _wait_until(lambda: _tracking_warnings(caplog), "the warning about the dead server")
 
-        servers.append(_start_server(port, tmp_path))  # the same store, as a restarted service has
+        servers.append(start_server(port, tmp_path))  # the same store, as a restarted service has
         for step in range(6, 9):
             tracker.log_metrics({"loss": 1.0 / (step + 1), "lr": 0.1}, step)
         tracker.finish("FINISHED")
@@ -453,4 +414,4 @@ def test_real_server_killed_and_restarted_mid_run(tmp_path, caplog):
         assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == list(range(9))
     finally:
         for server in servers:
-            _stop_server(server)
+            stop_server(server)
