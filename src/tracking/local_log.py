@@ -40,7 +40,8 @@ class MetricsLog:
             return sum(1 for line in f if line.strip())
 
     def cut_after(self, step: int) -> list[int]:
-        """Removes the records of steps after `step` (a run resumed from that step logs them again).
+        """Removes the records of steps after `step` (a run resumed from that step logs them again),
+        and a line torn by a crash mid-write.
 
         The file is replaced atomically (temporary file, then `os.replace`), so a crash leaves the
         old or the new file, never half of one. Returns the indices (0-based, in the old file) of
@@ -50,7 +51,7 @@ class MetricsLog:
             return []
         with self.path.open(encoding="utf-8") as f:
             lines = [line for line in f if line.strip()]
-        removed = [i for i, line in enumerate(lines) if json.loads(line)["step"] > step]
+        removed = [i for i, line in enumerate(lines) if _step(line) is None or _step(line) > step]
         if not removed:
             return []
         drop = set(removed)
@@ -62,6 +63,14 @@ class MetricsLog:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         return removed
+
+
+def _step(line: str) -> int | None:
+    """The step of one record; None for a line that is not one (torn by a crash mid-write)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -515,9 +515,12 @@ class MLflowTracker(Tracker):
         with self.metrics_path.open(encoding="utf-8") as f:
             lines = [line for line in f if line.strip()]
         for index in range(first, min(len(lines), self._records)):
-            record = json.loads(lines[index])
-            step, timestamp = int(record.pop("step")), int(record.pop("time") * 1000)
-            values = [(k, float(v), timestamp, step) for k, v in record.items()]
+            try:
+                record = json.loads(lines[index])
+                step, timestamp = int(record.pop("step")), int(record.pop("time") * 1000)
+                values = [(k, float(v), timestamp, step) for k, v in record.items()]
+            except (ValueError, KeyError, TypeError):  # a line torn by a crash mid-write
+                continue
             self._outbox.put("metrics", values, records=index + 1)
         logger.info("MLflow run %s: sending %d records of %s not known to be on the server",
                     self._run_id, self._records - first, self.metrics_path)

@@ -110,6 +110,8 @@ def test_resume_cuts_metrics_jsonl_back_to_the_checkpoint_step(tmp_path):
     for step in (2, 4, 4, 6, 8):
         first.log_metrics({"loss": float(step)}, step)
     first.finish("KILLED")
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 9, "ti')  # torn by a kill mid-write
 
     resumed = NullTracker()
     resumed.start(tmp_path, {}, {}, resume_step=4)
