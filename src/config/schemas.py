@@ -193,6 +193,8 @@ class MLflowLoggerConfig:
     run_name: Optional[str] = None
     default_store_dir: str = "outputs"
     log_system_metrics: bool = False
+    # How long the run's end may wait for MLflow to take what is still queued (0-3600 s).
+    flush_timeout_s: float = 30.0
     parent_run_id: Optional[str] = None
 
 

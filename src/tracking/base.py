@@ -1,15 +1,17 @@
 """The tracker interface used by the training loop, and the tracker that sends nothing anywhere.
 
 Every tracker appends each `log_metrics` call to `<run_dir>/metrics.jsonl` (see `local_log`), so
-the training loop never depends on a tracking backend being reachable. Subclasses implement the
-`_start/_log_metrics/_log_artifact/_finish` hooks; the public methods here own the local log, the
-argument checks and the "finish exactly once" rule.
+the training loop never depends on a tracking backend being reachable. A resumed run cuts that file
+back to its checkpoint's step first, so the steps it trains again are not in it twice. Subclasses
+implement the `_start/_log_metrics/_log_artifact/_finish` hooks; the public methods here own the
+local log, the argument checks and the "finish exactly once" rule.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,8 +51,8 @@ def _to_float(value: Any) -> float:
 class Tracker:
     """Base class: the contract of ARCHITECTURE.md's "Tracking" section.
 
-    `start(run_dir, params, tags, resume_run_id=None, parent_run_id=None) -> run_id | None`,
-    `log_metrics(metrics, step)`, `log_artifact(path, artifact_path=None)`, `finish(status)`.
+    `start(run_dir, params, tags, resume_run_id=None, parent_run_id=None, resume_step=None)
+    -> run_id | None`, `log_metrics(metrics, step)`, `log_artifact(path, artifact_path=None)`, `finish(status)`.
     `finish` is idempotent and safe after a failed `start`, so the training loop can call it from
     any exception handler. Used as a context manager, leaving the block finishes the run with
     FINISHED, FAILED (exception) or KILLED (KeyboardInterrupt / SystemExit).
@@ -62,6 +64,8 @@ class Tracker:
         self._run_id: str | None = None
         self._active = False
         self._skipped_keys: set[str] = set()
+        self._cut_records: list[int] = []
+        self._resume_step: int | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -83,12 +87,17 @@ class Tracker:
         tags: Mapping[str, Any],
         resume_run_id: str | None = None,
         parent_run_id: str | None = None,
+        resume_step: int | None = None,
     ) -> str | None:
+        """Starts (or, with `resume_run_id`, continues) the run. `resume_step`: the step of the
+        checkpoint a resumed run continues from; records of later steps leave metrics.jsonl."""
         if self._active:
             raise RuntimeError("tracker already started; call finish() before starting again")
         self._run_dir = Path(run_dir).absolute()
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics_log = MetricsLog(self._run_dir / METRICS_FILENAME)
+        self._cut_records = [] if resume_step is None else self._metrics_log.cut_after(int(resume_step))
+        self._resume_step = resume_step
         self._run_id = None
         self._active = True
         atexit.register(self._finish_at_exit)
@@ -101,9 +110,10 @@ class Tracker:
         clean = self._clean_metrics(metrics)
         if not clean:
             return
-        self._metrics_log.append(clean, step)
+        wall_time = time.time()
+        self._metrics_log.append(clean, step, wall_time)
         if self._active:
-            self._log_metrics(clean, int(step))
+            self._log_metrics(clean, int(step), wall_time)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self._metrics_log is None:
@@ -154,8 +164,9 @@ class Tracker:
                parent_run_id: str | None) -> str | None:
         return None
 
-    def _log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
+    def _log_metrics(self, metrics: dict[str, float], step: int, wall_time: float) -> None:
+        """`wall_time` is the record's time in metrics.jsonl, so a backend can be sent the same
+        record again, from the file, with the same timestamp."""
 
     def _log_artifact(self, path: Path, artifact_path: str | None) -> None:
         pass

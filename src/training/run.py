@@ -25,6 +25,7 @@ from config.saved import RUN_GROUPS, as_data, set_value
 from pipelines import build_pipeline
 from training import checkpoint as ckpt_lib
 from training import distributed as dist_lib
+from training import termination
 from training.distributed import Rank, launch
 from training.device import select_device
 from training.loop import LoopConfig, Trainer
@@ -68,7 +69,11 @@ def run(cfg: DictConfig) -> dict:
     ckpt_lib.clean_partial(run_dir)
     choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in RUN_GROUPS})
     ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt, warm)
-    return launch(cfg.machine, partial(train_rank, cfg, ctx)) or {}
+    try:
+        return launch(cfg.machine, partial(train_rank, cfg, ctx)) or {}
+    except termination.Terminated:
+        log.warning("stopped by SIGTERM; exiting with status %d", termination.EXIT_CODE)
+        raise SystemExit(termination.EXIT_CODE) from None
 
 
 def requeued() -> bool:
@@ -82,6 +87,7 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
     """One process of the job: builds everything and trains; rank 0 alone tracks and writes."""
     if rank.distributed:
         dist_lib.init(cfg.machine, rank, select_device(cfg.machine.device_type).type)
+    previous_sigterm = termination.unwind_on_sigterm() if rank.is_main else None
     try:
         seed_everything(cfg.machine.seed)
         device = select_device(cfg.machine.device_type)
@@ -109,11 +115,12 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         tags = run_tags(family=pipeline.family, overrides=list(ctx.overrides), run_dir=ctx.run_dir)
         if ctx.warm_from is not None:
             tags["warm_start_from"] = str(ctx.warm_from)
-        tracker.start(ctx.run_dir, params=params, tags=tags, resume_run_id=resume_run_id)
+        tracker.start(ctx.run_dir, params=params, tags=tags, resume_run_id=resume_run_id,
+                      resume_step=trainer.step if ctx.resume_from else None)
         try:
             final = trainer.fit()
             tracker.log_artifact(ctx.run_dir / "config.yaml")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (termination.Terminated)
             tracker.finish("KILLED")
             raise
         except BaseException:
@@ -123,6 +130,8 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         return final
     finally:
         dist_lib.shutdown()
+        if rank.is_main:
+            termination.restore(previous_sigterm)
 
 
 def run_tags(family: str, overrides: list[str], run_dir: Path) -> dict[str, str]:

@@ -57,3 +57,22 @@ def test_tracking_server_down_does_not_stop_training(tmp_path, pusht_root):
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2]
     assert (run_dir / "checkpoints" / "last" / "model.safetensors").is_file()
+
+
+def test_a_resume_from_an_earlier_checkpoint_logs_each_step_once(tmp_path, pusht_root):
+    """Killed after the step-4 metrics but with only the step-2 checkpoint: the resumed run trains
+    steps 3-4 again, and metrics.jsonl keeps one record of each step, the resumed run's."""
+    run_dir = tmp_path / "run"
+    r = run_train(tiny_overrides(pusht_root, run_dir, "steps=4", "save_freq=2"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = run_dir / "checkpoints" / "last"
+    last.unlink()
+    last.symlink_to("000002")
+    first_attempt = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in first_attempt] == [2, 4]
+
+    r = run_train(tiny_overrides(pusht_root, run_dir, "steps=4", "save_freq=2", "resume=true"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [2, 4]
+    assert lines[0] == first_attempt[0] and lines[1]["time"] > first_attempt[1]["time"]

@@ -1,4 +1,5 @@
-"""MLflowTracker against a real sqlite store (and, marked slow, a real `mlflow server`).
+"""MLflowTracker against a real sqlite store (and, marked slow, a real `mlflow server` that dies and
+comes back mid-run).
 
 The store is shared by the module: creating a fresh MLflow sqlite database runs its migrations,
 which takes about 2 s; runs are independent because each test makes its own.
@@ -6,17 +7,17 @@ which takes about 2 s; runs are independent because each test makes its own.
 
 import logging
 import os
-import socket
-import subprocess
 import sys
+import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from config.errors import ConfigError
+from mlflow_server import free_port, start_server, stop_server
 from tracking import MLflowTracker, read_metrics
 from tracking import mlflow_tracker as mt
 
@@ -60,12 +61,6 @@ def _tracker(store_dir, **kwargs):
 
 def _client(store_dir):
     return MlflowClient(f"sqlite:///{store_dir / 'mlflow.db'}")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tracking_warnings(caplog):
@@ -210,7 +205,7 @@ def test_explicit_uri_beats_env(store_dir, tmp_path, monkeypatch):
 
 
 def test_dead_server_costs_seconds_and_one_warning(tmp_path, caplog):
-    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     run_dir = tmp_path / "run"
     tracker = _tracker(tmp_path / "unused", tracking_uri=uri)
 
@@ -233,30 +228,132 @@ def test_dead_server_costs_seconds_and_one_warning(tmp_path, caplog):
 
 
 def test_resume_with_dead_server_keeps_the_run_id(tmp_path):
-    tracker = _tracker(tmp_path, tracking_uri=f"http://127.0.0.1:{_free_port()}")
+    tracker = _tracker(tmp_path, tracking_uri=f"http://127.0.0.1:{free_port()}")
     assert tracker.start(tmp_path / "run", {}, {}, resume_run_id="abc") == "abc"
     tracker.finish("FAILED")
 
 
-def test_failure_mid_run_stops_calling_mlflow(store_dir, tmp_path, caplog):
+def _wait_until(condition, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:.0f} s"
+        time.sleep(0.05)
+
+
+def _steps(client, run_id, key):
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def test_outage_mid_run_is_sent_once_the_server_answers_again(store_dir, tmp_path, caplog):
+    tracker = _tracker(store_dir)
+    run_id = tracker.start(tmp_path / "run", {"lr": 0.1}, {})
+    real = tracker._client.log_batch
+    down = threading.Event()
+    down.set()
+    attempts = []
+
+    def flaky(*args, **kwargs):
+        attempts.append(1)
+        if down.is_set():
+            raise ConnectionError("server went away")
+        return real(*args, **kwargs)
+
+    assert tracker.flush(60), "the params did not reach the store"
+    tracker._client.log_batch = flaky
+    for step in range(5):
+        tracker.log_metrics({"loss": 1.0 / (step + 1), "lr": 0.1}, step)
+    assert tracker.pending == 5  # queued: the steps did not wait for the server
+    _wait_until(lambda: len(attempts) >= 2, "a retry after the first failure")
+    down.clear()
+    for step in range(5, 8):
+        tracker.log_metrics({"loss": 1.0 / (step + 1), "lr": 0.1}, step)
+    tracker.finish("FINISHED")
+
+    client = _client(store_dir)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    for key in ("loss", "lr"):
+        assert _steps(client, run_id, key) == list(range(8)), key
+    assert client.get_run(run_id).data.params == {"lr": "0.1"}
+    warnings = [r.getMessage() for r in _tracking_warnings(caplog)]
+    assert len(warnings) == 1 and "sent again in the background" in warnings[0]
+    assert str(tmp_path / "run" / "metrics.jsonl") in warnings[0]
+
+
+def test_a_batch_resent_after_a_lost_answer_is_stored_once(store_dir, tmp_path):
+    """The first attempt commits but its answer never arrives: the retry must not duplicate steps."""
     tracker = _tracker(store_dir)
     run_id = tracker.start(tmp_path / "run", {}, {})
-    calls = []
+    real = tracker._client.log_batch
+    lost = []
+
+    def commit_then_lose_the_answer(*args, **kwargs):
+        real(*args, **kwargs)
+        if not lost:
+            lost.append(1)
+            raise ConnectionError("connection reset before the answer")
+
+    tracker._client.log_batch = commit_then_lose_the_answer
+    for step in range(3):
+        tracker.log_metrics({"loss": float(step), "lr": 0.1}, step)
+    tracker.finish("FINISHED")
+
+    assert lost, "the lost answer was never simulated"
+    client = _client(store_dir)
+    for key in ("loss", "lr"):
+        assert _steps(client, run_id, key) == [0, 1, 2], key
+
+
+def test_server_down_at_the_end_then_a_resume_sends_the_rest(store_dir, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    tracker = _tracker(store_dir, flush_timeout_s=0.5)
+    run_id = tracker.start(run_dir, {}, {})
+    for step in (1, 2):
+        tracker.log_metrics({"loss": float(step)}, step)
+    assert tracker.flush(60)
 
     def broken(*args, **kwargs):
-        calls.append(args)
         raise ConnectionError("server went away")
 
     tracker._client.log_batch = broken
     tracker._client.set_terminated = broken
-    for step in range(3):
-        tracker.log_metrics({"loss": 1.0}, step)
-    tracker.finish("FINISHED")
+    for step in (3, 4):
+        tracker.log_metrics({"loss": float(step)}, step)
+    tracker.finish("KILLED")
 
-    assert len(calls) == 1
-    assert len(_tracking_warnings(caplog)) == 1
-    assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 3
-    assert _client(store_dir).get_run(run_id).info.status == "RUNNING"  # server never heard
+    client = _client(store_dir)
+    assert client.get_run(run_id).info.status == "RUNNING"  # the server never heard
+    assert _steps(client, run_id, "loss") == [1, 2]
+    final = _tracking_warnings(caplog)[-1].getMessage()
+    assert "2 metric values (steps 3-4)" in final and "the KILLED status" in final
+    assert str(run_dir / "metrics.jsonl") in final and "flush_timeout_s=0.5" in final
+
+    # resumed from a checkpoint of step 3: step 4 leaves metrics.jsonl, step 3 reaches the server
+    resumed = _tracker(store_dir)
+    assert resumed.start(run_dir, {}, {}, resume_run_id=run_id, resume_step=3) == run_id
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3]
+    resumed.log_metrics({"loss": 40.0}, 4)
+    resumed.finish("FINISHED")
+    history = client.get_metric_history(run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_no_flush_time_still_sends_what_the_server_takes_at_once(store_dir, tmp_path):
+    tracker = _tracker(store_dir, flush_timeout_s=0)
+    run_id = tracker.start(tmp_path / "run", {}, {})
+    tracker.log_metrics({"loss": 1.0}, 1)
+    tracker.finish("FINISHED")
+    client = _client(store_dir)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert _steps(client, run_id, "loss") == [1]
+
+
+@pytest.mark.parametrize("value", [-1, 3601])
+def test_flush_timeout_out_of_range_is_one_clear_error(store_dir, tmp_path, value):
+    tracker = _tracker(store_dir, flush_timeout_s=value)
+    with pytest.raises(ConfigError, match=r"logger.flush_timeout_s=.* is out of range; use 0 to 3600"):
+        tracker.start(tmp_path / "run", {}, {})
+    tracker.finish("FAILED")
 
 
 def test_system_metrics_failure_only_warns(store_dir, tmp_path, caplog, monkeypatch):
@@ -273,55 +370,48 @@ def test_system_metrics_failure_only_warns(store_dir, tmp_path, caplog, monkeypa
 
 
 @pytest.mark.slow
-def test_real_server_then_server_dies(tmp_path, caplog):
-    port = _free_port()
+def test_real_server_killed_and_restarted_mid_run(tmp_path, caplog):
+    """The issue's scenario: the server dies mid-run and comes back; it ends with every step, once."""
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    servers = [start_server(port, tmp_path)]
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, "mlflow server exited"
-            assert time.monotonic() < deadline, "mlflow server did not come up"
-            time.sleep(0.5)
-
         run_dir = tmp_path / "run"
         artifact = tmp_path / "note.txt"
         artifact.write_text("hello")
-        tracker = _tracker(tmp_path / "unused", tracking_uri=uri)
+        tracker = _tracker(tmp_path / "unused", tracking_uri=uri, request_timeout_s=2, flush_timeout_s=120)
         run_id = tracker.start(run_dir, {"lr": 0.1, "long": "y" * 7000}, {"family": "policy"})
         assert run_id is not None
-        tracker.log_metrics({"loss": 1.0}, 0)
+        for step in range(3):
+            tracker.log_metrics({"loss": 1.0 / (step + 1), "lr": 0.1}, step)
         tracker.log_artifact(artifact)
-
+        assert tracker.flush(60), "the first steps did not reach the server"
         client = MlflowClient(uri)
         run = client.get_run(run_id)
         assert run.info.status == "RUNNING"
         assert run.data.params["lr"] == "0.1" and len(run.data.params["long"]) == 6000
-        assert [a.path for a in client.list_artifacts(run_id)] == ["note.txt"]
 
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
-        t0 = time.monotonic()
-        for step in range(1, 4):
-            tracker.log_metrics({"loss": 1.0 / (step + 1)}, step)
+        stop_server(servers[0])
+        for step in range(3, 6):
+            tracker.log_metrics({"loss": 1.0 / (step + 1), "lr": 0.1}, step)
+        tracker.log_artifact(artifact, artifact_path="during_outage")
+        assert tracker.pending == 4  # queued, not sent: the steps did not wait for the dead server
+        _wait_until(lambda: _tracking_warnings(caplog), "the warning about the dead server")
+
+        servers.append(start_server(port, tmp_path))  # the same store, as a restarted service has
+        for step in range(6, 9):
+            tracker.log_metrics({"loss": 1.0 / (step + 1), "lr": 0.1}, step)
         tracker.finish("FINISHED")
-        assert time.monotonic() - t0 < 15
-        assert len(_tracking_warnings(caplog)) == 1
+
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        for key in ("loss", "lr"):
+            assert _steps(client, run_id, key) == list(range(9)), key
+        assert sorted(a.path for a in client.list_artifacts(run_id)) == ["during_outage", "note.txt"]
+        assert len(_tracking_warnings(caplog)) == 1  # the outage, once; nothing was left unsent
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING
                     and r.name != WARNING_LOGGER]  # urllib3's retry lines are demoted
-        assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [0, 1, 2, 3]
+        assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == list(range(9))
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, 9)
-            server.wait(timeout=30)
+        for server in servers:
+            stop_server(server)

@@ -101,3 +101,28 @@ def test_git_helpers(tmp_path):
     assert git_tags(tmp_path) == {"mlflow.source.git.commit": commit, "git.dirty": "false"}
     (tmp_path / "f.txt").write_text("b")
     assert git_tags(tmp_path)["git.dirty"] == "true"
+
+
+def test_resume_cuts_metrics_jsonl_back_to_the_checkpoint_step(tmp_path):
+    """A run resumed from step 4 logs steps 5, 6, ... again: the first attempt's records of them go."""
+    first = NullTracker()
+    first.start(tmp_path, {}, {})
+    for step in (2, 4, 4, 6, 8):
+        first.log_metrics({"loss": float(step)}, step)
+    first.finish("KILLED")
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 9, "ti')  # torn by a kill mid-write
+
+    resumed = NullTracker()
+    resumed.start(tmp_path, {}, {}, resume_step=4)
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [2, 4, 4]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]  # no temporary file left behind
+    resumed.log_metrics({"loss": 0.5}, 6)
+    resumed.finish("FINISHED")
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "metrics.jsonl")] == [
+        (2, 2.0), (4, 4.0), (4, 4.0), (6, 0.5)]
+
+    again = NullTracker()
+    again.start(tmp_path, {}, {}, resume_step=6)  # nothing after step 6: the file is left as it is
+    again.finish("FINISHED")
+    assert len(read_metrics(tmp_path / "metrics.jsonl")) == 4
