@@ -53,17 +53,29 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
             overrides.append(args[i])
         i += max(words, 1)
     if not any(a in _HYDRA_NO_COMPOSE for a in args):
-        check_warm_start(check_composes(config_dir, config_name, overrides))
+        cfg = check_composes(config_dir, config_name, overrides)
+        check_warm_start(cfg)
+        check_writable(cfg, multirun=False)
     elif any(a in _MULTIRUN for a in args) and not any(a in _HYDRA_NO_COMPOSE - _MULTIRUN for a in args):
-        check_sweep(config_dir, config_name, overrides)
+        check_writable(check_sweep(config_dir, config_name, overrides), multirun=True)
     return [argv[0], *args]
 
 
-def check_sweep(config_dir: str, config_name: str, overrides: list[str]) -> None:
+def check_writable(cfg, multirun: bool) -> None:
+    """The folders the run will write (cli.writable) are tried before Hydra creates the run directory."""
+    from cli.writable import unwritable_folder
+
+    HydraConfig.instance().set_config(cfg)  # its ${hydra:...} resolve against it, not a later sweep trial's
+    message = unwritable_folder(cfg, multirun)
+    if message:
+        fail(message)
+
+
+def check_sweep(config_dir: str, config_name: str, overrides: list[str]):
     """Every value of every swept key composes, with the other keys at their first value, so that a
     bad sweep value is one line before any job is launched or submitted. One key at a time: n keys
     of k values cost 1 + n(k - 1) compositions, not k^n. Interval sweeps (optuna's) list no values
-    and are left to the sweeper."""
+    and are left to the sweeper. Returns the config of the first values."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
@@ -82,11 +94,12 @@ def check_sweep(config_dir: str, config_name: str, overrides: list[str]) -> None
         key = override.get_key_element()
         first.append(f"{key}={values[0]}")
         swept.append((len(first) - 1, key, values))
-    check_composes(config_dir, config_name, first)  # its messages name the key, swept or not
+    cfg = check_composes(config_dir, config_name, first)  # its messages name the key, swept or not
     for pos, key, values in swept:
         for value in values[1:]:
             trial = [*first[:pos], f"{key}={value}", *first[pos + 1:]]
             check_composes(config_dir, config_name, trial, label=f"sweep value {key}={value}")
+    return cfg
 
 
 def family_switch(args: list[str], config_dir: str | None = None) -> list[str]:

@@ -89,6 +89,18 @@ def ensure_dataset(dataset_cfg) -> Path:
     return root
 
 
+def folder_to_write(dataset_cfg) -> Path | None:
+    """Where ensure_dataset would write (recording and download both fill a temporary sibling of
+    the dataset's root, renamed into place), or None when it writes nothing: the dataset is there,
+    or absent with nothing that says how to make it; a repo_id list is never written."""
+    if is_multi(dataset_cfg):
+        return None
+    root = dataset_root(dataset_cfg)
+    if (root / "meta" / "info.json").is_file() or (dataset_cfg.demos is None and dataset_cfg.local_files_only):
+        return None
+    return root.parent
+
+
 def download(repo_id: str, root: Path, revision: str | None) -> Path:
     """LeRobot's `local_files_only=false`: fetch the dataset from the Hugging Face Hub into a
     temporary sibling of `root`, renamed into place once complete (an interrupted or refused

@@ -4,10 +4,15 @@ Episodes run in batches of ``batch_size`` envs; episode ``i`` is reset with seed
 a per-episode result can be replayed alone. A vector env keeps stepping an env whose episode has
 ended (under ``NEXT_STEP`` autoreset its next step starts a new, unseeded episode), so every
 statistic is masked to the steps up to and including the one that ended the episode.
+
+An episode also ends at the config's ``episode_length`` whatever the env reports: gym.make's
+``TimeLimit`` truncates there too, but an env that ignores it (or a ``gym_kwargs`` that drops it)
+must not make evaluation hang. Such episodes are marked ``capped``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -21,6 +26,8 @@ from envs.configs import EnvConfig, as_env_config
 from envs.factory import make_env, render_envs
 from envs.observation import preprocess_observation
 from envs.video import write_video
+
+log = logging.getLogger(__name__)
 
 
 def _info_at(info: dict[str, Any], key: str, n_envs: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -40,11 +47,13 @@ def _rollout(
     progress_bar: tqdm,
     running: dict[str, int],
 ) -> tuple[list[dict[str, Any]], dict[int, list[np.ndarray]]]:
-    """One batch of episodes, one per env; returns per-episode stats and the frames of ``record``."""
+    """One batch of episodes, one per env, each at most ``cfg.episode_length`` steps; returns
+    per-episode stats and the frames of ``record``."""
     n_envs = env.num_envs
     obs, _ = env.reset(seed=seeds)
     policy.reset()
     done = np.zeros(n_envs, dtype=bool)
+    capped = np.zeros(n_envs, dtype=bool)
     length = np.zeros(n_envs, dtype=np.int64)
     sum_reward = np.zeros(n_envs)
     max_reward = np.full(n_envs, -np.inf)
@@ -78,7 +87,10 @@ def _rollout(
         for i, frame in zip(live_recorded, render_envs(env, live_recorded)):
             frames[i].append(frame)
 
-        ended = live & (terminated | truncated)
+        by_env = live & (terminated | truncated)
+        at_cap = live & ~by_env & (length >= cfg.episode_length)
+        capped |= at_cap
+        ended = by_env | at_cap
         done |= ended
         running["done"] += int(ended.sum())
         running["success"] += int((ended & success).sum())
@@ -93,6 +105,7 @@ def _rollout(
             "max_reward": float(max_reward[i]),
             "success": bool(success[i]),
             "length": int(length[i]),
+            "capped": bool(capped[i]),
         }
         if not np.isnan(max_coverage[i]):
             episode["max_coverage"] = float(max_coverage[i])
@@ -173,6 +186,11 @@ def evaluate_policy(
     coverages = [e["max_coverage"] for e in per_episode if "max_coverage" in e]
     if coverages:
         aggregated["avg_max_coverage"] = float(np.mean(coverages))
+    n_capped = sum(e["capped"] for e in per_episode)
+    if n_capped:
+        aggregated["n_capped"] = n_capped
+        log.warning("%d of %d eval episodes reached env.episode_length=%d without the env ending them (no "
+                    "terminated or truncated); they were ended there", n_capped, n_episodes, cfg.episode_length)
     aggregated["n_episodes"] = n_episodes
     aggregated["eval_s"] = time.perf_counter() - start
     return {"aggregated": aggregated, "per_episode": per_episode, "videos": videos}

@@ -124,6 +124,7 @@ def test_success_and_rewards_are_masked_after_done(scripted_cfg, echo):
     assert [e["sum_reward"] for e in episodes] == [float(n) for n in lengths]
     assert [e["max_reward"] for e in episodes] == [1.0] * 5
     assert [e["max_coverage"] for e in episodes] == pytest.approx([n / 100 for n in lengths])
+    assert not any(e["capped"] for e in episodes) and "n_capped" not in result["aggregated"]
 
     aggregated = result["aggregated"]
     assert aggregated["n_episodes"] == 5
@@ -169,6 +170,43 @@ def test_policy_module_is_evaluated_in_eval_mode_and_restored(scripted_cfg):
     assert policy.training
 
 
+class NeverDoneEnv(ScriptedEnv):
+    """Never terminates nor truncates (an env that ignores its TimeLimit); past 3x the limit it
+    raises, so an evaluator without the cap fails here instead of hanging."""
+
+    def step(self, action):
+        if self.t >= 3 * EPISODE_LENGTH:
+            raise AssertionError(f"stepped {self.t + 1} times, past env.episode_length={EPISODE_LENGTH}")
+        obs, reward, _, _, info = super().step(action)
+        return obs, reward, False, False, {**info, "is_success": False}
+
+
+def test_an_env_that_never_ends_is_cut_at_its_episode_length(scripted_cfg, monkeypatch, caplog):
+    """No evaluation can hang: the step limit ends an episode whatever the env reports."""
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+    import envs.evaluate as evaluate
+
+    made = []
+
+    def make_env(cfg, n_envs, use_async):
+        made.append(SyncVectorEnv([NeverDoneEnv] * n_envs, autoreset_mode=AutoresetMode.NEXT_STEP))
+        return made[-1]
+
+    monkeypatch.setattr(evaluate, "make_env", make_env)
+    policy = FunctionPolicy(lambda obs: obs["observation.state"].clone())
+    result = evaluate_policy(policy, scripted_cfg, n_episodes=3, batch_size=2, use_async=False, seed=0,
+                             device="cpu", videos_dir=None, progress=False)
+    episodes = result["per_episode"]
+    assert [e["length"] for e in episodes] == [EPISODE_LENGTH] * 3
+    assert all(e["capped"] and not e["success"] for e in episodes)
+    assert [e["sum_reward"] for e in episodes] == [float(EPISODE_LENGTH)] * 3
+    assert result["aggregated"]["n_capped"] == 3
+    assert "3 of 3 eval episodes reached env.episode_length=8" in caplog.text
+    # the first batch stopped stepping at the limit: its envs are at step 8, not beyond
+    assert [env.t for env in made[0].envs] == [EPISODE_LENGTH] * 2
+
+
 def test_pusht_end_to_end_with_video(tmp_path):
     """Real env, async workers, a policy that pushes towards the centre: the plumbing, not skill."""
     cfg = PushtEnvConfig(episode_length=6)
@@ -180,6 +218,7 @@ def test_pusht_end_to_end_with_video(tmp_path):
     episodes = result["per_episode"]
     assert [e["seed"] for e in episodes] == [100, 101, 102]
     assert all(e["length"] == 6 and not e["success"] and 0 <= e["max_coverage"] <= 1 for e in episodes)
+    assert not any(e["capped"] for e in episodes)  # gym-pusht's TimeLimit truncated them, the cap did not
     assert set(result["aggregated"]) == {
         "avg_sum_reward", "avg_max_reward", "pc_success", "avg_max_coverage", "n_episodes", "eval_s",
     }

@@ -5,6 +5,7 @@ SLURM needed: the script is only written, never sent)."""
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from omegaconf import OmegaConf
@@ -29,12 +30,19 @@ def launcher_config(*overrides: str) -> dict:
 
 
 def sbatch_script(launcher: dict, folder: Path) -> tuple[str, object]:
-    """What hydra-submitit-launcher's SlurmLauncher.launch hands submitit, as the sbatch text."""
+    """What hydra-submitit-launcher's SlurmLauncher.launch hands submitit, as the sbatch text.
+
+    submitit's SlurmExecutor refuses to be built where `srun` is not on PATH (its `affinity()`), though
+    writing the script calls no SLURM command; so it is told it is on a cluster, and these tests pass on
+    a machine without SLURM as on one with it."""
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from submitit.slurm.slurm import SlurmExecutor
 
     params = {k: v for k, v in launcher.items() if k != "_target_"}
-    executor = submitit.AutoExecutor(cluster="slurm", folder=folder, slurm_max_num_timeout=params.pop("max_num_timeout"))
+    with mock.patch.object(SlurmExecutor, "affinity", classmethod(lambda cls: 2)):
+        executor = submitit.AutoExecutor(cluster="slurm", folder=folder,
+                                         slurm_max_num_timeout=params.pop("max_num_timeout"))
     params.pop("submitit_folder")
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})

@@ -1,5 +1,6 @@
 """The interface shared by all trackers: local metric log, finish rules, config helpers, git."""
 
+import shutil
 import subprocess
 
 import numpy as np
@@ -86,6 +87,8 @@ def _git(cwd, *args):
     )
 
 
+@pytest.mark.skipif(shutil.which("git") is None,
+                    reason="the git helpers are tested on a repository made with the git CLI; git is not installed")
 def test_git_helpers(tmp_path):
     assert git_commit(tmp_path) is None
     assert git_tags(tmp_path) == {}

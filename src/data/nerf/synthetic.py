@@ -376,6 +376,28 @@ def check_generated_with(root: Path, params: dict, cached: bool) -> None:
     raise FileExistsError(f"{root} holds a scene, but {what}; remove that folder to regenerate it, or {other}")
 
 
+def scene_root(root: Path | None, name: str, format: str) -> Path:
+    """The scene folder: `root`, or for None the cache's $HYDRABOT_HOME/scenes/<name>[_<format>]."""
+    if root is None:
+        import os
+
+        folder = name if format == "nerfstudio" else f"{name}_{format}"
+        root = Path(os.environ.get("HYDRABOT_HOME", "~/.cache/hydrabot")).expanduser() / "scenes" / folder
+    return Path(root).expanduser()
+
+
+def scene_marker(format: str) -> str:
+    """The file whose presence says a folder holds a scene of this format."""
+    return "transforms.json" if format == "nerfstudio" else "transforms_train.json"
+
+
+def folder_to_generate_in(root: Path | None, name: str, format: str) -> Path | None:
+    """Where ensure_scene would write (the temporary folder beside the scene's), or None when the
+    scene is there already and nothing is written."""
+    root = scene_root(root, name, format)
+    return None if (root / scene_marker(format)).is_file() else root.parent
+
+
 def ensure_scene(root: Path | None, name: str = "synthetic", format: str = "nerfstudio", n_views: int = 48,
                  size: int = 64, fov_deg: float = 50.0, n_eval_views: int = 8) -> Path:
     """The scene folder, generated first when it holds no scene (like `dataset=pusht` records its demos).
@@ -387,11 +409,8 @@ def ensure_scene(root: Path | None, name: str = "synthetic", format: str = "nerf
     import shutil
 
     cached = root is None
-    if cached:
-        folder = name if format == "nerfstudio" else f"{name}_{format}"
-        root = Path(os.environ.get("HYDRABOT_HOME", "~/.cache/hydrabot")).expanduser() / "scenes" / folder
-    root = Path(root).expanduser()
-    marker = "transforms.json" if format == "nerfstudio" else "transforms_train.json"
+    root = scene_root(root, name, format)
+    marker = scene_marker(format)
     params = {"format": format, "n_views": n_views, "size": size, "fov_deg": fov_deg}
     if format != "nerfstudio":
         params["n_eval_views"] = n_eval_views
