@@ -10,6 +10,7 @@ from hydra.core.config_store import ConfigStore
 
 from config import schemas
 from envs.configs import EnvConfig
+from models.act.config import ACTConfig
 from models.diffusion.config import DiffusionConfig
 from models.nerfacto.config import NerfactoConfig
 
@@ -23,7 +24,7 @@ _SCHEMAS = {
     "machine": {"machine": schemas.MachineConfig},
     "logger": {"mlflow": schemas.MLflowLoggerConfig, "none": schemas.NullLoggerConfig},
     "eval": {"rollout": schemas.RolloutEvalConfig, "views": schemas.ViewsEvalConfig},
-    "policy": {"diffusion": DiffusionConfig},
+    "policy": {"diffusion": DiffusionConfig, "act": ACTConfig},
     "env": {"env": EnvConfig},
     "model": {"nerfacto": NerfactoConfig},
     "data": {"nerf": schemas.NerfDataConfig},

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 
 def replace_submodules(
@@ -37,31 +38,37 @@ def _load_state_dict_file(path: str) -> dict:
     return state
 
 
-def load_pretrained_weights(model: nn.Module, spec: str) -> None:
-    """Loads `spec`, a local state_dict file or a torchvision weights name found in torch's cache.
+def pretrained_weights_path(spec: str) -> str:
+    """The local file of `spec`: a state_dict path, or a torchvision weights name's file in torch's cache.
 
     Nothing is downloaded: training machines here have no internet, and a silent download would
-    make a run depend on network state.
+    make a run depend on network state. Policy configs call this at compose time, so a missing file
+    stops the run before anything is created.
     """
     path = os.path.expanduser(spec)
     if os.path.isfile(path):
-        state = _load_state_dict_file(path)
-        source = path
-    else:
-        try:
-            weights = torchvision.models.get_weight(spec)
-        except (ValueError, KeyError, AttributeError):
-            raise FileNotFoundError(
-                f"policy.pretrained_backbone_weights={spec} is neither a file nor a torchvision weights name"
-                " (e.g. ResNet18_Weights.IMAGENET1K_V1); give a local state_dict path or null"
-            ) from None
-        source = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-        if not os.path.isfile(source):
-            raise FileNotFoundError(
-                f"policy.pretrained_backbone_weights={spec} is not in torchvision's cache ({source}) and nothing"
-                " is downloaded; copy the file there, pass a local state_dict path, or set it to null"
-            )
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        return path
+    try:
+        weights = torchvision.models.get_weight(spec)
+    except (ValueError, KeyError, AttributeError):
+        raise FileNotFoundError(
+            f"policy.pretrained_backbone_weights={spec} is neither a file nor a torchvision weights name"
+            " (e.g. ResNet18_Weights.IMAGENET1K_V1); give a local state_dict path or null"
+        ) from None
+    source = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    if not os.path.isfile(source):
+        raise FileNotFoundError(
+            f"policy.pretrained_backbone_weights={spec} is not in torchvision's cache ({source}) and nothing"
+            f" is downloaded; copy {os.path.basename(weights.url)} (from {weights.url}) there, pass a local"
+            " state_dict path, or set policy.pretrained_backbone_weights=null"
+        )
+    return source
+
+
+def load_pretrained_weights(model: nn.Module, spec: str) -> None:
+    """Loads `spec` (see `pretrained_weights_path`) into a full torchvision model."""
+    source = pretrained_weights_path(spec)
+    state = _load_state_dict_file(source)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -71,13 +78,33 @@ def load_pretrained_weights(model: nn.Module, spec: str) -> None:
 
 
 def build_resnet_trunk(
-    name: str, in_channels: int = 3, pretrained_weights: Optional[str] = None, use_group_norm: bool = False
+    name: str,
+    in_channels: int = 3,
+    pretrained_weights: Optional[str] = None,
+    use_group_norm: bool = False,
+    replace_final_stride_with_dilation: bool = False,
+    frozen_batch_norm: bool = False,
 ) -> nn.Sequential:
-    """A torchvision ResNet without its global pool and classifier, i.e. (N, C, H, W) -> feature map."""
+    """A torchvision ResNet without its global pool and classifier, i.e. (N, C, H, W) -> feature map.
+
+    `replace_final_stride_with_dilation` keeps layer4 at layer3's resolution (DETR's DC5);
+    `frozen_batch_norm` uses fixed statistics and affine terms (ACT/DETR), which a small batch
+    cannot estimate."""
     factory = getattr(torchvision.models, name, None)
     if not name.startswith("resnet") or factory is None:
         raise ValueError(f"policy.vision_backbone={name} is not a torchvision ResNet; use e.g. resnet18")
-    model = factory(weights=None)
+    kwargs = {}
+    if replace_final_stride_with_dilation:
+        kwargs["replace_stride_with_dilation"] = [False, False, True]
+    if frozen_batch_norm:
+        kwargs["norm_layer"] = FrozenBatchNorm2d
+    try:
+        model = factory(weights=None, **kwargs)
+    except NotImplementedError as err:  # BasicBlock ResNets (18, 34) cannot dilate
+        raise ValueError(
+            f"policy.replace_final_stride_with_dilation=true needs a bottleneck ResNet (resnet50 and up);"
+            f" {name} refuses it ({err})"
+        ) from None
     if pretrained_weights:
         if use_group_norm:
             raise ValueError(

@@ -1,0 +1,180 @@
+"""Configuration of ACT, also the Hydra schema of `policy=act`.
+
+Defaults follow LeRobot's `ACTConfig` (the bimanual ALOHA setup of Zhao et al. 2023). The training
+preset (LeRobot's optimizer_lr / optimizer_weight_decay) lives in conf/optimizer/preset/act.yaml;
+`optimizer_lr_backbone` stays here because the policy sets it on its backbone's parameter group.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from models.common.feature_access import feature_type_and_shape, feature_type_name
+
+FEATURE_TYPES = ("VISUAL", "STATE", "ENV", "ACTION")
+NORMALIZATION_MODES = ("MEAN_STD", "MIN_MAX", "IDENTITY")
+ACTIVATIONS = ("relu", "gelu", "glu")
+
+
+@dataclass
+class ACTConfig:
+    """ACT hyper-parameters (LeRobot's defaults)."""
+
+    _target_: str = "models.act.modeling.ACTPolicy"
+
+    # The policy sees the current frame only, predicts `chunk_size` actions and executes
+    # `n_action_steps` of them before predicting again.
+    n_obs_steps: int = 1
+    chunk_size: int = 100
+    n_action_steps: int = 100
+
+    normalization_mapping: dict[str, str] = field(
+        default_factory=lambda: {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
+    )
+
+    # Vision backbone: a torchvision ResNet with frozen BatchNorm, cut after layer4.
+    vision_backbone: str = "resnet18"
+    # A torchvision weights name (read from torch's cache, never downloaded) or a state_dict file.
+    pretrained_backbone_weights: Optional[str] = "ResNet18_Weights.IMAGENET1K_V1"
+    replace_final_stride_with_dilation: bool = False
+
+    # Transformer.
+    pre_norm: bool = False
+    dim_model: int = 512
+    n_heads: int = 8
+    dim_feedforward: int = 3200
+    feedforward_activation: str = "relu"
+    n_encoder_layers: int = 4
+    # The original ACT code configures 7 decoder layers but, through a bug, uses only the first
+    # (tonyzhaozh/act#25); 1 reproduces what it trained.
+    n_decoder_layers: int = 1
+
+    # VAE (training only: at inference the latent is zero).
+    use_vae: bool = True
+    latent_dim: int = 32
+    n_vae_encoder_layers: int = 4
+
+    # Inference: None executes action chunks from a queue; a coefficient (ACT uses 0.01) averages
+    # the predictions of every chunk that covers the current step, which needs n_action_steps=1.
+    temporal_ensemble_coeff: Optional[float] = None
+
+    # Training.
+    dropout: float = 0.1
+    kl_weight: float = 10.0
+    optimizer_lr_backbone: float = 1e-5
+
+    # Filled from the dataset at build time; informational (logged with the run).
+    input_features: Optional[dict] = None
+    output_features: Optional[dict] = None
+
+    def __post_init__(self) -> None:
+        self.normalization_mapping = {
+            str(k): feature_type_name(v) for k, v in dict(self.normalization_mapping).items()
+        }
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks the options that do not depend on the dataset's features."""
+        for name in ("chunk_size", "n_action_steps", "dim_model", "n_heads", "dim_feedforward", "latent_dim",
+                     "n_encoder_layers", "n_decoder_layers"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"policy.{name}={value} must be >= 1; set policy.{name} to a positive integer")
+        if self.n_obs_steps != 1:
+            raise ValueError(
+                f"policy.n_obs_steps={self.n_obs_steps}: ACT conditions on the current frame only; set policy.n_obs_steps=1"
+            )
+        if self.n_action_steps > self.chunk_size:
+            raise ValueError(
+                f"policy.n_action_steps={self.n_action_steps} exceeds policy.chunk_size={self.chunk_size}, the"
+                " actions predicted per call; lower policy.n_action_steps or raise policy.chunk_size"
+            )
+        if self.temporal_ensemble_coeff is not None and self.n_action_steps != 1:
+            raise ValueError(
+                f"policy.temporal_ensemble_coeff={self.temporal_ensemble_coeff} needs a prediction at every step;"
+                f" set policy.n_action_steps=1 (it is {self.n_action_steps}) or policy.temporal_ensemble_coeff=null"
+            )
+        if self.dim_model % self.n_heads != 0:
+            raise ValueError(
+                f"policy.dim_model={self.dim_model} is not divisible by policy.n_heads={self.n_heads};"
+                " make dim_model a multiple of n_heads"
+            )
+        if self.dim_model % 2 != 0:
+            raise ValueError(
+                f"policy.dim_model={self.dim_model} must be even (the 2D sine position embedding splits it"
+                " between rows and columns); use e.g. 512"
+            )
+        if self.feedforward_activation not in ACTIVATIONS:
+            raise ValueError(
+                f"policy.feedforward_activation={self.feedforward_activation} is unknown; use one of {list(ACTIVATIONS)}"
+            )
+        if self.feedforward_activation == "glu" and self.dim_feedforward % 2 != 0:
+            raise ValueError(
+                f"policy.dim_feedforward={self.dim_feedforward} must be even with glu, which halves it; use e.g. 3200"
+            )
+        if self.use_vae and self.n_vae_encoder_layers < 1:
+            raise ValueError(
+                f"policy.n_vae_encoder_layers={self.n_vae_encoder_layers} must be >= 1 with policy.use_vae=true;"
+                " raise it or set policy.use_vae=false"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"policy.dropout={self.dropout} must lie in [0, 1); use e.g. 0.1")
+        if self.kl_weight < 0:
+            raise ValueError(f"policy.kl_weight={self.kl_weight} must be >= 0; use e.g. 10")
+        if self.optimizer_lr_backbone < 0:
+            raise ValueError(f"policy.optimizer_lr_backbone={self.optimizer_lr_backbone} must be >= 0; use e.g. 1e-5")
+        for ftype, mode in self.normalization_mapping.items():
+            if ftype not in FEATURE_TYPES:
+                raise ValueError(
+                    f"policy.normalization_mapping has unknown feature type {ftype}; use keys among {list(FEATURE_TYPES)}"
+                )
+            if mode not in NORMALIZATION_MODES:
+                raise ValueError(
+                    f"policy.normalization_mapping.{ftype}={mode} is unknown; use one of {list(NORMALIZATION_MODES)}"
+                )
+        if not self.vision_backbone.startswith("resnet"):
+            raise ValueError(
+                f"policy.vision_backbone={self.vision_backbone} is not a torchvision ResNet; use e.g. resnet18"
+            )
+        if self.replace_final_stride_with_dilation and self.vision_backbone in ("resnet18", "resnet34"):
+            raise ValueError(
+                f"policy.replace_final_stride_with_dilation=true needs a bottleneck ResNet, which"
+                f" policy.vision_backbone={self.vision_backbone} is not; use resnet50 or set it to false"
+            )
+        if self.pretrained_backbone_weights:
+            from models.common.vision import pretrained_weights_path
+
+            try:
+                pretrained_weights_path(self.pretrained_backbone_weights)
+            except FileNotFoundError as err:
+                raise ValueError(str(err)) from None
+
+    def validate_features(self, features: Mapping[str, Any]) -> None:
+        """Checks the options against the dataset's features (known only when the policy is built)."""
+        parsed = {key: feature_type_and_shape(ft) for key, ft in features.items()}
+        actions = [k for k, (t, _) in parsed.items() if t == "ACTION"]
+        if len(actions) != 1 or len(parsed[actions[0]][1]) != 1:
+            raise ValueError(
+                f"ACT needs exactly one 1-D ACTION feature, got {actions or 'none'} among {sorted(parsed)};"
+                " check the dataset's `action` feature"
+            )
+        images = {k: shape for k, (t, shape) in parsed.items() if t == "VISUAL"}
+        if not images and not any(t == "ENV" for t, _ in parsed.values()):
+            raise ValueError(
+                f"ACT needs at least one camera (VISUAL) or observation.environment_state (ENV) input, got"
+                f" {sorted(parsed)}; use a dataset with images or an environment state"
+            )
+        for key, shape in images.items():
+            if len(shape) != 3:
+                raise ValueError(f"image feature {key} has shape {list(shape)}; expected [C, H, W]")
+
+    @property
+    def observation_delta_indices(self) -> None:
+        return None
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        return list(range(self.chunk_size))
+
+    @property
+    def reward_delta_indices(self) -> None:
+        return None
