@@ -45,7 +45,7 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
         notes.append("nerfstudio's flags name nerfacto: added model=nerfacto")
     for note in notes:
         print(note, file=sys.stderr)
-    args = family_switch(args, config_dir)
+    args = env_dataset(family_switch(args, config_dir), config_dir)
     overrides, i = [], 0
     while i < len(args):
         words = hydra_flag_words(args, i)
@@ -123,6 +123,29 @@ def family_switch(args: list[str], config_dir: str | None = None) -> list[str]:
     extra += [f"{g}=preset/{model}" for g in ("optimizer", "scheduler") if g not in given]
     at = next(i for i, a in enumerate(args) if a.startswith(anchor))  # keep the overrides contiguous
     return [*args[:at + 1], *extra, *args[at + 1:]]
+
+
+# The scripted demonstrations (conf/dataset/) recorded in each env task; `env=<e>` alone trains on them.
+ENV_DATASETS = {
+    "aloha": {"AlohaInsertion-v0": "aloha_insertion", "AlohaTransferCube-v0": "aloha_transfer_cube"},
+    "xarm": {"XarmLift-v0": "xarm_lift"},
+}
+
+
+def env_dataset(args: list[str], config_dir: str | None = None) -> list[str]:
+    """`env=aloha` (or `--env.type=aloha`) without `dataset=` or `experiment=` adds the dataset of the
+    env's task (`env.task=`, else the env's default), as the root's `dataset: pusht` would not fit it."""
+    plain = [a for a in args if not a.startswith("-")]
+    picks = dict(a.split("=", 1) for a in plain if "=" in a)
+    env = picks.get("env")
+    if env not in ENV_DATASETS or "dataset" in picks or "experiment" in picks or config_dir is None:
+        return args
+    task = picks.get("env.task") or OmegaConf.load(Path(config_dir) / "env" / f"{env}.yaml").get("task")
+    dataset = ENV_DATASETS[env].get(task)
+    if dataset is None:
+        return args
+    at = args.index(f"env={env}")
+    return [*args[:at + 1], f"dataset={dataset}", *args[at + 1:]]
 
 
 def experiment_model(config_dir: str, experiment: str | None) -> str | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -101,7 +102,12 @@ class RobotPipeline:
             self.features = features_from_config(cfg.policy.input_features, cfg.policy.output_features)
             self.stats = None
         self._check_env_provides_inputs(cfg)
-        self.model = instantiate(cfg.policy, features=self.features, stats=self.stats, _convert_="all").to(device)
+        try:
+            self.model = instantiate(cfg.policy, features=self.features, stats=self.stats, _convert_="all").to(device)
+        except InstantiationException as e:  # the policy's checks against the dataset's features
+            if isinstance(e.__cause__, (ValueError, FileNotFoundError)):
+                raise ConfigError(f"policy: {e.__cause__}") from e
+            raise
 
     # ------------------------------------------------------------------ build
     def _build_data(self, cfg: DictConfig) -> None:
