@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cli.seed_flags import config_keys, hydra_flag_words, names_nerfacto, translate_argv
+from config.ranges import check_ranges
 
 _MULTIRUN = {"--multirun", "-m"}
 _HYDRA_NO_COMPOSE = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--multirun", "-m",
@@ -130,15 +131,14 @@ def check_composes(config_dir: str, config_name: str, overrides: list[str], labe
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
             HydraConfig.instance().set_config(cfg)
             OmegaConf.resolve(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
-            if cfg.get("policy") is not None:
-                OmegaConf.to_object(cfg.policy)  # runs the policy config's own checks
+            check_ranges(cfg)  # every field's declared range, then the dataclasses' own checks
             from training.device import check_device_options
 
             check_device_options(cfg.machine.device_type, cfg.amp_dtype)
             return cfg
     except (ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException) as e:
         fail(prefix + explain_composition_error(e, config_dir))
-    except ValueError as e:  # the policy config's own checks, the device and AMP options (ConfigError)
+    except ValueError as e:  # out-of-range values, the configs' own checks, the device and AMP options (ConfigError)
         fail(prefix + str(e))
 
 
