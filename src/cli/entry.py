@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from cli.seed_flags import config_keys, hydra_flag_words, names_nerfacto, translate_argv
 from config.ranges import check_ranges
@@ -176,11 +176,12 @@ def explain_composition_error(e: Exception, config_dir: str) -> str:
         if km:
             return _unknown_key_message(key, km.group(1), detail)
         return f"cannot set {key}: {_first_sentence(detail)}"
-    if "could not be converted" in cause_text + text:
+    if isinstance(cause, ValidationError) or "could not be converted" in cause_text + text:
         detail = cause_text or text
         key = re.search(r"full_key: ([\w.]+)", detail)
         where = f" for {key.group(1)}" if key else ""
-        return f"wrong type{where}: {_first_sentence(detail)}; give a value of the key's type (`--cfg job` shows it)"
+        wanted = "true or false" if "valid bool" in detail else "a value of the key's type (`--cfg job` shows it)"
+        return f"wrong type{where}: {_first_sentence(detail)}; give {wanted}"
     return _first_sentence(cause_text or text)
 
 

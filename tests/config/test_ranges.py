@@ -149,6 +149,7 @@ def test_every_number_of_every_schema_has_a_range_or_a_reason():
 
 
 @pytest.mark.parametrize("override, expected", [
+    (["use_amp=maybe"], "wrong type for use_amp: Value 'maybe' is not a valid bool (type str); give true or false"),
     (["policy.crop_shape=[120,120]"], "policy.crop_shape=[120, 120] is out of range: must fit in the env's image "
                                       "pixels of shape [96, 96, 3] ([H, W, C]); set policy.crop_shape to at most "
                                       "[96, 96], or null"),
@@ -159,7 +160,7 @@ def test_every_number_of_every_schema_has_a_range_or_a_reason():
     ([*NERF, "data.train_num_images_to_sample_from=0"],
      "data.train_num_images_to_sample_from=0 is out of range: must be >= 1 or -1 (-1: all images)"),
 ])
-def test_relations_are_one_line(override, expected, capsys):
+def test_relations_and_types_are_one_line(override, expected, capsys):
     from cli.entry import prepare_argv
     from config.store import register_schemas
 
