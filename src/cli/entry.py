@@ -78,7 +78,8 @@ def check_sweep(config_dir: str, config_name: str, overrides: list[str]) -> None
             with contextlib.suppress(Exception):  # an interval sweep has no values to list
                 values = list(override.sweep_string_iterator())
         if not values:
-            first.append(text)
+            if not override.is_sweep_override():  # an interval: each job's value is checked when it starts
+                first.append(text)
             continue
         key = override.get_key_element()
         first.append(f"{key}={values[0]}")

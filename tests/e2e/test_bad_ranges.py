@@ -39,3 +39,15 @@ def test_a_value_out_of_range_stops_before_anything_is_created(tmp_path, args, e
     line = one_error_line(_train_in(tmp_path, args))
     assert expected in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a run folder, dataset or MLflow store was created"
+
+
+def test_a_sweeper_sampled_value_out_of_range_fails_its_job_before_it_builds_anything(tmp_path):
+    """An interval (optuna) lists no values to check up front: each job's value is checked when it starts."""
+    sweep = tmp_path / "sweep"
+    r = _train_in(tmp_path, ["-m", "hydra/sweeper=optuna_small", "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1",
+                             "logger=none", "eval.n_episodes=int(interval(-3, -1))", f"hydra.sweep.dir={sweep}"])
+    assert r.returncode != 0
+    log = (sweep / "0" / "train.log").read_text()
+    assert "error: eval.n_episodes=-" in log and "is out of range: must be >= 1" in log, log[-2000:]
+    assert sorted(p.name for p in (sweep / "0").iterdir()) == [".hydra", "train.log"]  # nothing of a run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # no dataset, no scene, no MLflow store
