@@ -111,6 +111,14 @@ def check_fields(obj: Any, prefix: str) -> None:
             check_value(f"{prefix}.{f.name}", getattr(obj, f.name), rng)
 
 
+def check_options(node: Any, schema: type, prefix: str) -> None:
+    """The options of an untyped node (one whose `_target_` picks the dataclass) against `schema`'s ranges."""
+    for f in dataclasses.fields(schema):
+        rng = field_range(f)
+        if rng is not None and f.name in node:
+            check_value(f"{prefix}.{f.name}", node[f.name], rng)
+
+
 def check_ranges(cfg: DictConfig) -> None:
     """Raises ConfigError for the first value of `cfg` outside its field's declared range, then for the
     first failing relation between fields (dataclass `__post_init__`s, `cross_check`s)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from config.errors import ConfigError
-from config.ranges import ranged
+from config.ranges import check_options, ranged
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -211,6 +211,17 @@ class NerfDataConfig:
     masks_on_gpu: bool = False
     pixel_sampler: PixelSamplerConfig = field(default_factory=PixelSamplerConfig)
     scene: Optional[SyntheticSceneConfig] = None  # data=synthetic: generated on first use
+
+    @staticmethod
+    def cross_check(node: Any) -> None:
+        """The dataparser is untyped here (its `_target_` picks the parser): its options get the ranges
+        declared on that parser's dataclass."""
+        from data.nerf.dataparsers import dataparser_class
+
+        parser = node.get("dataparser")
+        schema = dataparser_class(parser) if parser is not None else None
+        if schema is not None:
+            check_options(parser, schema, "data.dataparser")
 
 
 # ----------------------------------------------------------------------------- machine

@@ -41,11 +41,15 @@ def _dataclasses_of(hint) -> list[type]:
 
 
 def registered_schemas() -> set[type]:
-    """The root schema, every option's schema, and the dataclasses nested in them."""
+    """The root schema, every option's schema, the dataclasses nested in them, and the dataparsers (an
+    untyped node whose `_target_` picks the dataclass, checked by NerfDataConfig.cross_check)."""
     from config import schemas
     from config.store import SCHEMAS
+    from data.nerf.dataparsers import DATAPARSERS
 
-    todo, seen = [schemas.TrainConfig, *(s for options in SCHEMAS.values() for s in options.values())], set()
+    todo = [schemas.TrainConfig, *(s for options in SCHEMAS.values() for s in options.values()),
+            *DATAPARSERS.values()]
+    seen = set()
     while todo:
         cls = todo.pop()
         if cls not in seen:
@@ -60,6 +64,7 @@ def ranged_paths() -> dict[tuple[type, str], tuple[list[str], str]]:
     from hydra.core.hydra_config import HydraConfig
 
     from config.ranges import field_range
+    from data.nerf.dataparsers import DATAPARSERS
 
     found: dict[tuple[type, str], tuple[list[str], str]] = {}
 
@@ -80,6 +85,11 @@ def ranged_paths() -> dict[tuple[type, str], tuple[list[str], str]]:
             cfg = compose(config_name="train", overrides=selection, return_hydra_config=True)
             HydraConfig.instance().set_config(cfg)
             walk(cfg, "", selection)
+    for fmt, parser in DATAPARSERS.items():  # the generated scene's dataparser has every option of both
+        selection = [*NERF, f"data.scene.format={fmt}"]
+        for f in dataclasses.fields(parser):
+            if field_range(f):
+                found[(parser, f.name)] = (selection, f"data.dataparser.{f.name}")
     return found
 
 
