@@ -52,18 +52,14 @@ class Range:
 
     def describe(self) -> str:
         """`>= 1`, `in [0, 1)`, `> 0`, with the accepted special values: `>= 1 or -1`."""
-        low = (f"[{self.ge:g}", self.ge) if self.ge is not None else (f"({self.gt:g}", self.gt) \
-            if self.gt is not None else None
-        high = (f"{self.le:g}]", self.le) if self.le is not None else (f"{self.lt:g})", self.lt) \
-            if self.lt is not None else None
+        low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else ""
+        high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else ""
         if low and high:
-            text = f"in {low[0]}, {high[0]}"
+            text = f"in {low}, {high}"
         elif low:
-            text = f"{'>=' if self.ge is not None else '>'} {low[1]:g}"
-        elif high:
-            text = f"{'<=' if self.le is not None else '<'} {high[1]:g}"
+            text = f"{'>=' if low[0] == '[' else '>'} {low[1:]}"
         else:
-            text = "a number"
+            text = f"{'<=' if high[-1] == ']' else '<'} {high[:-1]}" if high else "a number"
         return text + "".join(f" or {v}" for v in self.also)
 
 
