@@ -160,6 +160,7 @@ def test_every_number_of_every_schema_has_a_range_or_a_reason():
 
 @pytest.mark.parametrize("override, expected", [
     (["use_amp=maybe"], "wrong type for use_amp: Value 'maybe' is not a valid bool (type str); give true or false"),
+    (["--mixed-precision", "maybe"], "--mixed-precision takes true or false, got 'maybe'"),
     (["policy.crop_shape=[120,120]"], "policy.crop_shape=[120, 120] is out of range: must fit in the env's image "
                                       "pixels of shape [96, 96, 3] ([H, W, C]); set policy.crop_shape to at most "
                                       "[96, 96], or null"),
