@@ -341,7 +341,12 @@ class TrainConfig:
 
     @staticmethod
     def cross_check(node: Any) -> None:
-        """Ranges that span groups: a policy's image crop must fit in the env's camera images."""
+        """Ranges that span groups: a neural field has no eval_freq; a policy's image crop must fit in the
+        env's camera images."""
+        if node.get("model") is not None and node.eval_freq:
+            raise ConfigError(f"eval_freq={node.eval_freq} is out of range for a neural field: must be 0 (it is the "
+                              "robot family's eval cadence); set eval.steps_per_eval_batch / steps_per_eval_image / "
+                              "steps_per_eval_all_images instead (nerfstudio's --steps-per-eval-*)")
         policy, env = node.get("policy"), node.get("env")
         crop = policy.get("crop_shape") if policy is not None else None
         if crop is None or env is None:

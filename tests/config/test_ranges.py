@@ -165,6 +165,7 @@ def test_every_number_of_every_schema_has_a_range_or_a_reason():
                                       "pixels of shape [96, 96, 3] ([H, W, C]); set policy.crop_shape to at most "
                                       "[96, 96], or null"),
     ([*NERF, "model.base_res=64", "model.max_res=32"], "model.max_res=32 is out of range: must be >= model.base_res=64"),
+    ([*NERF, "eval_freq=100"], "eval_freq=100 is out of range for a neural field: must be 0"),
     (["machine.num_machines=2", "machine.machine_rank=2"], "machine.machine_rank=2 is out of range: must be below "
                                                            "machine.num_machines=2"),
     (["optimizer.lr=inf"], "optimizer.lr=inf is out of range: must be a finite number > 0"),
