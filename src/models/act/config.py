@@ -8,11 +8,13 @@ preset (LeRobot's optimizer_lr / optimizer_weight_decay) lives in conf/optimizer
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from config.ranges import check_fields, ranged
 from models.common.feature_access import feature_type_and_shape, feature_type_name
 
 FEATURE_TYPES = ("VISUAL", "STATE", "ENV", "ACTION")
 NORMALIZATION_MODES = ("MEAN_STD", "MIN_MAX", "IDENTITY")
 ACTIVATIONS = ("relu", "gelu", "glu")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 @dataclass
@@ -23,44 +25,46 @@ class ACTConfig:
 
     # The policy sees the current frame only, predicts `chunk_size` actions and executes
     # `n_action_steps` of them before predicting again.
-    n_obs_steps: int = 1
-    chunk_size: int = 100
-    n_action_steps: int = 100
+    n_obs_steps: int = ranged(1, ge=1, le=1, why="ACT conditions on the current frame only")
+    chunk_size: int = ranged(100, ge=1)
+    n_action_steps: int = ranged(100, ge=1, why="at most chunk_size")
 
     normalization_mapping: dict[str, str] = field(
         default_factory=lambda: {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
     )
 
     # Vision backbone: a torchvision ResNet with frozen BatchNorm, cut after layer4.
-    vision_backbone: str = "resnet18"
+    vision_backbone: str = ranged("resnet18", choices=BACKBONES)
     # A torchvision weights name (read from torch's cache, never downloaded) or a state_dict file.
     pretrained_backbone_weights: Optional[str] = "ResNet18_Weights.IMAGENET1K_V1"
     replace_final_stride_with_dilation: bool = False
 
     # Transformer.
     pre_norm: bool = False
-    dim_model: int = 512
-    n_heads: int = 8
-    dim_feedforward: int = 3200
-    feedforward_activation: str = "relu"
-    n_encoder_layers: int = 4
+    dim_model: int = ranged(512, ge=2, why="even, and a multiple of n_heads")
+    n_heads: int = ranged(8, ge=1)
+    dim_feedforward: int = ranged(3200, ge=1)
+    feedforward_activation: str = ranged("relu", choices=ACTIVATIONS)
+    n_encoder_layers: int = ranged(4, ge=1)
     # The original ACT code configures 7 decoder layers but, through a bug, uses only the first
     # (tonyzhaozh/act#25); 1 reproduces what it trained.
-    n_decoder_layers: int = 1
+    n_decoder_layers: int = ranged(1, ge=1)
 
     # VAE (training only: at inference the latent is zero).
     use_vae: bool = True
-    latent_dim: int = 32
-    n_vae_encoder_layers: int = 4
+    latent_dim: int = ranged(32, ge=1)
+    n_vae_encoder_layers: int = ranged(4, ge=0, why="at least 1 with use_vae")
 
     # Inference: None executes action chunks from a queue; a coefficient (ACT uses 0.01) averages
     # the predictions of every chunk that covers the current step, which needs n_action_steps=1.
-    temporal_ensemble_coeff: Optional[float] = None
+    temporal_ensemble_coeff: Optional[float] = ranged(
+        None, ge=-1, le=1, why="weights exp(-coeff * i), i = 0 for the oldest prediction; ACT uses 0.01; null: off"
+    )
 
     # Training.
-    dropout: float = 0.1
-    kl_weight: float = 10.0
-    optimizer_lr_backbone: float = 1e-5
+    dropout: float = ranged(0.1, ge=0, lt=1)
+    kl_weight: float = ranged(10.0, ge=0)
+    optimizer_lr_backbone: float = ranged(1e-5, ge=0, why="the backbone's learning rate; 0 freezes it")
 
     # Filled from the dataset at build time; informational (logged with the run).
     input_features: Optional[dict] = None
@@ -73,16 +77,8 @@ class ACTConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Checks the options that do not depend on the dataset's features."""
-        for name in ("chunk_size", "n_action_steps", "dim_model", "n_heads", "dim_feedforward", "latent_dim",
-                     "n_encoder_layers", "n_decoder_layers"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f"policy.{name}={value} must be >= 1; set policy.{name} to a positive integer")
-        if self.n_obs_steps != 1:
-            raise ValueError(
-                f"policy.n_obs_steps={self.n_obs_steps}: ACT conditions on the current frame only; set policy.n_obs_steps=1"
-            )
+        """Checks the options that do not depend on the dataset's features (the fields' ranges first)."""
+        check_fields(self, "policy")
         if self.n_action_steps > self.chunk_size:
             raise ValueError(
                 f"policy.n_action_steps={self.n_action_steps} exceeds policy.chunk_size={self.chunk_size}, the"
@@ -92,6 +88,12 @@ class ACTConfig:
             raise ValueError(
                 f"policy.temporal_ensemble_coeff={self.temporal_ensemble_coeff} needs a prediction at every step;"
                 f" set policy.n_action_steps=1 (it is {self.n_action_steps}) or policy.temporal_ensemble_coeff=null"
+            )
+        if self.temporal_ensemble_coeff is not None and -self.temporal_ensemble_coeff * (self.chunk_size - 1) > 80:
+            raise ValueError(
+                f"policy.temporal_ensemble_coeff={self.temporal_ensemble_coeff} gives the newest of"
+                f" policy.chunk_size={self.chunk_size} predictions a weight exp({-self.temporal_ensemble_coeff}"
+                f" * {self.chunk_size - 1}), beyond float32; use a coefficient >= {-80 / (self.chunk_size - 1):.3g}"
             )
         if self.dim_model % self.n_heads != 0:
             raise ValueError(
@@ -103,10 +105,6 @@ class ACTConfig:
                 f"policy.dim_model={self.dim_model} must be even (the 2D sine position embedding splits it"
                 " between rows and columns); use e.g. 512"
             )
-        if self.feedforward_activation not in ACTIVATIONS:
-            raise ValueError(
-                f"policy.feedforward_activation={self.feedforward_activation} is unknown; use one of {list(ACTIVATIONS)}"
-            )
         if self.feedforward_activation == "glu" and self.dim_feedforward % 2 != 0:
             raise ValueError(
                 f"policy.dim_feedforward={self.dim_feedforward} must be even with glu, which halves it; use e.g. 3200"
@@ -116,12 +114,6 @@ class ACTConfig:
                 f"policy.n_vae_encoder_layers={self.n_vae_encoder_layers} must be >= 1 with policy.use_vae=true;"
                 " raise it or set policy.use_vae=false"
             )
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"policy.dropout={self.dropout} must lie in [0, 1); use e.g. 0.1")
-        if self.kl_weight < 0:
-            raise ValueError(f"policy.kl_weight={self.kl_weight} must be >= 0; use e.g. 10")
-        if self.optimizer_lr_backbone < 0:
-            raise ValueError(f"policy.optimizer_lr_backbone={self.optimizer_lr_backbone} must be >= 0; use e.g. 1e-5")
         for ftype, mode in self.normalization_mapping.items():
             if ftype not in FEATURE_TYPES:
                 raise ValueError(
@@ -131,10 +123,6 @@ class ACTConfig:
                 raise ValueError(
                     f"policy.normalization_mapping.{ftype}={mode} is unknown; use one of {list(NORMALIZATION_MODES)}"
                 )
-        if not self.vision_backbone.startswith("resnet"):
-            raise ValueError(
-                f"policy.vision_backbone={self.vision_backbone} is not a torchvision ResNet; use e.g. resnet18"
-            )
         if self.replace_final_stride_with_dilation and self.vision_backbone in ("resnet18", "resnet34"):
             raise ValueError(
                 f"policy.replace_final_stride_with_dilation=true needs a bottleneck ResNet, which"
