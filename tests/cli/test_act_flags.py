@@ -68,3 +68,24 @@ def test_env_alone_picks_its_tasks_dataset(compose, task, dataset):
     assert compose(env_dataset(args, CONF_DIR)).dataset.repo_id == f"local/{dataset}"
     explicit = ["env=aloha", "dataset=pusht"]
     assert env_dataset(explicit, CONF_DIR) == explicit  # a dataset given is kept
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("policy.temporal_ensemble_coeff=0.01", "policy.temporal_ensemble_coeff=0.01 needs a prediction at every step;"
+                                            " set policy.n_action_steps=1"),
+    ("policy.pretrained_backbone_weights=/nowhere/r18.pth", "policy.pretrained_backbone_weights=/nowhere/r18.pth is"
+                                                            " neither a file nor a torchvision weights name"),
+    ("policy.chunk_size=0", "policy.chunk_size=0 is out of range: must be >= 1"),
+])
+def test_bad_act_options_are_one_line_and_create_nothing(override, expected, tmp_path, capsys):
+    from cli.entry import prepare_argv
+    from config.store import register_schemas
+
+    register_schemas()
+    args = ["train.py", "policy=act", "env=aloha", "policy.pretrained_backbone_weights=null", override,
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_argv(args, CONF_DIR, "train")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 2 and len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "run").exists()
