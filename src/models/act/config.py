@@ -117,7 +117,8 @@ class ACTConfig:
         for ftype, mode in self.normalization_mapping.items():
             if ftype not in FEATURE_TYPES:
                 raise ValueError(
-                    f"policy.normalization_mapping has unknown feature type {ftype}; use keys among {list(FEATURE_TYPES)}"
+                    f"policy.normalization_mapping has unknown feature type {ftype};"
+                    f" use keys among {list(FEATURE_TYPES)}"
                 )
             if mode not in NORMALIZATION_MODES:
                 raise ValueError(

@@ -9,7 +9,6 @@ mean). The math, defaults and parameter names follow LeRobot's ACTPolicy, so a L
 the same model; the code is ours.
 """
 
-import dataclasses
 import math
 from collections import deque
 from itertools import chain
@@ -20,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.act.config import ACTConfig
-from models.common.feature_access import feature_type_and_shape
 from models.common.normalize import Normalizer
+from models.common.policy_config import build_policy_config
 from models.common.vision import build_resnet_trunk
 
 BACKBONE_PREFIX = "backbone."
@@ -89,6 +88,13 @@ def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
     return x if pos is None else x + pos
 
 
+def _residual(x: Tensor, norm: nn.Module, dropout: nn.Module, pre_norm: bool, sublayer: Callable[[Tensor], Tensor]):
+    """x + dropout(sublayer(.)): the sublayer reads norm(x) with pre-norm, and post-norm normalises the sum."""
+    if pre_norm:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
+
+
 class EncoderLayer(nn.Module):
     """Self-attention + feed-forward, post-norm (DETR) or pre-norm. Positions are added to the
     queries and keys only, never the values. Tensors are (sequence, batch, dim)."""
@@ -104,14 +110,12 @@ class EncoderLayer(nn.Module):
         self.pre_norm = config.pre_norm
 
     def forward(self, x: Tensor, pos: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None) -> Tensor:
-        h = self.norm1(x) if self.pre_norm else x
-        q = k = _with_pos(h, pos)
-        x = x + self.dropout1(self.self_attn(q, k, value=h, key_padding_mask=key_padding_mask)[0])
-        if not self.pre_norm:
-            x = self.norm1(x)
-        h = self.norm2(x) if self.pre_norm else x
-        x = x + self.dropout2(self.ff(h))
-        return x if self.pre_norm else self.norm2(x)
+        def attend(h: Tensor) -> Tensor:
+            q = k = _with_pos(h, pos)
+            return self.self_attn(q, k, value=h, key_padding_mask=key_padding_mask)[0]
+
+        x = _residual(x, self.norm1, self.dropout1, self.pre_norm, attend)
+        return _residual(x, self.norm2, self.dropout2, self.pre_norm, self.ff)
 
 
 class Encoder(nn.Module):
@@ -143,19 +147,16 @@ class DecoderLayer(nn.Module):
         self.pre_norm = config.pre_norm
 
     def forward(self, x: Tensor, memory: Tensor, query_pos: Tensor, memory_pos: Tensor) -> Tensor:
-        h = self.norm1(x) if self.pre_norm else x
-        q = k = _with_pos(h, query_pos)
-        x = x + self.dropout1(self.self_attn(q, k, value=h)[0])
-        if not self.pre_norm:
-            x = self.norm1(x)
-        h = self.norm2(x) if self.pre_norm else x
-        attended = self.multihead_attn(query=_with_pos(h, query_pos), key=_with_pos(memory, memory_pos), value=memory)
-        x = x + self.dropout2(attended[0])
-        if not self.pre_norm:
-            x = self.norm2(x)
-        h = self.norm3(x) if self.pre_norm else x
-        x = x + self.dropout3(self.ff(h))
-        return x if self.pre_norm else self.norm3(x)
+        def attend_self(h: Tensor) -> Tensor:
+            q = k = _with_pos(h, query_pos)
+            return self.self_attn(q, k, value=h)[0]
+
+        def attend_memory(h: Tensor) -> Tensor:
+            return self.multihead_attn(_with_pos(h, query_pos), _with_pos(memory, memory_pos), value=memory)[0]
+
+        x = _residual(x, self.norm1, self.dropout1, self.pre_norm, attend_self)
+        x = _residual(x, self.norm2, self.dropout2, self.pre_norm, attend_memory)
+        return _residual(x, self.norm3, self.dropout3, self.pre_norm, self.ff)
 
 
 class Decoder(nn.Module):
@@ -216,16 +217,8 @@ class ACTPolicy(nn.Module):
 
     def __init__(self, features: Mapping[str, Any], stats: Optional[Mapping] = None, **config_kwargs: Any) -> None:
         super().__init__()
-        known = {f.name for f in dataclasses.fields(ACTConfig)}
-        unknown = sorted(set(config_kwargs) - known)
-        if unknown:
-            raise ValueError(
-                f"policy.{unknown[0]} is not an option of the act policy; remove it (options: {sorted(known)})"
-            )
-        self.config = config = ACTConfig(**config_kwargs)
-        config.validate_features(features)
-
-        parsed = {key: feature_type_and_shape(ft) for key, ft in features.items()}
+        self.config, parsed = build_policy_config(ACTConfig, "act", config_kwargs, features)
+        config = self.config
         self.state_key = next((k for k, (t, _) in parsed.items() if t == "STATE"), None)
         self.env_key = next((k for k, (t, _) in parsed.items() if t == "ENV"), None)
         self.image_keys = [k for k, (t, _) in parsed.items() if t == "VISUAL"]
@@ -319,7 +312,8 @@ class ACTPolicy(nn.Module):
             action_pad = torch.zeros(actions.shape[:2], dtype=torch.bool, device=actions.device)
         prefix_pad = torch.zeros(batch_size, n_prefix, dtype=torch.bool, device=actions.device)
         key_padding_mask = torch.cat([prefix_pad, action_pad.bool()], dim=1)
-        cls_out = self.vae_encoder(tokens, pos=self.vae_encoder_pos_enc.transpose(0, 1), key_padding_mask=key_padding_mask)[0]
+        pos = self.vae_encoder_pos_enc.transpose(0, 1)
+        cls_out = self.vae_encoder(tokens, pos=pos, key_padding_mask=key_padding_mask)[0]
         params = self.vae_encoder_latent_output_proj(cls_out)
         mu, log_sigma_x2 = params[:, : config.latent_dim], params[:, config.latent_dim :]
         return mu + (log_sigma_x2 / 2).exp() * torch.randn_like(mu), mu, log_sigma_x2
@@ -349,7 +343,8 @@ class ACTPolicy(nn.Module):
         pos = torch.cat(pos, dim=0)
 
         memory = self.encoder(tokens, pos=pos)
-        queries = torch.zeros(self.config.chunk_size, batch_size, self.config.dim_model, dtype=pos.dtype, device=pos.device)
+        queries = torch.zeros(self.config.chunk_size, batch_size, self.config.dim_model, dtype=pos.dtype,
+                              device=pos.device)
         out = self.decoder(queries, memory, query_pos=self.decoder_pos_embed.weight.unsqueeze(1), memory_pos=pos)
         return self.action_head(out.transpose(0, 1)), (mu, log_sigma_x2)
 
@@ -360,7 +355,8 @@ class ACTPolicy(nn.Module):
         if actions.ndim != 3 or actions.shape[1] != self.config.chunk_size:
             raise ValueError(
                 f"{self.action_key} has shape {list(actions.shape)}, expected [B, policy.chunk_size="
-                f"{self.config.chunk_size}, {self.action_dim}]; build the dataset with the policy's action_delta_indices"
+                f"{self.config.chunk_size}, {self.action_dim}]; build the dataset with the policy's"
+                " action_delta_indices"
             )
         predicted, (mu, log_sigma_x2) = self.predict_chunk(batch)
         pad = batch.get(f"{self.action_key}_is_pad")

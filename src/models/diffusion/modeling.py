@@ -5,7 +5,6 @@ features per camera + robot state). At rollout time the policy plans a chunk, ex
 `n_action_steps` of it (receding horizon) and plans again.
 """
 
-import dataclasses
 import math
 from collections import deque
 from typing import Any, Mapping, Optional
@@ -16,8 +15,8 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from torch import Tensor, nn
 
-from models.common.feature_access import feature_type_and_shape
 from models.common.normalize import Normalizer
+from models.common.policy_config import build_policy_config
 from models.common.vision import ResNetImageEncoder
 from models.diffusion.config import DiffusionConfig
 
@@ -179,16 +178,8 @@ class DiffusionPolicy(nn.Module):
 
     def __init__(self, features: Mapping[str, Any], stats: Optional[Mapping] = None, **config_kwargs: Any) -> None:
         super().__init__()
-        known = {f.name for f in dataclasses.fields(DiffusionConfig)}
-        unknown = sorted(set(config_kwargs) - known)
-        if unknown:
-            raise ValueError(
-                f"policy.{unknown[0]} is not an option of the diffusion policy; remove it (options: {sorted(known)})"
-            )
-        self.config = config = DiffusionConfig(**config_kwargs)
-        config.validate_features(features)
-
-        parsed = {key: feature_type_and_shape(ft) for key, ft in features.items()}
+        self.config, parsed = build_policy_config(DiffusionConfig, "diffusion", config_kwargs, features)
+        config = self.config
         self.state_keys = [k for k, (t, _) in parsed.items() if t == "STATE"]
         self.image_keys = [k for k, (t, _) in parsed.items() if t == "VISUAL"]
         self.env_keys = [k for k, (t, _) in parsed.items() if t == "ENV"]
