@@ -256,3 +256,14 @@ def test_compose_and_instantiate(compose):
     policy = instantiate(cfg.policy, features=features, stats=make_stats(features), _convert_="all")
     assert isinstance(policy, ACTPolicy) and policy.config.chunk_size == 5
     assert OmegaConf.to_object(cfg.policy).n_action_steps == 5
+
+
+def test_default_weights_name_is_read_from_torchvisions_cache(tmp_path, monkeypatch):
+    """LeRobot's default (ResNet18_Weights.IMAGENET1K_V1) loads from the file torchvision would have
+    downloaded, put in place by hand, and is never fetched."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    reference = torchvision.models.resnet18(weights=None)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(reference.state_dict(), tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
+    policy = make_policy(pretrained_backbone_weights="ResNet18_Weights.IMAGENET1K_V1")
+    assert torch.equal(policy.backbone[7][1].conv2.weight, reference.layer4[1].conv2.weight)
