@@ -181,6 +181,8 @@ def test_param_groups_put_the_backbone_at_its_own_lr():
     assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(policy.parameters()))
     opt = torch.optim.AdamW(groups, lr=1e-5, weight_decay=1e-4)
     assert [g["lr"] for g in opt.param_groups] == [1e-5, 3e-6]
+    no_camera = make_policy(make_features(images=(), env_dim=4))
+    assert len(no_camera.get_optim_params()) == 1
 
 
 def test_backbone_batchnorm_is_frozen():

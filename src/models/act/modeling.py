@@ -280,13 +280,14 @@ class ACTPolicy(nn.Module):
         self.reset()
 
     def get_optim_params(self) -> list[dict]:
-        """Two groups: the ResNet backbone at `optimizer_lr_backbone`, everything else at the
-        optimizer's lr (an empty backbone group, without cameras, is harmless to torch)."""
+        """The ResNet backbone at `optimizer_lr_backbone`, everything else at the optimizer's lr
+        (LeRobot's two groups; without cameras there is no backbone group)."""
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        return [
-            {"params": [p for n, p in named if not n.startswith(BACKBONE_PREFIX)]},
-            {"params": [p for n, p in named if n.startswith(BACKBONE_PREFIX)], "lr": self.config.optimizer_lr_backbone},
-        ]
+        groups = [{"params": [p for n, p in named if not n.startswith(BACKBONE_PREFIX)]}]
+        backbone = [p for n, p in named if n.startswith(BACKBONE_PREFIX)]
+        if backbone:
+            groups.append({"params": backbone, "lr": self.config.optimizer_lr_backbone})
+        return groups
 
     def reset(self) -> None:
         """Empties the action queue (or the ensemble); call at every episode start."""
