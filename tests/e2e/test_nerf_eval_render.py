@@ -80,7 +80,7 @@ def test_eval_cli_and_eval_freq_belongs_to_robots(run, env, tmp_path):
 
     line = one_error_line(run_train([*TINY_NERF, "steps=1", "eval_freq=1", f"hydra.run.dir={tmp_path / 'r'}"],
                                      env=env))
-    assert "eval_freq=1 is the robot family's" in line and "eval.steps_per_eval_batch" in line
+    assert "eval_freq=1 is out of range for a neural field: must be 0" in line and "eval.steps_per_eval_batch" in line
 
 
 def test_render_orbit_writes_the_requested_video(run, env, tmp_path):

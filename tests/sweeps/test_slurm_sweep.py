@@ -87,13 +87,13 @@ def test_two_job_sweep_on_slurm(pusht_root, slurm_cluster, tmp_path):
 
 
 def test_crashing_job_is_failed_and_the_other_goes_on(pusht_root, slurm_cluster, tmp_path):
-    # lr=inf passes the optimizer's check, then the weights blow up: the loss is NaN at step 2.
-    proc = run_sweep(sweep_args(pusht_root, tmp_path, "optimizer.lr=1e-4,inf"), slurm_cluster)
+    # lr=1e30 is within optimizer.lr's range (> 0, finite), then the weights blow up: the loss is NaN at step 3.
+    proc = run_sweep(sweep_args(pusht_root, tmp_path, "optimizer.lr=1e-4,1e30"), slurm_cluster)
     assert proc.returncode != 0
     assert "loss is nan" in (proc.stdout + proc.stderr).lower()
     client, parent, children = mlflow_runs(tmp_path)
     by_lr = {c.data.params["optimizer.lr"]: c.info.status for c in children}
-    assert by_lr == {"0.0001": "FINISHED", "inf": "FAILED"}, by_lr
+    assert by_lr == {"0.0001": "FINISHED", "1e+30": "FAILED"}, by_lr
     assert parent.info.status == "FAILED"
     assert (tmp_path / "sweep" / "0" / "checkpoints" / "last").exists()
 

@@ -83,8 +83,7 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 SAVER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {src!r})
-    from helpers import tmpfs
-from training import checkpoint as ck
+    from training import checkpoint as ck
     model = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(8)])
     step = 0
     while True:
