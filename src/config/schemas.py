@@ -65,6 +65,17 @@ class CosineDecayWithWarmupSchedulerConfig:
     decay_lr: float = 2.5e-6
 
 
+@dataclass
+class VQBeTSchedulerConfig:
+    """LeRobot's `vqbet` schedule: constant during the VQ-VAE phase, then warmup and cosine. The
+    YAML takes `num_vqvae_training_steps` from the policy (`policy.n_vqvae_training_steps`)."""
+
+    _target_: str = "training.schedulers.vqbet_scheduler"
+    num_warmup_steps: int = 500
+    num_vqvae_training_steps: int = 20000
+    num_cycles: float = 0.5
+
+
 # ----------------------------------------------------------------------------- dataset
 # LeRobot's default set (its ImageTransformsConfig), in the config so that `tfs.<name>.weight=...`
 # overrides work and the saved run config shows what ran. Each entry is {weight, type, kwargs}:

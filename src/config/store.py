@@ -12,18 +12,20 @@ from config import schemas
 from envs.configs import EnvConfig
 from models.diffusion.config import DiffusionConfig
 from models.nerfacto.config import NerfactoConfig
+from models.vqbet.config import VQBeTConfig
 
 _SCHEMAS = {
     "optimizer": {"adam": schemas.AdamConfig, "adamw": schemas.AdamWConfig, "sgd": schemas.SGDConfig},
     "scheduler": {
         "diffuser": schemas.DiffuserSchedulerConfig,
         "cosine_decay_with_warmup": schemas.CosineDecayWithWarmupSchedulerConfig,
+        "vqbet": schemas.VQBeTSchedulerConfig,
     },
     "dataset": {"lerobot": schemas.DatasetConfig},
     "machine": {"machine": schemas.MachineConfig},
     "logger": {"mlflow": schemas.MLflowLoggerConfig, "none": schemas.NullLoggerConfig},
     "eval": {"rollout": schemas.RolloutEvalConfig, "views": schemas.ViewsEvalConfig},
-    "policy": {"diffusion": DiffusionConfig},
+    "policy": {"diffusion": DiffusionConfig, "vqbet": VQBeTConfig},
     "env": {"env": EnvConfig},
     "model": {"nerfacto": NerfactoConfig},
     "data": {"nerf": schemas.NerfDataConfig},
