@@ -20,9 +20,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from cli.seed_flags import config_keys, hydra_flag_words, names_nerfacto, translate_argv
+from config.ranges import check_ranges
 
 _MULTIRUN = {"--multirun", "-m"}
 _HYDRA_NO_COMPOSE = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--multirun", "-m",
@@ -89,7 +90,8 @@ def check_sweep(config_dir: str, config_name: str, overrides: list[str]):
             with contextlib.suppress(Exception):  # an interval sweep has no values to list
                 values = list(override.sweep_string_iterator())
         if not values:
-            first.append(text)
+            if not override.is_sweep_override():  # an interval: each job's value is checked when it starts
+                first.append(text)
             continue
         key = override.get_key_element()
         first.append(f"{key}={values[0]}")
@@ -143,15 +145,14 @@ def check_composes(config_dir: str, config_name: str, overrides: list[str], labe
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
             HydraConfig.instance().set_config(cfg)
             OmegaConf.resolve(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
-            if cfg.get("policy") is not None:
-                OmegaConf.to_object(cfg.policy)  # runs the policy config's own checks
+            check_ranges(cfg)  # every field's declared range, then the dataclasses' own checks
             from training.device import check_device_options
 
             check_device_options(cfg.machine.device_type, cfg.amp_dtype)
             return cfg
     except (ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException) as e:
         fail(prefix + explain_composition_error(e, config_dir))
-    except ValueError as e:  # the policy config's own checks, the device and AMP options (ConfigError)
+    except ValueError as e:  # out-of-range values, the configs' own checks, the device and AMP options (ConfigError)
         fail(prefix + str(e))
 
 
@@ -190,11 +191,12 @@ def explain_composition_error(e: Exception, config_dir: str) -> str:
         if km:
             return _unknown_key_message(key, km.group(1), detail)
         return f"cannot set {key}: {_first_sentence(detail)}"
-    if "could not be converted" in cause_text + text:
+    if isinstance(cause, ValidationError) or "could not be converted" in cause_text + text:
         detail = cause_text or text
         key = re.search(r"full_key: ([\w.]+)", detail)
         where = f" for {key.group(1)}" if key else ""
-        return f"wrong type{where}: {_first_sentence(detail)}; give a value of the key's type (`--cfg job` shows it)"
+        wanted = "true or false" if "valid bool" in detail else "a value of the key's type (`--cfg job` shows it)"
+        return f"wrong type{where}: {_first_sentence(detail)}; give {wanted}"
     return _first_sentence(cause_text or text)
 
 

@@ -741,8 +741,8 @@ def _take_words(args: list[str], j: int, flag: str, kind: str) -> tuple[list[str
     def is_flag(word: str) -> bool:
         return word.startswith("-") and len(word) > 1 and not _NUMBER.match(word)
 
-    if kind == "bool":
-        if j < len(args) and args[j].lower() in ("true", "false"):
+    if kind == "bool":  # a bare flag is true; a word that is no flag or override is its value (checked)
+        if j < len(args) and not is_flag(args[j]) and not _OVERRIDE.match(args[j]):
             return [args[j]], j + 1
         return [], j
     if kind in ("scalar", "dict"):

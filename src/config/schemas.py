@@ -2,7 +2,8 @@
 
 Each YAML option extends one of these (``defaults: [/schema/<group>/<name>@_here_, _self_]``), so a
 misspelt key or a wrong type fails while Hydra composes, naming the key, before anything is built.
-Policies and environments register their own dataclasses (see ``config.store``).
+Policies and environments register their own dataclasses (see ``config.store``). Each number's valid
+range is declared with its field (``ranged``) and checked once the config is composed (``config.ranges``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from config.errors import ConfigError
+from config.ranges import check_options, ranged
+
 
 # ----------------------------------------------------------------------------- optimizer
 @dataclass
@@ -18,40 +22,64 @@ class OptimizerConfig:
     """Fields every optimizer takes; ``grad_clip_norm`` is read by the loop, not by torch."""
 
     _target_: str = "torch.optim.Adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip_norm: float = 10.0
+    lr: float = ranged(1e-3, gt=0)
+    weight_decay: float = ranged(0.0, ge=0)
+    grad_clip_norm: float = ranged(10.0, ge=0, why="0: no clipping")
 
 
 @dataclass
 class AdamConfig(OptimizerConfig):
     _target_: str = "torch.optim.Adam"
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+    betas: list[float] = ranged(default_factory=lambda: [0.9, 0.999], ge=0, lt=1, length=2)
+    eps: float = ranged(1e-8, ge=0)
 
 
 @dataclass
 class AdamWConfig(AdamConfig):
     _target_: str = "torch.optim.AdamW"
-    weight_decay: float = 1e-2
+    weight_decay: float = ranged(1e-2, ge=0)
 
 
 @dataclass
 class SGDConfig(OptimizerConfig):
     _target_: str = "torch.optim.SGD"
-    momentum: float = 0.0
-    dampening: float = 0.0
+    momentum: float = ranged(0.0, ge=0)
+    dampening: float = ranged(0.0, ge=0, le=1)
     nesterov: bool = False
 
 
+@dataclass
+class ParamGroupOptimizerConfig:
+    """One parameter group's optimizer in a neural field's preset (nerfstudio's
+    --optimizers.<group>.optimizer.*); ``max_norm`` clips that group's gradients."""
+
+    _target_: str = "torch.optim.Adam"
+    lr: float = ranged(1e-2, gt=0)
+    eps: float = ranged(1e-15, ge=0)
+    weight_decay: float = ranged(0.0, ge=0)
+    max_norm: Optional[float] = ranged(None, gt=0, why="null: no clipping")
+
+
+@dataclass
+class NerfactoOptimizersConfig:
+    """nerfacto's optimizers, one per parameter group of the model (conf/optimizer/preset/nerfacto.yaml)."""
+
+    proposal_networks: ParamGroupOptimizerConfig = field(default_factory=ParamGroupOptimizerConfig)
+    fields: ParamGroupOptimizerConfig = field(default_factory=ParamGroupOptimizerConfig)
+    camera_opt: ParamGroupOptimizerConfig = field(default_factory=ParamGroupOptimizerConfig)
+
+
 # ----------------------------------------------------------------------------- scheduler
+DIFFUSER_SCHEDULES = ("cosine", "linear", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
 @dataclass
 class DiffuserSchedulerConfig:
     """diffusers' named schedules (cosine, linear, constant_with_warmup, ...) over ``steps``."""
 
     _target_: str = "training.schedulers.diffuser_scheduler"
-    name: str = "cosine"
-    num_warmup_steps: int = 0
+    name: str = ranged("cosine", choices=DIFFUSER_SCHEDULES, why="diffusers' schedules set by warmup and run length")
+    num_warmup_steps: int = ranged(0, ge=0)
 
 
 @dataclass
@@ -59,10 +87,31 @@ class CosineDecayWithWarmupSchedulerConfig:
     """Linear warmup to ``peak_lr`` then cosine decay to ``decay_lr`` (the pi0 recipe)."""
 
     _target_: str = "training.schedulers.cosine_decay_with_warmup"
-    num_warmup_steps: int = 1000
-    num_decay_steps: int = 30000
-    peak_lr: float = 2.5e-5
-    decay_lr: float = 2.5e-6
+    num_warmup_steps: int = ranged(1000, ge=0)
+    num_decay_steps: int = ranged(30000, ge=1)
+    peak_lr: float = ranged(2.5e-5, gt=0)
+    decay_lr: float = ranged(2.5e-6, ge=0)
+
+
+@dataclass
+class ExponentialDecaySchedulerConfig:
+    """nerfstudio's ExponentialDecayScheduler (--optimizers.<group>.scheduler.*)."""
+
+    _target_: str = "training.schedulers.exponential_decay"
+    lr_pre_warmup: float = ranged(1e-8, ge=0)
+    lr_final: Optional[float] = ranged(None, gt=0, why="null: the optimizer's lr")
+    warmup_steps: int = ranged(0, ge=0)
+    max_steps: int = ranged(100_000, ge=1)
+    ramp: str = ranged("cosine", choices=("cosine", "linear"))
+
+
+@dataclass
+class NerfactoSchedulersConfig:
+    """nerfacto's schedulers, one per optimizer group (conf/scheduler/preset/nerfacto.yaml)."""
+
+    proposal_networks: ExponentialDecaySchedulerConfig = field(default_factory=ExponentialDecaySchedulerConfig)
+    fields: ExponentialDecaySchedulerConfig = field(default_factory=ExponentialDecaySchedulerConfig)
+    camera_opt: ExponentialDecaySchedulerConfig = field(default_factory=ExponentialDecaySchedulerConfig)
 
 
 @dataclass
@@ -94,7 +143,7 @@ LEROBOT_IMAGE_TFS: dict[str, dict[str, Any]] = {
 @dataclass
 class ImageTransformsConfig:
     enable: bool = False
-    max_num_transforms: int = 3
+    max_num_transforms: int = ranged(3, ge=1)
     random_order: bool = False
     tfs: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(LEROBOT_IMAGE_TFS))
 
@@ -104,11 +153,11 @@ class DemosConfig:
     """How to record the dataset with a scripted expert when ``root`` holds none."""
 
     expert: str = "pusht"
-    n_episodes: int = 100
+    n_episodes: int = ranged(100, ge=1)
     seed: int = 0
     keep_failed: bool = False
     use_videos: bool = True
-    codebase_version: str = "v2.1"  # v2.1 | v3.0 (LeRobot >= 0.4)
+    codebase_version: str = ranged("v2.1", choices=("v2.1", "v3.0"), why="v3.0: LeRobot >= 0.4's layout")
 
 
 @dataclass
@@ -119,11 +168,11 @@ class DatasetConfig:
 
     repo_id: Any = "local/pusht_scripted"
     root: Any = None
-    episodes: Optional[list[int]] = None
+    episodes: Optional[list[int]] = ranged(None, ge=0, why="episode indices")
     local_files_only: bool = True  # false: a dataset missing at its root is fetched from the Hugging Face Hub
     revision: Optional[str] = None  # the Hub revision (branch/tag) fetched when local_files_only=false
     use_imagenet_stats: bool = True
-    video_backend: str = "pyav"
+    video_backend: str = ranged("pyav", choices=("pyav",), why="frames are decoded once, with PyAV")
     image_transforms: ImageTransformsConfig = field(default_factory=ImageTransformsConfig)
     demos: Optional[DemosConfig] = None
 
@@ -134,11 +183,11 @@ class SyntheticSceneConfig:
     """How to generate the project's procedural scene (`data.nerf.synthetic`) when `data` holds none."""
 
     name: str = "synthetic"
-    format: str = "nerfstudio"  # nerfstudio | blender
-    n_views: int = 48
-    size: int = 64
-    fov_deg: float = 50.0
-    n_eval_views: int = 8  # blender format only
+    format: str = ranged("nerfstudio", choices=("nerfstudio", "blender"))
+    n_views: int = ranged(48, ge=1)
+    size: int = ranged(64, ge=1, why="image side in pixels")
+    fov_deg: float = ranged(50.0, gt=0, lt=180)
+    n_eval_views: int = ranged(8, ge=1)  # blender format only
 
 
 @dataclass
@@ -148,7 +197,7 @@ class PixelSamplerConfig:
     `num_rays_per_batch` is not read (kept so a translated command stays valid); `keep_full_image` adds
     the split's images to every ray batch ("full_image"). No equirectangular cameras: no such flag."""
 
-    num_rays_per_batch: int = 4096
+    num_rays_per_batch: int = ranged(4096, ge=1)
     keep_full_image: bool = False
 
 
@@ -160,19 +209,30 @@ class NerfDataConfig:
     _target_: str = "data.nerf.datamanager.NerfDataManager"
     data: Optional[str] = None
     dataparser: Any = None
-    train_num_rays_per_batch: int = 4096
-    train_num_images_to_sample_from: int = -1
-    train_num_times_to_repeat_images: int = -1
-    eval_num_rays_per_batch: int = 4096
-    eval_num_images_to_sample_from: int = -1
-    eval_num_times_to_repeat_images: int = -1
-    eval_image_indices: Optional[list[int]] = field(default_factory=lambda: [0])
-    camera_res_scale_factor: float = 1.0
-    patch_size: int = 1
+    train_num_rays_per_batch: int = ranged(4096, ge=1)
+    train_num_images_to_sample_from: int = ranged(-1, ge=1, also=(-1,), why="-1: all images")
+    train_num_times_to_repeat_images: int = ranged(-1, ge=1, also=(-1,), why="-1: never pick new images")
+    eval_num_rays_per_batch: int = ranged(4096, ge=1)
+    eval_num_images_to_sample_from: int = ranged(-1, ge=1, also=(-1,), why="-1: all images")
+    eval_num_times_to_repeat_images: int = ranged(-1, ge=1, also=(-1,), why="-1: never pick new images")
+    eval_image_indices: Optional[list[int]] = ranged(default_factory=lambda: [0], ge=0, why="held-out view indices")
+    camera_res_scale_factor: float = ranged(1.0, gt=0)
+    patch_size: int = ranged(1, ge=1)
     images_on_gpu: bool = False
     masks_on_gpu: bool = False
     pixel_sampler: PixelSamplerConfig = field(default_factory=PixelSamplerConfig)
     scene: Optional[SyntheticSceneConfig] = None  # data=synthetic: generated on first use
+
+    @staticmethod
+    def cross_check(node: Any) -> None:
+        """The dataparser is untyped here (its `_target_` picks the parser): its options get the ranges
+        declared on that parser's dataclass."""
+        from data.nerf.dataparsers import dataparser_class
+
+        parser = node.get("dataparser")
+        schema = dataparser_class(parser) if parser is not None else None
+        if schema is not None:
+            check_options(parser, schema, "data.dataparser")
 
 
 # ----------------------------------------------------------------------------- machine
@@ -182,17 +242,23 @@ class MachineConfig:
     launcher presets (conf/hydra/launcher/slurm*.yaml) read, so a cluster is described once."""
 
     seed: int = 1000
-    device_type: str = "auto"
-    num_devices: int = 1
-    num_machines: int = 1
-    machine_rank: int = 0
+    device_type: str = ranged("auto", choices=("auto", "cpu", "cuda", "mps"))
+    num_devices: int = ranged(1, ge=1, why="devices per machine")
+    num_machines: int = ranged(1, ge=1)
+    machine_rank: int = ranged(0, ge=0)
     dist_url: str = "auto"
     partition: Optional[str] = None
-    timeout_min: int = 60
-    cpus_per_task: Optional[int] = None
-    mem_gb: Optional[int] = None
-    max_requeues: int = 3
-    signal_delay_s: int = 120
+    timeout_min: int = ranged(60, ge=1)
+    cpus_per_task: Optional[int] = ranged(None, ge=1)
+    mem_gb: Optional[int] = ranged(None, ge=1)
+    max_requeues: int = ranged(3, ge=0)
+    signal_delay_s: int = ranged(120, ge=0, why="seconds before the time limit that the job is warned")
+
+    @staticmethod
+    def cross_check(node: Any) -> None:
+        if node.machine_rank >= node.num_machines:
+            raise ConfigError(f"machine.machine_rank={node.machine_rank} is out of range: must be below "
+                              f"machine.num_machines={node.num_machines}; ranks count from 0")
 
 
 # ----------------------------------------------------------------------------- logger
@@ -204,8 +270,8 @@ class MLflowLoggerConfig:
     run_name: Optional[str] = None
     default_store_dir: str = "outputs"
     log_system_metrics: bool = False
-    # How long the run's end may wait for MLflow to take what is still queued (0-3600 s).
-    flush_timeout_s: float = 30.0
+    flush_timeout_s: float = ranged(30.0, ge=0, le=3600, why="seconds the run's end may wait for MLflow to take "
+                                    "what is still queued")
     parent_run_id: Optional[str] = None
 
 
@@ -219,10 +285,10 @@ class NullLoggerConfig:
 class RolloutEvalConfig:
     """Policy evaluation by rollouts in vectorised gym environments."""
 
-    n_episodes: int = 50
-    batch_size: int = 50
+    n_episodes: int = ranged(50, ge=1, why="eval_freq=0 skips evaluation")
+    batch_size: int = ranged(50, ge=1, why="envs run at once")
     use_async_envs: bool = False
-    max_videos: int = 1
+    max_videos: int = ranged(1, ge=0)
 
 
 @dataclass
@@ -231,16 +297,16 @@ class ViewsEvalConfig:
     at the last step): the loss and PSNR of one batch of eval rays, one whole held-out image (cycling
     through data.eval_image_indices), and all held-out views (the run's result)."""
 
-    steps_per_eval_batch: int = 500
-    steps_per_eval_image: int = 500
-    steps_per_eval_all_images: int = 25_000
-    num_images: Optional[int] = None  # held-out views of the all-images eval (None: all of them)
-    chunk: Optional[int] = None  # rays per forward pass (None: model.eval_num_rays_per_chunk)
+    steps_per_eval_batch: int = ranged(500, ge=0, why="0: never")
+    steps_per_eval_image: int = ranged(500, ge=0, why="0: never")
+    steps_per_eval_all_images: int = ranged(25_000, ge=0, why="0: never")
+    num_images: Optional[int] = ranged(None, ge=1, why="null: all of them")  # held-out views of the all-images eval
+    chunk: Optional[int] = ranged(None, ge=1)  # rays per forward pass (None: model.eval_num_rays_per_chunk)
     # LPIPS (AlexNet) weights, all local: a combined file, or a directory with torchvision's
     # alexnet-owt-7be5be79.pth and lpips' alex.pth (models/fields/lpips.py); None: no LPIPS
     lpips_weights: Optional[str] = None
     save_images: bool = True  # ground truth | render | depth as PNG, logged as artifacts
-    max_images_saved: int = 1
+    max_images_saved: int = ranged(1, ge=0)
 
 
 # ----------------------------------------------------------------------------- root
@@ -261,15 +327,15 @@ class TrainConfig:
 
     job_name: str = "run"
     seed: int = 1000
-    steps: int = 100_000
-    batch_size: int = 8
-    num_workers: int = 4
-    gradient_accumulation_steps: int = 1
+    steps: int = ranged(100_000, ge=0, why="0: no training, only the final evaluation")
+    batch_size: int = ranged(8, ge=1)
+    num_workers: int = ranged(4, ge=0, why="0: load in the main process")
+    gradient_accumulation_steps: int = ranged(1, ge=1)
     use_amp: bool = False
-    amp_dtype: str = "bf16"
-    log_freq: int = 200
-    eval_freq: int = 20_000
-    save_freq: int = 20_000
+    amp_dtype: str = ranged("bf16", choices=("bf16", "fp16"))
+    log_freq: int = ranged(200, ge=0, why="0: never")
+    eval_freq: int = ranged(20_000, ge=0, why="0: never")
+    save_freq: int = ranged(20_000, ge=0, why="0: never")
     save_checkpoint: bool = True
     # nerfstudio's run options, for both families (model=nerfacto sets save_only_latest_checkpoint=true)
     save_only_latest_checkpoint: bool = False  # after each save, delete the older step folders
@@ -280,8 +346,27 @@ class TrainConfig:
     # Warm start (nerfstudio's --load-dir/--load-step/--load-checkpoint): a new run that starts from
     # another run's weights, optimizer, scheduler and step. resume=true continues the same run instead.
     load_dir: Optional[str] = None  # a run folder (or its checkpoints/); the latest checkpoint unless load_step
-    load_step: Optional[int] = None
+    load_step: Optional[int] = ranged(None, ge=0)
     load_checkpoint: Optional[str] = None  # one checkpoint folder
     load_scheduler: bool = True
     progress_bar: bool = True
     objective: str = "pc_success"
+
+    @staticmethod
+    def cross_check(node: Any) -> None:
+        """Ranges that span groups: a neural field has no eval_freq; a policy's image crop must fit in the
+        env's camera images."""
+        if node.get("model") is not None and node.eval_freq:
+            raise ConfigError(f"eval_freq={node.eval_freq} is out of range for a neural field: must be 0 (it is the "
+                              "robot family's eval cadence); set eval.steps_per_eval_batch / steps_per_eval_image / "
+                              "steps_per_eval_all_images instead (nerfstudio's --steps-per-eval-*)")
+        policy, env = node.get("policy"), node.get("env")
+        crop = policy.get("crop_shape") if policy is not None else None
+        if crop is None or env is None:
+            return
+        images = {key: feature.shape for key, feature in env.features.items() if feature.type == "VISUAL"}
+        for key, (height, width, *_) in images.items():
+            if crop[0] > height or crop[1] > width:
+                raise ConfigError(f"policy.crop_shape={list(crop)} is out of range: must fit in the env's image {key} "
+                                  f"of shape {list(images[key])} ([H, W, C]); set policy.crop_shape to at most "
+                                  f"[{height}, {width}], or null")

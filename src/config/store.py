@@ -14,11 +14,13 @@ from models.diffusion.config import DiffusionConfig
 from models.nerfacto.config import NerfactoConfig
 from models.vqbet.config import VQBeTConfig
 
-_SCHEMAS = {
-    "optimizer": {"adam": schemas.AdamConfig, "adamw": schemas.AdamWConfig, "sgd": schemas.SGDConfig},
+SCHEMAS = {
+    "optimizer": {"adam": schemas.AdamConfig, "adamw": schemas.AdamWConfig, "sgd": schemas.SGDConfig,
+                  "nerfacto": schemas.NerfactoOptimizersConfig},
     "scheduler": {
         "diffuser": schemas.DiffuserSchedulerConfig,
         "cosine_decay_with_warmup": schemas.CosineDecayWithWarmupSchedulerConfig,
+        "nerfacto": schemas.NerfactoSchedulersConfig,
         "vqbet": schemas.VQBeTSchedulerConfig,
     },
     "dataset": {"lerobot": schemas.DatasetConfig},
@@ -36,6 +38,6 @@ def register_schemas() -> None:
     """Idempotent: Hydra's ConfigStore simply replaces an entry stored twice."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=schemas.TrainConfig)
-    for group, nodes in _SCHEMAS.items():
+    for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=f"schema/{group}", name=name, node=node)

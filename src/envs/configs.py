@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
+from config.ranges import ranged
+
 FEATURE_TYPES = ("VISUAL", "STATE", "ENV", "ACTION")
 
 
@@ -19,7 +21,7 @@ class EnvFeature:
     """One array the environment emits or takes; images are ``[H, W, C]`` as the env returns them."""
 
     type: str
-    shape: list[int]
+    shape: list[int] = ranged(ge=1)
 
 
 @dataclass
@@ -35,16 +37,16 @@ class EnvConfig:
 
     type: str
     task: str
-    fps: int
-    episode_length: int
+    fps: int = ranged(ge=1)
+    episode_length: int = ranged(ge=1, why="steps before an episode is cut off")
     obs_type: str
     features: dict[str, EnvFeature]
     features_map: dict[str, str]
     render_mode: str = "rgb_array"
-    observation_width: Optional[int] = None
-    observation_height: Optional[int] = None
-    visualization_width: Optional[int] = None
-    visualization_height: Optional[int] = None
+    observation_width: Optional[int] = ranged(None, ge=1)
+    observation_height: Optional[int] = ranged(None, ge=1)
+    visualization_width: Optional[int] = ranged(None, ge=1)
+    visualization_height: Optional[int] = ranged(None, ge=1)
     gym_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -30,6 +30,7 @@ def load_checkpoint(checkpoint: str, overrides: dict[str, str]):
     policy; `key=value` overrides (machine.device_type=cpu, eval.*) apply on top."""
     import yaml
 
+    from config.ranges import check_ranges
     from config.saved import set_value
     from training import checkpoint as ckpt_lib
     from training.device import select_device
@@ -41,6 +42,7 @@ def load_checkpoint(checkpoint: str, overrides: dict[str, str]):
     cfg, choices = ckpt_lib.load_checked_config(ckpt)
     for key, value in overrides.items():  # typed like a Hydra override value
         set_value(cfg, key, yaml.safe_load(value), ckpt / ckpt_lib.CONFIG_FILE)
+    check_ranges(cfg)
     seed_everything(cfg.machine.seed)
     device = select_device(cfg.machine.device_type)
     pipeline = build_pipeline(cfg, device, need_dataset=False)

@@ -162,10 +162,6 @@ class NerfPipeline:
     # ------------------------------------------------------------------ evaluation
     def evaluations(self) -> list[Evaluation]:
         """nerfstudio's three cadences (eval.steps_per_eval_*); the all-images one is the run's result."""
-        if self.cfg.eval_freq:
-            raise ConfigError(f"eval_freq={self.cfg.eval_freq} is the robot family's eval cadence; a neural field "
-                              "evaluates every eval.steps_per_eval_batch / steps_per_eval_image / "
-                              "steps_per_eval_all_images steps (nerfstudio's --steps-per-eval-*): set those instead")
         ev = self.cfg.eval
         return [Evaluation("eval_batch", ev.steps_per_eval_batch, self.evaluate_batch),
                 Evaluation("eval_image", ev.steps_per_eval_image, self.evaluate_image),

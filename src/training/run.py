@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from config.errors import ConfigError
+from config.ranges import check_ranges
 from config.saved import RUN_GROUPS, as_data, set_value
 from pipelines import build_pipeline
 from training import checkpoint as ckpt_lib
@@ -66,6 +67,7 @@ def run(cfg: DictConfig) -> dict:
         log.info("resuming %s from %s", run_dir, ckpt)
     warm = None if cfg.resume else ckpt_lib.warm_start_source(cfg)
     OmegaConf.resolve(cfg)  # ${hydra:...} and ${now:...} resolve here, once, for every rank
+    check_ranges(cfg)  # also configs no command line was checked for: sweeper-composed, resumed
     ckpt_lib.clean_partial(run_dir)
     choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in RUN_GROUPS})
     ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt, warm)

@@ -209,5 +209,5 @@ def test_average_init_density_scales_the_initial_density(compose):
     for full, quarter in zip(densities[1.0], densities[0.25]):
         assert float(full.abs().max()) > 0
         torch.testing.assert_close(quarter, 0.25 * full)
-    with pytest.raises(ConfigError, match="average_init_density=0.0 must be > 0"):
+    with pytest.raises(ConfigError, match="average_init_density=0.0 is out of range: must be > 0"):
         NerfactoModel(3, **{**TINY, "average_init_density": 0.0})

@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from config.ranges import ranged
 from data.nerf.cameras import Cameras
 
 MAX_AUTO_RESOLUTION = 1600
@@ -314,16 +315,17 @@ class NerfstudioDataParser:
     """nerfstudio's `nerfstudio-data` parser (defaults are nerfstudio's)."""
 
     data: str | None = None
-    scale_factor: float = 1.0
-    downscale_factor: int | None = None
-    scene_scale: float = 1.0
-    orientation_method: Literal["pca", "up", "none"] = "up"
-    center_method: Literal["poses", "focus", "none"] = "poses"
+    scale_factor: float = ranged(1.0, gt=0)
+    downscale_factor: int | None = ranged(None, ge=1, why="null: automatic")
+    scene_scale: float = ranged(1.0, gt=0)
+    orientation_method: Literal["pca", "up", "none"] = ranged("up", choices=("pca", "up", "none"))
+    center_method: Literal["poses", "focus", "none"] = ranged("poses", choices=("poses", "focus", "none"))
     auto_scale_poses: bool = True
-    eval_mode: Literal["fraction", "filename", "interval", "all"] = "fraction"
-    train_split_fraction: float = 0.9
-    eval_interval: int = 8
-    alpha_color: str | None = None  # "white", "black" or None (RGBA alpha dropped)
+    eval_mode: Literal["fraction", "filename", "interval", "all"] = ranged(
+        "fraction", choices=("fraction", "filename", "interval", "all"))
+    train_split_fraction: float = ranged(0.9, gt=0, le=1, why="the share of frames that train")
+    eval_interval: int = ranged(8, ge=1, why="every eval_interval-th frame is held out")
+    alpha_color: str | None = ranged(None, choices=tuple(ALPHA_COLORS), why="null: RGBA alpha dropped")
 
     def _paths(self) -> tuple[Path, Path]:
         if self.data is None:
@@ -457,14 +459,14 @@ class BlenderDataParser:
     """nerfstudio's `blender-data` parser: `transforms_{train,val,test}.json`."""
 
     data: str | None = None
-    scale_factor: float = 1.0
-    alpha_color: str | None = "white"
-    scene_scale: float = 1.5
+    scale_factor: float = ranged(1.0, gt=0)
+    alpha_color: str | None = ranged("white", choices=tuple(ALPHA_COLORS), why="null: RGBA alpha dropped")
+    scene_scale: float = ranged(1.5, gt=0)
     # nerfstudio's Blender parser does no normalisation; these allow it (computed over all splits)
-    orientation_method: Literal["pca", "up", "none"] = "none"
-    center_method: Literal["poses", "focus", "none"] = "none"
+    orientation_method: Literal["pca", "up", "none"] = ranged("none", choices=("pca", "up", "none"))
+    center_method: Literal["poses", "focus", "none"] = ranged("none", choices=("poses", "focus", "none"))
     auto_scale_poses: bool = False
-    eval_split: Literal["val", "test"] = "val"
+    eval_split: Literal["val", "test"] = ranged("val", choices=("val", "test"))
 
     def _read_split(self, base: Path, split: str):
         path = base / f"transforms_{split}.json"
@@ -537,6 +539,15 @@ class BlenderDataParser:
 
 
 DATAPARSERS = {"nerfstudio": NerfstudioDataParser, "blender": BlenderDataParser}
+
+
+def dataparser_class(node) -> type | None:
+    """The parser class a `data.dataparser` node builds (by its `_target_`; for dataparser_for_format, by
+    its `format`), or None for a parser of the user's own."""
+    target = str(node.get("_target_", "")).rsplit(".", 1)[-1]
+    if target == "dataparser_for_format":
+        return DATAPARSERS.get(node.get("format", "nerfstudio"))
+    return next((cls for cls in DATAPARSERS.values() if cls.__name__ == target), None)
 
 
 def dataparser_for_format(format: str = "nerfstudio", **options):

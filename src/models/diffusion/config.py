@@ -9,6 +9,7 @@ names the option, the value and the fix, so a typo fails at config time rather t
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from config.ranges import check_fields, ranged
 from models.common.feature_access import feature_type_and_shape, feature_type_name
 
 FEATURE_TYPES = ("VISUAL", "STATE", "ENV", "ACTION")
@@ -30,9 +31,9 @@ class DiffusionConfig:
 
     # Time windows: the policy sees n_obs_steps frames, predicts `horizon` actions and executes
     # n_action_steps of them before planning again.
-    n_obs_steps: int = 2
-    horizon: int = 16
-    n_action_steps: int = 8
+    n_obs_steps: int = ranged(2, ge=1)
+    horizon: int = ranged(16, ge=1)
+    n_action_steps: int = ranged(8, ge=1)
 
     normalization_mapping: dict[str, str] = field(
         default_factory=lambda: {"VISUAL": "MEAN_STD", "STATE": "MIN_MAX", "ACTION": "MIN_MAX"}
@@ -40,36 +41,36 @@ class DiffusionConfig:
 
     # The last horizon - n_action_steps - n_obs_steps frames of an episode would train on mostly
     # padded action chunks; the dataset sampler skips them.
-    drop_n_last_frames: int = 7
+    drop_n_last_frames: int = ranged(7, ge=0)
 
     # Vision encoder.
     vision_backbone: str = "resnet18"
-    crop_shape: Optional[tuple[int, int]] = (84, 84)
+    crop_shape: Optional[tuple[int, int]] = ranged((84, 84), ge=1, length=2, why="[height, width] in pixels, or null")
     crop_is_random: bool = True
     pretrained_backbone_weights: Optional[str] = None
     use_group_norm: bool = True
-    spatial_softmax_num_keypoints: int = 32
+    spatial_softmax_num_keypoints: int = ranged(32, ge=1)
     use_separate_rgb_encoder_per_camera: bool = False
 
     # 1D conditional UNet.
-    down_dims: tuple[int, ...] = (512, 1024, 2048)
-    kernel_size: int = 5
-    n_groups: int = 8
-    diffusion_step_embed_dim: int = 128
+    down_dims: tuple[int, ...] = ranged((512, 1024, 2048), ge=1)
+    kernel_size: int = ranged(5, ge=1, why="odd")
+    n_groups: int = ranged(8, ge=1)
+    diffusion_step_embed_dim: int = ranged(128, ge=4, why="even")
     use_film_scale_modulation: bool = True
 
     # Noise scheduler.
     noise_scheduler_type: str = "DDPM"
-    num_train_timesteps: int = 100
+    num_train_timesteps: int = ranged(100, ge=1)
     beta_schedule: str = "squaredcos_cap_v2"
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
+    beta_start: float = ranged(0.0001, gt=0, lt=1)
+    beta_end: float = ranged(0.02, gt=0, lt=1)
     prediction_type: str = "epsilon"
     clip_sample: bool = True
-    clip_sample_range: float = 1.0
+    clip_sample_range: float = ranged(1.0, gt=0)
 
     # Inference: None runs all num_train_timesteps reverse steps.
-    num_inference_steps: Optional[int] = None
+    num_inference_steps: Optional[int] = ranged(None, ge=1, why="at most num_train_timesteps; null: all of them")
 
     # Loss.
     do_mask_loss_for_padding: bool = False
@@ -89,11 +90,8 @@ class DiffusionConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Checks the options that do not depend on the dataset's features."""
-        for name in ("n_obs_steps", "horizon", "n_action_steps", "num_train_timesteps"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f"policy.{name}={value} must be >= 1; set policy.{name} to a positive integer")
+        """Checks the options that do not depend on the dataset's features (the fields' ranges first)."""
+        check_fields(self, "policy")
         max_action_steps = self.horizon - self.n_obs_steps + 1
         if self.n_action_steps > max_action_steps:
             raise ValueError(
@@ -150,10 +148,6 @@ class DiffusionConfig:
                 raise ValueError(
                     f"policy.normalization_mapping.{ftype}={mode} is unknown; use one of {list(NORMALIZATION_MODES)}"
                 )
-        if self.crop_shape is not None and (len(self.crop_shape) != 2 or min(self.crop_shape) < 1):
-            raise ValueError(
-                f"policy.crop_shape={list(self.crop_shape)} must be two positive integers [height, width] or null"
-            )
         if not self.vision_backbone.startswith("resnet"):
             raise ValueError(
                 f"policy.vision_backbone={self.vision_backbone} is not a torchvision ResNet; use e.g. resnet18"
@@ -162,10 +156,6 @@ class DiffusionConfig:
             raise ValueError(
                 f"policy.pretrained_backbone_weights={self.pretrained_backbone_weights} with policy.use_group_norm=true"
                 " would replace the pretrained BatchNorm layers and ruin the weights; set policy.use_group_norm=false"
-            )
-        if self.spatial_softmax_num_keypoints < 1:
-            raise ValueError(
-                f"policy.spatial_softmax_num_keypoints={self.spatial_softmax_num_keypoints} must be >= 1; use e.g. 32"
             )
 
     def validate_features(self, features: Mapping[str, Any]) -> None:

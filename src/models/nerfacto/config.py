@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from config.errors import ConfigError
+from config.ranges import check_fields, ranged
 
 BACKGROUND_COLORS = ("random", "last_sample", "black", "white")
 INITIAL_SAMPLERS = ("piecewise", "uniform")
@@ -21,10 +22,10 @@ PROPOSAL_NET_KEYS = ("hidden_dim", "log2_hashmap_size", "num_levels", "max_res",
 
 @dataclass
 class ProposalNetArgs:
-    hidden_dim: int = 16
-    log2_hashmap_size: int = 17
-    num_levels: int = 5
-    max_res: int = 128
+    hidden_dim: int = ranged(16, ge=1)
+    log2_hashmap_size: int = ranged(17, ge=1, why="the hash table holds 2**log2_hashmap_size entries per level")
+    num_levels: int = ranged(5, ge=1)
+    max_res: int = ranged(128, ge=16, why="the proposal grids start at resolution 16")
     use_linear: bool = False
 
 
@@ -33,11 +34,11 @@ class CameraOptimizerConfig:
     """The seed's --pipeline.datamanager.camera-optimizer.* (nerfstudio keeps them on the datamanager;
     here they go to the model, which owns the pose corrections). Passed to `CameraOptimizer`."""
 
-    mode: str = "SO3xR3"
-    position_noise_std: float = 0.0
-    orientation_noise_std: float = 0.0
-    trans_l2_penalty: float = 0.0
-    rot_l2_penalty: float = 0.0
+    mode: str = ranged("SO3xR3", choices=("off", "SO3xR3", "SE3"))
+    position_noise_std: float = ranged(0.0, ge=0)
+    orientation_noise_std: float = ranged(0.0, ge=0)
+    trans_l2_penalty: float = ranged(0.0, ge=0)
+    rot_l2_penalty: float = ranged(0.0, ge=0)
 
 
 @dataclass
@@ -47,45 +48,45 @@ class NerfactoConfig:
     enable_collider: bool = True
     collider_params: Optional[dict[str, float]] = field(
         default_factory=lambda: {"near_plane": 2.0, "far_plane": 6.0})
-    eval_num_rays_per_chunk: int = 32768
+    eval_num_rays_per_chunk: int = ranged(32768, ge=1)
     prompt: Optional[str] = None
-    near_plane: float = 0.05
-    far_plane: float = 1000.0
+    near_plane: float = ranged(0.05, ge=0)
+    far_plane: float = ranged(1000.0, gt=0)
     background_color: str = "last_sample"
-    hidden_dim: int = 64
-    hidden_dim_color: int = 64
-    hidden_dim_transient: int = 64
-    num_levels: int = 16
-    base_res: int = 16
-    max_res: int = 2048
-    log2_hashmap_size: int = 19
-    features_per_level: int = 2
-    num_proposal_samples_per_ray: tuple[int, ...] = (256, 96)
-    num_nerf_samples_per_ray: int = 48
-    proposal_update_every: int = 5
-    proposal_warmup: int = 5000
-    num_proposal_iterations: int = 2
+    hidden_dim: int = ranged(64, ge=1)
+    hidden_dim_color: int = ranged(64, ge=1)
+    hidden_dim_transient: int = ranged(64, ge=1)
+    num_levels: int = ranged(16, ge=1)
+    base_res: int = ranged(16, ge=1)
+    max_res: int = ranged(2048, ge=1, why="at least model.base_res")
+    log2_hashmap_size: int = ranged(19, ge=1, why="the hash table holds 2**log2_hashmap_size entries per level")
+    features_per_level: int = ranged(2, ge=1)
+    num_proposal_samples_per_ray: tuple[int, ...] = ranged((256, 96), ge=1)
+    num_nerf_samples_per_ray: int = ranged(48, ge=1)
+    proposal_update_every: int = ranged(5, ge=1)
+    proposal_warmup: int = ranged(5000, ge=0)
+    num_proposal_iterations: int = ranged(2, ge=1)
     use_same_proposal_network: bool = False
     proposal_net_args_list: list[ProposalNetArgs] = field(
         default_factory=lambda: [ProposalNetArgs(max_res=128), ProposalNetArgs(max_res=256)])
     proposal_initial_sampler: str = "piecewise"
-    interlevel_loss_mult: float = 1.0
-    distortion_loss_mult: float = 0.002
-    orientation_loss_mult: float = 0.0001
-    pred_normal_loss_mult: float = 0.001
+    interlevel_loss_mult: float = ranged(1.0, ge=0)
+    distortion_loss_mult: float = ranged(0.002, ge=0)
+    orientation_loss_mult: float = ranged(0.0001, ge=0)
+    pred_normal_loss_mult: float = ranged(0.001, ge=0)
     use_proposal_weight_anneal: bool = True
     use_average_appearance_embedding: bool = True
-    proposal_weights_anneal_slope: float = 10.0
-    proposal_weights_anneal_max_num_iters: int = 1000
+    proposal_weights_anneal_slope: float = ranged(10.0, gt=0)
+    proposal_weights_anneal_max_num_iters: int = ranged(1000, ge=1)
     use_single_jitter: bool = True
     predict_normals: bool = False
     disable_scene_contraction: bool = False
     use_gradient_scaling: bool = False
     implementation: str = "tcnn"
-    appearance_embed_dim: int = 32
+    appearance_embed_dim: int = ranged(32, ge=0, why="0: no appearance embedding")
     # nerfstudio's later NerfactoModelConfig option (not in the seed's --help): the density's scale at
     # initialisation (density = average_init_density * trunc_exp(raw)), for the field and proposal networks
-    average_init_density: float = 1.0
+    average_init_density: float = ranged(1.0, gt=0)
     loss_coefficients: dict[str, float] = field(
         default_factory=lambda: {"rgb_loss_coarse": 1.0, "rgb_loss_fine": 1.0})
     # consumed by NerfactoModel's own `camera_optimizer` argument (never reaches this dataclass there)
@@ -98,6 +99,7 @@ class NerfactoConfig:
         if self.collider_params is not None:
             self.collider_params = {str(k): float(v) for k, v in dict(self.collider_params).items()}
         self.loss_coefficients = {str(k): float(v) for k, v in dict(self.loss_coefficients).items()}
+        check_fields(self, "model")
         for name, value, choices in (("background_color", self.background_color, BACKGROUND_COLORS),
                                      ("proposal_initial_sampler", self.proposal_initial_sampler, INITIAL_SAMPLERS),
                                      ("implementation", self.implementation, IMPLEMENTATIONS)):
@@ -115,8 +117,9 @@ class NerfactoConfig:
         elif len(self.proposal_net_args_list) < self.num_proposal_iterations:
             raise ConfigError(f"model.proposal_net_args_list has {len(self.proposal_net_args_list)} entries, "
                               f"fewer than num_proposal_iterations={self.num_proposal_iterations}")
-        if not self.average_init_density > 0:
-            raise ConfigError(f"model.average_init_density={self.average_init_density} must be > 0")
+        if self.base_res > self.max_res:
+            raise ConfigError(f"model.max_res={self.max_res} is out of range: must be >= model.base_res={self.base_res} "
+                              "(the hash grid's finest level); raise model.max_res or lower model.base_res")
         if self.near_plane >= self.far_plane:
             raise ConfigError(f"model.near_plane={self.near_plane} must be below model.far_plane={self.far_plane}")
 
