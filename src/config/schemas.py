@@ -120,9 +120,9 @@ class VQBeTSchedulerConfig:
     YAML takes `num_vqvae_training_steps` from the policy (`policy.n_vqvae_training_steps`)."""
 
     _target_: str = "training.schedulers.vqbet_scheduler"
-    num_warmup_steps: int = 500
-    num_vqvae_training_steps: int = 20000
-    num_cycles: float = 0.5
+    num_warmup_steps: int = ranged(500, ge=0)
+    num_vqvae_training_steps: int = ranged(20000, ge=0)
+    num_cycles: float = ranged(0.5, gt=0, why="cosine cycles after the warmup; 0.5 decays once to 0")
 
 
 # ----------------------------------------------------------------------------- dataset

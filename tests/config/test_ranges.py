@@ -16,7 +16,7 @@ from helpers import CONF_DIR
 NERF = ["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=preset/nerfacto", "data=synthetic"]
 # Selections that together hold every registered schema (the root, each group's options).
 SELECTIONS = [[], ["optimizer=adamw"], ["optimizer=sgd", "scheduler=cosine_decay_with_warmup"],
-              ["scheduler=diffuser"], NERF, [*NERF, "logger=none"]]
+              ["scheduler=diffuser"], NERF, [*NERF, "logger=none"], ["policy=vqbet"]]
 
 # Numbers that take any value, each with the reason.
 UNRANGED = {

@@ -8,6 +8,7 @@ line naming the option and the fix.
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from config.ranges import check_fields, ranged
 from models.common.feature_access import feature_type_and_shape, feature_type_name
 
 FEATURE_TYPES = ("VISUAL", "STATE", "ENV", "ACTION")
@@ -29,9 +30,9 @@ class VQBeTConfig:
 
     # Time windows: n_obs_steps frames in; n_action_pred_token tokens (the current one and future
     # ones) each predict a chunk of action_chunk_size actions; a rollout executes the current chunk.
-    n_obs_steps: int = 5
-    n_action_pred_token: int = 3
-    action_chunk_size: int = 5
+    n_obs_steps: int = ranged(5, ge=1)
+    n_action_pred_token: int = ranged(3, ge=1)
+    action_chunk_size: int = ranged(5, ge=1)
 
     normalization_mapping: dict[str, str] = field(
         default_factory=lambda: {"VISUAL": "IDENTITY", "STATE": "MIN_MAX", "ACTION": "MIN_MAX"}
@@ -39,38 +40,38 @@ class VQBeTConfig:
 
     # Vision encoder (the spatial-softmax ResNet shared with Diffusion Policy).
     vision_backbone: str = "resnet18"
-    crop_shape: Optional[tuple[int, int]] = (84, 84)
+    crop_shape: Optional[tuple[int, int]] = ranged((84, 84), ge=1, length=2, why="[height, width] in pixels, or null")
     crop_is_random: bool = True
     pretrained_backbone_weights: Optional[str] = None
     use_group_norm: bool = True
-    spatial_softmax_num_keypoints: int = 32
+    spatial_softmax_num_keypoints: int = ranged(32, ge=1)
 
     # Phase 1: the residual VQ-VAE that turns action chunks into two codes.
-    n_vqvae_training_steps: int = 20000
-    vqvae_n_embed: int = 16
-    vqvae_embedding_dim: int = 256
-    vqvae_enc_hidden_dim: int = 128
+    n_vqvae_training_steps: int = ranged(20000, ge=0, why="optimizer steps before the GPT trains")
+    vqvae_n_embed: int = ranged(16, ge=1, why="codes per VQ layer")
+    vqvae_embedding_dim: int = ranged(256, ge=1)
+    vqvae_enc_hidden_dim: int = ranged(128, ge=1)
 
     # Phase 2: the GPT over observation and action-query tokens, and its code and offset heads.
-    gpt_block_size: int = 500
-    gpt_input_dim: int = 512
-    gpt_output_dim: int = 512
-    gpt_n_layer: int = 8
-    gpt_n_head: int = 8
-    gpt_hidden_dim: int = 512
-    dropout: float = 0.1
+    gpt_block_size: int = ranged(500, ge=1, why="the longest token sequence")
+    gpt_input_dim: int = ranged(512, ge=1)
+    gpt_output_dim: int = ranged(512, ge=1)
+    gpt_n_layer: int = ranged(8, ge=1)
+    gpt_n_head: int = ranged(8, ge=1)
+    gpt_hidden_dim: int = ranged(512, ge=1, why="a multiple of gpt_n_head")
+    dropout: float = ranged(0.1, ge=0, lt=1)
     # LeRobot lists 1024 but never reads it: its heads are single linear layers, which null keeps.
     # A width adds one hidden ReLU layer to the code and offset heads, as the option's help describes.
-    mlp_hidden_dim: Optional[int] = None
-    offset_loss_weight: float = 10000.0
-    primary_code_loss_weight: float = 5.0
-    secondary_code_loss_weight: float = 0.5
-    bet_softmax_temperature: float = 0.1
+    mlp_hidden_dim: Optional[int] = ranged(None, ge=1, why="null: linear heads, as LeRobot builds them")
+    offset_loss_weight: float = ranged(10000.0, ge=0)
+    primary_code_loss_weight: float = ranged(5.0, ge=0)
+    secondary_code_loss_weight: float = ranged(0.5, ge=0)
+    bet_softmax_temperature: float = ranged(0.1, gt=0, why="code sampling temperature")
     sequentially_select: bool = False
 
     # The VQ-VAE's parameter group (the rest use the optimizer's lr and weight_decay).
-    optimizer_vqvae_lr: float = 1e-3
-    optimizer_vqvae_weight_decay: float = 1e-4
+    optimizer_vqvae_lr: float = ranged(1e-3, gt=0)
+    optimizer_vqvae_weight_decay: float = ranged(1e-4, ge=0)
 
     # Filled from the dataset at build time; informational (logged with the run).
     input_features: Optional[dict] = None
@@ -91,32 +92,8 @@ class VQBeTConfig:
         return self.n_obs_steps * 3 + self.n_action_pred_token - 1
 
     def validate(self) -> None:
-        """Checks the options that do not depend on the dataset's features."""
-        positive = ("n_obs_steps", "n_action_pred_token", "action_chunk_size", "spatial_softmax_num_keypoints",
-                    "vqvae_n_embed", "vqvae_embedding_dim", "vqvae_enc_hidden_dim", "gpt_block_size",
-                    "gpt_input_dim", "gpt_output_dim", "gpt_n_layer", "gpt_n_head", "gpt_hidden_dim")
-        for name in positive:
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f"policy.{name}={value} must be >= 1; set policy.{name} to a positive integer")
-        if self.n_vqvae_training_steps < 0:
-            raise ValueError(f"policy.n_vqvae_training_steps={self.n_vqvae_training_steps} must be >= 0")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"policy.dropout={self.dropout} must lie in [0, 1); use e.g. 0.1")
-        if self.bet_softmax_temperature <= 0:
-            raise ValueError(
-                f"policy.bet_softmax_temperature={self.bet_softmax_temperature} must be > 0; use e.g. 0.1"
-            )
-        for name in ("offset_loss_weight", "primary_code_loss_weight", "secondary_code_loss_weight",
-                     "optimizer_vqvae_weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"policy.{name}={getattr(self, name)} must be >= 0")
-        if self.optimizer_vqvae_lr <= 0:
-            raise ValueError(f"policy.optimizer_vqvae_lr={self.optimizer_vqvae_lr} must be > 0; use e.g. 1e-3")
-        if self.mlp_hidden_dim is not None and self.mlp_hidden_dim < 1:
-            raise ValueError(
-                f"policy.mlp_hidden_dim={self.mlp_hidden_dim} must be >= 1, or null for LeRobot's linear heads"
-            )
+        """Checks the options that do not depend on the dataset's features (the fields' ranges first)."""
+        check_fields(self, "policy")
         if self.gpt_hidden_dim % self.gpt_n_head != 0:
             raise ValueError(
                 f"policy.gpt_hidden_dim={self.gpt_hidden_dim} is not divisible by policy.gpt_n_head="
@@ -136,10 +113,6 @@ class VQBeTConfig:
                 raise ValueError(
                     f"policy.normalization_mapping.{ftype}={mode} is unknown; use one of {list(NORMALIZATION_MODES)}"
                 )
-        if self.crop_shape is not None and (len(self.crop_shape) != 2 or min(self.crop_shape) < 1):
-            raise ValueError(
-                f"policy.crop_shape={list(self.crop_shape)} must be two positive integers [height, width] or null"
-            )
         if not self.vision_backbone.startswith("resnet"):
             raise ValueError(
                 f"policy.vision_backbone={self.vision_backbone} is not a torchvision ResNet; use e.g. resnet18"
