@@ -89,15 +89,21 @@ def test_two_phases_resume_exactly_inside_each_and_evaluate(tmp_path, pusht_root
     assert json.loads((out / "eval.json").read_text())["step"] == 6
 
 
-def test_lerobot_flags_and_bad_values(tmp_path, pusht_root):
+def test_lerobot_flags_two_ranks_across_the_phase_switch_and_bad_values(tmp_path, pusht_root):
+    """LeRobot's flags, on 2 data-parallel ranks: step 1 trains the VQ-VAE, step 2 the GPT (each
+    phase leaves parameters without gradients, which the policy declares to DDP)."""
     run = tmp_path / "flags"
-    args = ["--policy.type=vqbet", "--env.type=pusht", "--offline.steps=1", "--policy.n_vqvae_training_steps=1",
-            *vqbet_overrides(pusht_root, run, "save_freq=1")[2:]]
+    args = ["--policy.type=vqbet", "--env.type=pusht", "--offline.steps=2", "--policy.n_vqvae_training_steps=1",
+            *vqbet_overrides(pusht_root, run, "machine.num_devices=2")[2:]]
     args = [a for a in args if not a.startswith(("steps=", "policy.n_vqvae_training_steps="))]
     r = run_train(args)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "translated: python src/train.py policy=vqbet env=pusht steps=1 policy.n_vqvae_training_steps=1" in r.stderr
-    assert bool(_weights(run / "checkpoints" / "000001")["action_head.vqvae_model.discretized"])
+    assert "translated: python src/train.py policy=vqbet env=pusht steps=2 policy.n_vqvae_training_steps=1" in r.stderr
+    weights = _weights(run / "checkpoints" / "000002")
+    assert bool(weights["action_head.vqvae_model.discretized"]) and int(weights["action_head.vqvae_model.steps"]) == 1
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [("train/n_different_codes" in m, "train/offset_loss" in m) for m in metrics if "train/loss" in m] == [
+        (True, False), (False, True)]
 
     line = one_error_line(run_train(vqbet_overrides(pusht_root, tmp_path / "bad", "policy.gpt_n_head=3")))
     assert "policy.gpt_hidden_dim=16 is not divisible by policy.gpt_n_head=3" in line
