@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from config.ranges import check_fields, ranged
+from models.common.checks import check_images, check_normalization_mapping, check_vision_options
 from models.common.feature_access import feature_type_and_shape, feature_type_name
 
-FEATURE_TYPES = ("VISUAL", "STATE", "ENV", "ACTION")
-NORMALIZATION_MODES = ("MEAN_STD", "MIN_MAX", "IDENTITY")
 # The residual VQ has two layers (a primary and a secondary code), fixed as in LeRobot and the paper.
 VQ_LAYERS = 2
 
@@ -104,24 +103,8 @@ class VQBeTConfig:
                 f"policy.gpt_block_size={self.gpt_block_size} is shorter than the {self.tokens_needed} tokens of"
                 " 3 * policy.n_obs_steps + policy.n_action_pred_token - 1; raise policy.gpt_block_size"
             )
-        for ftype, mode in self.normalization_mapping.items():
-            if ftype not in FEATURE_TYPES:
-                raise ValueError(
-                    f"policy.normalization_mapping has unknown feature type {ftype}; use keys among {list(FEATURE_TYPES)}"
-                )
-            if mode not in NORMALIZATION_MODES:
-                raise ValueError(
-                    f"policy.normalization_mapping.{ftype}={mode} is unknown; use one of {list(NORMALIZATION_MODES)}"
-                )
-        if not self.vision_backbone.startswith("resnet"):
-            raise ValueError(
-                f"policy.vision_backbone={self.vision_backbone} is not a torchvision ResNet; use e.g. resnet18"
-            )
-        if self.pretrained_backbone_weights and self.use_group_norm:
-            raise ValueError(
-                f"policy.pretrained_backbone_weights={self.pretrained_backbone_weights} with policy.use_group_norm=true"
-                " would replace the pretrained BatchNorm layers and ruin the weights; set policy.use_group_norm=false"
-            )
+        check_normalization_mapping(self.normalization_mapping)
+        check_vision_options(self.vision_backbone, self.pretrained_backbone_weights, self.use_group_norm)
 
     def validate_features(self, features: Mapping[str, Any]) -> None:
         """VQ-BeT reads one state vector and one or more cameras of one shape, and predicts one action vector."""
@@ -141,14 +124,7 @@ class VQBeTConfig:
         images = {k: shape for k, (t, shape) in parsed.items() if t == "VISUAL"}
         if not images:
             raise ValueError(f"VQ-BeT needs at least one camera (a VISUAL feature), got {sorted(parsed)}")
-        for key, shape in images.items():
-            if len(shape) != 3:
-                raise ValueError(f"image feature {key} has shape {list(shape)}; expected [C, H, W]")
-            if self.crop_shape is not None and (self.crop_shape[0] > shape[1] or self.crop_shape[1] > shape[2]):
-                raise ValueError(
-                    f"policy.crop_shape={list(self.crop_shape)} does not fit in {key} of shape {list(shape)};"
-                    f" set policy.crop_shape to at most [{shape[1]}, {shape[2]}] or null"
-                )
+        check_images(images, self.crop_shape)
         if len(set(images.values())) > 1:
             raise ValueError(f"cameras have different shapes {images}; VQ-BeT shares one encoder: resize them to one")
         tokens = self.n_obs_steps * (len(images) + 2) + self.n_action_pred_token - 1

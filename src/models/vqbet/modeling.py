@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from models.common.feature_access import feature_type_and_shape
 from models.common.normalize import Normalizer
+from models.common.queues import check_observations, push_observations
 from models.common.vision import ResNetImageEncoder
 from models.vqbet.config import VQ_LAYERS, VQBeTConfig
 from models.vqbet.layers import GPT, MLP, VqVae, focal_loss
@@ -249,20 +250,12 @@ class VQBeTPolicy(nn.Module):
     def select_action(self, obs: Mapping[str, Tensor]) -> Tensor:
         """One action (B, action_dim) for the current observations (B, ...); predicts a new chunk
         every action_chunk_size calls. Call `eval()` first so images are centre-cropped."""
-        missing = [k for k in self.observation_keys if k not in obs]
-        if missing:
-            raise KeyError(f"select_action needs observations {missing}; got {sorted(obs)}")
+        check_observations(self.observation_keys, obs)
         if not self.discretized and not self._warned_undiscretized:
             log.warning("VQ-BeT is evaluated before its VQ-VAE phase ended (%d of %d steps): its actions are noise",
                         int(self.vqvae.steps), self.config.n_vqvae_training_steps)
             self._warned_undiscretized = True
-        obs = self.normalizer.normalize({k: obs[k] for k in self.observation_keys})
-        for key, queue in self._obs_queues.items():
-            if not queue:  # first step of an episode: repeat it to fill the observation window
-                queue.extend([obs[key]] * self.config.n_obs_steps)
-            else:
-                queue.append(obs[key])
+        windows = push_observations(self._obs_queues, self.normalizer.normalize({k: obs[k] for k in self.observation_keys}))
         if not self._action_queue:
-            stacked = {key: torch.stack(list(queue), dim=1) for key, queue in self._obs_queues.items()}
-            self._action_queue.extend(self.predict_action_chunk(stacked).transpose(0, 1))
+            self._action_queue.extend(self.predict_action_chunk(windows).transpose(0, 1))
         return self._action_queue.popleft()
