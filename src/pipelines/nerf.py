@@ -107,11 +107,6 @@ class NerfPipeline:
         self.cfg, self.device, self.rank = cfg, device, rank
         if rank.distributed:
             raise ConfigError("neural fields train on one device here (machine.num_devices=1)")
-        num_images = cfg.eval.get("num_images")
-        if num_images is not None and num_images < 1:
-            raise ConfigError(f"eval.num_images={num_images} leaves no view for the all-images eval; give a count "
-                              ">= 1, null for every held-out view, or switch that eval off with "
-                              "eval.steps_per_eval_all_images=0")
         self.scene_root, self.datamanager = build_datamanager(cfg.data, device, cfg.machine.seed)
         dm = self.datamanager
         self.batches = RayBatches(dm, cfg.gradient_accumulation_steps)

@@ -76,7 +76,7 @@ def test_eval_cli_and_eval_freq_belongs_to_robots(run, env, tmp_path):
     assert abs(res["psnr"] - trained) < 1e-4  # the same views, the same weights
     line = one_error_line(run_train([f"checkpoint={run}", "eval.num_images=0", "machine.device_type=cpu"],
                                      script="eval.py", env=env))
-    assert "eval.num_images=0 leaves no view for the all-images eval" in line
+    assert "eval.num_images=0 is out of range: must be >= 1" in line  # eval.py range-checks its overrides too
 
     line = one_error_line(run_train([*TINY_NERF, "steps=1", "eval_freq=1", f"hydra.run.dir={tmp_path / 'r'}"],
                                      env=env))
