@@ -114,6 +114,17 @@ class NerfactoSchedulersConfig:
     camera_opt: ExponentialDecaySchedulerConfig = field(default_factory=ExponentialDecaySchedulerConfig)
 
 
+@dataclass
+class VQBeTSchedulerConfig:
+    """LeRobot's `vqbet` schedule: constant during the VQ-VAE phase, then warmup and cosine. The
+    YAML takes `num_vqvae_training_steps` from the policy (`policy.n_vqvae_training_steps`)."""
+
+    _target_: str = "training.schedulers.vqbet_scheduler"
+    num_warmup_steps: int = ranged(500, ge=0)
+    num_vqvae_training_steps: int = ranged(20000, ge=0)
+    num_cycles: float = ranged(0.5, gt=0, why="cosine cycles after the warmup; 0.5 decays once to 0")
+
+
 # ----------------------------------------------------------------------------- dataset
 # LeRobot's default set (its ImageTransformsConfig), in the config so that `tfs.<name>.weight=...`
 # overrides work and the saved run config shows what ran. Each entry is {weight, type, kwargs}:

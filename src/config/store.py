@@ -13,6 +13,7 @@ from envs.configs import EnvConfig
 from models.act.config import ACTConfig
 from models.diffusion.config import DiffusionConfig
 from models.nerfacto.config import NerfactoConfig
+from models.vqbet.config import VQBeTConfig
 
 SCHEMAS = {
     "optimizer": {"adam": schemas.AdamConfig, "adamw": schemas.AdamWConfig, "sgd": schemas.SGDConfig,
@@ -21,12 +22,13 @@ SCHEMAS = {
         "diffuser": schemas.DiffuserSchedulerConfig,
         "cosine_decay_with_warmup": schemas.CosineDecayWithWarmupSchedulerConfig,
         "nerfacto": schemas.NerfactoSchedulersConfig,
+        "vqbet": schemas.VQBeTSchedulerConfig,
     },
     "dataset": {"lerobot": schemas.DatasetConfig},
     "machine": {"machine": schemas.MachineConfig},
     "logger": {"mlflow": schemas.MLflowLoggerConfig, "none": schemas.NullLoggerConfig},
     "eval": {"rollout": schemas.RolloutEvalConfig, "views": schemas.ViewsEvalConfig},
-    "policy": {"diffusion": DiffusionConfig, "act": ACTConfig},
+    "policy": {"diffusion": DiffusionConfig, "act": ACTConfig, "vqbet": VQBeTConfig},
     "env": {"env": EnvConfig},
     "model": {"nerfacto": NerfactoConfig},
     "data": {"nerf": schemas.NerfDataConfig},

@@ -86,7 +86,10 @@ class Trainer:
         self.train_model = self.model
         if rank.distributed:
             ids = [device.index if device.index is not None else rank.local_rank] if device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            # a model that trains part of itself at a time (VQ-BeT's phases) says so
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=ids,
+                find_unused_parameters=bool(getattr(self.model, "ddp_find_unused_parameters", False)))
         self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params())
         self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)
         self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype, force=loop.use_grad_scaler)
@@ -218,6 +221,8 @@ class Trainer:
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.step += 1
+                if hasattr(self.model, "on_optimizer_step"):  # step-counted model state (VQ-BeT's phases)
+                    self.model.on_optimizer_step()
                 step_time = time.perf_counter() - t0
                 acc.add(loss=loss_sum / loop.gradient_accumulation_steps, grad_norm=float(grad_norm),
                         step_time=step_time, data_time=data_time,
@@ -269,18 +274,19 @@ class Trainer:
 
 
 class _Meter:
-    """Running means of the scalars logged between two log steps."""
+    """Running means of the scalars logged between two log steps, each over the steps that reported
+    it (a model's metrics can change between steps, e.g. at VQ-BeT's phase switch)."""
 
     def __init__(self):
         self.sums: dict[str, float] = {}
-        self.n = 0
+        self.counts: dict[str, int] = {}
         self.last: dict[str, float] = {}
 
     def add(self, **values: float) -> None:
-        self.n += 1
         self.last = values
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
 
     def mean(self) -> dict[str, float]:
-        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+        return {k: v / self.counts[k] for k, v in self.sums.items()}

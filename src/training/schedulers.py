@@ -68,3 +68,22 @@ def exponential_decay(optimizer: torch.optim.Optimizer, num_training_steps: int,
         return lr / lr_init
 
     return LambdaLR(optimizer, lr_lambda)
+
+
+def vqbet_scheduler(optimizer: torch.optim.Optimizer, num_training_steps: int, num_warmup_steps: int,
+                    num_vqvae_training_steps: int, num_cycles: float = 0.5) -> LambdaLR:
+    """LeRobot's VQ-BeT schedule: the learning rates stay as set while the VQ-VAE trains (its first
+    `num_vqvae_training_steps` steps), then warm up linearly from 0 over `num_warmup_steps` and follow
+    `num_cycles` cosine cycles. As in LeRobot, the cosine's progress is measured against
+    `num_training_steps - num_warmup_steps`, so the VQ-VAE steps shift the curve without shrinking it."""
+
+    def lr_lambda(step: int) -> float:
+        if step < num_vqvae_training_steps:
+            return 1.0
+        step -= num_vqvae_training_steps
+        if step < num_warmup_steps:
+            return step / max(1, num_warmup_steps)
+        progress = (step - num_warmup_steps) / max(1, num_training_steps - num_warmup_steps)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * num_cycles * 2.0 * progress)))
+
+    return LambdaLR(optimizer, lr_lambda)

@@ -90,3 +90,34 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     logged = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in logged] == [1, 2, 3]  # rank 0 alone writes
+
+
+def test_a_model_hears_of_each_optimizer_step_and_metrics_average_over_the_steps_that_report_them(tmp_path):
+    """on_optimizer_step() once per optimizer step, not per accumulated micro-batch (VQ-BeT's phases
+    count optimizer steps); a metric reported by some steps only is averaged over those."""
+
+    class Phased(torch.nn.Linear):
+        def __init__(self):
+            super().__init__(3, 1)
+            self.calls = 0
+
+        def on_optimizer_step(self):
+            self.calls += 1
+
+    class PhasedPipeline(ToyPipeline):
+        def __init__(self):
+            super().__init__(batch_size=2)
+            torch.manual_seed(0)
+            self.model = Phased()
+
+        def loss(self, model, batch):
+            loss, info = super().loss(model, batch)
+            return loss, {**info, **({"early": 4.0} if model.calls < 2 else {"late": 1.0})}
+
+    pipe = PhasedPipeline()
+    trainer = _trainer(tmp_path, pipe, steps=3, log_freq=3, gradient_accumulation_steps=2)
+    logged = []
+    trainer.tracker.log_metrics = lambda metrics, step: logged.append(metrics)
+    trainer.fit()
+    assert pipe.model.calls == 3
+    assert logged[0]["train/early"] == 4.0 and logged[0]["train/late"] == 1.0

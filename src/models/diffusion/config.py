@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from config.ranges import check_fields, ranged
+from models.common.checks import check_images, check_normalization_mapping, check_vision_options
 from models.common.feature_access import feature_type_and_shape, feature_type_name
 
-FEATURE_TYPES = ("VISUAL", "STATE", "ENV", "ACTION")
-NORMALIZATION_MODES = ("MEAN_STD", "MIN_MAX", "IDENTITY")
 NOISE_SCHEDULERS = ("DDPM", "DDIM")
 PREDICTION_TYPES = ("epsilon", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -138,25 +137,8 @@ class DiffusionConfig:
                 f"policy.num_inference_steps={self.num_inference_steps} must lie in [1, policy.num_train_timesteps"
                 f" = {self.num_train_timesteps}]; lower it or set it to null to use every training step"
             )
-        for ftype, mode in self.normalization_mapping.items():
-            if ftype not in FEATURE_TYPES:
-                raise ValueError(
-                    f"policy.normalization_mapping has unknown feature type {ftype};"
-                    f" use keys among {list(FEATURE_TYPES)}"
-                )
-            if mode not in NORMALIZATION_MODES:
-                raise ValueError(
-                    f"policy.normalization_mapping.{ftype}={mode} is unknown; use one of {list(NORMALIZATION_MODES)}"
-                )
-        if not self.vision_backbone.startswith("resnet"):
-            raise ValueError(
-                f"policy.vision_backbone={self.vision_backbone} is not a torchvision ResNet; use e.g. resnet18"
-            )
-        if self.pretrained_backbone_weights and self.use_group_norm:
-            raise ValueError(
-                f"policy.pretrained_backbone_weights={self.pretrained_backbone_weights} with policy.use_group_norm=true"
-                " would replace the pretrained BatchNorm layers and ruin the weights; set policy.use_group_norm=false"
-            )
+        check_normalization_mapping(self.normalization_mapping)
+        check_vision_options(self.vision_backbone, self.pretrained_backbone_weights, self.use_group_norm)
 
     def validate_features(self, features: Mapping[str, Any]) -> None:
         """Checks the options against the dataset's features (known only when the policy is built)."""
@@ -173,14 +155,7 @@ class DiffusionConfig:
                 f"Diffusion Policy needs at least one observation feature (VISUAL, STATE or ENV), got {sorted(parsed)}"
             )
         images = {k: shape for k, (t, shape) in parsed.items() if t == "VISUAL"}
-        for key, shape in images.items():
-            if len(shape) != 3:
-                raise ValueError(f"image feature {key} has shape {list(shape)}; expected [C, H, W]")
-            if self.crop_shape is not None and (self.crop_shape[0] > shape[1] or self.crop_shape[1] > shape[2]):
-                raise ValueError(
-                    f"policy.crop_shape={list(self.crop_shape)} does not fit in {key} of shape {list(shape)};"
-                    f" set policy.crop_shape to at most [{shape[1]}, {shape[2]}] or null"
-                )
+        check_images(images, self.crop_shape)
         if not self.use_separate_rgb_encoder_per_camera and len(set(images.values())) > 1:
             raise ValueError(
                 f"cameras have different shapes {images} but policy.use_separate_rgb_encoder_per_camera=false"

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from models.common.normalize import Normalizer
 from models.common.policy_config import build_policy_config
+from models.common.queues import check_observations, push_observations
 from models.common.vision import ResNetImageEncoder
 from models.diffusion.config import DiffusionConfig
 
@@ -303,19 +304,10 @@ class DiffusionPolicy(nn.Module):
     def select_action(self, obs: Mapping[str, Tensor]) -> Tensor:
         """One action (B, action_dim) for the current observations (B, ...); plans a new chunk
         every n_action_steps calls. Call `eval()` first so images are centre-cropped."""
-        missing = [k for k in self.observation_keys if k not in obs]
-        if missing:
-            raise KeyError(f"select_action needs observations {missing}; got {sorted(obs)}")
-        obs = self.normalizer.normalize({k: obs[k] for k in self.observation_keys})
-        for key, queue in self._obs_queues.items():
-            if not queue:
-                # First step of an episode: repeat it to fill the observation window.
-                queue.extend([obs[key]] * self.config.n_obs_steps)
-            else:
-                queue.append(obs[key])
+        check_observations(self.observation_keys, obs)
+        windows = push_observations(self._obs_queues, self.normalizer.normalize({k: obs[k] for k in self.observation_keys}))
         if not self._action_queue:
-            stacked = {key: torch.stack(list(queue), dim=1) for key, queue in self._obs_queues.items()}
-            actions = self.generate_actions(stacked)
+            actions = self.generate_actions(windows)
             actions = self.normalizer.unnormalize({self.action_key: actions})[self.action_key]
             self._action_queue.extend(actions.transpose(0, 1))
         return self._action_queue.popleft()
