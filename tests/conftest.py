@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,17 @@ def compose():
             return cfg
 
     return _compose
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    """Puts the test process back on the normal scheduling class if a test left it on a real-time one.
+
+    Seen in a full run on this 2-core VM: the runner ended up on SCHED_FIFO 99, every process it started
+    afterwards inherited that, and two of them spinning in the kernel while reaping a child starved the
+    machine (load 53, a test stuck for 20 minutes). Whatever native code sets it, no later test may
+    inherit it; the line names the test so the cause can be found."""
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+        print(f"\n{item.nodeid} left the test process on scheduling policy {os.sched_getscheduler(0)} "
+              "(real-time); reset to SCHED_OTHER", file=sys.stderr)
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))

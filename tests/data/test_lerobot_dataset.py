@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from fractions import Fraction
@@ -550,18 +551,25 @@ def test_reads_lerobot_hub_style_dataset(tmp_path, monkeypatch):
 
 
 def _encode_av1(frames: np.ndarray, path: Path) -> None:
-    """What LeRobot's encode_video_frames produces: libsvtav1, yuv420p, g=2, crf=30."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libsvtav1", rate=10)
-        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
-        stream.options = {"g": "2", "crf": "30"}
-        for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 10)
-            for packet in stream.encode(frame):
+    """What LeRobot's encode_video_frames produces: libsvtav1, yuv420p, g=2, crf=30.
+
+    SVT-AV1 run as root moves the calling thread to SCHED_FIFO 99; left so, every process the test run
+    starts afterwards inherits it, and on a 2-core machine they can starve it. The policy is put back."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libsvtav1", rate=10)
+            stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+            stream.options = {"g": "2", "crf": "30"}
+            for i, img in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, 10)
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    finally:
+        os.sched_setscheduler(0, policy, param)
 
 
 def test_error_video_undecodable(video_copy):
