@@ -36,10 +36,12 @@ def test_command_line_values_beat_the_nerfacto_defaults(compose):
 
 
 @pytest.mark.parametrize("n", [0, -1])
-def test_eval_num_images_below_one_is_refused_at_build(compose, n):
+def test_eval_num_images_below_one_is_refused_by_its_range(compose, n):
+    """Checked with every declared range (at compose time for train.py, on the loaded config for eval.py
+    and render.py), before any scene is read or generated."""
     from config.errors import ConfigError
-    from pipelines.nerf import NerfPipeline
+    from config.ranges import check_ranges
 
     cfg = compose([*NERFACTO, f"eval.num_images={n}"])
-    with pytest.raises(ConfigError, match=f"eval.num_images={n} leaves no view for the all-images eval"):
-        NerfPipeline(cfg, torch.device("cpu"))
+    with pytest.raises(ConfigError, match=f"eval.num_images={n} is out of range: must be >= 1"):
+        check_ranges(cfg)
