@@ -10,7 +10,6 @@ continuous offset added to the decoded code (L1 loss). A rollout samples codes a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import deque
 from typing import Any, Mapping, Optional
@@ -19,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.common.feature_access import feature_type_and_shape
 from models.common.normalize import Normalizer
+from models.common.policy_config import build_policy_config
 from models.common.queues import check_observations, push_observations
 from models.common.vision import ResNetImageEncoder
 from models.vqbet.config import VQ_LAYERS, VQBeTConfig
@@ -121,14 +120,8 @@ class VQBeTPolicy(nn.Module):
 
     def __init__(self, features: Mapping[str, Any], stats: Optional[Mapping] = None, **config_kwargs: Any) -> None:
         super().__init__()
-        known = {f.name for f in dataclasses.fields(VQBeTConfig)}
-        unknown = sorted(set(config_kwargs) - known)
-        if unknown:
-            raise ValueError(f"policy.{unknown[0]} is not an option of the vqbet policy; remove it (options: {sorted(known)})")
-        self.config = config = VQBeTConfig(**config_kwargs)
-        config.validate_features(features)
-
-        parsed = {key: feature_type_and_shape(ft) for key, ft in features.items()}
+        self.config, parsed = build_policy_config(VQBeTConfig, "vqbet", config_kwargs, features)
+        config = self.config
         self.state_key = next(k for k, (t, _) in parsed.items() if t == "STATE")
         self.image_keys = [k for k, (t, _) in parsed.items() if t == "VISUAL"]
         self.observation_keys = [*self.image_keys, self.state_key]
