@@ -324,6 +324,7 @@ class TrainConfig:
     machine: MachineConfig = field(default_factory=MachineConfig)
     logger: Any = None
     eval: Any = None
+    viewer: Any = None
 
     job_name: str = "run"
     seed: int = 1000

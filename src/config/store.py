@@ -14,6 +14,7 @@ from models.act.config import ACTConfig
 from models.diffusion.config import DiffusionConfig
 from models.nerfacto.config import NerfactoConfig
 from models.vqbet.config import VQBeTConfig
+from viewer.config import ViewerConfig
 
 SCHEMAS = {
     "optimizer": {"adam": schemas.AdamConfig, "adamw": schemas.AdamWConfig, "sgd": schemas.SGDConfig,
@@ -32,6 +33,7 @@ SCHEMAS = {
     "env": {"env": EnvConfig},
     "model": {"nerfacto": NerfactoConfig},
     "data": {"nerf": schemas.NerfDataConfig},
+    "viewer": {"viewer": ViewerConfig},
 }
 
 

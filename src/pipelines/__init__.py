@@ -12,14 +12,19 @@ def build_pipeline(cfg: DictConfig, device: torch.device, need_dataset: bool = T
         from training.distributed import SINGLE
 
         rank = SINGLE
+    return pipeline_class(cfg)(cfg, device, need_dataset=need_dataset, rank=rank)
+
+
+def pipeline_class(cfg: DictConfig) -> type:
+    """The family's pipeline class, before anything is built (what it declares can be checked first)."""
     if cfg.get("model") is not None:  # a neural field (model=nerfacto)
         from pipelines.nerf import NerfPipeline
 
-        return NerfPipeline(cfg, device, need_dataset=need_dataset, rank=rank)
+        return NerfPipeline
     if cfg.get("policy") is not None:
         from pipelines.robot import RobotPipeline
 
-        return RobotPipeline(cfg, device, need_dataset=need_dataset, rank=rank)
+        return RobotPipeline
     raise ValueError("the config selects no family: pick a robot policy (policy=diffusion env=pusht) or a neural field (model=nerfacto data=synthetic)")
 
 

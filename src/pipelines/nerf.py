@@ -154,6 +154,21 @@ class NerfPipeline:
         step-dependent schedules (proposal warm-up and updates, weight annealing)."""
         self.batches.taken = step * self.batches.accumulation
 
+    def viewer_scene(self):
+        """What the live viewer shows (viewer/, viewer=web): the training cameras with their images, and the
+        model's colour, depth and accumulation."""
+        from viewer.scene import ViewerScene
+
+        split = self.datamanager.train_split
+
+        def image(i: int) -> np.ndarray:
+            h, w = (int(v) for v in split.sizes[i])
+            return split.images[i, :h, :w].cpu().numpy()
+
+        center = self.datamanager.scene_box.float().mean(0).cpu().numpy()
+        return ViewerScene(cameras=self.datamanager.train_cameras, image=image, model=self.model,
+                           outputs=("rgb", "depth", "accumulation"), center=center)
+
     # ------------------------------------------------------------------ evaluation
     def evaluations(self) -> list[Evaluation]:
         """nerfstudio's three cadences (eval.steps_per_eval_*); the all-images one is the run's result."""

@@ -66,6 +66,23 @@ class Evaluation:
     final: bool = False
 
 
+class LoopHooks:
+    """What the loop tells an observer beside the tracker (the live viewer, `viewer/`); no-ops here.
+
+    `fit_started(step)` before the loop first uses the model, `step_done(step)` after each optimizer step
+    with its logging, checkpoint and evaluations (the one point where an observer may pause training or
+    use the model itself, the loop waiting meanwhile), `fit_ended()` once the loop no longer uses it."""
+
+    def fit_started(self, step: int) -> None:
+        pass
+
+    def step_done(self, step: int) -> None:
+        pass
+
+    def fit_ended(self) -> None:
+        pass
+
+
 class Trainer:
     """Owns the optimizer state around a pipeline; `fit()` runs until `steps`.
 
@@ -75,7 +92,7 @@ class Trainer:
 
     def __init__(self, loop: LoopConfig, pipeline, optimizer_cfg, scheduler_cfg, tracker, run_dir: Path,
                  device: torch.device, config_yaml: str, choices_yaml: str = "",
-                 rank: dist_lib.Rank = dist_lib.SINGLE):
+                 rank: dist_lib.Rank = dist_lib.SINGLE, hooks: LoopHooks | None = None):
         if loop.gradient_accumulation_steps < 1:
             raise ValueError(f"gradient_accumulation_steps={loop.gradient_accumulation_steps} must be >= 1")
         self.loop, self.pipeline, self.tracker = loop, pipeline, tracker
@@ -83,6 +100,7 @@ class Trainer:
         self.config_yaml, self.choices_yaml = config_yaml, choices_yaml
         self.model = pipeline.model
         self.rank = rank
+        self.hooks = hooks or LoopHooks()
         self.train_model = self.model
         if rank.distributed:
             ids = [device.index if device.index is not None else rank.local_rank] if device.type == "cuda" else None
@@ -172,6 +190,13 @@ class Trainer:
         return metrics
 
     def fit(self) -> dict:
+        self.hooks.fit_started(self.step)
+        try:
+            return self._fit()
+        finally:
+            self.hooks.fit_ended()
+
+    def _fit(self) -> dict:
         loop = self.loop
         last_eval: dict = {}
         if self.step >= loop.steps:  # nothing left to train (steps=0, or a finished run): evaluate
@@ -253,6 +278,7 @@ class Trainer:
                         result = self.evaluate(evaluation)
                         last_eval = result if evaluation.final else last_eval
                         self.model.train()
+                self.hooks.step_done(self.step)
         finally:
             progress.close()
         return last_eval

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from config.errors import ConfigError
 from config.ranges import check_ranges
-from config.saved import RUN_GROUPS, as_data, set_value
+from config.saved import FREE_GROUPS, RUN_GROUPS, as_data, compose_choices, set_value
 from pipelines import build_pipeline
 from training import checkpoint as ckpt_lib
 from training import distributed as dist_lib
@@ -33,6 +33,7 @@ from training.loop import LoopConfig, Trainer
 from training.rng import seed_everything
 from tracking.base import NullTracker, flatten_params
 from tracking.git_info import git_tags
+from viewer import NoViewer, build_viewer, check_viewer
 
 log = logging.getLogger("train")
 
@@ -68,6 +69,7 @@ def run(cfg: DictConfig) -> dict:
     warm = None if cfg.resume else ckpt_lib.warm_start_source(cfg)
     OmegaConf.resolve(cfg)  # ${hydra:...} and ${now:...} resolve here, once, for every rank
     check_ranges(cfg)  # also configs no command line was checked for: sweeper-composed, resumed
+    check_viewer(cfg)  # viewer=web on a run it cannot show: refused before a dataset is recorded
     ckpt_lib.clean_partial(run_dir)
     choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in RUN_GROUPS})
     ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt, warm)
@@ -90,12 +92,15 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
     if rank.distributed:
         dist_lib.init(cfg.machine, rank, select_device(cfg.machine.device_type).type)
     previous_sigterm = termination.unwind_on_sigterm() if rank.is_main else None
+    viewer = NoViewer()
     try:
         seed_everything(cfg.machine.seed)
         device = select_device(cfg.machine.device_type)
         if device.type == "cuda" and rank.distributed:
             device = torch.device("cuda", rank.local_rank)
         pipeline = build_pipeline(cfg, device, rank=rank)
+        if rank.is_main:  # before the run writes anything: a port in use leaves no run folder behind
+            viewer = build_viewer(cfg.viewer, pipeline, ctx.run_dir, cfg.steps)
         if rank.distributed:  # same initial weights everywhere, distinct random streams per rank
             seed_everything(cfg.machine.seed + rank.rank)
         config_yaml = OmegaConf.to_yaml(as_data(pipeline.resolved_config(cfg)))  # values only: see config.saved
@@ -103,7 +108,7 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
             (ctx.run_dir / "config.yaml").write_text(config_yaml)
         tracker = instantiate(cfg.logger) if rank.is_main else NullTracker()
         trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, ctx.run_dir, device,
-                          config_yaml, ctx.choices_yaml, rank=rank)
+                          config_yaml, ctx.choices_yaml, rank=rank, hooks=viewer)
         resume_run_id = trainer.restore(ctx.resume_from).get("tracking_run_id") if ctx.resume_from else None
         if ctx.warm_from is not None:
             trainer.warm_start(ctx.warm_from, cfg.load_scheduler)
@@ -129,8 +134,10 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
             tracker.finish("FAILED")
             raise
         tracker.finish("FINISHED")
+        viewer.serve_after_training()
         return final
     finally:
+        viewer.close()
         dist_lib.shutdown()
         if rank.is_main:
             termination.restore(previous_sigterm)
@@ -155,16 +162,18 @@ def config_for_resume(ckpt: Path, task_overrides: list[str]) -> DictConfig:
     """The checkpoint's own config (data only: its targets come from conf/, see config.saved), with the
     plain `key=value` overrides of the resume command applied on top (so `steps=...` can extend a run).
     Repeating the run's group choices is fine; changing one is refused, since the weights were trained
-    with the other."""
+    with the other. A group that does not fix the run (config.saved.FREE_GROUPS: the viewer) is picked afresh."""
     cfg, choices = ckpt_lib.load_checked_config(ckpt)
     choices_file = ckpt / ckpt_lib.CHOICES_FILE
     parsed = OverridesParser.create().parse_overrides(task_overrides)
     last = {ov.key_or_group: ov for ov in parsed}  # as in composition, the last value of a key wins
-    for key, ov in last.items():
+    for key, ov in sorted(last.items(), key=lambda item: item[0] not in FREE_GROUPS):  # as Hydra: groups first
         if key in RUN_GROUPS:
             if choices.get(key) != ov.value():
                 raise ConfigError(f"{key}={ov.value()} cannot change on resume (the checkpoint was trained with "
                                   f"{key}={choices.get(key)}, see {choices_file}); drop it or start a new run")
+        elif key in FREE_GROUPS:
+            cfg[key] = compose_choices(choices, [f"{key}={ov.value()}"])[key]
         elif key != "resume":
             set_value(cfg, key, ov.value(), ckpt / ckpt_lib.CONFIG_FILE)
     cfg.resume = True

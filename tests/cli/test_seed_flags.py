@@ -15,8 +15,8 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from cli import flag_table, seed_flags
-from cli.seed_flags import (LEROBOT, LOAD_CONFIG_FLAG, NERFSTUDIO, PRESET_FLAG, SEED_FLAGS, names_nerfacto, rule_for,
-                            translate_argv)
+from cli.seed_flags import (LEROBOT, LOAD_CONFIG_FLAG, NERFSTUDIO, PRESET_FLAG, SEED_FLAGS, VIS_FLAG, names_nerfacto,
+                            rule_for, translate_argv)
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO.parent / "shared" / "seeds"  # CI and developers have shared/ beside the clone
@@ -100,7 +100,7 @@ def _sample_words(seed: seed_flags.SeedFlag) -> list[str]:
             "dict": ['{"VISUAL": "MEAN_STD"}'], "scalar": [listed.group(1).split(",")[0] if listed else "7"]}[seed.kind]
 
 
-@pytest.mark.parametrize("flag", [f for f in SEED_FLAGS if f not in ("--help", PRESET_FLAG, LOAD_CONFIG_FLAG)])
+@pytest.mark.parametrize("flag", [f for f in SEED_FLAGS if f not in ("--help", PRESET_FLAG, LOAD_CONFIG_FLAG, VIS_FLAG)])
 def test_every_seed_flag_translates_or_names_what_it_awaits(flag):
     seed = SEED_FLAGS[flag]
     rule = rule_for(flag)
@@ -271,8 +271,8 @@ def test_unknown_flag_names_the_three_closest():
 def test_not_supported_flags_say_why_in_one_line():
     with pytest.raises(ValueError, match=r"^--online.steps is not supported yet: online training"):
         translate_argv(["--online.steps=10"])
-    with pytest.raises(ValueError, match=r"^--viewer.websocket-port is not supported yet: there is no interactive"):
-        translate_argv(["--viewer.websocket-port", "7007"])
+    with pytest.raises(ValueError, match=r"^--viewer.make-share-url is not supported yet: it needs the internet"):
+        translate_argv(["--viewer.make-share-url", "True"])
     with pytest.raises(ValueError, match=r"^--policy is not supported yet: a draccus config file; .* policy=<name>"):
         translate_argv(["--policy=act"])
 
