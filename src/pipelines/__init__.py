@@ -28,11 +28,12 @@ def pipeline_class(cfg: DictConfig) -> type:
     raise ValueError("the config selects no family: pick a robot policy (policy=diffusion env=pusht) or a neural field (model=nerfacto data=synthetic)")
 
 
-def load_checkpoint(checkpoint: str, overrides: dict[str, str]):
-    """What eval.py and render.py start from: `(checkpoint folder, pipeline with its weights, its
+def load_checkpoint(checkpoint: str, overrides: dict[str, str], before_build=None):
+    """What eval.py, render.py and view.py start from: `(checkpoint folder, pipeline with its weights, its
     config, its training state, its group choices)`, each checked first (training.checkpoint.verify,
     config.saved). The checkpoint carries its resolved config, so no training dataset is needed for a
-    policy; `key=value` overrides (machine.device_type=cpu, eval.*) apply on top."""
+    policy; `key=value` overrides (machine.device_type=cpu, eval.*) apply on top. `before_build(cfg)` may
+    refuse the checked config before anything is built."""
     import yaml
 
     from config.ranges import check_ranges
@@ -48,6 +49,8 @@ def load_checkpoint(checkpoint: str, overrides: dict[str, str]):
     for key, value in overrides.items():  # typed like a Hydra override value
         set_value(cfg, key, yaml.safe_load(value), ckpt / ckpt_lib.CONFIG_FILE)
     check_ranges(cfg)
+    if before_build is not None:
+        before_build(cfg)
     seed_everything(cfg.machine.seed)
     device = select_device(cfg.machine.device_type)
     pipeline = build_pipeline(cfg, device, need_dataset=False)
