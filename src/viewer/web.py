@@ -63,6 +63,7 @@ class WebViewer(LoopHooks):
         self.quit_on_train_completion = quit_on_train_completion
         self.host, self._closed, self._log_handler = websocket_host, False, None
         self.port, note = choose_port(websocket_host, websocket_port, websocket_port_default)
+        logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection otherwise
         self.server = viser.ViserServer(host=websocket_host, port=self.port, label="hydrabot", verbose=False)
         try:
             if self.server.get_port() != self.port:  # taken between the check and the bind: viser moved on silently
