@@ -231,7 +231,7 @@ def scaled(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """float (h, w, 3) area-averaged to `size` (the canvas' size follows viser's adaptive pixel ratio)."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float()
     return torch.nn.functional.interpolate(t, size=size, mode="area")[0].permute(1, 2, 0).numpy()
 
 
@@ -262,3 +262,16 @@ def test_view_py_listens_where_websocket_host_says(trained_run, home, tmp_path):
         proc.wait(60)
     assert proc.returncode == 0 and "viewer closed" in out.read_text()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_resumed_run_picks_its_viewer_afresh(trained_run, home, monkeypatch):
+    """The viewer is not part of what a run trains (config.saved.FREE_GROUPS): resume=true viewer=web watches a
+    run that trained without it, group first as Hydra applies it, and a plain resume opens none."""
+    from training.checkpoint import last_checkpoint
+    from training.run import config_for_resume
+
+    monkeypatch.setenv("HYDRABOT_HOME", str(home))
+    ckpt = last_checkpoint(trained_run)
+    cfg = config_for_resume(ckpt, ["resume=true", "viewer.websocket_port=7011", "viewer=web"])
+    assert cfg.viewer._target_ == "viewer.web.WebViewer" and cfg.viewer.websocket_port == 7011
+    assert config_for_resume(ckpt, ["resume=true"]).viewer._target_ == "viewer.NoViewer"
