@@ -26,7 +26,7 @@ class ViewerConfig:
                                            "after it")
     websocket_port_default: int = ranged(7007, **PORT)
     websocket_host: str = "127.0.0.1"  # 0.0.0.0 serves every interface: anyone who reaches the machine can pause
-    num_rays_per_chunk: int = ranged(32768, ge=1, why="rays per forward pass of a viewer render")
+    num_rays_per_chunk: int = ranged(32768, ge=1, why="the most rays per forward pass of a viewer render")
     max_num_display_images: int = ranged(512, ge=0, also=(-1,), why="-1: every training camera")
     quit_on_train_completion: bool = False  # false: the viewer keeps serving the trained model until Ctrl-C
     image_format: str = ranged("jpeg", choices=("jpeg", "png"))

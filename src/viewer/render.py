@@ -25,6 +25,8 @@ from viewer.scene import ViewerScene
 from viewer.share import DeviceShare, Stopped
 
 FIRST_LEVEL = 64  # long side of the render made while the camera moves
+TURN_S = 0.05  # a chunk is sized to take about this long (at most viewer.num_rays_per_chunk rays), so a turn
+MIN_CHUNK = 512  # never holds training up for long and the share is kept step by step, not only on average
 MOVE_SETTLE_S = 0.15  # a camera rests once it has not moved for this long
 REFRESH_S = 1.0  # while training, a finished view is rendered again at most this often
 
@@ -128,6 +130,17 @@ class Renderer(threading.Thread):
         self._stopping = threading.Event()
         self._next = 0  # round-robin position among the targets
         self.images_shown = 0
+        self.rays_per_s: float | None = None  # measured over the render turns
+
+    def chunk_size(self) -> int:
+        """Rays for the next chunk: about TURN_S of work at the measured speed, within [MIN_CHUNK, chunk]."""
+        if self.rays_per_s is None:
+            return min(self.chunk, 8 * MIN_CHUNK)
+        return max(min(self.chunk, MIN_CHUNK), min(self.chunk, int(self.rays_per_s * TURN_S)))
+
+    def _measured(self, rays: int, seconds: float) -> None:
+        rate = rays / max(seconds, 1e-6)
+        self.rays_per_s = rate if self.rays_per_s is None else 0.7 * self.rays_per_s + 0.3 * rate
 
     # ------------------------------------------------------------------ targets
     def add(self, target: Target) -> None:
@@ -196,35 +209,44 @@ class Renderer(threading.Thread):
             return Job(target, view, version, settings.version, settings.output, level, sides[level])
         return None
 
-    def _stale(self, job: Job) -> bool:
-        return (self._stopping.is_set() or job.target.version != job.version
-                or self.settings.version != job.settings or job.target.key not in self.targets)
+    def _dropped(self, job: Job) -> bool:
+        """A render under way is dropped when its browser leaves, a setting changes, or, past the coarse level, its
+        camera moves (a coarse picture is finished, so that a camera that keeps moving still sees one)."""
+        return (self._stopping.is_set() or job.target.key not in self.targets or self.settings.version != job.settings
+                or (job.level > 0 and job.target.version != job.version))
 
     def render(self, job: Job) -> None:
+        """Everything that uses the device or the CPU in earnest (rays, chunks, the picture, its encoding and
+        sending) runs in turns of the share, so its time is counted against the render budget."""
         scene, view = self.scene, job.view
         height, width = render_size(view.aspect, job.side)
-        cameras = viewer_cameras(view.wxyz, view.position, view.fov, height, width, scene.device)
-        rays = cameras.generate_image_rays(0)
         names = tuple(dict.fromkeys((job.output, scene.depth_output)))
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-        step, started, busy = self.share.step, time.monotonic(), 0.0
-        for start in range(0, len(rays), self.chunk):
-            if self._stale(job):
+        step, started, busy, rays = self.share.step, time.monotonic(), 0.0, None
+        start = 0
+        while start < height * width:
+            if self._dropped(job):
                 return
+            size = self.chunk_size()
             with self.share.turn():
                 t0 = time.perf_counter()
-                out = scene.render(rays[start:start + self.chunk], names)
-                busy += time.perf_counter() - t0
+                if rays is None:
+                    cameras = viewer_cameras(view.wxyz, view.position, view.fov, height, width, scene.device)
+                    rays = cameras.generate_image_rays(0)
+                out = scene.render(rays[start:start + size], names)
+                seconds = time.perf_counter() - t0
+            busy += seconds
+            self._measured(min(size, height * width - start), seconds)
+            start += size
             for name in names:
                 parts[name].append(out[name])
-        outputs = {name: torch.cat(chunks).view(height, width, -1) for name, chunks in parts.items()}
-        image = display(outputs[job.output])
-        depth = outputs[scene.depth_output][..., 0].numpy() * z_depth_factor(height, width, view.fov)
-        if self._stale(job):
+        if self._dropped(job):
             return
         with self.share.turn():
             t0 = time.perf_counter()
-            job.target.show(image, depth.astype(np.float32))
+            outputs = {name: torch.cat(chunks).view(height, width, -1) for name, chunks in parts.items()}
+            depth = outputs[scene.depth_output][..., 0].numpy() * z_depth_factor(height, width, view.fov)
+            job.target.show(display(outputs[job.output]), depth.astype(np.float32))
             busy += time.perf_counter() - t0
         with job.target.lock:
             job.target.done = Done(job.version, job.settings, job.level, step, time.monotonic())

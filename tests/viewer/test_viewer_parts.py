@@ -156,12 +156,24 @@ def test_a_view_renders_coarse_to_fine_at_the_browser_camera(pipeline):
     assert [im.shape for im, _ in shown[2:]] == [(32, 64, 3), (48, 96, 3)]
     assert all((im[..., 0] == im[..., 1]).all() for im, _ in shown[2:])  # one channel, in grey
 
-    target.move(View(tuple(wxyz), tuple(position), 0.9, 2.0))  # the camera moves: the coarse render only
+    target.move(View(tuple(wxyz), tuple(position), 0.9, 2.0))  # the camera moves: the coarse render first
     job = renderer.next_job()
     assert job.level == 0
-    target.move(View(tuple(wxyz), (0.0, 0.0, 0.0), 0.9, 2.0))  # ... and moves on before it is done
+    target.move(View(tuple(wxyz), (0.0, 0.0, 0.0), 0.9, 2.0))  # ... and moves on before it is done:
+    renderer.render(job)  # a coarse picture is still finished (a camera that keeps moving sees one)
+    assert len(shown) == 5
+    assert renderer.next_job().level == 0  # then the newer camera gets its own
+    target.moved_at -= 1.0
+    _render_all(renderer)
+    target.move(View(tuple(wxyz), tuple(position), 0.9, 2.0))
+    target.moved_at -= 1.0
+    renderer.render(renderer.next_job())
+    job = renderer.next_job()
+    assert job.level == 1
+    target.move(View(tuple(wxyz), (0.0, 0.0, 0.0), 0.9, 2.0))  # a finer render whose camera moves is dropped
+    count = len(shown)
     renderer.render(job)
-    assert len(shown) == 4  # the stale render was dropped between chunks
+    assert len(shown) == count
 
 
 class RenderBetweenSteps:
