@@ -143,8 +143,10 @@ class Panel:
         if not self.training:
             return f"**Trained model** at step {step:,} (not training)"
         total = f" / {self.total_steps:,}" if self.total_steps else ""
-        if self.share.paused:
+        if self.share.held:
             return f"**Paused** at step {step:,}{total}"
+        if self.share.paused:
+            return f"**Pausing** after step {step + 1:,}{total}"
         return f"**Training** step {step:,}{total} · {self._rate:.1f} steps/s"
 
     def update(self) -> None:

@@ -39,6 +39,7 @@ class DeviceShare:
         self._owner: str | None = TRAIN if training else None
         self._training = training  # the loop owns the model between its turns
         self._paused = False
+        self._held = False  # the loop waits in between_steps because of a pause
         self._render_waiting = False
         self._closed = False
         self._since = clock()  # when the training thread last took the model back
@@ -56,6 +57,11 @@ class DeviceShare:
     @property
     def paused(self) -> bool:
         return self._paused
+
+    @property
+    def held(self) -> bool:
+        """True once a pause has taken hold: the loop waits after step `step`."""
+        return self._held
 
     def set_train_util(self, value: float) -> None:
         with self._cond:
@@ -90,9 +96,13 @@ class DeviceShare:
                 return
             self._owner = None
             self._cond.notify_all()
-            # back when unpaused, the renderer's chunk is over and it has no credit left or wants no more
-            self._cond.wait_for(lambda: self._closed or (
-                not self._paused and self._owner is None and not self._lend()))
+
+            def back() -> bool:  # when unpaused, the renderer's chunk is over and it has no credit or wants no more
+                self._held = self._paused and not self._closed
+                return self._closed or (not self._paused and self._owner is None and not self._lend())
+
+            self._cond.wait_for(back)
+            self._held = False
             self._owner = TRAIN
             self._since = self.clock()
 

@@ -96,10 +96,10 @@ def test_pause_holds_the_loop_and_frees_the_renderer():
     thread = renderer(share, clock, chunk_s=0.05, chunks=4, log=log, stop=stop)
     thread.join(WAIT_S)
     assert [e[0] for e in log] == ["step", "render", "render", "render", "render"]  # the loop waits after step 1
-    assert loop.is_alive() and share.step == 1
+    assert loop.is_alive() and share.step == 1 and share.held
     share.pause(False)
     loop.join(WAIT_S)
-    assert not loop.is_alive() and share.step == 5
+    assert not loop.is_alive() and share.step == 5 and not share.held
 
 
 def test_nothing_renders_before_the_loop_lends_the_model_and_close_unblocks():

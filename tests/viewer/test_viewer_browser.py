@@ -130,9 +130,12 @@ def test_training_run_viewer_in_a_browser(tmp_path, home, browser):
         assert first["client"] == 0 and first["output"] == "rgb" and first["size"][0] == 64  # the coarse one first
         pixels = wait_for(lambda: (lambda p: p if not_blank(p) else None)(canvas_rgb(browser)), "non-blank canvas",
                           timeout=30, proc=proc, out=out)
-        if os.environ.get("VIEWER_SCREENSHOT"):
-            wait_for(lambda: any(r["level"] >= 2 for r in renders(log)), "a finer render", proc=proc, out=out)
-            time.sleep(1.0)
+        if os.environ.get("VIEWER_SCREENSHOT"):  # for the docs: a few hundred steps in, the finest render
+            wait_for(lambda: (status_step(browser, "Training step") or 0) >= 400, "step 400", proc=proc, out=out)
+            done = len(renders(log))
+            wait_for(lambda: any(r["level"] == 3 for r in renders(log)[done:]), "a full render", proc=proc, out=out)
+            time.sleep(1.5)
+            browser.execute_script("document.querySelectorAll('[class*=Notification-root]').forEach(e => e.remove())")
             browser.save_screenshot(os.environ["VIEWER_SCREENSHOT"])
 
         # drag the view: the browser sends its new camera, and a render at that pose follows
