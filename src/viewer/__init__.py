@@ -38,6 +38,8 @@ def check_viewer(cfg) -> None:
 
     from pipelines import pipeline_class
 
+    if cfg.get("viewer") is None:
+        return
     viewer = get_class(cfg.viewer._target_)
     family = pipeline_class(cfg)
     if viewer.needs_scene and not hasattr(family, "viewer_scene"):
@@ -55,4 +57,6 @@ def build_viewer(viewer_cfg, pipeline, run_dir: str | Path, total_steps: int | N
     """The run's viewer (rank 0): it owns the model from here until the loop's `fit()` ends."""
     from hydra.utils import instantiate
 
+    if viewer_cfg is None:
+        return NoViewer()
     return instantiate(viewer_cfg, pipeline=pipeline, run_dir=Path(run_dir), training=True, total_steps=total_steps)

@@ -4,9 +4,10 @@ Each connected browser is a `Target`: its latest camera and how far its render h
 moves, only the coarsest render is made (64 pixels on the long side), so the picture follows the mouse;
 once it rests, the view is rendered again at twice the size each time up to the chosen resolution.
 During training a finished view is rendered again at full size when the model has changed (at most
-once a second), so the picture follows training. A render whose camera moves, or whose output or
-resolution is changed, is dropped between two chunks. Every chunk, and the encoding and sending of
-the picture, runs in a turn of the `DeviceShare`, which keeps renders to their share of the time.
+once a second), so the picture follows training. A finer render whose camera moves, or any render
+whose output or resolution is changed, is dropped between two chunks. Every chunk (sized to take about
+TURN_S at the measured speed, at most viewer.num_rays_per_chunk rays), and the picture's assembly,
+encoding and sending, runs in a turn of the `DeviceShare`, which keeps renders to their share of time.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ class DeviceShare:
 
     def between_steps(self, step: int) -> None:
         """After optimizer step `step`: earn render time, then wait while paused, or lend the model to the
-        renderer for one chunk when it waits for one and has credit."""
+        renderer when it waits for a turn, for as many chunks as its credit lasts."""
         with self._cond:
             if self._owner != TRAIN:  # not claimed (a loop without claim()): nothing to lend
                 return

@@ -9,6 +9,7 @@ back at the end.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -21,9 +22,9 @@ import viser
 from config.errors import ConfigError
 from tracking.local_log import METRICS_FILENAME
 from training.loop import LoopHooks
+from viewer import scene_of
 from viewer.camera import frustum_pose
 from viewer.panel import Panel, Ticker
-from viewer import scene_of
 from viewer.ports import choose_port
 from viewer.render import Renderer, Settings, Target, View
 from viewer.share import DeviceShare
@@ -32,7 +33,13 @@ log = logging.getLogger("train")
 vlog = logging.getLogger("viewer")
 
 THUMBNAIL_HEIGHT = 100  # pixels of a frustum's image (nerfstudio's thumbnail size)
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def display_indices(n: int, limit: int) -> list[int]:
@@ -92,7 +99,7 @@ class WebViewer(LoopHooks):
         self.ticker.start()
         if note:
             log.warning(note)
-        if websocket_host not in LOOPBACK:
+        if not is_loopback(websocket_host):
             log.warning("viewer: listening on %s, not only on this machine: anyone who reaches it can watch and "
                         "pause training", websocket_host)
         log.info("viewer: %s (%s)", self.url, "the training cameras, a live render, the metrics, pause/resume"
@@ -207,7 +214,12 @@ class WebViewer(LoopHooks):
     def serve_after_training(self) -> None:
         """nerfstudio's default (quit_on_train_completion=false): the viewer stays up on the trained model
         until Ctrl-C (or SIGTERM); the run itself has already finished."""
+        from cli.entry import in_multirun_job
+
         if self.quit_on_train_completion:
+            return
+        if in_multirun_job():
+            log.info("viewer closed with the job: a sweep's jobs do not wait for Ctrl-C")
             return
         log.info("training done; the viewer keeps serving the trained model at %s until Ctrl-C "
                  "(viewer.quit_on_train_completion=true quits at once)", self.url)
