@@ -14,7 +14,12 @@ of the time between two steps (a render chunk lent between two steps lengthens t
 
     python bench/viewer_overhead.py                                   # CUDA: nerfacto's defaults, 300 steps x 3
     python bench/viewer_overhead.py --train-util 0.85                 # nerfstudio's default share
-    python bench/viewer_overhead.py --tiny --steps 30 --repeats 1     # CPU smoke run (tiny model)
+    OMP_WAIT_POLICY=PASSIVE python bench/viewer_overhead.py --tiny   # CPU (tiny model)
+
+On a CPU shared with other work, set OMP_WAIT_POLICY=PASSIVE: OpenMP's spinning workers otherwise make
+every mode several times slower whenever another process holds a core, and the render thread's own
+OpenMP team changes how much they spin (libgomp throttles spinning once there are more threads than
+cores), which reads as the viewer making training faster.
 """
 
 from __future__ import annotations

@@ -135,8 +135,8 @@ class Renderer(threading.Thread):
 
     def chunk_size(self) -> int:
         """Rays for the next chunk: about TURN_S of work at the measured speed, within [MIN_CHUNK, chunk]."""
-        if self.rays_per_s is None:
-            return min(self.chunk, 8 * MIN_CHUNK)
+        if self.rays_per_s is None:  # unmeasured: small, so the first turn cannot overrun the share by much
+            return min(self.chunk, MIN_CHUNK)
         return max(min(self.chunk, MIN_CHUNK), min(self.chunk, int(self.rays_per_s * TURN_S)))
 
     def _measured(self, rays: int, seconds: float) -> None:

@@ -7,8 +7,8 @@ runs one chunk of rays. So a render never overlaps a step, an evaluation or a ch
 model's train/eval mode and its step-counted state are never touched mid-step.
 
 How much: each second the training thread works earns the renderer `(1 - train_util) / train_util`
-seconds (nerfstudio's "Train Util" control, 0.85 there), capped at `burst_s` so a burst after a long
-quiet spell stays short; a chunk is charged what it took, so a long one is paid back by the steps
+seconds (nerfstudio's "Train Util" control, 0.85 there), capped at `burst_s` (0.1 s) so a burst after
+a long quiet spell stays short; a chunk is charged what it took, so a long one is paid back by the steps
 after it. With the credit at or below zero the renderer waits. Over a run, renders therefore take at
 most `1 - train_util` of the wall time, and nothing at all while nobody looks at the viewer. While
 training is paused or finished (or never started: `view.py`), renders run freely.
@@ -30,7 +30,7 @@ class Stopped(Exception):
 
 
 class DeviceShare:
-    def __init__(self, train_util: float, training: bool, burst_s: float = 0.25,
+    def __init__(self, train_util: float, training: bool, burst_s: float = 0.1,
                  clock: Callable[[], float] = time.perf_counter):
         self.train_util = float(train_util)
         self.burst_s = burst_s
