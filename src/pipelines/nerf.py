@@ -3,7 +3,9 @@
 The same loop as the robot family trains it: a batch is one `next_train()` of the datamanager
 (a RayBundle and its pixels' colours); the model's step-dependent schedules (proposal sampler
 updates, weight annealing) get the optimizer step from the batch stream's own position, so they
-resume with it. Evaluation runs at nerfstudio's three cadences (`evaluations()`): a batch of
+resume with it. Data-parallel ranks (as nerfstudio's) each draw their own rays (the datamanager is
+seeded `seed + 2 x rank`: its eval stream takes the next seed) and the forward goes through the
+DistributedDataParallel wrapper, which averages the gradients. Evaluation runs at nerfstudio's three cadences (`evaluations()`): a batch of
 held-out rays, one held-out image, and all held-out views (PSNR, SSIM, LPIPS only with local
 weights, rays/s); rendered images are saved as `ground truth | render | depth` PNGs.
 """
@@ -24,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from config.errors import ConfigError
 from data.nerf.dataparsers import SceneError
 from models.fields.metrics import psnr, ssim
+from training import distributed as dist_lib
 from training.distributed import SINGLE, Rank
 from training.loop import Evaluation
 
@@ -34,8 +37,8 @@ class RayBatches:
     """Endless stream of training ray batches; its position (the datamanager's generators and the
     number of batches taken) is what a checkpoint stores as the data position."""
 
-    def __init__(self, datamanager, accumulation: int = 1):
-        self.datamanager, self.accumulation = datamanager, max(int(accumulation), 1)
+    def __init__(self, datamanager, accumulation: int = 1, rank: Rank = SINGLE):
+        self.datamanager, self.accumulation, self.rank = datamanager, max(int(accumulation), 1), rank
         self.taken = 0
 
     def __iter__(self):
@@ -50,7 +53,11 @@ class RayBatches:
     model = None  # set by the pipeline: the proposal sampler's update counter resumes with the data
 
     def state_dict(self) -> dict:
+        """Every rank calls it (the checkpoint is a collective): with several ranks, each rank's ray
+        stream is kept (`datamanager_ranks`), so a resume on as many ranks draws the same rays."""
         state = {"datamanager": self.datamanager.state_dict(), "taken": self.taken}
+        if self.rank.distributed:
+            state["datamanager_ranks"] = dist_lib.all_gather_objects(state["datamanager"])
         sampler = getattr(self.model, "proposal_sampler", None)
         if sampler is not None:  # proposal networks are updated every k-th step: keep the phase
             state["proposal_sampler"] = {"steps_since_update": int(sampler._steps_since_update),
@@ -58,7 +65,9 @@ class RayBatches:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.datamanager.load_state_dict(state["datamanager"])
+        streams = state.get("datamanager_ranks") or [state["datamanager"]]
+        if self.rank.rank < len(streams):  # a rank the checkpoint has no stream for keeps its fresh one
+            self.datamanager.load_state_dict(streams[self.rank.rank])
         self.taken = int(state["taken"])
         sampler = getattr(self.model, "proposal_sampler", None)
         if sampler is not None and "proposal_sampler" in state:
@@ -105,11 +114,9 @@ class NerfPipeline:
 
     def __init__(self, cfg: DictConfig, device: torch.device, need_dataset: bool = True, rank: Rank = SINGLE):
         self.cfg, self.device, self.rank = cfg, device, rank
-        if rank.distributed:
-            raise ConfigError("neural fields train on one device here (machine.num_devices=1)")
-        self.scene_root, self.datamanager = build_datamanager(cfg.data, device, cfg.machine.seed)
+        self.scene_root, self.datamanager = build_datamanager(cfg.data, device, cfg.machine.seed + 2 * rank.rank)
         dm = self.datamanager
-        self.batches = RayBatches(dm, cfg.gradient_accumulation_steps)
+        self.batches = RayBatches(dm, cfg.gradient_accumulation_steps, rank)
         try:
             self.model = instantiate(cfg.model, num_train_cameras=dm.num_train_images, scene_box=dm.scene_box,
                                      _convert_="all").to(device)
@@ -145,9 +152,11 @@ class NerfPipeline:
         return batch  # the datamanager builds rays and colours on the training device
 
     def loss(self, model: torch.nn.Module, batch):
+        """`model` is nerfacto, or its DistributedDataParallel wrapper, whose forward the model's loss
+        calls so that the gradients are averaged over the ranks."""
         rays, data = batch
-        model = getattr(model, "module", model)
-        return model.loss(rays, {"image": data["rgb"], "indices": data["indices"]}, data["step"])
+        inner = getattr(model, "module", model)
+        return inner.loss(rays, {"image": data["rgb"], "indices": data["indices"]}, data["step"], forward=model)
 
     def warm_started(self, step: int) -> None:
         """A warm start continues at the source run's step: the batches carry it to nerfacto's

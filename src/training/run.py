@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -95,7 +96,13 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         device = select_device(cfg.machine.device_type)
         if device.type == "cuda" and rank.distributed:
             device = torch.device("cuda", rank.local_rank)
+        # Rank 0 builds first: a dataset or scene made on first use is then made once, and the other
+        # ranks (on any node of a shared file system) read it rather than race to write it.
+        if rank.distributed and not rank.is_main:
+            dist_lib.barrier()
         pipeline = build_pipeline(cfg, device, rank=rank)
+        if rank.distributed and rank.is_main:
+            dist_lib.barrier()
         if rank.distributed:  # same initial weights everywhere, distinct random streams per rank
             seed_everything(cfg.machine.seed + rank.rank)
         config_yaml = OmegaConf.to_yaml(as_data(pipeline.resolved_config(cfg)))  # values only: see config.saved
@@ -108,8 +115,11 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         if ctx.warm_from is not None:
             trainer.warm_start(ctx.warm_from, cfg.load_scheduler)
             log.info("warm start from %s (step %d)", ctx.warm_from, trainer.step)
+        started_at = trainer.step
         if not rank.is_main:
-            return trainer.fit()
+            final = trainer.fit()
+            dist_lib.check_ranks_agree(trainer.model, started_at, trainer.step, rank, ctx.run_dir)
+            return final
         params = flatten_params(OmegaConf.to_container(OmegaConf.create(config_yaml)))
         params.update({f"derived.{k}": v for k, v in pipeline.derived_params(cfg).items()})
         params["derived.world_size"] = rank.world_size
@@ -121,6 +131,9 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
                       resume_step=trainer.step if ctx.resume_from else None)
         try:
             final = trainer.fit()
+            if rank.distributed:
+                dist_lib.check_ranks_agree(trainer.model, started_at, trainer.step, rank, ctx.run_dir)
+                tracker.log_artifact(ctx.run_dir / dist_lib.RANKS_FILE)
             tracker.log_artifact(ctx.run_dir / "config.yaml")
         except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (termination.Terminated)
             tracker.finish("KILLED")
@@ -137,8 +150,8 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
 
 
 def run_tags(family: str, overrides: list[str], run_dir: Path) -> dict[str, str]:
-    """What identifies a run beside its params: code version, command line, family."""
-    return {**git_tags(Path(__file__).resolve().parent), "family": family,
+    """What identifies a run beside its params: code version, command line, family, the host rank 0 ran on."""
+    return {**git_tags(Path(__file__).resolve().parent), "family": family, "host": socket.gethostname(),
             "overrides": " ".join(overrides) or "(none)", "run_dir": str(run_dir)}
 
 

@@ -37,6 +37,10 @@ def _scale_gradients_by_distance_squared(outputs: dict, ray_samples) -> dict:
 
 
 class NerfactoModel(nn.Module):
+    # Between proposal updates the proposal networks run without gradients (ProposalNetworkSampler), so
+    # DistributedDataParallel must look for parameters a step left unused (nerfstudio does the same).
+    ddp_find_unused_parameters = True
+
     def __init__(self, num_train_cameras: int, scene_box: torch.Tensor | None = None,
                  camera_optimizer: Mapping[str, Any] | None = None, **config_kwargs):
         """camera_optimizer: CameraOptimizer kwargs (mode off|SO3xR3|SE3, position_noise_std, ...);
@@ -178,11 +182,13 @@ class NerfactoModel(nn.Module):
                 loss_dict["camera_opt_regularizer"] = reg
         return loss_dict
 
-    def loss(self, ray_bundle: RayBundle, batch: Mapping[str, torch.Tensor], step: int
+    def loss(self, ray_bundle: RayBundle, batch: Mapping[str, torch.Tensor], step: int, forward=None
              ) -> tuple[torch.Tensor, dict[str, float]]:
+        """`forward`: what runs the model on the rays, when not the model itself (a
+        DistributedDataParallel wrapper of it, which averages the gradients over the ranks)."""
         if self.training and self._callback_step != step:
             self.step_callback(step)
-        outputs = self(ray_bundle)
+        outputs = (forward or self)(ray_bundle)
         loss_dict = self.get_loss_dict(outputs, batch, step)
         total = sum(loss_dict.values())
         logs = {k: float(v.detach()) for k, v in loss_dict.items()}
