@@ -19,6 +19,7 @@
 #   SLURM_LOCAL_NODES=2 scripts/slurm_local.sh start
 #   scripts/slurm_local.sh node-down hbn2   # the node dies: its link goes silent, its processes are killed
 #   scripts/slurm_local.sh node-up hbn2     # it boots again: link up, slurmd started afresh
+#   SLURM_LOCAL_NODES=2 scripts/slurm_local.sh stop
 #
 # Node i (hbn1, hbn2, ...) is a slurmd in its own network namespace, joined to a bridge by a veth
 # pair, with an address in a private /24 (10.213.K.0/24, K the first subnet this machine does not
@@ -28,7 +29,10 @@
 # $SLURM_LOCAL_DIR/hosts there), so a job's processes on a node see that node's name and address,
 # as on a real cluster. munged is shared (its socket is a file); the file system is shared, as a
 # cluster's network file system would be. CPUs and memory are split evenly between the nodes.
-# `stop` kills what runs in the namespaces and removes namespaces, veths and the bridge.
+# A silent node is DOWN after SLURM_LOCAL_SLURMD_TIMEOUT (20) seconds, and a requeued job may start
+# SLURM_LOCAL_CRED_EXPIRE (30) seconds after its requeue. `stop` kills what runs in the namespaces
+# and removes namespaces, veths and the bridge; `start` also removes those of a cluster whose state
+# directory is gone (a killed test run), found through the subnet registry in /run/hydrabot-slurm-net.
 set -euo pipefail
 
 DIR=${SLURM_LOCAL_DIR:-/tmp/hydrabot-slurm}
@@ -49,12 +53,11 @@ find_bin() {  # daemons live in /usr/sbin, which a non-login root shell may not 
 }
 
 install_packages() {
-  local packages="slurm-wlm munge"
-  [[ $NODES -le 1 || -n "$(find_bin ip)" ]] || packages="$packages iproute2"
-  if [[ -n "$(find_bin slurmctld)" && -n "$(find_bin slurmd)" && -n "$(find_bin munged)" \
-        && -n "$(command -v sbatch || true)" && $packages == "slurm-wlm munge" ]]; then
-    return
-  fi
+  local packages="slurm-wlm munge" missing=""
+  [[ -n "$(find_bin slurmctld)" && -n "$(find_bin slurmd)" && -n "$(find_bin munged)" \
+     && -n "$(command -v sbatch || true)" ]] || missing=yes
+  if [[ $NODES -gt 1 && -z "$(find_bin ip)" ]]; then packages+=" iproute2"; missing=yes; fi  # namespaced nodes
+  [[ -n $missing ]] || return 0
   [[ "${SLURM_LOCAL_INSTALL:-1}" == 1 ]] || die "slurm-wlm/munge are missing and SLURM_LOCAL_INSTALL=0"
   command -v apt-get >/dev/null || die "slurm-wlm and munge are missing and there is no apt-get; install them"
   local sudo=""
@@ -199,15 +202,22 @@ net_teardown() {  # net_teardown K: kill what runs in subnet K's namespaces, rem
       [[ -z $pids ]] || kill -9 $pids 2>/dev/null || true
       for _ in $(seq 50); do [[ -z $(ns_pids "$ns") ]] && break; sleep 0.1; done
     fi
-    ip netns del "$ns" 2>/dev/null || true  # and with it its end of the veth pair, so the pair
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  # The veth pairs explicitly: a deleted namespace takes its end along only when the kernel gets to
+  # it, and a `start` right after would find the names taken.
+  local veth
+  for veth in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^hbm${k}n[0-9]+$" || true); do
+    ip link del "$veth" 2>/dev/null || true
   done
   if ip link show "hbm${k}br" >/dev/null 2>&1; then ip link del "hbm${k}br" || true; fi
   rm -f "$NET_REGISTRY/$k"
 }
 
-subnet_in_use() {  # 10.213.$1.0/24 has an address or route on this host, or a cluster claimed it
+subnet_in_use() {  # 10.213.$1.0/24 has an address or route on this host, its names are taken, or a cluster claimed it
   [[ -e $NET_REGISTRY/$1 ]] || ip -4 -o addr show | grep -q " 10\.213\.$1\." \
-    || ip -4 route show | grep -q "^10\.213\.$1\." || ip link show "hbm${1}br" >/dev/null 2>&1
+    || ip -4 route show | grep -q "^10\.213\.$1\." || ip -o link show | grep -q ": hbm$1\(br\|n[0-9]\)" \
+    || ip netns list | grep -q "^hbm$1-"
 }
 
 net_up() {
