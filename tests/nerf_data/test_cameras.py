@@ -20,8 +20,7 @@ def _rotation(seed=0):
 def _camera(w=33, h=21, fx=30.0, fy=28.0, distortion=None):
     rot = _rotation()
     c2w = torch.cat([rot, torch.tensor([[1.0], [-2.0], [0.5]])], 1)
-    return Cameras(c2w[None], fx, fy, w / 2.0, h / 2.0, w, h, distortion_params=distortion,
-                   camera_type="pinhole" if distortion is None else "opencv"), c2w
+    return Cameras(c2w[None], fx, fy, w / 2.0, h / 2.0, w, h, distortion_params=distortion), c2w
 
 
 def test_centre_pixel_ray_is_minus_z_axis():

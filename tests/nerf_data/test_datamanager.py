@@ -68,7 +68,8 @@ def test_rays_retrace_to_batch_colours(ns_scene, tmp_path, distorted):
                                         distortion=[-0.15, 0.02, 0.0, 0.0, 0.002, -0.001])
     parser = NerfstudioDataParser(eval_mode="interval")  # 4 views: 3 train, 1 eval
     dm = NerfDataManager(parser, data=ns_scene, train_num_rays_per_batch=300)
-    assert dm.train_cameras.camera_type == ("opencv" if distorted else "pinhole")
+    assert dm.train_cameras.camera_type == "perspective"
+    assert (dm.train_cameras.distortion_params is not None) == distorted
     rays, batch = dm.next_train(0)
     tr, scale = dm.train_outputs.dataparser_transform.double(), dm.train_outputs.dataparser_scale
     rot, t = tr[:, :3], tr[:, 3]
