@@ -195,10 +195,13 @@ class PixelSamplerConfig:
     """nerfstudio's --pipeline.datamanager.pixel-sampler.*. As nerfstudio's datamanager does, each split's
     sampler takes its batch size from train_num_rays_per_batch / eval_num_rays_per_batch, so
     `num_rays_per_batch` is not read (kept so a translated command stays valid); `keep_full_image` adds
-    the split's images to every ray batch ("full_image"). No equirectangular cameras: no such flag."""
+    the split's images to every ray batch ("full_image"). `is_equirectangular` (sample rows uniformly
+    over the sphere): nerfstudio sets it from the cameras whatever is passed; here null does that and a
+    value that contradicts the cameras is refused."""
 
     num_rays_per_batch: int = ranged(4096, ge=1)
     keep_full_image: bool = False
+    is_equirectangular: Optional[bool] = None
 
 
 @dataclass

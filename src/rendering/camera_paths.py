@@ -1,8 +1,9 @@
 """Camera trajectories for rendering, returned as `Cameras` in the frame the model was trained in.
 
 The model lives in the dataparser's frame: the dataset's poses after the orientation, centring and
-scaling that `data.nerf.dataparsers` applies and records (`dataparser_transform`, a 3x4 rigid
-transform, then `dataparser_scale` on the translations).
+scaling that `data.nerf.dataparsers` applies and records (`file_transform`, a 3x4 rigid transform
+from the scene file's frame, then `file_scale` on the translations; nerfstudio's
+`dataparser_transform` also undoes the file's `applied_transform`, which is not wanted here).
 
 - `orbit`: a circle around the vertical axis (the training cameras' mean up vector) through the point
   nearest to all training cameras' optical axes, every frame looking at that point; radius and height

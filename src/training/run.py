@@ -101,6 +101,8 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         config_yaml = OmegaConf.to_yaml(as_data(pipeline.resolved_config(cfg)))  # values only: see config.saved
         if rank.is_main:
             (ctx.run_dir / "config.yaml").write_text(config_yaml)
+            if hasattr(pipeline, "write_run_files"):  # files a family keeps beside the config (nerfstudio's)
+                pipeline.write_run_files(ctx.run_dir)
         tracker = instantiate(cfg.logger) if rank.is_main else NullTracker()
         trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, ctx.run_dir, device,
                           config_yaml, ctx.choices_yaml, rank=rank)

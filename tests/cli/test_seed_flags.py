@@ -395,12 +395,17 @@ def test_nerfstudio_run_option_flags_reach_root_keys_of_both_families(compose):
 
 def test_pixel_sampler_flags(compose):
     out, _ = translate_argv(["--pipeline.datamanager.pixel-sampler.num-rays-per-batch", "1024",
-                             "--pipeline.datamanager.pixel-sampler.keep-full-image", "True"])
-    assert out == ["data.pixel_sampler.num_rays_per_batch=1024", "data.pixel_sampler.keep_full_image=true"]
+                             "--pipeline.datamanager.pixel-sampler.keep-full-image", "True",
+                             "--pipeline.datamanager.pixel-sampler.is-equirectangular", "False"])
+    assert out == ["data.pixel_sampler.num_rays_per_batch=1024", "data.pixel_sampler.keep_full_image=true",
+                   "data.pixel_sampler.is_equirectangular=false"]
     cfg = compose([*NERFACTO, *out])
-    assert (cfg.data.pixel_sampler.num_rays_per_batch, cfg.data.pixel_sampler.keep_full_image) == (1024, True)
-    with pytest.raises(ValueError, match="not supported yet: there are no equirectangular cameras"):
-        translate_argv(["--pipeline.datamanager.pixel-sampler.is-equirectangular", "True"])
+    assert (cfg.data.pixel_sampler.num_rays_per_batch, cfg.data.pixel_sampler.keep_full_image,
+            cfg.data.pixel_sampler.is_equirectangular) == (1024, True, False)
+    assert compose(NERFACTO).data.pixel_sampler.is_equirectangular is None  # from the cameras, as nerfstudio
+    status = flag_table.status(SEED_FLAGS["--pipeline.datamanager.pixel-sampler.is-equirectangular"])
+    assert status == flag_table.status(SEED_FLAGS["--pipeline.datamanager.pixel-sampler.keep-full-image"])
+    assert status.startswith("supported")
 
 
 def _saved_run(tmp_path, overrides: list[str]):

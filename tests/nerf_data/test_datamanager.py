@@ -181,7 +181,8 @@ def test_pixel_sampler_keys_reach_the_datamanager_from_the_config(compose, ns_sc
     cfg = compose(["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=preset/nerfacto",
                    "data=nerfstudio", f"data.data={ns_scene}", "data.train_num_rays_per_batch=16",
                    "data.pixel_sampler.keep_full_image=true", "data.pixel_sampler.num_rays_per_batch=8"])
-    assert OmegaConf.to_container(cfg.data.pixel_sampler) == {"num_rays_per_batch": 8, "keep_full_image": True}
+    assert OmegaConf.to_container(cfg.data.pixel_sampler) == {"num_rays_per_batch": 8, "keep_full_image": True,
+                                                              "is_equirectangular": None}
     kwargs = OmegaConf.to_container(cfg.data, resolve=True)
     kwargs.pop("scene")  # as NerfPipeline builds it
     dm = instantiate(kwargs, _convert_="all")

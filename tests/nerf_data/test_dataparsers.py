@@ -76,7 +76,9 @@ def test_filename_split_and_downscale(tmp_path):
         fr["file_path"] = new
     (scene / "transforms.json").write_text(json.dumps(meta))
     p = NerfstudioDataParser(data=str(scene), eval_mode="filename", downscale_factor=2)
-    train, val = p.get_dataparser_outputs("train"), p.get_dataparser_outputs("val")
+    with pytest.warns(UserWarning, match=r"files missing from images_2/ are read at full size .* resized \(nerfstudio "
+                                         r"1\.1\.5 would stop: it reads images_2/ only\): 4 case\(s\), e\.g\. eval_0\.png"):
+        train, val = p.get_dataparser_outputs("train"), p.get_dataparser_outputs("val")
     assert len(train) == 3 and len(val) == 1 and val.image_filenames[0].name == "eval_0.png"
     assert int(train.cameras.width[0]) == 16 and float(train.cameras.fx[0]) == pytest.approx(meta["fl_x"] / 2)
     assert train.load_images()[0].shape == (16, 16, 3)
@@ -195,7 +197,10 @@ def test_per_frame_values_apply_only_where_the_top_level_lacks_them(tmp_path):
     meta["frames"][2]["fl_x"] = 30.0
     meta["frames"][2]["k1"] = -0.07
     (scene / "transforms.json").write_text(json.dumps(meta))
-    with pytest.warns(UserWarning, match=r"fl_x=30.0 is ignored, the top-level fl_x=.* applies"):
+    with pytest.warns(UserWarning) as record:
         cams = NerfstudioDataParser(data=str(scene), eval_mode="all").get_dataparser_outputs("train").cameras
+    said = " | ".join(str(w.message) for w in record)
+    assert "frames' own fl_x are ignored, the top-level fl_x=" in said and "e.g. frames[2] (images/frame_00003.png): " \
+        "fl_x=30.0" in said and "frames' own distortion is ignored" in said
     assert cams.fx[:, 0].tolist() == pytest.approx([meta["fl_x"]] * 3)
     torch.testing.assert_close(cams.distortion_params, torch.tensor(k).expand(3, 6))

@@ -501,7 +501,10 @@ class NerfstudioDataParser:
             if not isinstance(fr, dict) or "file_path" not in fr:
                 raise SceneError(meta_path, f"frames[{i}] has no 'file_path'", "give each frame its image path")
         df = self._downscale(base, meta_path, frames)
-        notes: list[str] = []
+        notes: dict[str, list[str]] = {}  # what is done differently from what the file seems to say -> where
+
+        def note(what: str, where: str) -> None:
+            notes.setdefault(what, []).append(where)
 
         def fname(rel, prefix: str = "images_") -> Path:
             """nerfstudio's _get_fname: <base>/<rel>, or <base>/<prefix><df>/<file name> when downscaled."""
@@ -514,7 +517,8 @@ class NerfstudioDataParser:
                 return path
             full = base / Path(str(rel))
             if df > 1 and full.is_file():  # nerfstudio would stop; the full-size file is resized instead
-                notes.append(f"{path.parent.name}/ lacks {path.name}: {full} is read and resized")
+                note(f"files missing from {path.parent.name}/ are read at full size from their own path and "
+                     f"resized (nerfstudio 1.1.5 would stop: it reads {path.parent.name}/ only)", path.name)
                 return full
             raise SceneError(path, f"{what} of {where} in {meta_path} not found",
                              f"restore the file or remove the frame's '{FRAME_KEYS[prefix]}'")
@@ -538,7 +542,8 @@ class NerfstudioDataParser:
                 if k in top:
                     intr[k] = top[k]
                     if k in fr and fr[k] != top[k]:
-                        notes.append(f"{where}: its {k}={fr[k]} is ignored, the top-level {k}={top[k]} applies")
+                        note(f"frames' own {k} are ignored, the top-level {k}={top[k]} applies (as nerfstudio "
+                             "1.1.5 does)", f"{where}: {k}={fr[k]}")
                 elif k in fr:
                     intr[k] = fr[k]
                 else:
@@ -552,15 +557,17 @@ class NerfstudioDataParser:
                 dist = _distortion_block(meta_path, "the top level", meta)
                 own = [k for k in (*DISTORTION_KEYS, "distortion_params") if k in fr]
                 if own and _distortion_block(meta_path, where, fr) != dist:
-                    notes.append(f"{where}: its distortion ({', '.join(own)}) is ignored, the top-level one applies")
+                    note("frames' own distortion is ignored, the top-level one applies (as nerfstudio 1.1.5 does)",
+                         f"{where}: {', '.join(own)}")
             else:
                 dist = _distortion_block(meta_path, where, fr)
             pose = _check_pose(meta_path, i, fr)
             rows.append({"frame": fr, "where": where, "image": fname(fr["file_path"]), "intr": intr,
                          "dist": dist, "pose": pose})
         if not top_distortion and "k4" in meta:
-            notes.append(f"the top-level k4={meta['k4']} is ignored: nerfstudio reads a top-level distortion "
-                         "block only when one of k1, k2, k3, p1, p2, distortion_params is there too")
+            note(f"the top-level k4={meta['k4']} is ignored: nerfstudio reads a top-level distortion block only "
+                 "when one of k1, k2, k3, p1, p2, distortion_params is there too (as nerfstudio 1.1.5 does)",
+                 "the top level")
         for key, label in (("mask_path", "mask_path"), ("depth_file_path", "depth_file_path")):
             have = [r["where"] for r in rows if key in r["frame"]]
             if have and len(have) != len(rows):
@@ -635,8 +642,8 @@ class NerfstudioDataParser:
                 raise SceneError(meta_path, f"fisheye_crop_radius is {crop}", "give the radius in pixels (> 0)")
             crop = crop if camera_type == "fisheye" else None  # nerfstudio keeps it for fisheye cameras only
 
-        for note in notes:
-            warnings.warn(f"{meta_path}: {note} (as nerfstudio 1.1.5 does)", stacklevel=2)
+        for what, where in notes.items():
+            warnings.warn(f"{meta_path}: {what}: {len(where)} case(s), e.g. {where[0]}", stacklevel=2)
 
         idx = torch.as_tensor(i_split, dtype=torch.long)
         intr_t = torch.tensor([[r["intr"][k] for k in INTRINSIC_KEYS] for r in rows], dtype=torch.float64)

@@ -87,6 +87,16 @@ class NerfactoConfig:
     # nerfstudio's later NerfactoModelConfig option (not in the seed's --help): the density's scale at
     # initialisation (density = average_init_density * trunc_exp(raw)), for the field and proposal networks
     average_init_density: float = ranged(1.0, gt=0)
+    # depth-nerfacto (nerfstudio's DepthNerfactoModelConfig: its options and defaults, but depth_loss_mult,
+    # whose 0 here is plain nerfacto; depth-nerfacto's is 1e-3). Needs depth_file_path in the scene.
+    depth_loss_mult: float = ranged(0.0, ge=0, why="0: no depth loss (nerfacto); depth-nerfacto uses 1e-3")
+    is_euclidean_depth: bool = False
+    depth_sigma: float = ranged(0.01, gt=0, why="metres")
+    should_decay_sigma: bool = False
+    starting_depth_sigma: float = ranged(0.2, gt=0, why="metres")
+    sigma_decay_rate: float = ranged(0.99985, gt=0, le=1)
+    depth_loss_type: str = ranged("DS_NERF", choices=("DS_NERF", "URF"),
+                                  why="SPARSENERF_RANKING needs nerfstudio's pair pixel sampler, not built here")
     loss_coefficients: dict[str, float] = field(
         default_factory=lambda: {"rgb_loss_coarse": 1.0, "rgb_loss_fine": 1.0})
     # consumed by NerfactoModel's own `camera_optimizer` argument (never reaches this dataclass there)
