@@ -150,7 +150,7 @@ def test_depth_loss_without_depth_files_is_refused(compose, tmp_path, monkeypatc
     monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path))
     cfg = compose(["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=preset/nerfacto",
                    "data=synthetic", "data.scene.name=nodepth", "data.scene.n_views=4", "data.scene.size=8",
-                   "machine.device_type=cpu", "model.depth_loss_mult=0.001"])
+                   "data.dataparser.eval_mode=all", "machine.device_type=cpu", "model.depth_loss_mult=0.001"])
     with pytest.raises(ConfigError, match=r"model.depth_loss_mult=0.001 needs depth maps, but the frames of .* have "
                                           r"no depth_file_path .*ZoeDepth.*; add depth files or set "
                                           r"model.depth_loss_mult=0"):
