@@ -76,8 +76,9 @@ def test_filename_split_and_downscale(tmp_path):
         fr["file_path"] = new
     (scene / "transforms.json").write_text(json.dumps(meta))
     p = NerfstudioDataParser(data=str(scene), eval_mode="filename", downscale_factor=2)
-    with pytest.warns(UserWarning, match=r"files missing from images_2/ are read at full size .* resized \(nerfstudio "
-                                         r"1\.1\.5 would stop: it reads images_2/ only\): 4 case\(s\), e\.g\. eval_0\.png"):
+    with pytest.warns(UserWarning, match=r"files missing from images_2/ are read at full size .* resized "
+                                         r"\(nerfstudio 1\.1\.5 would stop: it reads images_2/ only\): 4 case\(s\), "
+                                         r"e\.g\. eval_0\.png"):
         train, val = p.get_dataparser_outputs("train"), p.get_dataparser_outputs("val")
     assert len(train) == 3 and len(val) == 1 and val.image_filenames[0].name == "eval_0.png"
     assert int(train.cameras.width[0]) == 16 and float(train.cameras.fx[0]) == pytest.approx(meta["fl_x"] / 2)

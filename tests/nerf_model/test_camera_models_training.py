@@ -138,7 +138,8 @@ def test_ds_nerf_loss_is_nerfstudios_formula_lowest_at_the_true_depth_and_ignore
     # one ray, three samples, by hand: sum_i -log(w_i + 1e-7) exp(-(t_i - d)^2 / (2 sigma)) delta_i, with
     # nerfstudio's 2 sigma (not 2 sigma^2) in the exponent
     w, t, delta = [0.2, 0.5, 0.3], [1.0, 1.2, 1.4], [0.2, 0.2, 0.2]
-    hand = sum(-math.log(wi + 1e-7) * math.exp(-((ti - 1.25) ** 2) / (2 * 0.05)) * di for wi, ti, di in zip(w, t, delta))
+    hand = sum(-math.log(wi + 1e-7) * math.exp(-((ti - 1.25) ** 2) / (2 * 0.05)) * di
+               for wi, ti, di in zip(w, t, delta))
     value = ds_nerf_depth_loss(torch.tensor(w)[None, :, None], torch.tensor([[1.25]]), torch.tensor(t)[None, :, None],
                                torch.tensor(delta)[None, :, None], torch.tensor([0.05]))
     assert float(value) == pytest.approx(hand, rel=1e-5)

@@ -69,8 +69,8 @@ class _Split:
         masks = outputs.load_masks(cams)
         if outputs.mask_color is not None:
             if masks is None:
-                raise SceneError(outputs.image_filenames[0], "data.dataparser.mask_color is set but the scene has "
-                                                             "no masks", "give the frames a mask_path, or unset mask_color")
+                raise SceneError(outputs.image_filenames[0], "data.dataparser.mask_color is set but the scene has no "
+                                                             "masks", "give the frames a mask_path, or unset mask_color")
             if images[0].shape[-1] != 3:
                 raise SceneError(outputs.image_filenames[0], "data.dataparser.mask_color needs RGB images, these "
                                                              "have alpha (nerfstudio fails on them too)",

@@ -391,9 +391,12 @@ def _resolve(base: Path, rel: str) -> Path:
 
 
 def _number(path: Path, where: str, key: str, value, integer: bool = False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SceneError(path, f"{where}: '{key}' is {value!r}, not a finite number",
-                         f"write '{key}' as a number" + (" of pixels" if key in INTRINSIC_KEYS else ""))
+    """A finite JSON number (an integral one for `integer`); strings are refused, not converted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+            (integer and int(value) != value):
+        kind = "a whole number" if integer else "a finite number"
+        raise SceneError(path, f"{where}: '{key}' is {value!r}, not {kind}",
+                         f"write '{key}' as {kind}" + (" of pixels" if key in INTRINSIC_KEYS else ""))
     return int(value) if integer else float(value)
 
 
@@ -532,9 +535,10 @@ class NerfstudioDataParser:
         for i, fr in enumerate(frames):
             where = f"frames[{i}] ({fr['file_path']})"
             if "camera_model" in fr and self._camera_type(meta_path, where, fr["camera_model"]) != camera_type:
+                default = "" if "camera_model" in meta else ", the default"
                 raise SceneError(meta_path, f"{where} has camera_model {fr['camera_model']!r}, but nerfstudio reads "
-                                            f"camera_model only at the top level ({model!r}{'' if 'camera_model' in meta else ', the default'}) "
-                                            "and would treat this frame as that",
+                                            f"camera_model only at the top level ({model!r}{default}) and would "
+                                            "treat this frame as that",
                                  "give all frames one camera model, set at the top level (split the capture if "
                                  "it mixes models)")
             intr = {}
@@ -676,6 +680,9 @@ class NerfstudioDataParser:
 
     @staticmethod
     def _camera_type(meta_path: Path, where: str, model) -> str:
+        if not isinstance(model, str):
+            raise SceneError(meta_path, f"{where}: camera_model is {model!r}, not a name",
+                             f"use one of {', '.join(CAMERA_MODELS)}")
         if model in CAMERA_MODELS:
             return CAMERA_MODELS[model]
         if model in UNSUPPORTED_MODELS:
@@ -714,7 +721,8 @@ class NerfstudioDataParser:
             wanted = {fname(n) for n in names}
             unknown = sorted(str(p) for p in wanted.difference(image_names))
             if unknown:
-                raise SceneError(meta_path, f"'{key}' names {len(unknown)} file(s) that no frame has, e.g. {unknown[0]}",
+                raise SceneError(meta_path, f"'{key}' names {len(unknown)} file(s) that no frame has, e.g. "
+                                            f"{unknown[0]}",
                                  "list only frames' file_path values")
             indices = np.array([i for i, p in enumerate(image_names) if p in wanted], dtype=int)
         elif listed:
@@ -725,7 +733,8 @@ class NerfstudioDataParser:
                                            self.eval_interval, image_names)
             indices = i_train if split == "train" else i_eval
         if split == "train" and len(indices) == 0:
-            raise SceneError(meta_path, f"the train split is empty ({key if key in meta else f'eval_mode={self.eval_mode}'})",
+            how = key if key in meta else f"eval_mode={self.eval_mode}"
+            raise SceneError(meta_path, f"the train split is empty ({how})",
                              "list training frames under train_filenames, or choose another eval_mode "
                              "(eval_mode=filename needs 'train' in training images' names)")
         return indices

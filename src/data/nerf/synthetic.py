@@ -14,8 +14,8 @@ directional light and an ambient term, no shadows: colour = albedo * (AMBIENT + 
 max(0, n . L)), n facing the ray. Cameras lie on a hemisphere (Fibonacci spiral, elevations
 15-65 degrees, radius 4) looking at (0, 0, 0.3).
 
-CLI: `python -m data.nerf.synthetic --out DIR --format nerfstudio|blender|both --n-views 48 --size 64`
-(run from src/).
+CLI: `python -m data.nerf.synthetic --out DIR --format nerfstudio|blender|both --n-views 48 --size 64
+[--camera-model OPENCV_FISHEYE|EQUIRECTANGULAR]` (run from src/).
 """
 
 from __future__ import annotations
@@ -452,11 +452,17 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--fov-deg", type=float, default=50.0)
     ap.add_argument("--masks", action="store_true", help="nerfstudio format: write masks (True on objects)")
+    ap.add_argument("--camera-model", choices=["OPENCV", "OPENCV_FISHEYE", "EQUIRECTANGULAR"], default="OPENCV",
+                    help="nerfstudio format: the cameras (fisheye: --fov-deg across the image, equidistant)")
     ap.add_argument("--no-depth", action="store_true")
     args = ap.parse_args(argv)
     kw = {"fov_deg": args.fov_deg, "depth": not args.no_depth}
     if args.masks:
         kw["masks"] = True
+    if args.camera_model != "OPENCV":
+        if args.format != "nerfstudio":
+            ap.error("--camera-model is for --format nerfstudio (the Blender format has pinhole cameras only)")
+        kw["camera_model"] = args.camera_model
     t0 = time.perf_counter()
     generate(args.out, args.format, args.n_views, args.size, **kw)
     print(f"wrote {args.format} scene ({args.n_views} views, {args.size}x{args.size}) to {args.out} "
