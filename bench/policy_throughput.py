@@ -78,7 +78,7 @@ def ours_policy(name: str, batch: dict, small: bool, vq_steps: int) -> torch.nn.
 
 def _import_lerobot_policies() -> None:
     """`import lerobot.policies` imports every policy, and LeRobot 0.4.4's GR00T package fails to import
-    under transformers 5 (a dataclass field order error). GR00T's package __init__ is skipped (its
+    under transformers 5 (a dataclass field order error); PyAV may be absent (see below). GR00T's package __init__ is skipped (its
     submodules stay importable: the config the registry imports loads as published); ACT and VQ-BeT
     load untouched."""
     import importlib
@@ -87,6 +87,13 @@ def _import_lerobot_policies() -> None:
 
     if "lerobot.policies" in sys.modules:
         return
+    if importlib.util.find_spec("av") is None:
+        # LeRobot's dataset module imports PyAV at import time (and reads av.logging.WARNING in a
+        # default argument); nothing here decodes video, so a stand-in lets the policies import
+        # on a machine without PyAV's 35 MB wheel.
+        av = types.ModuleType("av")
+        av.logging = types.SimpleNamespace(WARNING=30, restore_default_callback=lambda: None)
+        sys.modules["av"] = av
     root = Path(importlib.util.find_spec("lerobot").submodule_search_locations[0])
     groot = types.ModuleType("lerobot.policies.groot")
     groot.__path__ = [str(root / "policies" / "groot")]
