@@ -176,6 +176,7 @@ class DiffusionPolicy(nn.Module):
     """
 
     name = "diffusion"
+    init_only_options = ("pretrained_backbone_weights",)  # replaced by a checkpoint's weights
 
     def __init__(self, features: Mapping[str, Any], stats: Optional[Mapping] = None, **config_kwargs: Any) -> None:
         super().__init__()
