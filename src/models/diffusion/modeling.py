@@ -279,7 +279,7 @@ class DiffusionPolicy(nn.Module):
                 )
             loss = loss * (~batch[pad_key].bool()).unsqueeze(-1)
         loss = loss.mean()
-        return loss, {"loss": loss.item()}
+        return loss, {"loss": loss.detach()}  # a tensor: the loop reads metrics back every log_freq steps
 
     @torch.no_grad()
     def generate_actions(self, batch: Mapping[str, Tensor], generator: Optional[torch.Generator] = None) -> Tensor:
