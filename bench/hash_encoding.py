@@ -121,7 +121,11 @@ def check_kernels(device: str, n: int) -> None:
             gt, gx = torch.autograd.grad(out, [enc.table, xi], grad)
             results.append((out, gt, gx))
         errs = [(a - b).abs().max().item() / max(b.abs().max().item(), 1e-12) for a, b in zip(*results[::-1])]
-        ok = errs[0] < 1e-5 and errs[1] < 1e-5 and errs[2] < 1e-4
+        # tcnn's layout (scale 2^(l log2 b) - 1, +0.5 offset) puts points on cell boundaries where fp32 rounding
+        # may pick the neighbouring cell in one implementation; the interpolation is continuous there, so the
+        # difference stays small but exceeds the torch layout's exact agreement.
+        tol = 1e-3 if layout == "tcnn" else 1e-5
+        ok = errs[0] < tol and errs[1] < tol and errs[2] < 10 * tol
         print(f"check triton vs torch ({layout} layout, {dtype}): relative max error out {errs[0]:.1e}, "
               f"table grad {errs[1]:.1e}, x grad {errs[2]:.1e}: {'ok' if ok else 'MISMATCH'}")
         if not ok:
