@@ -17,6 +17,7 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -67,7 +68,10 @@ class PaliGemmaWithExpert(nn.Module):
         return self.multi_modal_projector(features)
 
     def embed_language(self, tokens: Tensor) -> Tensor:
-        embedded = self.language_model.embed_tokens(tokens)
+        """Token embeddings times sqrt(width), as Gemma scales them. Read from the table's weight: transformers
+        5 scales inside the embedding module, 4.x in GemmaModel.forward, which is never called here."""
+        table = self.language_model.embed_tokens
+        embedded = F.embedding(tokens, table.weight, padding_idx=table.padding_idx)
         return embedded * math.sqrt(embedded.shape[-1])
 
     def unused_vlm_parameters(self) -> list[nn.Parameter]:
