@@ -309,7 +309,9 @@ def test_pretrained_paligemma_base_loads_exactly_with_its_tokenizer(tmp_path):
     for key, value in saved.items():
         if "lm_head" in key:
             continue
-        name = key.replace("model.", "", 1).replace("vision_model.", "")
+        # transformers 5 saves `model.language_model.`, 4.5x the hub layout `language_model.model.`
+        name = key.removeprefix("model.").replace("language_model.model.", "language_model.")
+        name = name.replace("vision_model.", "")
         match = [t for n, t in ours.items() if n.replace("vision_model.", "") == name]
         assert len(match) == 1, key
         assert torch.equal(match[0], value), key
