@@ -355,3 +355,30 @@ def test_pretrained_pi0_checkpoint_in_lerobot_layout_loads_every_tensor(tmp_path
     (tmp_path / "model.safetensors").rename(tmp_path / "pytorch_model.bin")
     with pytest.raises(ValueError, match="pytorch_model.bin is a pickle and is not read"):
         make_policy(pretrained_path=str(tmp_path), tokenizer_path=str(tmp_path / "tok"))
+
+
+# ----------------------------------------------------------------------------- CUDA
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("implementation", ["sdpa", "flex", "fa2"])
+def test_cuda_kernels_train_in_bf16_like_eager(implementation):
+    import importlib.util
+
+    if implementation == "fa2" and importlib.util.find_spec("flash_attn") is None:
+        pytest.skip("flash-attn is not installed")
+    eager = make_policy(attention_implementation="eager", dtype="bfloat16", empty_cameras=1).cuda()
+    other = make_policy(attention_implementation=implementation, dtype="bfloat16", empty_cameras=1).cuda()
+    other.load_state_dict(eager.state_dict())
+    batch = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in make_batch().items()}
+    noise, time = torch.randn(3, 4, 32, device="cuda"), torch.tensor([0.2, 0.5, 0.7], device="cuda")
+    losses = []
+    for policy in (eager, other):
+        loss = policy(batch, noise=noise, time=time)[0]
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in policy.parameters() if p.requires_grad)
+        losses.append(loss.item())
+    assert losses[1] == pytest.approx(losses[0], rel=2e-2)
+    eager.eval(), other.eval()
+    noise = torch.randn(3, 4, 32, device="cuda")
+    torch.testing.assert_close(other.predict_action_chunk(batch, noise=noise),
+                               eager.predict_action_chunk(batch, noise=noise), atol=5e-2, rtol=5e-2)
