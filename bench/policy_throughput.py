@@ -1,14 +1,18 @@
-"""Training throughput of ACT and VQ-BeT, ours beside LeRobot's own implementation, on one device.
+"""Training throughput of ACT, VQ-BeT and TD-MPC, ours beside LeRobot's own implementation, on one device.
 
 Each policy trains on the same random batch, at the shapes of its recipe (ACT: ALOHA's one 480x640
 camera, 14-D state and action, chunk 100, batch 8; VQ-BeT: PushT's 96x96 camera, 2-D state and action,
-5 observation steps, batch 64), with its preset optimizer (ACT: AdamW 1e-5, wd 1e-4; VQ-BeT: Adam 1e-4)
-over `get_optim_params()`, gradients clipped at 10. The timed steps of VQ-BeT are its GPT phase (the
-VQ-VAE phase is over within the warm-up), which is 230k of the recipe's 250k steps. Data loading is
-left out on purpose: this measures the model's step. LeRobot (>= 0.4) normalises in a processor
-outside the policy, so its timings leave out normalisation, which ours does inside `forward`.
+5 observation steps, batch 64; TD-MPC: xArm's 84x84 camera, 4-D state and action, horizon 5, i.e. 6
+observation steps, 5 actions and rewards, batch 256), with its preset optimizer (ACT: AdamW 1e-5, wd
+1e-4; VQ-BeT: Adam 1e-4; TD-MPC: Adam 3e-4) over `get_optim_params()`, gradients clipped at 10. A step
+includes what follows the optimizer's (TD-MPC's target-network average: our `on_optimizer_step()`,
+LeRobot's `update()`). The timed steps of VQ-BeT are its GPT phase (the VQ-VAE phase is over within the
+warm-up), which is 230k of the recipe's 250k steps. Data loading is left out on purpose: this measures
+the model's step. LeRobot (>= 0.4) normalises in a processor outside the policy, so its timings leave
+out normalisation, which ours does inside `forward`.
 
     python bench/policy_throughput.py --device cuda --steps 50 --warmup 20
+    python bench/policy_throughput.py --device cuda --policies tdmpc --steps 50 --warmup 20
     python bench/policy_throughput.py --device cpu --steps 2 --warmup 2 --small   # a smoke run
 
 LeRobot is used when `import lerobot` works (e.g. `pip install --no-deps lerobot==0.4.4 draccus==0.10.0`
@@ -33,9 +37,14 @@ SHAPES = {
     "vqbet": {"batch": 64, "images": {"observation.image": (3, 96, 96)}, "state": 2, "action": 2,
               "n_obs": 5, "actions": 11,
               "optimizer": ("Adam", {"lr": 1e-4, "betas": (0.95, 0.999), "eps": 1e-8, "weight_decay": 1e-6})},
+    # horizon 5: 6 observation steps, 5 actions and 5 rewards per sample
+    "tdmpc": {"batch": 256, "images": {"observation.image": (3, 84, 84)}, "state": 4, "action": 4,
+              "n_obs": 6, "actions": 5, "rewards": True,
+              "optimizer": ("Adam", {"lr": 3e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0})},
 }
 SMALL = {"act": {"dim_model": 64, "dim_feedforward": 128, "n_encoder_layers": 1, "n_vae_encoder_layers": 1},
-         "vqbet": {"gpt_n_layer": 1, "gpt_hidden_dim": 64, "gpt_input_dim": 64, "gpt_output_dim": 64}}
+         "vqbet": {"gpt_n_layer": 1, "gpt_hidden_dim": 64, "gpt_input_dim": 64, "gpt_output_dim": 64},
+         "tdmpc": {"mlp_dim": 64, "latent_dim": 16, "state_encoder_hidden_dim": 32, "image_encoder_hidden_dim": 8}}
 
 
 def batch_for(name: str, device: torch.device, small: bool) -> dict:
@@ -48,6 +57,12 @@ def batch_for(name: str, device: torch.device, small: bool) -> dict:
     out["observation.state"] = torch.randn(*lead, s["state"], generator=g)
     out["action"] = torch.randn(s["batch"], s["actions"], s["action"], generator=g)
     out["action_is_pad"] = torch.zeros(s["batch"], s["actions"], dtype=torch.bool)
+    if s.get("rewards"):  # TD-MPC: rewards, and padding masks for every window (as the dataset gives them)
+        out["next.reward"] = torch.rand(s["batch"], s["actions"], generator=g)
+        out["next.reward_is_pad"] = torch.zeros(s["batch"], s["actions"], dtype=torch.bool)
+        for key in [*s["images"], "observation.state"]:
+            out[f"{key}_is_pad"] = torch.zeros(s["batch"], s["n_obs"], dtype=torch.bool)
+        out["index"] = torch.arange(s["batch"])  # LeRobot's TD-MPC reads the batch size from it
     return {k: v.to(device) for k, v in out.items()}
 
 
@@ -62,6 +77,7 @@ def _features(name: str, batch: dict, cls, kinds) -> dict:
 def ours_policy(name: str, batch: dict, small: bool, vq_steps: int) -> torch.nn.Module:
     from data.features import FeatureType, PolicyFeature
     from models.act.modeling import ACTPolicy
+    from models.tdmpc.modeling import TDMPCPolicy
     from models.vqbet.modeling import VQBeTPolicy
 
     feats = _features(name, batch, PolicyFeature, FeatureType)
@@ -73,6 +89,8 @@ def ours_policy(name: str, batch: dict, small: bool, vq_steps: int) -> torch.nn.
     extra = SMALL[name] if small else {}
     if name == "act":
         return ACTPolicy(features=feats, stats=stats, pretrained_backbone_weights=None, **extra)
+    if name == "tdmpc":
+        return TDMPCPolicy(features=feats, stats=stats, **extra)
     return VQBeTPolicy(features=feats, stats=stats, n_vqvae_training_steps=vq_steps, **extra)
 
 
@@ -108,6 +126,12 @@ def lerobot_policy(name: str, batch: dict, small: bool, vq_steps: int) -> torch.
 
         return ACTPolicy(ACTConfig(input_features=inputs, output_features={"action": feats["action"]},
                                    pretrained_backbone_weights=None, device=device, **extra))
+    if name == "tdmpc":
+        from lerobot.policies.tdmpc.configuration_tdmpc import TDMPCConfig
+        from lerobot.policies.tdmpc.modeling_tdmpc import TDMPCPolicy
+
+        return TDMPCPolicy(TDMPCConfig(input_features=inputs, output_features={"action": feats["action"]},
+                                       device=device, **extra))
     from lerobot.policies.vqbet.configuration_vqbet import VQBeTConfig
     from lerobot.policies.vqbet.modeling_vqbet import VQBeTPolicy
 
@@ -134,8 +158,10 @@ def measure(policy: torch.nn.Module, name: str, batch: dict, args) -> dict:
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if hasattr(policy, "on_optimizer_step"):  # ours counts the VQ-VAE phase in optimizer steps
+        if hasattr(policy, "on_optimizer_step"):  # ours: VQ-BeT's phase count, TD-MPC's target network
             policy.on_optimizer_step()
+        elif name == "tdmpc":  # LeRobot's training script calls a policy's update() after each step
+            policy.update()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -147,7 +173,7 @@ def measure(policy: torch.nn.Module, name: str, batch: dict, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--policies", nargs="+", default=["act", "vqbet"], choices=sorted(SHAPES))
+    parser.add_argument("--policies", nargs="+", default=["act", "vqbet", "tdmpc"], choices=sorted(SHAPES))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--amp", default="off", choices=["off", "bf16"])
