@@ -29,7 +29,6 @@ from torch import Tensor, nn
 from models.common.normalize import Normalizer
 from models.common.policy_config import build_policy_config
 from models.common.queues import check_observations
-from models.common.vision import random_crop
 from models.tdmpc.config import TDMPCConfig
 from models.tdmpc.planning import plan
 from models.tdmpc.told import TOLD, apply_to_images
@@ -38,15 +37,22 @@ REWARD_KEY = "next.reward"
 
 
 def random_shift(images: Tensor, ratio: float) -> Tensor:
-    """DrQ's augmentation (Kostrikov et al. 2020, as in DrQ-v2 and LeRobot): pad each side by
-    round(ratio * side) edge pixels and crop back to the original size at a random offset, per image.
-    LeRobot samples the padded image at shifted pixel centres with grid_sample, which is this crop."""
-    height, width = images.shape[-2:]
+    """DrQ's augmentation (Kostrikov et al. 2020, as in DrQ-v2 and LeRobot) on (N, C, H, W): pad each side
+    by round(ratio * side) edge pixels and crop back to the original size at a random offset, per image.
+    LeRobot samples the padded image at shifted pixel centres with grid_sample, which is this crop. Two
+    gathers keep the (N, C, H, W) layout that the encoder's convolutions are fast on (the shared
+    `random_crop` gathers in channels-last order)."""
+    n, channels, height, width = images.shape
     pad_y, pad_x = round(ratio * height), round(ratio * width)
     if pad_x == 0 and pad_y == 0:
         return images
     padded = F.pad(images, (pad_x, pad_x, pad_y, pad_y), mode="replicate")
-    return random_crop(padded, (height, width))
+    device = images.device
+    top = torch.randint(0, 2 * pad_y + 1, (n, 1, 1, 1), device=device)
+    left = torch.randint(0, 2 * pad_x + 1, (n, 1, 1, 1), device=device)
+    rows = (top + torch.arange(height, device=device).view(1, 1, height, 1)).expand(-1, channels, -1, padded.shape[3])
+    cols = (left + torch.arange(width, device=device).view(1, 1, 1, width)).expand(-1, channels, height, -1)
+    return padded.gather(2, rows).gather(3, cols)
 
 
 class TDMPCPolicy(nn.Module):
@@ -123,11 +129,12 @@ class TDMPCPolicy(nn.Module):
         self._check_windows(batch)
         config, model, target = self.config, self.model, self.model_target
         batch = self.normalizer.normalize(batch)
-        if self.image_key and self.training and config.max_random_shift_ratio > 0:
-            batch[self.image_key] = apply_to_images(
-                lambda x: random_shift(x, config.max_random_shift_ratio), batch[self.image_key])
         time_major = lambda x: x.transpose(0, 1)  # noqa: E731  (B, T, ...) -> (T, B, ...)
         obs = {k: time_major(v) if v is not None else None for k, v in self._observations(batch).items()}
+        if obs["image"] is not None:  # time-major and contiguous, so each encoder call reads frames in place
+            shift = config.max_random_shift_ratio if self.training else 0.0
+            obs["image"] = (apply_to_images(lambda x: random_shift(x, shift), obs["image"]) if shift > 0
+                            else obs["image"].contiguous())
         action = time_major(batch[self.action_key])  # (H, B, A)
         reward = time_major(batch[REWARD_KEY].reshape(*batch[REWARD_KEY].shape[:2]))  # (H, B)
         # Every observation key shares the window, so any one's padding is the observations' padding.
