@@ -82,12 +82,10 @@ class TDMPCPolicy(nn.Module):
         used = {k: features[k] for k in self.observation_keys + [self.action_key]}
         self.normalizer = Normalizer(used, config.normalization_mapping, stats)
 
-        def shape(key: Optional[str]):
-            return parsed[key][1] if key is not None else None
-
-        vector_dim = lambda key: shape(key)[0] if key is not None else None  # noqa: E731
-        self.model = TOLD(config, self.action_dim, image_shape=shape(self.image_key),
-                          state_dim=vector_dim(self.state_key), env_dim=vector_dim(self.env_state_key))
+        shapes = {key: shape for key, (_, shape) in parsed.items()}
+        self.model = TOLD(config, self.action_dim, image_shape=shapes.get(self.image_key),
+                          state_dim=shapes[self.state_key][0] if self.state_key else None,
+                          env_dim=shapes[self.env_state_key][0] if self.env_state_key else None)
         self.model_target = copy.deepcopy(self.model)
         self.model_target.requires_grad_(False)
         self.reset()
