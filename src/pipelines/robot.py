@@ -30,6 +30,7 @@ from training.distributed import SINGLE, Rank
 
 log = logging.getLogger("train")
 
+REWARD_KEY = "next.reward"
 IMAGENET_STATS = {"mean": np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1),
                   "std": np.array([0.229, 0.224, 0.225]).reshape(3, 1, 1)}
 
@@ -69,12 +70,22 @@ def check_env_matches_dataset(env_cfg, features: dict[str, PolicyFeature], datas
                           "actions would run at the wrong rate: set env.fps to the dataset's, or pick its env")
 
 
-def delta_timestamps(pcfg, features: dict[str, PolicyFeature], fps: int) -> dict[str, list[float]]:
+def delta_timestamps(pcfg, features: dict[str, PolicyFeature], fps: int,
+                     dataset_features: dict | None = None) -> dict[str, list[float]]:
+    """The time windows the policy's config declares: observations, actions and, for a policy that
+    learns from rewards (TD-MPC), `next.reward`, which `dataset_features` must then hold."""
     out: dict[str, list[float]] = {}
     for key, ft in features.items():
         indices = pcfg.action_delta_indices if ft.type == FeatureType.ACTION else pcfg.observation_delta_indices
         if indices is not None:
             out[key] = [i / fps for i in indices]
+    rewards = getattr(pcfg, "reward_delta_indices", None)
+    if rewards is not None:
+        if REWARD_KEY not in (dataset_features or {}):
+            raise ConfigError(f"the policy trains on rewards ({REWARD_KEY}), which the dataset does not have; use a "
+                              "dataset recorded by the project's experts (they write next.reward and next.done) "
+                              "or a LeRobot dataset with rewards")
+        out[REWARD_KEY] = [i / fps for i in rewards]
     return out
 
 
@@ -131,7 +142,8 @@ class RobotPipeline:
             for key, ft in self.features.items():
                 if ft.type == FeatureType.VISUAL:
                     self.stats[key] = {**self.stats.get(key, {}), **IMAGENET_STATS}
-        options = dict(delta_timestamps=delta_timestamps(self.pcfg, self.features, self.meta.fps),
+        windows = delta_timestamps(self.pcfg, self.features, self.meta.fps, self.meta.features)
+        options = dict(delta_timestamps=windows,
                        image_transforms=build_image_transforms(cfg.dataset.image_transforms),
                        video_backend=cfg.dataset.video_backend)
         if multi:

@@ -214,6 +214,7 @@ class ACTPolicy(nn.Module):
     """
 
     name = "act"
+    init_only_options = ("pretrained_backbone_weights",)  # replaced by a checkpoint's weights
 
     def __init__(self, features: Mapping[str, Any], stats: Optional[Mapping] = None, **config_kwargs: Any) -> None:
         super().__init__()
