@@ -403,8 +403,8 @@ def check_online(node: Any) -> None:
                               "rolls a robot policy out in its env)")
         return
     if node.get("dataset") is None and not steps:
-        raise ConfigError("dataset=null leaves nothing to train on: pick a dataset (dataset=pusht), or train purely "
-                          "online with online.steps > 0 and steps=0")
+        raise ConfigError("~dataset (no dataset) leaves nothing to train on: pick a dataset (dataset=pusht), or train "
+                          "purely online with online.steps > 0 and steps=0")
     if not steps:
         return
     if online.steps_between_rollouts is None:
@@ -420,9 +420,10 @@ def check_online(node: Any) -> None:
         raise ConfigError(f"online.buffer_seed_size={online.buffer_seed_size} is out of range: must be <= "
                           f"online.buffer_capacity={capacity}, or the buffer could never be seeded")
     if node.get("dataset") is None:
-        if node.steps:
-            raise ConfigError(f"steps={node.steps} offline steps need a dataset, and dataset=null: set steps=0 for a "
-                              "pure online run, or pick a dataset")
+        wrong = [f"steps={node.steps}"] if node.steps else []
         if online.sampling_ratio != 1:
-            raise ConfigError(f"online.sampling_ratio={online.sampling_ratio} is out of range with dataset=null: must "
-                              "be 1 (every item comes from the online buffer); set online.sampling_ratio=1")
+            wrong.append(f"online.sampling_ratio={online.sampling_ratio}")
+        if wrong:
+            raise ConfigError(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} out of range without a "
+                              "dataset (~dataset): a pure online run has no offline steps or items; set steps=0 "
+                              "online.sampling_ratio=1, or pick a dataset")

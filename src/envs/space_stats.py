@@ -1,4 +1,4 @@
-"""A policy's features and normalisation stats from its env alone, for a pure online run (dataset=null).
+"""A policy's features and normalisation stats from its env alone, for a pure online run (~dataset).
 
 Without a dataset the env says what the policy sees (`env.features`, renamed by `features_map`) and its
 spaces bound the values: a state or action in a Box [low, high] gets min/max from the bounds and the
@@ -59,7 +59,8 @@ def env_space_stats(env_cfg, normalised: Container[str]) -> dict[str, dict[str, 
                           "std": np.asarray(IMAGENET_STD).reshape(3, 1, 1)}
             continue
         space = action_space if ft.type == "ACTION" else spaces[env_key]
-        low, high = (np.broadcast_to(np.asarray(b, dtype=np.float64), space.shape) for b in (space.low, space.high))
+        low, high = (np.array(np.broadcast_to(np.asarray(b, dtype=np.float64), space.shape))
+                     for b in (space.low, space.high))
         if not (np.isfinite(low).all() and np.isfinite(high).all()):
             if ft.type not in normalised:
                 continue

@@ -160,7 +160,8 @@ class RobotPipeline:
                                    rank=self.rank.rank, world_size=self.rank.world_size)
 
     def _build_from_env(self, cfg: DictConfig) -> None:
-        """dataset=null (a pure online run): features and normalisation stats from the env (envs.space_stats)."""
+        """No dataset (~dataset, a pure online run): features and normalisation stats from the env
+        (envs.space_stats)."""
         from envs.space_stats import env_policy_features, env_space_stats
 
         self.features = env_policy_features(cfg.env)

@@ -54,7 +54,8 @@ def build_online(cfg, model: torch.nn.Module, offline: BatchStream | None, fps: 
                           "online (learns_online); set online.steps=0")
     if drop_n_last_frames >= cfg.env.episode_length:
         raise ConfigError(f"policy.drop_n_last_frames={drop_n_last_frames} leaves no frame of an online episode "
-                          f"(env.episode_length={cfg.env.episode_length}) to sample; lower it or raise the episode length")
+                          f"(env.episode_length={cfg.env.episode_length}) to sample; lower it or raise "
+                          "env.episode_length")
     delta_indices = {key: [round(t * fps) for t in times] for key, times in delta_timestamps.items()}
     buffer = OnlineBuffer(None, buffer_features(cfg.env, dataset_features), online.buffer_capacity, fps,
                           delta_indices=delta_indices, drop_n_last_frames=drop_n_last_frames,
