@@ -12,7 +12,8 @@ Diffusion Policy for each mode and prints one table:
     python bench/online_rollout.py --device cuda --size default --steps 200 --steps-between-rollouts 50 \\
         --rollout-episodes 8 --rollout-batch-size 8 --episode-length 300
 
-The offline dataset is the scripted PushT one (recorded on first use into $HYDRABOT_HOME).
+The offline dataset: scripted PushT demos, recorded on first use into
+$HYDRABOT_HOME/datasets/local/pusht_scripted_bench_online.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def measure(mode: str, args) -> dict:
         f"online.rollout_n_episodes={args.rollout_episodes}", f"online.rollout_batch_size={args.rollout_batch_size}",
         f"online.sampling_ratio={args.sampling_ratio}", f"online.do_rollout_async={mode == 'async'}"]
     overrides = [f"batch_size={args.batch_size}", f"num_workers={args.num_workers}", "logger=none",
-                 f"dataset.demos.n_episodes={args.episodes}", f"machine.device_type={args.device}",
+                 "dataset.repo_id=local/pusht_scripted_bench_online", f"dataset.demos.n_episodes={args.episodes}", f"machine.device_type={args.device}",
                  f"env.episode_length={args.episode_length}", f"steps={args.steps if mode == 'offline' else 0}",
                  *(TINY if args.size == "tiny" else []), *online, *args.overrides]
     with initialize_config_dir(config_dir=str(SRC.parent / "conf"), version_base="1.3"):

@@ -124,6 +124,10 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.online is None and state.get("online") is not None:
+            raise ckpt_lib.CheckpointError(f"{ckpt} was saved by a run with an online phase: resume it with "
+                                           "online.steps > 0 (its own online.* settings), or warm start a new run "
+                                           f"from it (load_checkpoint={ckpt})")
         self.pipeline.batches.load_state_dict(state["data"])
         if self.online is not None:
             self.online.load_state_dict(state.get("online"), ckpt, ckpt_lib.manifest_entries(ckpt))

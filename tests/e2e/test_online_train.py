@@ -1,7 +1,7 @@
 """train.py with an online phase, end to end on PushT with a tiny Diffusion Policy: rollouts fill the buffer
 (with eviction), batches mix it in, the online metrics are logged, a run killed (-9) anywhere resumes to
 the same weights and buffer as one that was not, and a pure online run (no dataset, async rollouts)
-trains and exports its buffer as a LeRobotDataset."""
+resumes exactly from a checkpoint taken while a rollout ran and exports its buffer as a LeRobotDataset."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from data.lerobot_dataset import LeRobotDataset
@@ -100,19 +101,35 @@ def test_offline_then_online_fills_the_buffer_logs_and_resumes_exactly_after_a_k
     assert _buffer_files(last) == _buffer_files(killed / "checkpoints" / "000006")
 
 
-def test_a_pure_online_run_with_async_rollouts_trains_and_exports_its_buffer(tmp_path):
+def test_a_pure_online_run_with_async_rollouts_resumes_exactly_and_exports_its_buffer(tmp_path):
+    def overrides(run: Path, *extra: str) -> list[str]:
+        return ["logger=none", "machine.device_type=cpu", "progress_bar=false", "~dataset", "steps=0",
+                "batch_size=4", "num_workers=0", "log_freq=2", "save_freq=2", "eval_freq=0", "env.episode_length=8",
+                f"hydra.run.dir={run}", *TINY_POLICY, "online.steps=4", "online.steps_between_rollouts=2",
+                "online.sampling_ratio=1", "online.do_rollout_async=true", *extra]
+
     run = tmp_path / "run"
-    overrides = ["logger=none", "machine.device_type=cpu", "progress_bar=false", "~dataset", "steps=0",
-                 "batch_size=4", "num_workers=0", "log_freq=2", "save_freq=4", "eval_freq=0", "env.episode_length=8",
-                 f"hydra.run.dir={run}", *TINY_POLICY, "online.steps=4", "online.steps_between_rollouts=2",
-                 "online.sampling_ratio=1", "online.do_rollout_async=true"]
-    r = run_train(overrides)
+    r = run_train(overrides(run))
     assert r.returncode == 0, r.stderr[-3000:]
     online = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     online = [m for m in online if "online/buffer_frames" in m]
     # step 0: the seeding rollout (waited for), and one started in the other process that enters at step 2
     assert [(m["step"], m["online/buffer_frames"]) for m in online] == [(1, 9), (3, 18)]
     assert all("online/rollout_wait_s" in m for m in online)
+
+    # the step-2 checkpoint waited for the rollout running then and holds it, pending: a resume from it
+    # enters the same episodes at step 2
+    state = torch.load(run / "checkpoints" / "000002" / "training_state.pt", weights_only=True)
+    assert state["online"]["buffer"]["pending"] == [[1, [9]]]
+    part = tmp_path / "part"
+    shutil.copytree(run, part, symlinks=True)
+    shutil.rmtree(part / "checkpoints" / "000004")
+    (part / "checkpoints" / "last").unlink()
+    (part / "checkpoints" / "last").symlink_to("000002")
+    r = run_train(overrides(part, "resume=true"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _same_weights(run / "checkpoints" / "000004", part / "checkpoints" / "000004")
+    assert _buffer_files(run / "checkpoints" / "000004") == _buffer_files(part / "checkpoints" / "000004")
 
     out = tmp_path / "exported"
     r = run_train([f"checkpoint={run}", f"root={out}", "use_videos=false"], script="export_buffer.py")

@@ -56,8 +56,10 @@ class OnlinePhase:
     def before_step(self, step: int, tracker) -> None:
         """Called before optimizer step `step + 1`: the rollouts due now, and their metrics."""
         self.batches.online = step >= self.first
-        if not (self.first <= step < self.last and (step - self.first) % self.every == 0):
+        if not self.first <= step < self.last:
             return
+        if (step - self.first) % self.every and self.buffer.num_sampleable:
+            return  # not a rollout step (one also comes first where a run enters the phase off schedule)
         merged, wait_s = [], 0.0
         if self.ready is not None:
             merged.append(self._enter(self.ready))
