@@ -32,6 +32,9 @@ class AdamConfig(OptimizerConfig):
     _target_: str = "torch.optim.Adam"
     betas: list[float] = ranged(default_factory=lambda: [0.9, 0.999], ge=0, lt=1, length=2)
     eps: float = ranged(1e-8, ge=0)
+    # one fused kernel per step instead of torch's foreach kernels; null: fused when every parameter
+    # is on CUDA (training/optim.py)
+    fused: Optional[bool] = None
 
 
 @dataclass
@@ -247,6 +250,11 @@ class MachineConfig:
     num_machines: int = ranged(1, ge=1)
     machine_rank: int = ranged(0, ge=0)
     dist_url: str = "auto"
+    # speed levers (training/speed.py, docs/ROBOT_LEARNING.md "Training speed"); CUDA only except compile
+    tf32: bool = True             # TF32 matmuls and convolutions on CUDA (LeRobot's train sets the same)
+    cudnn_benchmark: bool = True  # cuDNN times its algorithms per input shape once (LeRobot's choice too)
+    channels_last: bool = False   # 4-D weights and images in NHWC: cuDNN's native layout, no conversions
+    compile: bool = False         # torch.compile of the model (its forward and backward), on first use
     partition: Optional[str] = None
     timeout_min: int = ranged(60, ge=1)
     cpus_per_task: Optional[int] = ranged(None, ge=1)

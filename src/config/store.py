@@ -13,6 +13,7 @@ from envs.configs import EnvConfig
 from models.act.config import ACTConfig
 from models.diffusion.config import DiffusionConfig
 from models.nerfacto.config import NerfactoConfig
+from models.pi0.config import PI0Config
 from models.vqbet.config import VQBeTConfig
 
 SCHEMAS = {
@@ -28,7 +29,7 @@ SCHEMAS = {
     "machine": {"machine": schemas.MachineConfig},
     "logger": {"mlflow": schemas.MLflowLoggerConfig, "none": schemas.NullLoggerConfig},
     "eval": {"rollout": schemas.RolloutEvalConfig, "views": schemas.ViewsEvalConfig},
-    "policy": {"diffusion": DiffusionConfig, "act": ACTConfig, "vqbet": VQBeTConfig},
+    "policy": {"diffusion": DiffusionConfig, "act": ACTConfig, "vqbet": VQBeTConfig, "pi0": PI0Config},
     "env": {"env": EnvConfig},
     "model": {"nerfacto": NerfactoConfig},
     "data": {"nerf": schemas.NerfDataConfig},

@@ -39,6 +39,21 @@ def _info_at(info: dict[str, Any], key: str, n_envs: int) -> tuple[np.ndarray, n
     return np.asarray(info[key]), np.asarray(info.get(f"_{key}", np.ones(n_envs, dtype=bool)), dtype=bool)
 
 
+TASK_KEY = "task"
+
+
+def task_description(cfg: EnvConfig) -> str:
+    """What the env tells a language-conditioned policy to do (`env.task_description`, else the task text
+    of the scripted demonstrations recorded in this env and task, as the dataset's tasks hold it)."""
+    if cfg.task_description is not None:
+        return cfg.task_description
+    from data.demos import MUJOCO_EXPERTS, PUSHT_TASK
+
+    recorded = {(expert[0], expert[1]): expert[5] for expert in MUJOCO_EXPERTS.values()}
+    recorded[("pusht", "PushT-v0")] = PUSHT_TASK
+    return recorded.get((cfg.type, cfg.task), "")
+
+
 def _rollout(
     env,
     policy,
@@ -53,6 +68,7 @@ def _rollout(
     """One batch of episodes, one per env, each at most ``cfg.episode_length`` steps; returns
     per-episode stats and the frames of ``record``; ``recorder`` keeps every step's data."""
     n_envs = env.num_envs
+    task = task_description(cfg)
     obs, _ = env.reset(seed=seeds)
     policy.reset()
     if recorder is not None:
@@ -69,6 +85,7 @@ def _rollout(
     while not done.all():
         batch = preprocess_observation(obs, cfg.features_map)
         batch = {key: value.to(device) for key, value in batch.items()}
+        batch[TASK_KEY] = [task] * n_envs
         with torch.inference_mode():
             action = policy.select_action(batch)
         action = action.to("cpu").numpy()
@@ -137,7 +154,7 @@ def evaluate_policy(
     """Runs ``n_episodes`` episodes of ``policy`` and returns aggregated and per-episode metrics.
 
     ``policy`` needs ``reset()`` (called at each batch start) and ``select_action(obs) -> (B,
-    action_dim)``; an ``nn.Module`` is put in eval mode for the rollouts and its training mode
+    action_dim)``, where ``obs`` also holds ``task``: the env's task_description, once per env; an ``nn.Module`` is put in eval mode for the rollouts and its training mode
     restored afterwards. Success is the env's ``is_success`` at the step that ended the episode.
     The first ``max_videos`` episodes are rendered (at the env's visualization size, one frame at
     reset and one per step) into ``videos_dir/eval_episode_<i>.mp4``. ``keep_frames`` (dataset key

@@ -23,6 +23,18 @@ def build_pipeline(cfg: DictConfig, device: torch.device, need_dataset: bool = T
     raise ValueError("the config selects no family: pick a robot policy (policy=diffusion env=pusht) or a neural field (model=nerfacto data=synthetic)")
 
 
+def drop_init_only_options(cfg: DictConfig) -> None:
+    """Nulls the options a policy declares in `init_only_options` (e.g. `pretrained_backbone_weights`):
+    they only choose starting weights, which a checkpoint's replace, so evaluating a run must not need
+    the ImageNet file it was trained from."""
+    if cfg.get("policy") is None:
+        return
+    from hydra.utils import get_class
+
+    for key in getattr(get_class(cfg.policy._target_), "init_only_options", ()):
+        cfg.policy[key] = None
+
+
 def load_checkpoint(checkpoint: str, overrides: dict[str, str]):
     """What eval.py and render.py start from: `(checkpoint folder, pipeline with its weights, its
     config, its training state, its group choices)`, each checked first (training.checkpoint.verify,
@@ -42,6 +54,7 @@ def load_checkpoint(checkpoint: str, overrides: dict[str, str]):
     cfg, choices = ckpt_lib.load_checked_config(ckpt)
     for key, value in overrides.items():  # typed like a Hydra override value
         set_value(cfg, key, yaml.safe_load(value), ckpt / ckpt_lib.CONFIG_FILE)
+    drop_init_only_options(cfg)
     check_ranges(cfg)
     seed_everything(cfg.machine.seed)
     device = select_device(cfg.machine.device_type)

@@ -177,7 +177,10 @@ class RobotPipeline:
         from training.online import build_online, dataset_task
 
         meta = getattr(self, "meta", None)
-        make_policy = partial(build_policy, OmegaConf.to_container(cfg.policy, resolve=True), self.features, None)
+        policy_node = OmegaConf.to_container(cfg.policy, resolve=True)
+        for key in getattr(type(self.model), "init_only_options", ()):
+            policy_node[key] = None  # the rollout process takes the run's weights, not the starting ones
+        make_policy = partial(build_policy, policy_node, self.features, None)
         self.batches, self.online = build_online(
             cfg, self.model, getattr(self, "batches", None), self.fps, meta.features if meta else None,
             self.delta_timestamps, getattr(self.pcfg, "drop_n_last_frames", 0), self.image_transforms,

@@ -194,7 +194,7 @@ class Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         progress = Progress(loop.steps, self.step, loop.progress_bar and self.rank.is_main)
         batches = iter(self.pipeline.batches)
-        acc = _Meter()
+        acc, finite, shown = _Meter(), _FiniteLoss(), {}
         self.model.train()
         try:
             while self.step < loop.steps:
@@ -211,12 +211,10 @@ class Trainer:
                         else self.train_model.no_sync()  # all-reduce gradients once per step
                     with sync, autocast(self.device, loop.use_amp, loop.amp_dtype):
                         loss, info = self.pipeline.loss(self.train_model, batch)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}; lower optimizer.lr, "
-                                                 "check the dataset stats, or set use_amp=false")
+                    finite.add(loss, self.step + 1)
                     with sync:
                         self.scaler.scale(loss / loop.gradient_accumulation_steps).backward()
-                    loss_sum += loss.item()
+                    loss_sum = loss_sum + loss.detach()
                     infos = info
                 if isinstance(self.optimizer, GroupedOptimizer):  # per-group optimizers and clipping
                     for opt in self.optimizer.optimizers.values():
@@ -238,12 +236,15 @@ class Trainer:
                 if hasattr(self.model, "on_optimizer_step"):  # step-counted model state (VQ-BeT's phases)
                     self.model.on_optimizer_step()
                 step_time = time.perf_counter() - t0
-                acc.add(loss=loss_sum / loop.gradient_accumulation_steps, grad_norm=float(grad_norm),
+                acc.add(loss=loss_sum / loop.gradient_accumulation_steps, grad_norm=grad_norm,
                         step_time=step_time, data_time=data_time,
                         **{k: v for k, v in infos.items() if k != "loss"})
                 lr = self.optimizer.param_groups[0]["lr"]
-                progress.update(self.step, {"loss": f"{acc.last['loss']:.4f}", "lr": f"{lr:.2e}",
-                                            "data": f"{data_time / step_time:.0%}"})
+                progress.update(self.step, {**shown, "lr": f"{lr:.2e}", "data": f"{data_time / step_time:.0%}"})
+                if self.device.type != "cuda" or any(_due(self.step, f, loop.steps) for f in (
+                        loop.log_freq, loop.save_freq if loop.save_checkpoint else 0,
+                        *(e.every for e in self.evaluations))):
+                    finite.check()  # reads the GPU: only where the loop waits for it anyway
                 if _due(self.step, loop.log_freq, loop.steps):
                     m = acc.mean()
                     metrics = {"loss": dist_lib.mean_over_ranks(m.pop("loss")), "grad_norm": m.pop("grad_norm"), "lr": lr,
@@ -261,7 +262,7 @@ class Trainer:
                     if self.rank.is_main:
                         self.tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=self.step)
                         progress.log_line(self.step, metrics)
-                    acc = _Meter()
+                    acc, shown = _Meter(), {"loss": f"{metrics['loss']:.4f}"}
                 if loop.save_checkpoint and _due(self.step, loop.save_freq, loop.steps):
                     self.save()
                 for evaluation in self.evaluations:
@@ -269,6 +270,7 @@ class Trainer:
                         result = self.evaluate(evaluation)
                         last_eval = result if evaluation.final else last_eval
                         self.model.train()
+            finite.check()
         finally:
             progress.close()
             if self.online is not None:
@@ -293,18 +295,42 @@ class Trainer:
 
 class _Meter:
     """Running means of the scalars logged between two log steps, each over the steps that reported
-    it (a model's metrics can change between steps, e.g. at VQ-BeT's phase switch)."""
+    it (a model's metrics can change between steps, e.g. at VQ-BeT's phase switch). Tensor values are
+    summed where they are (on the GPU) and read back once, in `mean()`: a step never waits for them."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, float | torch.Tensor] = {}
         self.counts: dict[str, int] = {}
-        self.last: dict[str, float] = {}
 
-    def add(self, **values: float) -> None:
-        self.last = values
+    def add(self, **values: float | torch.Tensor) -> None:
         for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v
             self.counts[k] = self.counts.get(k, 0) + 1
 
     def mean(self) -> dict[str, float]:
-        return {k: v / self.counts[k] for k, v in self.sums.items()}
+        return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+
+
+class _FiniteLoss:
+    """The first step whose loss was not finite, recorded on the loss's device and read by `check()`
+    at the loop's sync points (every step on the CPU; on CUDA where a log, checkpoint or evaluation is
+    due, so nothing is saved or evaluated after a non-finite loss)."""
+
+    def __init__(self):
+        self.step: torch.Tensor | None = None
+        self.value: torch.Tensor | None = None
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().float()
+        if self.step is None:
+            self.step = torch.zeros((), dtype=torch.long, device=loss.device)
+            self.value = torch.zeros((), device=loss.device)
+        first = ~torch.isfinite(loss) & (self.step == 0)
+        self.step = torch.where(first, step, self.step)
+        self.value = torch.where(first, loss, self.value)
+
+    def check(self) -> None:
+        if self.step is not None and int(self.step):
+            raise FloatingPointError(f"loss is {float(self.value)} at step {int(self.step)}; lower optimizer.lr, "
+                                     "check the dataset stats, or set use_amp=false")

@@ -29,6 +29,7 @@ from training import distributed as dist_lib
 from training import termination
 from training.distributed import Rank, launch
 from training.device import select_device
+from training.speed import apply_backend_choices, prepare_model
 from training.loop import LoopConfig, Trainer
 from training.rng import seed_everything
 from tracking.base import NullTracker, flatten_params
@@ -95,7 +96,9 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         device = select_device(cfg.machine.device_type)
         if device.type == "cuda" and rank.distributed:
             device = torch.device("cuda", rank.local_rank)
+        apply_backend_choices(cfg.machine, device)
         pipeline = build_pipeline(cfg, device, rank=rank)
+        prepare_model(pipeline.model, cfg.machine, device)
         if rank.distributed:  # same initial weights everywhere, distinct random streams per rank
             seed_everything(cfg.machine.seed + rank.rank)
         config_yaml = OmegaConf.to_yaml(as_data(pipeline.resolved_config(cfg)))  # values only: see config.saved

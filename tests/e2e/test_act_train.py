@@ -39,8 +39,14 @@ def _weights(ckpt: Path) -> dict:
 
 
 def test_act_trains_resumes_bit_exactly_and_evaluates(tmp_path, pusht_root):
+    import torch
+    import torchvision
+
+    backbone = tmp_path / "resnet18.pth"  # stands in for the ImageNet file, deleted before eval.py
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), backbone)
     full = tmp_path / "full"
-    r = run_train(act_overrides("pusht", "pusht", pusht_root, full, "steps=4", "eval_freq=4", "eval.max_videos=0"))
+    r = run_train(act_overrides("pusht", "pusht", pusht_root, full, "steps=4", "eval_freq=4", "eval.max_videos=0",
+                                f"policy.pretrained_backbone_weights={backbone}"))
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in lines if "train/loss" in m]
@@ -62,6 +68,7 @@ def test_act_trains_resumes_bit_exactly_and_evaluates(tmp_path, pusht_root):
     c = _weights(full / "checkpoints" / "000002")
     assert any(not np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)  # and it did train
 
+    backbone.unlink()  # the checkpoint's weights replace the backbone's starting ones: no file needed
     out = tmp_path / "eval_only"
     r = run_train([f"checkpoint={full}", f"output_dir={out}", "eval.n_episodes=1", "eval.batch_size=1",
                    "env.episode_length=10"], script="eval.py")

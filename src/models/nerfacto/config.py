@@ -13,10 +13,12 @@ from typing import Any, Optional
 
 from config.errors import ConfigError
 from config.ranges import check_fields, ranged
+from models.fields.encodings import TABLE_DTYPES
+from models.fields.hash_layout import LAYOUTS
+from models.fields.implementation import IMPLEMENTATIONS
 
 BACKGROUND_COLORS = ("random", "last_sample", "black", "white")
 INITIAL_SAMPLERS = ("piecewise", "uniform")
-IMPLEMENTATIONS = ("tcnn", "torch")
 PROPOSAL_NET_KEYS = ("hidden_dim", "log2_hashmap_size", "num_levels", "max_res", "use_linear")
 
 
@@ -82,7 +84,15 @@ class NerfactoConfig:
     predict_normals: bool = False
     disable_scene_contraction: bool = False
     use_gradient_scaling: bool = False
+    # tcnn (the seed's default) | torch | triton (fused hash-grid kernels, CUDA) | auto (triton on CUDA,
+    # torch elsewhere); torch, triton and auto share parameters (models/fields/implementation.py)
     implementation: str = "tcnn"
+    # the hash grid's level sizes and indexing for torch/triton/auto: this project's torch layout, or
+    # tiny-cuda-nn's (models/fields/hash_layout.py); implementation=tcnn always has tcnn's own
+    hash_layout: str = ranged("torch", choices=LAYOUTS)
+    # bfloat16: the hash tables are read as bf16 (half the gather bytes); weights, optimizer state and
+    # gradient sums stay float32
+    hash_table_dtype: str = ranged("float32", choices=TABLE_DTYPES)
     appearance_embed_dim: int = ranged(32, ge=0, why="0: no appearance embedding")
     # nerfstudio's later NerfactoModelConfig option (not in the seed's --help): the density's scale at
     # initialisation (density = average_init_density * trunc_exp(raw)), for the field and proposal networks

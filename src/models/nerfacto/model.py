@@ -61,7 +61,7 @@ class NerfactoModel(nn.Module):
             use_average_appearance_embedding=cfg.use_average_appearance_embedding,
             spatial_distortion=contraction, predict_normals=cfg.predict_normals,
             hidden_dim_pred_normals=cfg.hidden_dim_transient, average_init_density=cfg.average_init_density,
-            implementation=impl)
+            implementation=impl, hash_layout=cfg.hash_layout, hash_table_dtype=cfg.hash_table_dtype)
         cam_kwargs = dict(DEFAULT_CAMERA_OPTIMIZER if camera_optimizer is None else camera_optimizer)
         self.camera_optimizer = CameraOptimizer(num_train_cameras, **cam_kwargs)
 
@@ -70,7 +70,8 @@ class NerfactoModel(nn.Module):
                                        log2_hashmap_size=args.log2_hashmap_size, num_levels=args.num_levels,
                                        max_res=args.max_res, use_linear=args.use_linear,
                                        base_res=16, features_per_level=2,
-                                       average_init_density=cfg.average_init_density, implementation=impl)
+                                       average_init_density=cfg.average_init_density, implementation=impl,
+                                       hash_layout=cfg.hash_layout, hash_table_dtype=cfg.hash_table_dtype)
 
         n_prop = cfg.num_proposal_iterations
         if cfg.use_same_proposal_network:
