@@ -70,9 +70,15 @@ def build_online(cfg, model: torch.nn.Module, offline: BatchStream | None, fps: 
 
 
 def dataset_task(tasks: Mapping[int, str] | None, env_cfg) -> str:
-    """The task text of online episodes: the dataset's, when it has one task; else the env's task name."""
+    """The task text of online episodes: the dataset's, when it has one task; else what the env tells a
+    policy (`envs.evaluate.task_description`), else the env's task name."""
+    from envs.evaluate import task_description
+
     texts = list((tasks or {}).values())
-    return texts[0] if len(set(texts)) == 1 else as_env_config(env_cfg).task
+    if len(set(texts)) == 1:
+        return texts[0]
+    cfg = as_env_config(env_cfg)
+    return task_description(cfg) or cfg.task
 
 
 __all__ = ["OnlinePhase", "MixedBatches", "build_online", "buffer_features", "dataset_task"]
