@@ -1,14 +1,18 @@
-"""Training throughput of ACT, VQ-BeT and Diffusion Policy, ours beside LeRobot's own implementation.
+"""Training throughput of ACT, VQ-BeT, TD-MPC and Diffusion Policy, ours beside LeRobot's own implementation.
 
 Each policy trains on the same random batch, at the shapes of its recipe (ACT: ALOHA's one 480x640
 camera, 14-D state and action, chunk 100, batch 8; VQ-BeT: PushT's 96x96 camera, 2-D state and action,
-5 observation steps, batch 64), with its preset optimizer (ACT: AdamW 1e-5, wd 1e-4; VQ-BeT: Adam 1e-4)
-over `get_optim_params()`, gradients clipped at 10. The timed steps of VQ-BeT are its GPT phase (the
-VQ-VAE phase is over within the warm-up), which is 230k of the recipe's 250k steps. Data loading is
-left out on purpose: this measures the model's step. LeRobot (>= 0.4) normalises in a processor
-outside the policy, so its timings leave out normalisation, which ours does inside `forward`.
+5 observation steps, batch 64; TD-MPC: xArm's 84x84 camera, 4-D state and action, horizon 5, i.e. 6
+observation steps, 5 actions and rewards, batch 256), with its preset optimizer (ACT: AdamW 1e-5, wd
+1e-4; VQ-BeT: Adam 1e-4; TD-MPC: Adam 3e-4) over `get_optim_params()`, gradients clipped at 10. A step
+includes what follows the optimizer's (TD-MPC's target-network average: our `on_optimizer_step()`,
+LeRobot's `update()`). The timed steps of VQ-BeT are its GPT phase (the VQ-VAE phase is over within the
+warm-up), which is 230k of the recipe's 250k steps. Data loading is left out on purpose: this measures
+the model's step. LeRobot (>= 0.4) normalises in a processor outside the policy, so its timings leave
+out normalisation, which ours does inside `forward`.
 
     python bench/policy_throughput.py --device cuda --steps 50 --warmup 20
+    python bench/policy_throughput.py --device cuda --policies tdmpc --steps 50 --warmup 20
     python bench/policy_throughput.py --device cpu --steps 2 --warmup 2 --small   # a smoke run
 
 Diffusion Policy (PushT: 96x96 camera cropped to 84, 2-D state and action, 2 observation steps,
@@ -46,13 +50,18 @@ SHAPES = {
     "vqbet": {"batch": 64, "images": {"observation.image": (3, 96, 96)}, "state": 2, "action": 2,
               "n_obs": 5, "actions": 11,
               "optimizer": ("Adam", {"lr": 1e-4, "betas": (0.95, 0.999), "eps": 1e-8, "weight_decay": 1e-6})},
+    # horizon 5: 6 observation steps, 5 actions and 5 rewards per sample
+    "tdmpc": {"batch": 256, "images": {"observation.image": (3, 84, 84)}, "state": 4, "action": 4,
+              "n_obs": 6, "actions": 5, "rewards": True,
+              "optimizer": ("Adam", {"lr": 3e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0})},
 }
 SHAPES["diffusion"] = {"batch": 64, "images": {"observation.image": (3, 96, 96)}, "state": 2, "action": 2,
                        "n_obs": 2, "actions": 16,
                        "optimizer": ("Adam", {"lr": 1e-4, "betas": (0.95, 0.999), "eps": 1e-8, "weight_decay": 1e-6})}
 SMALL = {"act": {"dim_model": 64, "dim_feedforward": 128, "n_encoder_layers": 1, "n_vae_encoder_layers": 1},
          "vqbet": {"gpt_n_layer": 1, "gpt_hidden_dim": 64, "gpt_input_dim": 64, "gpt_output_dim": 64},
-         "diffusion": {"down_dims": (32, 64), "crop_shape": (84, 84)}}
+         "diffusion": {"down_dims": (32, 64), "crop_shape": (84, 84)},
+         "tdmpc": {"mlp_dim": 64, "latent_dim": 16, "state_encoder_hidden_dim": 32, "image_encoder_hidden_dim": 8}}
 LEVERS = {"none": set(), "fused": {"fused"}, "channels_last": {"channels_last"}, "tf32": {"tf32"},
           "compile": {"compile"}, "all": {"fused", "channels_last", "tf32"},
           "all+compile": {"fused", "channels_last", "tf32", "compile"}}
@@ -74,6 +83,7 @@ def ours_policy(name: str, batch: dict, small: bool, vq_steps: int) -> torch.nn.
     from data.features import FeatureType, PolicyFeature
     from models.act.modeling import ACTPolicy
     from models.diffusion.modeling import DiffusionPolicy
+    from models.tdmpc.modeling import TDMPCPolicy
     from models.vqbet.modeling import VQBeTPolicy
 
     feats = _features(name, batch, PolicyFeature, FeatureType)
@@ -87,6 +97,8 @@ def ours_policy(name: str, batch: dict, small: bool, vq_steps: int) -> torch.nn.
         return ACTPolicy(features=feats, stats=stats, pretrained_backbone_weights=None, **extra)
     if name == "diffusion":
         return DiffusionPolicy(features=feats, stats=stats, **extra)
+    if name == "tdmpc":
+        return TDMPCPolicy(features=feats, stats=stats, **extra)
     return VQBeTPolicy(features=feats, stats=stats, n_vqvae_training_steps=vq_steps, **extra)
 
 
@@ -135,6 +147,12 @@ def lerobot_policy(name: str, batch: dict, small: bool, vq_steps: int) -> torch.
 
         return DiffusionPolicy(DiffusionConfig(input_features=inputs, output_features={"action": feats["action"]},
                                                device=device, **extra))
+    if name == "tdmpc":
+        from lerobot.policies.tdmpc.configuration_tdmpc import TDMPCConfig
+        from lerobot.policies.tdmpc.modeling_tdmpc import TDMPCPolicy
+
+        return TDMPCPolicy(TDMPCConfig(input_features=inputs, output_features={"action": feats["action"]},
+                                       device=device, **extra))
     from lerobot.policies.vqbet.configuration_vqbet import VQBeTConfig
     from lerobot.policies.vqbet.modeling_vqbet import VQBeTPolicy
 
@@ -176,8 +194,10 @@ def make_step(policy: torch.nn.Module, name: str, device: torch.device, args, im
         optimizer.zero_grad(set_to_none=True)
         if scheduler is not None:
             scheduler.step()
-        if hasattr(policy, "on_optimizer_step"):  # ours counts the VQ-VAE phase in optimizer steps
+        if hasattr(policy, "on_optimizer_step"):  # ours: VQ-BeT's phase count, TD-MPC's target network
             policy.on_optimizer_step()
+        elif name == "tdmpc":  # LeRobot's training script calls a policy's update() after each step
+            policy.update()
         if impl == "lerobot":  # its update_policy reads both back every step
             loss.item(), grad_norm.item()
         return loss.detach()
@@ -240,13 +260,19 @@ def _random_batch(name: str, small: bool, g: torch.Generator) -> dict:
     out["observation.state"] = torch.randn(*lead, s["state"], generator=g)
     out["action"] = torch.randn(s["batch"], s["actions"], s["action"], generator=g)
     out["action_is_pad"] = torch.zeros(s["batch"], s["actions"], dtype=torch.bool)
+    if s.get("rewards"):  # TD-MPC: rewards, and padding masks for every window (as the dataset gives them)
+        out["next.reward"] = torch.rand(s["batch"], s["actions"], generator=g)
+        out["next.reward_is_pad"] = torch.zeros(s["batch"], s["actions"], dtype=torch.bool)
+        for key in [*s["images"], "observation.state"]:
+            out[f"{key}_is_pad"] = torch.zeros(s["batch"], s["n_obs"], dtype=torch.bool)
+        out["index"] = torch.arange(s["batch"])  # LeRobot's TD-MPC reads the batch size from it
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--policies", nargs="+", default=["act", "vqbet"], choices=sorted(SHAPES))
+    parser.add_argument("--policies", nargs="+", default=["act", "vqbet", "tdmpc"], choices=sorted(SHAPES))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--amp", default="off", choices=["off", "bf16"])

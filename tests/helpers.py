@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,19 @@ def tiny_overrides(pusht_root: Path, run_dir: Path, *extra: str) -> list[str]:
         "save_freq=2", "eval_freq=0", "eval.n_episodes=1", "eval.batch_size=1", "env.episode_length=12",
         f"hydra.run.dir={run_dir}", *TINY_POLICY, *extra,
     ]
+
+
+def copy_as_killed_after(full: Path, part: Path, step: int) -> Path:
+    """`part`: a copy of the finished run `full` as if it had been killed right after its checkpoint at
+    `step` (later checkpoints and evaluations gone, `last` pointing at that step), to resume."""
+    shutil.copytree(full, part, symlinks=True)
+    shutil.rmtree(part / "eval", ignore_errors=True)
+    for ckpt in (part / "checkpoints").iterdir():
+        if ckpt.name != "last" and int(ckpt.name) > step:
+            shutil.rmtree(ckpt)
+    (part / "checkpoints" / "last").unlink()
+    (part / "checkpoints" / "last").symlink_to(f"{step:06d}")
+    return part
 
 
 def run_bounded(cmd: list[str], env: dict | None = None, timeout: float = 600,

@@ -31,6 +31,7 @@ from training.distributed import SINGLE, Rank
 
 log = logging.getLogger("train")
 
+REWARD_KEY = "next.reward"
 IMAGENET_STATS = {"mean": np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1),
                   "std": np.array([0.229, 0.224, 0.225]).reshape(3, 1, 1)}
 
@@ -70,12 +71,22 @@ def check_env_matches_dataset(env_cfg, features: dict[str, PolicyFeature], datas
                           "actions would run at the wrong rate: set env.fps to the dataset's, or pick its env")
 
 
-def delta_timestamps(pcfg, features: dict[str, PolicyFeature], fps: int) -> dict[str, list[float]]:
+def delta_timestamps(pcfg, features: dict[str, PolicyFeature], fps: int,
+                     dataset_features: dict | None = None) -> dict[str, list[float]]:
+    """The time windows the policy's config declares: observations, actions and, for a policy that
+    learns from rewards (TD-MPC), `next.reward`, which `dataset_features` must then hold."""
     out: dict[str, list[float]] = {}
     for key, ft in features.items():
         indices = pcfg.action_delta_indices if ft.type == FeatureType.ACTION else pcfg.observation_delta_indices
         if indices is not None:
             out[key] = [i / fps for i in indices]
+    rewards = getattr(pcfg, "reward_delta_indices", None)
+    if rewards is not None:
+        if REWARD_KEY not in (dataset_features or {}):
+            raise ConfigError(f"the policy trains on rewards ({REWARD_KEY}), which the dataset does not have; use a "
+                              "dataset recorded by the project's experts (they write next.reward and next.done) "
+                              "or a LeRobot dataset with rewards")
+        out[REWARD_KEY] = [i / fps for i in rewards]
     return out
 
 
@@ -145,7 +156,7 @@ class RobotPipeline:
                 if ft.type == FeatureType.VISUAL:
                     self.stats[key] = {**self.stats.get(key, {}), **IMAGENET_STATS}
         self.fps = self.meta.fps
-        self.delta_timestamps = delta_timestamps(self.pcfg, self.features, self.fps)
+        self.delta_timestamps = delta_timestamps(self.pcfg, self.features, self.fps, self.meta.features)
         self.image_transforms = build_image_transforms(cfg.dataset.image_transforms)
         options = dict(delta_timestamps=self.delta_timestamps, image_transforms=self.image_transforms,
                        video_backend=cfg.dataset.video_backend)
@@ -163,13 +174,14 @@ class RobotPipeline:
         """No dataset (~dataset, a pure online run): features and normalisation stats from the env
         (envs.space_stats)."""
         from envs.space_stats import env_policy_features, env_space_stats
+        from training.online import buffer_features
 
         self.features = env_policy_features(cfg.env)
         normalised = {t for t, mode in (getattr(self.pcfg, "normalization_mapping", None) or {}).items()
                       if mode != "IDENTITY"}
         self.stats = env_space_stats(cfg.env, normalised)
         self.fps = cfg.env.fps
-        self.delta_timestamps = delta_timestamps(self.pcfg, self.features, self.fps)
+        self.delta_timestamps = delta_timestamps(self.pcfg, self.features, self.fps, buffer_features(cfg.env, None))
         self.image_transforms = None
 
     def _build_online(self, cfg: DictConfig) -> None:

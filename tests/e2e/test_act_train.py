@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from helpers import run_train
+from helpers import copy_as_killed_after, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -55,12 +54,7 @@ def test_act_trains_resumes_bit_exactly_and_evaluates(tmp_path, pusht_root):
     saved = (full / "checkpoints" / "000004" / "config.yaml").read_text()
     assert "chunk_size: 8" in saved and "observation.image" in saved  # features written with the run
 
-    part = tmp_path / "part"
-    shutil.copytree(full, part, symlinks=True)
-    shutil.rmtree(part / "checkpoints" / "000004")
-    shutil.rmtree(part / "eval", ignore_errors=True)
-    (part / "checkpoints" / "last").unlink()
-    (part / "checkpoints" / "last").symlink_to("000002")  # as if killed after the step-2 save
+    part = copy_as_killed_after(full, tmp_path / "part", 2)
     r = run_train(act_overrides("pusht", "pusht", pusht_root, part, "steps=4", "resume=true"))
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _weights(full / "checkpoints" / "000004"), _weights(part / "checkpoints" / "000004")
