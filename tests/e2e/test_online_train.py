@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from data.lerobot_dataset import LeRobotDataset
-from helpers import REPO, TINY_POLICY, run_train, tiny_overrides
+from helpers import REPO, TINY_POLICY, copy_as_killed_after, run_train, tdmpc_overrides, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -69,11 +68,7 @@ def test_offline_then_online_fills_the_buffer_logs_and_resumes_exactly_after_a_k
 
     # killed after its step-4 checkpoint: the live buffer already holds the rollout of step 4, which the
     # resumed run must drop and redo
-    part = tmp_path / "part"
-    shutil.copytree(full, part, symlinks=True)
-    shutil.rmtree(part / "checkpoints" / "000006")
-    (part / "checkpoints" / "last").unlink()
-    (part / "checkpoints" / "last").symlink_to("000004")
+    part = copy_as_killed_after(full, tmp_path / "part", 4)
     r = run_train(tiny_overrides(pusht_root, part, *ONLINE, "resume=true"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert _same_weights(last, part / "checkpoints" / "000006")
@@ -121,11 +116,7 @@ def test_a_pure_online_run_with_async_rollouts_resumes_exactly_and_exports_its_b
     # enters the same episodes at step 2
     state = torch.load(run / "checkpoints" / "000002" / "training_state.pt", weights_only=True)
     assert state["online"]["buffer"]["pending"] == [[1, [9]]]
-    part = tmp_path / "part"
-    shutil.copytree(run, part, symlinks=True)
-    shutil.rmtree(part / "checkpoints" / "000004")
-    (part / "checkpoints" / "last").unlink()
-    (part / "checkpoints" / "last").symlink_to("000002")
+    part = copy_as_killed_after(run, tmp_path / "part", 2)
     r = run_train(overrides(part, "resume=true"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert _same_weights(run / "checkpoints" / "000004", part / "checkpoints" / "000004")
@@ -138,3 +129,20 @@ def test_a_pure_online_run_with_async_rollouts_resumes_exactly_and_exports_its_b
     assert ds.episode_lengths == [8, 8] and ds[0]["observation.image"].shape == (3, 96, 96)
     r = run_train([f"checkpoint={run}", f"root={out}"], script="export_buffer.py")
     assert r.returncode == 2 and "already exists" in r.stderr
+
+
+def test_tdmpc_learns_online_from_its_rollouts_rewards_and_resumes_exactly(tmp_path, pusht_root):
+    """TD-MPC offline then online on PushT: its reward, value and consistency losses train on batches
+    half from the buffer (reward windows included), and a resume mid-phase is bit-exact."""
+    full = tmp_path / "full"
+    r = run_train(tdmpc_overrides("pusht", pusht_root, full, *ONLINE))
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if "online/buffer_frames" in m] == [3, 5]
+    online_steps = [m for m in lines if m.get("train/online_share") == 0.5]
+    assert online_steps and all(m["train/reward_loss"] > 0 for m in online_steps)
+    part = copy_as_killed_after(full, tmp_path / "part", 4)
+    r = run_train(tdmpc_overrides("pusht", pusht_root, part, *ONLINE, "resume=true"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _same_weights(full / "checkpoints" / "000006", part / "checkpoints" / "000006")
+    assert _buffer_files(full / "checkpoints" / "000006") == _buffer_files(part / "checkpoints" / "000006")
