@@ -82,12 +82,15 @@ def check_features(features: Mapping[str, Mapping], where: str) -> dict[str, dic
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+class _HashingWriter:
+    """A file being written that also hashes what goes through it (numpy writes the header through it)."""
+
+    def __init__(self, fh):
+        self.fh, self.digest = fh, hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.fh.write(data)
 
 
 def write_chunk(folder: Path, chunk_id: int, features: Mapping[str, Mapping],
@@ -113,16 +116,15 @@ def write_chunk(folder: Path, chunk_id: int, features: Mapping[str, Mapping],
         for key, ft in features.items():
             dtype, shape = storage(ft)
             path = tmp / f"{key}.npy"
-            out = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.dtype(dtype), shape=(total, *shape))
-            start = 0
-            for episode, n in zip(episodes, lengths):
-                out[start:start + n] = np.asarray(episode[key]).reshape(n, *shape)
-                start += n
-            out.flush()
-            del out
-            with open(path, "rb") as fh:
+            with open(path, "wb") as fh:
+                out = _HashingWriter(fh)  # the checksum of the bytes as written: no second read
+                np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                           "fortran_order": False, "shape": (total, *shape)})
+                for episode, n in zip(episodes, lengths):
+                    out.write(np.ascontiguousarray(np.asarray(episode[key]).reshape(n, *shape), dtype=dtype).tobytes())
+                fh.flush()
                 os.fsync(fh.fileno())
-            files[f"{chunk_name(chunk_id)}/{key}.npy"] = (_sha256(path), path.stat().st_size)
+            files[f"{chunk_name(chunk_id)}/{key}.npy"] = (out.digest.hexdigest(), path.stat().st_size)
         shutil.rmtree(final, ignore_errors=True)  # a chunk of this id left by a run killed before its checkpoint
         os.replace(tmp, final)
     finally:
