@@ -462,7 +462,7 @@ RULES: tuple[Rule, ...] = (
     Rule("--optimizer.", "optimizer."),
     Rule("--scheduler.", "scheduler."),
     Rule("--offline.steps", "steps"),
-    Rule("--online.", None, "online training (env rollouts fed to a replay buffer while training) is not built yet"),
+    Rule("--online.", "online."),
     Rule("--output_dir", "hydra.run.dir"),
     Rule("--job_name", "job_name"),
     Rule("--resume", "resume"),

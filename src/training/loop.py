@@ -97,6 +97,10 @@ class Trainer:
         self.step = 0
         self.evaluations = tuple(pipeline.evaluations()) if hasattr(pipeline, "evaluations") else (
             Evaluation("eval", loop.eval_freq, pipeline.evaluate, final=True),)
+        # training/online: rollouts before steps, the buffer in checkpoints (None: offline training)
+        self.online = getattr(pipeline, "online", None)
+        if self.online is not None:
+            self.online.attach(self.run_dir)
 
     # ------------------------------------------------------------------ state
     def training_state(self) -> dict:
@@ -108,6 +112,7 @@ class Trainer:
             "rng": dist_lib.all_gather_objects(get_rng_state()),  # one per rank
             "data": self.pipeline.batches.state_dict(),
             "tracking_run_id": self.tracker.run_id,
+            **({"online": self.online.state_dict()} if self.online is not None else {}),
         }
 
     def restore(self, ckpt: Path) -> dict:
@@ -119,7 +124,13 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.online is None and state.get("online") is not None:
+            raise ckpt_lib.CheckpointError(f"{ckpt} was saved by a run with an online phase: resume it with "
+                                           "online.steps > 0 (its own online.* settings), or warm start a new run "
+                                           f"from it (load_checkpoint={ckpt})")
         self.pipeline.batches.load_state_dict(state["data"])
+        if self.online is not None:
+            self.online.load_state_dict(state.get("online"), ckpt, ckpt_lib.manifest_entries(ckpt))
         rngs = state["rng"]
         set_rng_state(rngs[min(self.rank.rank, len(rngs) - 1)])
         if self.rank.rank >= len(rngs):  # more ranks than saved: derive distinct streams from rank 0's
@@ -153,7 +164,8 @@ class Trainer:
         if self.rank.is_main:
             path = ckpt_lib.save_checkpoint(self.run_dir, self.step, self.model, state, self.config_yaml,
                                             self.choices_yaml, relative_model_dir=self.loop.relative_model_dir,
-                                            only_latest=self.loop.save_only_latest_checkpoint)
+                                            only_latest=self.loop.save_only_latest_checkpoint,
+                                            extra_files=self.online.checkpoint_files() if self.online else None)
             log.info("saved checkpoint %s", path)
         dist_lib.barrier()
 
@@ -186,6 +198,8 @@ class Trainer:
         self.model.train()
         try:
             while self.step < loop.steps:
+                if self.online is not None:
+                    self.online.before_step(self.step, self.tracker)
                 t0 = time.perf_counter()
                 data_time, loss_sum, infos = 0.0, 0.0, {}
                 for micro in range(loop.gradient_accumulation_steps):
@@ -241,6 +255,8 @@ class Trainer:
                                / m["step_time"]}
                     metrics.update({k: v for k, v in m.items() if k not in ("step_time", "data_time")})
                     metrics.update({f"gradients/{k}": v for k, v in gradients.items()})
+                    if self.online is not None:
+                        metrics.update(self.online.train_metrics())
                     if self.device.type == "cuda":  # GiB; this process's peak so far (training and evals)
                         metrics["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
                     if self.rank.is_main:
@@ -257,6 +273,8 @@ class Trainer:
             finite.check()
         finally:
             progress.close()
+            if self.online is not None:
+                self.online.close()
         return last_eval
 
     def gradient_norms(self) -> dict[str, float]:

@@ -148,7 +148,9 @@ def run_tags(family: str, overrides: list[str], run_dir: Path) -> dict[str, str]
 
 
 def loop_config(cfg: DictConfig) -> LoopConfig:
-    return LoopConfig(steps=cfg.steps, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+    online = cfg.get("online")
+    return LoopConfig(steps=cfg.steps + (online.steps if online is not None else 0),
+                      gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                       use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, log_freq=cfg.log_freq, eval_freq=cfg.eval_freq,
                       save_freq=cfg.save_freq, save_checkpoint=cfg.save_checkpoint, progress_bar=cfg.progress_bar,
                       save_only_latest_checkpoint=cfg.get("save_only_latest_checkpoint", False),

@@ -13,22 +13,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from helpers import copy_as_killed_after, one_error_line, run_train
+from helpers import copy_as_killed_after, one_error_line, run_train, tdmpc_overrides
 
 pytestmark = pytest.mark.slow
-
-TINY_TDMPC = [
-    "policy.latent_dim=8", "policy.mlp_dim=16", "policy.state_encoder_hidden_dim=16",
-    "policy.image_encoder_hidden_dim=4", "policy.q_ensemble_size=3", "policy.horizon=3",
-    "policy.n_gaussian_samples=16", "policy.n_pi_samples=4", "policy.n_elites=4", "policy.cem_iterations=2",
-]
-
-
-def tdmpc_overrides(env: str, root: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["policy=tdmpc", f"env={env}", f"dataset.root={root}", "logger=none", "machine.device_type=cpu",
-            "progress_bar=false", "steps=4", "batch_size=4", "num_workers=0", "log_freq=2", "save_freq=2",
-            "eval_freq=0", "eval.n_episodes=1", "eval.batch_size=1", "eval.max_videos=0", "env.episode_length=10",
-            f"hydra.run.dir={run_dir}", *TINY_TDMPC, *extra]
 
 
 def _weights(ckpt: Path) -> dict:

@@ -64,6 +64,8 @@ class TDMPCPolicy(nn.Module):
     """
 
     name = "tdmpc"
+    # Learns from its own rollouts' rewards: LeRobot trains it offline, then online (training/online).
+    learns_online = True
 
     def __init__(self, features: Mapping[str, Any], stats: Optional[Mapping] = None, **config_kwargs: Any) -> None:
         super().__init__()
