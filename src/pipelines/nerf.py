@@ -93,15 +93,16 @@ def scene_path(data_cfg: DictConfig) -> Path:
         raise ConfigError(f"data.scene: {e}") from None
 
 
-def build_datamanager(data_cfg: DictConfig, device: torch.device, seed: int):
+def build_datamanager(data_cfg: DictConfig, device: torch.device, seed: int, test_mode: str = "val"):
     """`(scene folder, NerfDataManager)` of a `data` config: the scene (generated first for data=synthetic)
-    read by the config's dataparser; a malformed scene is a SceneError, a wrong option a ConfigError."""
+    read by the config's dataparser; a malformed scene is a SceneError, a wrong option a ConfigError.
+    test_mode "test": the held-out views are the dataparser's test split (ns-eval), else its val split."""
     root = scene_path(data_cfg)
     kwargs = OmegaConf.to_container(data_cfg, resolve=True)
     kwargs.pop("scene", None)
     kwargs["data"] = str(root)
     try:
-        return root, instantiate(kwargs, device=device, seed=seed, _convert_="all")
+        return root, instantiate(kwargs, device=device, seed=seed, test_mode=test_mode, _convert_="all")
     except InstantiationException as e:  # a wrong dataparser key or value, a malformed scene
         cause = e.__cause__
         if isinstance(cause, SceneError):
@@ -112,9 +113,11 @@ def build_datamanager(data_cfg: DictConfig, device: torch.device, seed: int):
 class NerfPipeline:
     family = "nerf"
 
-    def __init__(self, cfg: DictConfig, device: torch.device, need_dataset: bool = True, rank: Rank = SINGLE):
+    def __init__(self, cfg: DictConfig, device: torch.device, need_dataset: bool = True, rank: Rank = SINGLE,
+                 test_mode: str = "val"):
         self.cfg, self.device, self.rank = cfg, device, rank
-        self.scene_root, self.datamanager = build_datamanager(cfg.data, device, cfg.machine.seed + 2 * rank.rank)
+        self.scene_root, self.datamanager = build_datamanager(cfg.data, device, cfg.machine.seed + 2 * rank.rank,
+                                                              test_mode)
         dm = self.datamanager
         self.batches = RayBatches(dm, cfg.gradient_accumulation_steps, rank)
         try:
@@ -123,6 +126,11 @@ class NerfPipeline:
         except InstantiationException as e:
             raise ConfigError(f"model: {e.__cause__ or e}") from e
         self.batches.model = self.model
+        if getattr(self.model, "needs_depth", False) and not dm.has_depth:
+            raise ConfigError(f"model.depth_loss_mult={cfg.model.depth_loss_mult} needs depth maps, but the frames of "
+                              f"{self.scene_root} have no depth_file_path (nerfstudio's depth-nerfacto would estimate "
+                              "them with ZoeDepth from torch.hub, which is not done here); add depth files or set "
+                              "model.depth_loss_mult=0")
         self.lpips = None  # loaded now: a wrong eval.lpips_weights stops the run before training
         if cfg.eval.lpips_weights:
             from models.fields.lpips import load_lpips
@@ -134,6 +142,11 @@ class NerfPipeline:
         out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         out.data.data = str(self.scene_root)
         return out
+
+    def write_run_files(self, run_dir: Path) -> None:
+        """nerfstudio's <run>/dataparser_transforms.json: the transform and scale from the data's original
+        frame to the one the model is trained in (applied_transform and applied_scale included)."""
+        self.datamanager.train_outputs.save_dataparser_transform(Path(run_dir) / "dataparser_transforms.json")
 
     def derived_params(self, cfg: DictConfig) -> dict:
         dm = self.datamanager
@@ -156,7 +169,10 @@ class NerfPipeline:
         calls so that the gradients are averaged over the ranks."""
         rays, data = batch
         inner = getattr(model, "module", model)
-        return inner.loss(rays, {"image": data["rgb"], "indices": data["indices"]}, data["step"], forward=model)
+        targets = {"image": data["rgb"], "indices": data["indices"]}
+        if "depth_image" in data:
+            targets["depth_image"] = data["depth_image"]
+        return inner.loss(rays, targets, data["step"], forward=model)
 
     def warm_started(self, step: int) -> None:
         """A warm start continues at the source run's step: the batches carry it to nerfacto's
@@ -185,7 +201,7 @@ class NerfPipeline:
         outputs = self.model.render_image(rays, self.cfg.eval.chunk)
         metrics = {k: float(v) for k, v in self.model.get_loss_dict(outputs, {"image": batch["rgb"]}).items()}
         metrics["loss"] = sum(metrics.values())
-        metrics["psnr"] = psnr(outputs["rgb"].clamp(0, 1), batch["rgb"])
+        metrics["psnr"] = psnr(outputs["rgb"].clamp(0, 1), self.model.composite_ground_truth(batch["rgb"]))
         return metrics, []
 
     @torch.no_grad()
@@ -198,7 +214,7 @@ class NerfPipeline:
                               "or set eval.steps_per_eval_image=0")
         self.model.eval()
         i, rays, batch = self.datamanager.next_eval_image(step)
-        gt = batch["image"]
+        gt = self.model.composite_ground_truth(batch["image"])
         rgb, depth, _ = self._render_view(rays, *gt.shape[:2])
         metrics = {**self._image_metrics(rgb, gt), "image_idx": i}
         artifacts = []
@@ -222,7 +238,7 @@ class NerfPipeline:
         per_image, artifacts = [], []
         for n, i in enumerate(indices):
             rays, batch = self.datamanager.eval_image(i)
-            gt = batch["image"]
+            gt = self.model.composite_ground_truth(batch["image"])
             h, w = gt.shape[:2]
             rgb, depth, seconds = self._render_view(rays, h, w)
             per_image.append({"image": i, **self._image_metrics(rgb, gt),

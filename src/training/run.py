@@ -30,6 +30,7 @@ from training import distributed as dist_lib
 from training import termination
 from training.distributed import Rank, launch
 from training.device import select_device
+from training.speed import apply_backend_choices, prepare_model
 from training.loop import LoopConfig, Trainer
 from training.rng import seed_everything
 from tracking.base import NullTracker, flatten_params
@@ -96,6 +97,7 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         device = select_device(cfg.machine.device_type)
         if device.type == "cuda" and rank.distributed:
             device = torch.device("cuda", rank.local_rank)
+        apply_backend_choices(cfg.machine, device)
         # Rank 0 builds first: a dataset or scene made on first use is then made once, and the other
         # ranks (on any node of a shared file system) read it rather than race to write it.
         if rank.distributed and not rank.is_main:
@@ -103,11 +105,14 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         pipeline = build_pipeline(cfg, device, rank=rank)
         if rank.distributed and rank.is_main:
             dist_lib.barrier()
+        prepare_model(pipeline.model, cfg.machine, device)
         if rank.distributed:  # same initial weights everywhere, distinct random streams per rank
             seed_everything(cfg.machine.seed + rank.rank)
         config_yaml = OmegaConf.to_yaml(as_data(pipeline.resolved_config(cfg)))  # values only: see config.saved
         if rank.is_main:
             (ctx.run_dir / "config.yaml").write_text(config_yaml)
+            if hasattr(pipeline, "write_run_files"):  # files a family keeps beside the config (nerfstudio's)
+                pipeline.write_run_files(ctx.run_dir)
         tracker = instantiate(cfg.logger) if rank.is_main else NullTracker()
         trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, ctx.run_dir, device,
                           config_yaml, ctx.choices_yaml, rank=rank)
@@ -156,7 +161,9 @@ def run_tags(family: str, overrides: list[str], run_dir: Path) -> dict[str, str]
 
 
 def loop_config(cfg: DictConfig) -> LoopConfig:
-    return LoopConfig(steps=cfg.steps, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+    online = cfg.get("online")
+    return LoopConfig(steps=cfg.steps + (online.steps if online is not None else 0),
+                      gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                       use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, log_freq=cfg.log_freq, eval_freq=cfg.eval_freq,
                       save_freq=cfg.save_freq, save_checkpoint=cfg.save_checkpoint, progress_bar=cfg.progress_bar,
                       save_only_latest_checkpoint=cfg.get("save_only_latest_checkpoint", False),
