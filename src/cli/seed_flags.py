@@ -471,7 +471,7 @@ RULES: tuple[Rule, ...] = (
     Rule("--optimizer.", "optimizer."),
     Rule("--scheduler.", "scheduler."),
     Rule("--offline.steps", "steps"),
-    Rule("--online.", None, "online training (env rollouts fed to a replay buffer while training) is not built yet"),
+    Rule("--online.", "online."),
     Rule("--output_dir", "hydra.run.dir"),
     Rule("--job_name", "job_name"),
     Rule("--resume", "resume"),
@@ -518,9 +518,6 @@ RULES: tuple[Rule, ...] = (
     Rule("--pipeline.datamanager.camera-optimizer.optimizer.", "optimizer.camera_opt.", _NERF),
     Rule("--pipeline.datamanager.camera-optimizer.scheduler.", "scheduler.camera_opt.", _NERF),
     Rule("--pipeline.datamanager.camera-optimizer.", "model.camera_optimizer.", _NERF),
-    Rule("--pipeline.datamanager.pixel-sampler.is-equirectangular", None,
-         "there are no equirectangular cameras here (the dataparsers read pinhole and OpenCV cameras and refuse "
-         "EQUIRECTANGULAR), and nerfstudio's datamanager sets this flag from the cameras anyway"),
     Rule("--pipeline.datamanager.", "data.", _NERF),
     Rule("--pipeline.model.", "model.", _NERF),
     Rule("--optimizers.fields.optimizer.", "optimizer.fields.", _NERF),

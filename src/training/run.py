@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,7 @@ from training import distributed as dist_lib
 from training import termination
 from training.distributed import Rank, launch
 from training.device import select_device
+from training.speed import apply_backend_choices, prepare_model
 from training.loop import LoopConfig, Trainer
 from training.rng import seed_everything
 from tracking.base import NullTracker, flatten_params
@@ -98,14 +100,24 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         device = select_device(cfg.machine.device_type)
         if device.type == "cuda" and rank.distributed:
             device = torch.device("cuda", rank.local_rank)
+        apply_backend_choices(cfg.machine, device)
+        # Rank 0 builds first: a dataset or scene made on first use is then made once, and the other
+        # ranks (on any node of a shared file system) read it rather than race to write it.
+        if rank.distributed and not rank.is_main:
+            dist_lib.barrier()
         pipeline = build_pipeline(cfg, device, rank=rank)
+        if rank.distributed and rank.is_main:
+            dist_lib.barrier()
+        prepare_model(pipeline.model, cfg.machine, device)
         if rank.is_main:  # before the run writes anything: a port in use leaves no run folder behind
-            viewer = build_viewer(cfg.viewer, pipeline, ctx.run_dir, cfg.steps)
+            viewer = build_viewer(cfg.viewer, pipeline, ctx.run_dir, loop_config(cfg).steps)
         if rank.distributed:  # same initial weights everywhere, distinct random streams per rank
             seed_everything(cfg.machine.seed + rank.rank)
         config_yaml = OmegaConf.to_yaml(as_data(pipeline.resolved_config(cfg)))  # values only: see config.saved
         if rank.is_main:
             (ctx.run_dir / "config.yaml").write_text(config_yaml)
+            if hasattr(pipeline, "write_run_files"):  # files a family keeps beside the config (nerfstudio's)
+                pipeline.write_run_files(ctx.run_dir)
         tracker = instantiate(cfg.logger) if rank.is_main else NullTracker()
         trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, ctx.run_dir, device,
                           config_yaml, ctx.choices_yaml, rank=rank, hooks=viewer)
@@ -113,8 +125,11 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         if ctx.warm_from is not None:
             trainer.warm_start(ctx.warm_from, cfg.load_scheduler)
             log.info("warm start from %s (step %d)", ctx.warm_from, trainer.step)
+        started_at = trainer.step
         if not rank.is_main:
-            return trainer.fit()
+            final = trainer.fit()
+            dist_lib.check_ranks_agree(trainer.model, started_at, trainer.step, rank, ctx.run_dir)
+            return final
         params = flatten_params(OmegaConf.to_container(OmegaConf.create(config_yaml)))
         params.update({f"derived.{k}": v for k, v in pipeline.derived_params(cfg).items()})
         params["derived.world_size"] = rank.world_size
@@ -126,6 +141,9 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
                       resume_step=trainer.step if ctx.resume_from else None)
         try:
             final = trainer.fit()
+            if rank.distributed:
+                dist_lib.check_ranks_agree(trainer.model, started_at, trainer.step, rank, ctx.run_dir)
+                tracker.log_artifact(ctx.run_dir / dist_lib.RANKS_FILE)
             tracker.log_artifact(ctx.run_dir / "config.yaml")
         except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (termination.Terminated)
             tracker.finish("KILLED")
@@ -144,13 +162,15 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
 
 
 def run_tags(family: str, overrides: list[str], run_dir: Path) -> dict[str, str]:
-    """What identifies a run beside its params: code version, command line, family."""
-    return {**git_tags(Path(__file__).resolve().parent), "family": family,
+    """What identifies a run beside its params: code version, command line, family, the host rank 0 ran on."""
+    return {**git_tags(Path(__file__).resolve().parent), "family": family, "host": socket.gethostname(),
             "overrides": " ".join(overrides) or "(none)", "run_dir": str(run_dir)}
 
 
 def loop_config(cfg: DictConfig) -> LoopConfig:
-    return LoopConfig(steps=cfg.steps, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+    online = cfg.get("online")
+    return LoopConfig(steps=cfg.steps + (online.steps if online is not None else 0),
+                      gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                       use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, log_freq=cfg.log_freq, eval_freq=cfg.eval_freq,
                       save_freq=cfg.save_freq, save_checkpoint=cfg.save_checkpoint, progress_bar=cfg.progress_bar,
                       save_only_latest_checkpoint=cfg.get("save_only_latest_checkpoint", False),
