@@ -31,10 +31,11 @@ class Stopped(Exception):
 
 class DeviceShare:
     def __init__(self, train_util: float, training: bool, burst_s: float = 0.1,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, sync: Callable[[], None] | None = None):
         self.train_util = float(train_util)
         self.burst_s = burst_s
         self.clock = clock
+        self.sync = sync  # waits for the device's queued work (CUDA), so a turn is charged for its own work only
         self._cond = threading.Condition()
         self._owner: str | None = TRAIN if training else None
         self._training = training  # the loop owns the model between its turns
@@ -137,6 +138,8 @@ class DeviceShare:
             if self._closed:
                 raise Stopped
             self._owner = RENDER
+        if self.sync is not None:  # the training step's kernels still queued are training's time, not the render's
+            self.sync()
         start = self.clock()
         try:
             yield

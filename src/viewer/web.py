@@ -78,7 +78,8 @@ class WebViewer(LoopHooks):
                                   "run again, or set viewer.websocket_port to a free port")
             self.server.request_share_url = self._no_share_url  # a client's share button would reach the internet
             self.server.gui.configure_theme(show_share_button=False)
-            self.share = DeviceShare(train_util, training)
+            sync = (lambda: torch.cuda.synchronize(self.scene.device)) if self.scene.device.type == "cuda" else None
+            self.share = DeviceShare(train_util, training, sync=sync)
             self.share.step = step
             self.settings = Settings(output=self.scene.outputs[0], max_res=512, image_format=image_format,
                                      jpeg_quality=jpeg_quality)
