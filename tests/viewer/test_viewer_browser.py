@@ -38,6 +38,9 @@ from viewer.ports import port_is_free
 pytestmark = pytest.mark.slow
 
 WAIT_S = 180  # bound on each wait below (a loaded 2-core CI machine renders slowly)
+# OpenMP workers that sleep at once instead of spinning: on a CPU shared with other jobs, spinning made these
+# tiny runs several times slower (bench/viewer_overhead.py's note)
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 # small chunks and a generous render share, so that renders come quickly on a CPU
 VIEWER = ["--viewer.num-rays-per-chunk", "2048", "viewer.train_util=0.5"]
 
@@ -113,7 +116,7 @@ def test_training_run_viewer_in_a_browser(tmp_path, home, browser):
     out = tmp_path / "train.out"
     cmd = [sys.executable, str(REPO / "src" / "train.py"), *TINY_NERF, "steps=100000", "log_freq=10",
            "--vis", "viewer", "--viewer.websocket-port", str(port), *VIEWER, f"hydra.run.dir={run}"]
-    env = {**os.environ, "HYDRABOT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **PASSIVE, "HYDRABOT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     with out.open("w") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
                                 start_new_session=True)
@@ -177,7 +180,8 @@ def test_training_run_viewer_in_a_browser(tmp_path, home, browser):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, home) -> Path:
     run = tmp_path_factory.mktemp("viewer") / "run"
-    r = run_train([*TINY_NERF, "steps=100", "log_freq=20", f"hydra.run.dir={run}"], env={"HYDRABOT_HOME": str(home)})
+    r = run_train([*TINY_NERF, "steps=100", "log_freq=20", f"hydra.run.dir={run}"],
+                  env={**PASSIVE, "HYDRABOT_HOME": str(home)})
     assert r.returncode == 0, r.stderr[-3000:]
     return run
 
@@ -246,7 +250,7 @@ def error(canvas: np.ndarray, image: np.ndarray) -> float:
 def test_view_py_listens_where_websocket_host_says(trained_run, home, tmp_path):
     port = free_port("127.0.0.2")
     out = tmp_path / "view.out"
-    env = {**os.environ, "HYDRABOT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **PASSIVE, "HYDRABOT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     with out.open("w") as sink:
         proc = subprocess.Popen([sys.executable, str(REPO / "src" / "view.py"), f"checkpoint={trained_run}",
                                  "machine.device_type=cpu", "viewer.websocket_host=127.0.0.2",
