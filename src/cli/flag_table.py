@@ -111,7 +111,8 @@ def override_text(seed: SeedFlag) -> str:
         return ("the saved run's group choices (its checkpoint's choices.yaml) and each value of the file that "
                 "differs from them: `model=nerfacto data=synthetic ... <key>=<value> ...`")
     if seed.flag == VIS_FLAG:
-        return "; ".join(f"{value}: `viewer={viewer} logger={logger}`" for value, (viewer, logger) in VIS_CHOICES.items())
+        return "; ".join(f"{value}: `viewer={viewer} logger={logger}`"
+                         for value, (viewer, logger) in VIS_CHOICES.items())
     rule = rule_for(seed.flag)
     if rule.target is None:
         return "—"
