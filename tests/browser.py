@@ -35,8 +35,7 @@ def ensure_browser() -> tuple[str, str]:
         pytest.skip(SKIP_REASON)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run_bounded(["apt-get", "update", "-qq"], env=env, timeout=600)
-    result = run_bounded(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], env=env,
-                         timeout=900)
+    result = run_bounded(["apt-get", "install", "-y", "-qq", *PACKAGES], env=env, timeout=900)
     found = shutil.which("chromium"), shutil.which("chromedriver")
     if not all(found):
         pytest.skip(f"{SKIP_REASON} (apt-get install failed: {result.stderr.strip()[-300:]})")
