@@ -20,15 +20,27 @@ def flatten_observation(obs: Mapping, prefix: str = "") -> dict[str, np.ndarray]
     return flat
 
 
-def preprocess_observation(obs: Mapping, features_map: Mapping[str, str]) -> dict[str, torch.Tensor]:
-    """Renames env keys to dataset keys and converts arrays the way the dataset stores them.
+def images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """``uint8 (B, H, W, C)`` -> contiguous ``float32 (B, C, H, W)`` in [0, 1], on the images' device.
+    A true division by 255, as numpy's path does it: the same floats bit for bit."""
+    out = torch.empty((images.shape[0], images.shape[3], *images.shape[1:3]), dtype=torch.float32,
+                      device=images.device)
+    return torch.div(images.permute(0, 3, 1, 2), 255.0, out=out)
+
+
+def preprocess_observation(obs: Mapping, features_map: Mapping[str, str],
+                           device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Renames env keys to dataset keys and converts arrays the way the dataset stores them, on ``device``.
 
     Images (``uint8 (B, H, W, C)``) become ``float32 (B, C, H, W)`` in [0, 1], like a dataset
     frame; every other array becomes ``float32 (B, ...)``. Nested observations (``pixels: {top:
     ...}``) are looked up as ``pixels/top``. A key missing from ``features_map`` is an error, so
-    a misconfigured env cannot silently hide an input from the policy. The conversion is numpy's
-    (single-threaded): torch's intra-op threads made it ~100x slower on an oversubscribed CPU.
+    a misconfigured env cannot silently hide an input from the policy. On an accelerator the images
+    travel as uint8 (a quarter of float32's bytes) and are converted there (``images_to_float``).
+    On the CPU the conversion is numpy's (single-threaded): torch's intra-op threads made it ~100x
+    slower on an oversubscribed CPU. Both give the same floats.
     """
+    device = torch.device(device)
     out: dict[str, torch.Tensor] = {}
     for key, value in flatten_observation(obs).items():
         if key not in features_map:
@@ -37,9 +49,12 @@ def preprocess_observation(obs: Mapping, features_map: Mapping[str, str]) -> dic
         if array.dtype == np.uint8:
             if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
                 raise ValueError(f"expected a (B, H, W, C) uint8 image batch for {key!r}, got {array.shape}")
-            image = np.empty((array.shape[0], array.shape[3], *array.shape[1:3]), dtype=np.float32)
-            np.divide(array.transpose(0, 3, 1, 2), np.float32(255), out=image, dtype=np.float32)
-            out[features_map[key]] = torch.from_numpy(image)
+            if device.type == "cpu":
+                image = np.empty((array.shape[0], array.shape[3], *array.shape[1:3]), dtype=np.float32)
+                np.divide(array.transpose(0, 3, 1, 2), np.float32(255), out=image, dtype=np.float32)
+                out[features_map[key]] = torch.from_numpy(image)
+            else:
+                out[features_map[key]] = images_to_float(torch.from_numpy(np.ascontiguousarray(array)).to(device))
         else:
-            out[features_map[key]] = torch.tensor(array, dtype=torch.float32)
+            out[features_map[key]] = torch.tensor(array, dtype=torch.float32).to(device)
     return out
