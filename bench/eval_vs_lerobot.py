@@ -112,6 +112,23 @@ def lerobot_policy(args, ours: torch.nn.Module, device: str):
     return policy.to(device).eval(), pre, post
 
 
+def same_actions(ours: torch.nn.Module, parts, device: str) -> float:
+    """Largest difference between the two policies' first actions for one seeded observation batch,
+    from the same global RNG state (both draw the initial noise and DDPM's step noise from it)."""
+    policy, pre, post = parts
+    g = torch.Generator().manual_seed(1)
+    obs = {IMAGE: torch.rand(2, *SHAPES[IMAGE], generator=g), STATE: 512 * torch.rand(2, 2, generator=g)}
+    ours.reset()
+    policy.reset()
+    with torch.inference_mode():
+        torch.manual_seed(2)
+        a = ours.select_action({k: v.to(device) for k, v in obs.items()})
+        torch.manual_seed(2)
+        b = post(policy.select_action(pre(dict(obs))))
+    ours.reset()
+    return float((a.cpu() - b.cpu()).abs().max())
+
+
 def run_ours(args, policy, use_async: bool, n_episodes: int, episode_length: int) -> dict:
     from envs.configs import PushtEnvConfig
     from envs.evaluate import evaluate_policy
@@ -169,6 +186,7 @@ def main() -> None:
         parts = lerobot_policy(args, ours, args.device)
         runs.append(("LeRobot 0.4.4 eval_policy, sync envs",
                      lambda n, length: run_lerobot(args, lerobot_eval, parts, n, length)))
+    difference = same_actions(ours, parts, args.device) if lerobot_eval is not None else None
     rows = []
     for name, run in runs:
         run(min(args.batch_size, args.episodes), 2)  # warm-up: one batch of 2-step episodes
@@ -183,6 +201,9 @@ def main() -> None:
           f"{torch.__version__}")
     if lerobot_eval is None:
         print(f"LeRobot row skipped: lerobot.scripts.lerobot_eval does not import ({reason})")
+    if difference is not None:
+        print(f"same weights: the two policies' first actions on one observation batch, same RNG, differ by at "
+              f"most {difference:.2e} px")
     reference = next((r for name, r in rows if name.startswith("LeRobot")), None)
     print("| evaluator | seconds | episodes/min | success % | ours / LeRobot |")
     print("|---|---:|---:|---:|---:|")
