@@ -10,6 +10,7 @@ import ctypes.util
 import functools
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from typing import Any
@@ -158,6 +159,10 @@ def check_env_features(cfg: EnvConfig, env: VectorEnv) -> None:
         raise ValueError(f"{cfg.gym_id} emits {emitted} but the env config describes {described}")
 
 
+# AsyncVectorEnv's cap on workers running at once (gymnasium 1.4; the project accepts gymnasium >= 1.0)
+_HAS_MAX_CONCURRENCY = "max_concurrency" in inspect.signature(AsyncVectorEnv.__init__).parameters
+
+
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity mask: a container's or SLURM's
     allocation, not the machine's count)."""
@@ -173,9 +178,9 @@ def make_env(cfg: Any, n_envs: int, use_async: bool = False, hold_finished: bool
     CUDA state and torch's thread pools, which ``fork`` would copy into the children half-alive.
     The price is one fresh interpreter per env (about a second, in parallel); a script that
     evaluates with async envs must guard its entry point with ``if __name__ == "__main__"``.
-    At most ``usable_cores()`` of those processes reset or step at once (gymnasium's
-    ``max_concurrency``): more envs than cores would otherwise time-slice every step. Gymnasium
-    has no worker that hosts several envs, so the process count stays one per env.
+    At most ``usable_cores()`` of those processes reset or step at once (``max_concurrency``, from
+    gymnasium 1.4; older ones run them all): more envs than cores would otherwise time-slice every
+    step. Gymnasium has no worker that hosts several envs, so the process count stays one per env.
     ``hold_finished`` wraps each env in ``HoldFinished`` (an ended episode is not stepped again).
     """
     cfg = as_env_config(cfg)
@@ -185,8 +190,8 @@ def make_env(cfg: Any, n_envs: int, use_async: bool = False, hold_finished: bool
     env_fn = functools.partial(_make_single_env, cfg.type, cfg.gym_id, cfg.make_kwargs, hold_finished)
     if use_async:
         cores = usable_cores()
-        env = AsyncVectorEnv([env_fn] * n_envs, context="spawn", autoreset_mode=AUTORESET_MODE,
-                             max_concurrency=cores if n_envs > cores else None)
+        cap = {"max_concurrency": cores} if n_envs > cores and _HAS_MAX_CONCURRENCY else {}
+        env = AsyncVectorEnv([env_fn] * n_envs, context="spawn", autoreset_mode=AUTORESET_MODE, **cap)
     else:
         env = SyncVectorEnv([env_fn] * n_envs, autoreset_mode=AUTORESET_MODE)
     try:

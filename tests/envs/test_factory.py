@@ -157,3 +157,24 @@ def test_preprocess_on_cuda_equals_cpu():
     assert all(value.device.type == "cuda" for value in cuda.values())
     for key, value in cpu.items():
         assert torch.equal(cuda[key].cpu(), value), key
+
+
+def test_async_workers_running_at_once_capped_at_usable_cores(monkeypatch):
+    import envs.factory
+
+    if not envs.factory._HAS_MAX_CONCURRENCY:
+        pytest.skip("gymnasium < 1.4 has no AsyncVectorEnv(max_concurrency)")
+    monkeypatch.setattr(envs.factory, "usable_cores", lambda: 1)
+    env = make_env(_pusht(), n_envs=2, use_async=True)
+    try:
+        assert env.max_concurrency == 1
+        env.reset(seed=[0, 1])
+        assert env.step(np.full((2, 2), 256.0, dtype=np.float32))[1].shape == (2,)
+    finally:
+        env.close()
+    monkeypatch.setattr(envs.factory, "usable_cores", lambda: 4)
+    env = make_env(_pusht(), n_envs=2, use_async=True)
+    try:
+        assert env.max_concurrency is None  # fewer envs than cores: no cap
+    finally:
+        env.close()
