@@ -15,6 +15,10 @@ sys.path.insert(0, SRC)
 # Jobs started elsewhere (submitit on SLURM, spawned ranks) unpickle code from src/ too.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
+from training.threads import passive_waits  # noqa: E402
+
+passive_waits()  # before torch loads: OpenMP reads it once (training/threads.py)
+
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
