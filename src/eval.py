@@ -7,7 +7,8 @@ A policy is rolled out in its env; a neural field renders all its held-out views
 ns-eval). The checkpoint carries its resolved config (features included), so no training dataset is
 needed; plain `key=value` overrides (eval.*, machine.device_type, ...) apply on top. Metrics are
 printed and written, with the rollout videos or renders, to `output_dir` (default:
-<run dir>/eval_only/step_<N>); `output_path` also writes them as ns-eval's JSON:
+<run dir>/eval_only/step_<N>), and the files written are listed; `output_path` also writes them as
+ns-eval's JSON:
 {"experiment_name", "method_name", "checkpoint", "results": {...}} (a neural field adds "lpips_status":
 whether LPIPS was computed, which needs local weights; it is never estimated).
 """
@@ -21,6 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cli.entry import fail, report_user_errors  # noqa: E402
+from training.threads import passive_waits  # noqa: E402
+
+passive_waits()  # before torch loads (training/threads.py)
 
 USAGE = "usage: python src/eval.py checkpoint=<run dir or checkpoint dir> [output_path=<file.json>] [key=value ...]"
 
@@ -38,7 +42,8 @@ def main(argv: list[str]) -> dict:
     step = int(state["step"])
     run_dir = run_dir_of(ckpt, cfg.get("relative_model_dir"))
     out_dir = Path(output_dir) if output_dir else run_dir / "eval_only" / f"step_{step:06d}"
-    metrics, _ = pipeline.evaluate(out_dir, step)
+    # the evaluation the training ran (its code and numbers), with its files in out_dir
+    metrics, artifacts = pipeline.evaluate(run_dir, step, out_dir=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # a neural field says whether LPIPS was computed (only from local weights), never a made-up number
     notes = {"lpips_status": pipeline.lpips_status()} if hasattr(pipeline, "lpips_status") else {}
@@ -51,6 +56,10 @@ def main(argv: list[str]) -> dict:
         Path(output_path).parent.mkdir(parents=True, exist_ok=True)
         Path(output_path).write_text(json.dumps(report, indent=2))
     print(json.dumps(metrics, indent=2))
+    written = [out_dir / "eval.json", *map(Path, artifacts), *([Path(output_path)] if output_path else [])]
+    print(f"evaluated {ckpt} (step {step}); wrote:")
+    for path in written:
+        print(f"  {path.absolute()}")
     return metrics
 
 

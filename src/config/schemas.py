@@ -309,6 +309,8 @@ class ViewsEvalConfig:
     lpips_weights: Optional[str] = None
     save_images: bool = True  # ground truth | render | depth as PNG, logged as artifacts
     max_images_saved: int = ranged(1, ge=0)
+    # the all-images eval also renders an orbit around the scene to orbit.mp4 (render.py's orbit)
+    orbit_frames: int = ranged(0, ge=0, why="0: no orbit video")
 
 
 # ----------------------------------------------------------------------------- root

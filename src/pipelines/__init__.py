@@ -43,6 +43,9 @@ def load_checkpoint(checkpoint: str, overrides: dict[str, str]):
     for key, value in overrides.items():  # typed like a Hydra override value
         set_value(cfg, key, yaml.safe_load(value), ckpt / ckpt_lib.CONFIG_FILE)
     check_ranges(cfg)
+    from training.threads import set_num_threads
+
+    set_num_threads(cfg.machine.get("num_threads"), announce=False)
     seed_everything(cfg.machine.seed)
     device = select_device(cfg.machine.device_type)
     pipeline = build_pipeline(cfg, device, need_dataset=False)
