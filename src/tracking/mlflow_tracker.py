@@ -46,11 +46,14 @@ MAX_TAG_VALUE_CHARS = 8000
 MAX_KEY_CHARS = 250
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
-# The experiment tag that tells MLflow 3's UI what an experiment holds (the TypeScript enum
-# ExperimentKind of mlflow/server/js, 3.17): "custom_model_development" ("Machine learning") opens
-# the runs table with their metrics; without it the UI may infer "genai_development" and open traces.
+# The experiment tag that says what an experiment holds (the TypeScript enum ExperimentKind of
+# mlflow/server/js, 3.17; the kind selector of the experiment page writes it): "custom_model_development"
+# ("Machine learning") is a model-training experiment, whose page is the runs table with their metrics.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_EXPERIMENT_KIND = "custom_model_development"
+# ... while the 3.17 UI itself shows the view its "GenAI | Model training" switch says (GenAI unless
+# the link carries this parameter; checked in headless Chromium by tests/tracking/test_mlflow_ui.py)
+UI_TRAINING_VIEW = "workflowType=machine_learning"
 
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
 
@@ -628,7 +631,10 @@ class MLflowTracker(Tracker):
         else:
             base = self._uri.rstrip("/") if self._uri.startswith(("http://", "https://")) else None
         if base and self._experiment_id is not None:
-            info["url"] = f"{base}/#/experiments/{self._experiment_id}/runs/{self._run_id}"
+            # MLflow 3.17's UI picks its view from this parameter (else its GenAI/Model training switch,
+            # GenAI by default), not from the experiment's kind tag
+            info["url"] = f"{base}/#/experiments/{self._experiment_id}/runs/{self._run_id}?{UI_TRAINING_VIEW}"
+            info["experiment_url"] = f"{base}/#/experiments/{self._experiment_id}?{UI_TRAINING_VIEW}"
         return info
 
     @staticmethod

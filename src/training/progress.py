@@ -151,4 +151,6 @@ def summary(status: str, run_dir: Path, checkpoint: Path | None, media: list[Pat
             lines.append(f"  {'UI':<12} {tracking['command']}")
         if tracking.get("url"):
             lines.append(f"  {'run page':<12} {tracking['url']}")
+        if tracking.get("experiment_url"):
+            lines.append(f"  {'all runs':<12} {tracking['experiment_url']}")
     return "\n".join(lines)

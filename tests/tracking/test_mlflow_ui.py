@@ -1,0 +1,93 @@
+"""What a person sees in a real browser: the run's links open MLflow's runs view with the run's
+metrics, not the GenAI view MLflow 3 starts in. Headless Chromium through selenium, on an
+`mlflow server` on loopback; the test installs Chromium with apt-get where it can, and skips
+saying why where it cannot."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlflow_server import free_port, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def _find() -> tuple[str | None, str | None]:
+    return next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[test]'")
+    binary, driver = _find()
+    if binary is None or driver is None:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            pytest.skip("headless Chromium is not installed and installing it needs root and apt-get "
+                        "(apt-get install chromium chromium-driver)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=900)
+            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                pytest.skip(f"apt-get could not install chromium and chromium-driver: {done.stderr.strip()[-300:]}")
+        binary, driver = _find()
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"):
+        options.add_argument(arg)
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    yield chrome
+    chrome.quit()
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    proc = start_server(port, tmp_path)
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
+
+
+def _page_text(browser, url: str, wanted: str) -> str:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    WebDriverWait(browser, 90).until(lambda b: wanted in b.find_element("tag name", "body").text)
+    return browser.find_element("tag name", "body").text
+
+
+def test_the_run_links_open_the_runs_view_with_its_metrics(browser, server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from tracking.mlflow_tracker import EXPERIMENT_KIND_TAG, MLflowTracker
+
+    tracker = MLflowTracker(tracking_uri=server, experiment_name="quickstart")
+    tracker.start(tmp_path / "run", {"batch_size": 16}, {}, run_name="quickstart 12-04 10:00:00")
+    for step in range(1, 5):
+        tracker.log_metrics({"train/loss": 1.0 / step}, step=step)
+    tracker.finish("FINISHED")
+    where = tracker.location()
+    experiment = MlflowClient(server).get_experiment_by_name("quickstart")
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+    # the experiment's link: the runs table, in the Model training view, with the run in it
+    text = _page_text(browser, where["experiment_url"], "quickstart 12-04 10:00:00")
+    assert "/runs" in browser.current_url and "workflowType=machine_learning" in browser.current_url
+    assert "Run Name" in text and "Observability" not in text  # the GenAI view's navigation is not there
+    shot = tmp_path / "runs_view.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+    # the run's link: its page, with the metric it logged
+    _page_text(browser, where["url"], "train/loss")
+    assert f"/runs/{where['run_id']}" in browser.current_url
