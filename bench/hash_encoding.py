@@ -1,11 +1,24 @@
-"""Multiresolution hash encoding throughput: points/s for forward + backward.
+"""Multiresolution hash encoding, forward and forward + backward: ours (torch, Triton) beside nerfstudio's.
 
-Compares the model's vectorised torch encoding (one gather for all levels and corners) with a
-per-level loop (vectorised over corners, one gather per level) and the plain reference (loops over
-levels and corners), at nerfacto's defaults (16 levels, 2^19 entries, 2 features, res 16..2048).
+At nerfacto's defaults (16 levels x 2 features, 2^19 rows per level, resolutions 16..2048), on random
+points in [0, 1]^3 with a random output gradient; the table always needs its gradient, `+dx` rows
+also the points' (nerfacto's pose refinement). Rows:
+- torch: the model's torch encoding (one index_select for all levels and corners);
+- torch F.embedding: the same with the gather it had before (F.embedding, a sorting backward);
+- nerfstudio torch: nerfstudio's own torch HashEncoding, when `import nerfstudio` works (its 1.1.5
+  wheel: `pip install --no-deps nerfstudio==1.1.5 jaxtyping`); otherwise the row is left out and said so;
+- triton fp32 / bf16 / tcnn layout: the fused kernels (CUDA only).
+GB/s counts the bytes each kernel would move if every access went to HBM (x per level, 8 corners x F
+table reads or atomic adds per level, the output or its gradient); past the H200's ~4.3 TB/s means
+the level tables are served from L2.
 
-    python bench/hash_encoding.py                       # CPU, and CUDA when available
-    python bench/hash_encoding.py --points 16384 65536 --repeats 5 --devices cpu
+On CUDA the Triton kernels are first checked against the torch encoding (values, table and x
+gradients) at 65k points; a mismatch stops the run.
+
+    python bench/hash_encoding.py --devices cuda                       # the GPU table, ~2 min
+    python bench/hash_encoding.py --devices cuda --sweep               # + Triton block sizes at 1M points
+    python bench/hash_encoding.py --devices cpu --points 4096 --repeats 2
+    TRITON_INTERPRET=1 python bench/hash_encoding.py --devices cpu --points 512 --repeats 1 --check-points 256
 """
 
 from __future__ import annotations
@@ -20,84 +33,182 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from models.fields.encodings import PRIMES, HashEncoding, hash_encoding_reference  # noqa: E402
+from models.fields.encodings import HashEncoding  # noqa: E402
+from models.fields.implementation import interpreting  # noqa: E402
+
+HBM_TBS = 4.3  # H200 HBM3e, TB/s
 
 
-def per_level_loop(enc: HashEncoding, x: torch.Tensor) -> torch.Tensor:
-    """One level at a time, the 8 corners vectorised (the variant the vectorised version replaces)."""
-    outs = []
-    t = enc.table_size
-    for level, res in enumerate(enc.resolutions):
-        side = res + 2
-        pos = x * res
-        lower = torch.floor(pos)
-        frac = pos - lower
-        lower = lower.long()
-        n = x.shape[0]
-        c = [torch.stack([lower[:, d], lower[:, d] + 1], -1) for d in range(3)]
-        w = [torch.stack([1 - frac[:, d], frac[:, d]], -1) for d in range(3)]
-        cx, cy, cz = c[0].view(n, 2, 1, 1), c[1].view(n, 1, 2, 1), c[2].view(n, 1, 1, 2)
-        if side**3 <= t:
-            idx = cx + cy * side + cz * side * side
-        else:
-            idx = (cx * PRIMES[0]) ^ (cy * PRIMES[1]) ^ (cz * PRIMES[2])
-        idx = (idx & (t - 1)).view(n, 8)
-        wt = (w[0].view(n, 2, 1, 1) * w[1].view(n, 1, 2, 1) * w[2].view(n, 1, 1, 2)).view(n, 8, 1)
-        outs.append((F.embedding(idx, enc.table[level]) * wt).sum(1))
-    return torch.cat(outs, -1)
+def embedding_gather(enc: HashEncoding):
+    """The torch encoding with F.embedding as its gather (how it was before index_select)."""
+    def forward(x):
+        real = torch.Tensor.index_select
+        torch.Tensor.index_select = lambda table, dim, index: F.embedding(index, table)
+        try:
+            return enc(x)
+        finally:
+            torch.Tensor.index_select = real
+    return forward
 
 
-def measure(fn, enc, n, device, repeats, warmup=2):
-    x = torch.rand(n, 3, device=device)
-    g = torch.randn(n, enc.out_dim, device=device)
+def nerfstudio_encoding(device):
+    try:
+        from nerfstudio.field_components.encodings import HashEncoding as NSHashEncoding
+    except Exception as err:  # not installed, or one of its many imports missing
+        print(f"nerfstudio is not importable ({type(err).__name__}: {err}): its row is not measured",
+              file=sys.stderr)
+        return None
+    return NSHashEncoding(num_levels=16, min_res=16, max_res=2048, log2_hashmap_size=19, features_per_level=2,
+                          implementation="torch").to(device)
 
-    def step():
-        enc.table.grad = None
-        out = fn(x)
-        (out * g).sum().backward()
 
-    for _ in range(warmup):
-        step()
+def bytes_per_point(enc: HashEncoding, backward: bool, x_grad: bool, table_bytes: int) -> int:
+    levels, f = enc.num_levels, enc.features_per_level
+    fwd = levels * (12 + 8 * f * table_bytes + 4 * f)
+    if not backward:
+        return fwd
+    bwd = levels * (12 + 4 * f + 8 * f * 4)  # x, output gradient, fp32 atomic adds
+    if x_grad:
+        bwd += levels * (8 * f * table_bytes + 12)
+    return fwd + bwd
+
+
+def timed(fn, repeats: int, device: str) -> float:
+    fn()
+    fn()
     if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(repeats):
-        step()
+        fn()
     if device == "cuda":
         torch.cuda.synchronize()
-    return n * repeats / (time.perf_counter() - t0)
+    return (time.perf_counter() - t0) / repeats
+
+
+def measure(forward, table: torch.Tensor, n: int, device: str, repeats: int, x_grad: bool) -> tuple[float, float]:
+    """(seconds forward, seconds forward + backward) for n points."""
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.rand(n, 3, device=device, generator=g).requires_grad_(x_grad)
+    grad = torch.randn(n, forward(x[:1]).shape[-1], device=device, generator=g)
+
+    def fwd():
+        with torch.no_grad():
+            forward(x)
+
+    def fwd_bwd():
+        table.grad = None
+        x.grad = None
+        forward(x).backward(grad)
+
+    return timed(fwd, repeats, device), timed(fwd_bwd, repeats, device)
+
+
+def check_kernels(device: str, n: int) -> None:
+    """Triton against the torch encoding, compiled, at nerfacto's sizes."""
+    for layout, dtype in (("torch", "float32"), ("tcnn", "float32"), ("torch", "bfloat16")):
+        torch.manual_seed(0)
+        ref = HashEncoding(layout=layout, table_dtype=dtype, hash_init_scale=1.0).to(device)
+        fused = HashEncoding(implementation="triton", layout=layout, table_dtype=dtype).to(device)
+        fused.load_state_dict(ref.state_dict())
+        x = torch.rand(n, 3, device=device)
+        x[0], x[1] = 0.0, 1.0
+        grad = torch.randn(n, ref.out_dim, device=device)
+        results = []
+        for enc in (ref, fused):
+            xi = x.clone().requires_grad_(True)
+            out = enc(xi)
+            gt, gx = torch.autograd.grad(out, [enc.table, xi], grad)
+            results.append((out, gt, gx))
+        errs = [(a - b).abs().max().item() / max(b.abs().max().item(), 1e-12) for a, b in zip(*results[::-1])]
+        # tcnn's layout (scale 2^(l log2 b) - 1, +0.5 offset) puts points on cell boundaries where fp32 rounding
+        # may pick the neighbouring cell in one implementation; the interpolation is continuous there, so the
+        # difference stays small but exceeds the torch layout's exact agreement.
+        tol = 1e-3 if layout == "tcnn" else 1e-5
+        ok = errs[0] < tol and errs[1] < tol and errs[2] < 10 * tol
+        print(f"check triton vs torch ({layout} layout, {dtype}): relative max error out {errs[0]:.1e}, "
+              f"table grad {errs[1]:.1e}, x grad {errs[2]:.1e}: {'ok' if ok else 'MISMATCH'}")
+        if not ok:
+            raise SystemExit("the Triton kernels disagree with the torch encoding")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--points", type=int, nargs="+", default=[4096, 65536])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--points", type=int, nargs="+", default=None,
+                   help="default: 65536 262144 1048576 4194304 on CUDA, 4096 16384 on CPU")
+    p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--devices", nargs="+", default=None)
-    p.add_argument("--reference-max-points", type=int, default=65536)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--sweep", action="store_true", help="also time Triton block sizes at 1M points")
+    p.add_argument("--check-points", type=int, default=65536, help="points of the Triton-vs-torch check")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    variants = {"vectorised": lambda enc: enc,
-                "per-level loop": lambda enc: (lambda x: per_level_loop(enc, x)),
-                "reference": lambda enc: (lambda x: hash_encoding_reference(x, enc.table, enc.resolutions))}
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
-    print("hash encoding, 16 levels x 2 features, 2^19 entries/level, res 16..2048: forward+backward")
-    print(f"{'device':<8}{'points':>9}  {'variant':<16}{'Mpoints/s':>11}{'vs reference':>14}")
+    devices = args.devices or (["cuda"] if torch.cuda.is_available() else ["cpu"])
+    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}"
+          + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
+    print("hash encoding, 16 levels x 2 features, 2^19 rows/level, res 16..2048; GB/s as if every access "
+          f"went to HBM (H200 HBM: {HBM_TBS} TB/s)")
+    header = (f"| device | points | variant | fwd Mpoints/s | fwd+bwd Mpoints/s | fwd+bwd vs nerfstudio | "
+              f"fwd GB/s | fwd+bwd GB/s | of {HBM_TBS} TB/s |")
     for device in devices:
+        has_triton = False
+        if device == "cuda" or interpreting():  # TRITON_INTERPRET=1: a CPU smoke run of the Triton rows
+            try:
+                import triton  # noqa: F401
+                has_triton = True
+            except ImportError:
+                print("triton is not importable: no Triton rows", file=sys.stderr)
+        if has_triton:
+            check_kernels(device, args.check_points)
         torch.manual_seed(0)
-        enc = HashEncoding().to(device)
-        for n in args.points:
-            results = {}
-            for name, make in variants.items():
-                if name == "reference" and n > args.reference_max_points:
-                    continue
-                results[name] = measure(make(enc), enc, n, device, args.repeats)
-            ref = results.get("reference")
-            for name, pts in results.items():
-                ratio = f"{pts / ref:.2f}x" if ref else "-"
-                print(f"{device:<8}{n:>9}  {name:<16}{pts / 1e6:>11.3f}{ratio:>14}")
+        variants = {"torch": (HashEncoding().to(device), 4, False)}
+        variants["torch F.embedding"] = (variants["torch"][0], 4, False)
+        ns = nerfstudio_encoding(device)
+        if ns is not None:
+            variants["nerfstudio torch"] = (ns, 4, False)
+        if has_triton:
+            variants["triton fp32"] = (HashEncoding(implementation="triton").to(device), 4, False)
+            variants["triton fp32 +dx"] = (variants["triton fp32"][0], 4, True)
+            variants["triton bf16"] = (HashEncoding(implementation="triton", table_dtype="bfloat16").to(device), 2, False)
+            variants["triton tcnn layout"] = (HashEncoding(implementation="triton", layout="tcnn").to(device), 4, False)
+            variants["torch +dx"] = (variants["torch"][0], 4, True)
+        points = args.points or ([65536, 262144, 1048576, 4194304] if device == "cuda" else [4096, 16384])
+        print(header)
+        print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+        ours = variants["torch"][0]
+        for n in points:
+            rows = {}
+            for name, (enc, table_bytes, x_grad) in variants.items():
+                forward = embedding_gather(enc) if name == "torch F.embedding" else enc
+                table = enc.hash_table if name == "nerfstudio torch" else enc.table
+                rows[name] = (measure(forward, table, n, device, args.repeats, x_grad), table_bytes, x_grad)
+            base = rows.get("nerfstudio torch")
+            for name, ((t_f, t_fb), table_bytes, x_grad) in rows.items():
+                gbs_f = n * bytes_per_point(ours, False, x_grad, table_bytes) / t_f / 1e9
+                gbs_fb = n * bytes_per_point(ours, True, x_grad, table_bytes) / t_fb / 1e9
+                ratio = f"{base[0][1] / t_fb:.2f}x" if base else "-"
+                print(f"| {device} | {n} | {name} | {n / t_f / 1e6:.4g} | {n / t_fb / 1e6:.4g} | {ratio} | "
+                      f"{gbs_f:.0f} | {gbs_fb:.0f} | {gbs_fb / (HBM_TBS * 1e3):.0%} |")
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        if args.sweep and has_triton:
+            sweep(device, args.repeats)
+
+
+def sweep(device: str, repeats: int) -> None:
+    from models.fields import _triton_hash
+
+    enc = HashEncoding(implementation="triton").to(device)
+    saved = _triton_hash.BLOCK, _triton_hash.NUM_WARPS
+    print("| BLOCK | warps | fwd Mpoints/s | fwd+bwd Mpoints/s (1M points on CUDA) |")
+    print("|---:|---:|---:|---:|")
+    for block, warps in ((64, 2), (128, 4), (256, 4), (256, 8), (512, 8)):
+        _triton_hash.BLOCK, _triton_hash.NUM_WARPS = block, warps
+        n = 1 << 20 if device == "cuda" else 512
+        t_f, t_fb = measure(enc, enc.table, n, device, repeats, False)
+        print(f"| {block} | {warps} | {n / t_f / 1e6:.1f} | {n / t_fb / 1e6:.1f} |")
+    _triton_hash.BLOCK, _triton_hash.NUM_WARPS = saved
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""nerfacto training-step throughput at the seed's defaults (implementation=torch): rays/s, peak memory.
+"""nerfacto training-step throughput at the seed's defaults: rays/s, peak memory, per implementation.
 
 The model's loss, backward and one Adam step on random rays, under the loop's autocast and grad
 scaler (`--amp`: bf16, as train.py's nerfacto runs on CUDA; fp16 with loss scaling; off = fp32).
 bench/nerfacto_quality.py measures the same through train.py, with the data and evaluation.
 
     python bench/nerfacto_step.py --device cuda --rays 4096 --steps 20
+    python bench/nerfacto_step.py --device cuda --implementations torch triton --rays 4096 16384 --steps 20
     python bench/nerfacto_step.py --device cuda --amp off --steps 20
     python bench/nerfacto_step.py --device cpu --rays 256 --steps 3 --amp off
 """
@@ -35,23 +36,42 @@ def rays(n, device, num_cameras):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--rays", type=int, default=4096)
+    p.add_argument("--rays", type=int, nargs="+", default=[4096])
+    p.add_argument("--implementations", nargs="+", default=["torch"], help="model.implementation values")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--amp", default="bf16", choices=["off", "bf16", "fp16"], help="autocast dtype (off: fp32)")
     args = p.parse_args()
     device, use_amp, dtype = torch.device(args.device), args.amp != "off", "bf16" if args.amp == "off" else args.amp
+    print(f"device {args.device} ({torch.cuda.get_device_name(0) if args.device == 'cuda' else 'cpu'}), "
+          f"torch {torch.__version__}, amp {args.amp}, 100 cameras, {args.steps} timed steps after {args.warmup}")
+    print("| implementation | rays/step | ms/step | rays/s | vs torch | peak GiB | params | last loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for n_rays in args.rays:
+        base = None
+        for impl in args.implementations:
+            ms, mem, n_params, loss = measure(impl, n_rays, device, use_amp, dtype, args)
+            base = base or (ms if impl == "torch" else None)
+            ratio = f"{base / ms:.2f}x" if base else "-"
+            print(f"| {impl} | {n_rays} | {ms:.1f} | {n_rays / ms * 1e3:.0f} | {ratio} | {mem:.2f} | {n_params:,} | "
+                  f"{loss:.5f} |")
+
+
+def measure(impl, n_rays, device, use_amp, dtype, args):
     scaler = grad_scaler(device, use_amp, dtype)
     torch.manual_seed(0)
-    model = NerfactoModel(100, None, implementation="torch").to(args.device).train()
+    model = NerfactoModel(100, None, implementation=impl).to(device).train()
     groups = model.get_param_groups()
     opt = torch.optim.Adam([{"params": v} for v in groups.values() if v], lr=1e-2, eps=1e-15)
     n_params = sum(p.numel() for p in model.parameters())
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for step in range(args.warmup + args.steps):
-        rb = rays(args.rays, args.device, 100)
-        batch = {"image": torch.rand(args.rays, 3, device=args.device)}
-        if args.device == "cuda":
+        torch.manual_seed(step)
+        rb = rays(n_rays, device, 100)
+        batch = {"image": torch.rand(n_rays, 3, device=device)}
+        if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with autocast(device, use_amp, dtype):
@@ -60,17 +80,12 @@ def main():
         scaler.scale(total).backward()
         scaler.step(opt)
         scaler.update()
-        if args.device == "cuda":
+        if device.type == "cuda":
             torch.cuda.synchronize()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
-    mean = sum(times) / len(times)
-    mem = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
-    print(f"device {args.device} ({torch.cuda.get_device_name(0) if args.device == 'cuda' else 'cpu'}), "
-          f"torch {torch.__version__}, params {n_params:,} (100 cameras), amp {args.amp}")
-    print(f"{'rays/step':>10}{'amp':>6}{'ms/step':>10}{'rays/s':>12}{'peak GiB':>10}")
-    print(f"{args.rays:>10}{args.amp:>6}{mean * 1e3:>10.1f}{args.rays / mean:>12.0f}{mem:>10.2f}")
-    print("last losses:", {k: round(v, 5) for k, v in logs.items()})
+    mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return 1e3 * sum(times) / len(times), mem, n_params, logs["rgb_loss"]
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ one table: samples/s, steps/s, the share of step time spent waiting for data, pe
 
     python bench/train_throughput.py --device cpu --steps 6 --warmup 2
     python bench/train_throughput.py --device cuda --amp off bf16 fp16 --steps 60 --warmup 20
+    python bench/train_throughput.py --device cuda --steps 100 --warmup 20 --num-workers 8 machine.channels_last=true
+
+Speed levers are the `machine.*` / `optimizer.fused` overrides (training/speed.py), applied as train.py does.
 
 The dataset is the scripted PushT one (recorded on first use into $HYDRABOT_HOME).
 """
@@ -34,6 +37,7 @@ def measure(amp: str, args) -> dict:
     from tracking.local_log import read_metrics
     from training.loop import LoopConfig, Trainer
     from training.rng import seed_everything
+    from training.speed import apply_backend_choices, prepare_model
 
     register_schemas()
     overrides = [f"batch_size={args.batch_size}", f"num_workers={args.num_workers}", "logger=none",
@@ -45,7 +49,9 @@ def measure(amp: str, args) -> dict:
             del cfg["hydra"]
     seed_everything(0)
     device = torch.device(args.device)
+    apply_backend_choices(cfg.machine, device)
     pipeline = build_pipeline(cfg, device)
+    prepare_model(pipeline.model, cfg.machine, device)
     run_dir = Path(tempfile.mkdtemp(prefix="bench_"))
     tracker = NullTracker()
     tracker.start(run_dir, params={}, tags={})

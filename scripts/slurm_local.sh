@@ -13,6 +13,26 @@
 # 90% of the memory. Environment knobs: SLURM_LOCAL_DIR, SLURM_LOCAL_PARTITION (debug),
 # SLURM_LOCAL_CPUS (nproc), SLURM_LOCAL_MEM_MB (90% of MemTotal), SLURM_LOCAL_PORT (6817; slurmd
 # uses the next port), SLURM_LOCAL_INSTALL=0 to never apt-get.
+#
+# Several nodes on this one machine (multi-node jobs, node failures), root only:
+#
+#   SLURM_LOCAL_NODES=2 scripts/slurm_local.sh start
+#   scripts/slurm_local.sh node-down hbn2   # the node dies: its link goes silent, its processes are killed
+#   scripts/slurm_local.sh node-up hbn2     # it boots again: link up, slurmd started afresh
+#   SLURM_LOCAL_NODES=2 scripts/slurm_local.sh stop
+#
+# Node i (hbn1, hbn2, ...) is a slurmd in its own network namespace, joined to a bridge by a veth
+# pair, with an address in a private /24 (10.213.K.0/24, K the first subnet this machine does not
+# use; the bridge holds .1, where slurmctld listens; node i is .(10+i)) that only these namespaces
+# and the bridge use: no route leads out of it and nothing is forwarded. Each node has its own
+# hostname (a UTS namespace) and an /etc/hosts naming the nodes (a mount namespace binds
+# $SLURM_LOCAL_DIR/hosts there), so a job's processes on a node see that node's name and address,
+# as on a real cluster. munged is shared (its socket is a file); the file system is shared, as a
+# cluster's network file system would be. CPUs and memory are split evenly between the nodes.
+# A silent node is DOWN after SLURM_LOCAL_SLURMD_TIMEOUT (20) seconds, and a requeued job may start
+# SLURM_LOCAL_CRED_EXPIRE (30) seconds after its requeue. `stop` kills what runs in the namespaces
+# and removes namespaces, veths and the bridge; `start` also removes those of a cluster whose state
+# directory is gone (a killed test run), found through the subnet registry in /run/hydrabot-slurm-net.
 set -euo pipefail
 
 DIR=${SLURM_LOCAL_DIR:-/tmp/hydrabot-slurm}
@@ -20,6 +40,9 @@ PARTITION=${SLURM_LOCAL_PARTITION:-debug}
 PORT=${SLURM_LOCAL_PORT:-6817}
 CONF="$DIR/slurm.conf"
 MUNGE_DIR="$DIR/munge"
+NODES=${SLURM_LOCAL_NODES:-1}
+NET_ENV="$DIR/net.env"     # the namespaced nodes' network: written by `start`, read by the others
+NET_REGISTRY=/run/hydrabot-slurm-net  # one file per subnet in use: the state dir that owns it
 
 log() { echo "slurm_local: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -30,10 +53,11 @@ find_bin() {  # daemons live in /usr/sbin, which a non-login root shell may not 
 }
 
 install_packages() {
-  if [[ -n "$(find_bin slurmctld)" && -n "$(find_bin slurmd)" && -n "$(find_bin munged)" \
-        && -n "$(command -v sbatch || true)" ]]; then
-    return
-  fi
+  local packages="slurm-wlm munge" missing=""
+  [[ -n "$(find_bin slurmctld)" && -n "$(find_bin slurmd)" && -n "$(find_bin munged)" \
+     && -n "$(command -v sbatch || true)" ]] || missing=yes
+  if [[ $NODES -gt 1 && -z "$(find_bin ip)" ]]; then packages+=" iproute2"; missing=yes; fi  # namespaced nodes
+  [[ -n $missing ]] || return 0
   [[ "${SLURM_LOCAL_INSTALL:-1}" == 1 ]] || die "slurm-wlm/munge are missing and SLURM_LOCAL_INSTALL=0"
   command -v apt-get >/dev/null || die "slurm-wlm and munge are missing and there is no apt-get; install them"
   local sudo=""
@@ -41,7 +65,7 @@ install_packages() {
     command -v sudo >/dev/null || die "installing slurm-wlm needs root (or sudo)"
     sudo="sudo -n"
   fi
-  log "installing slurm-wlm and munge (apt-get)"
+  log "installing $packages (apt-get)"
   # The packages' own scripts would start system-wide munged/slurmctld/slurmd (with a default
   # config that this cluster does not use); a policy-rc.d that refuses service starts, if the
   # machine has none, keeps them from starting. It is removed when the install ends.
@@ -53,11 +77,16 @@ install_packages() {
   timeout 300 $sudo apt-get update -qq >&2 || rc=$?
   if [[ $rc == 0 ]]; then
     DEBIAN_FRONTEND=noninteractive timeout 600 $sudo apt-get install -y -qq --no-install-recommends \
-      slurm-wlm munge >&2 || rc=$?
+      $packages >&2 || rc=$?
   fi
   [[ $added_policy == 0 ]] || $sudo rm -f $policy
-  [[ $rc == 0 ]] || die "apt-get could not install slurm-wlm and munge (exit $rc; 124 = it took too long)"
+  [[ $rc == 0 ]] || die "apt-get could not install $packages (exit $rc; 124 = it took too long)"
 }
+
+node_name() { echo "hbn$1"; }                    # node i's SLURM name and hostname
+node_addr() { echo "10.213.$K.$((10 + $1))"; }
+node_ns() { echo "hbm$K-$(node_name "$1")"; }    # its network namespace
+node_veth() { echo "hbm${K}n$1"; }               # the bridge's end of its veth pair
 
 write_conf() {
   local host cpus mem
@@ -65,28 +94,51 @@ write_conf() {
   cpus=${SLURM_LOCAL_CPUS:-$(nproc)}
   mem=${SLURM_LOCAL_MEM_MB:-$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)}
   mkdir -p "$DIR"/{spool/ctld,spool/d,log,run} "$MUNGE_DIR"
+  local cluster=hydrabot-local ctl_addr=127.0.0.1 per_node="" slurmd_timeout=30 auth_info="" scheduler="" nodes
+  nodes="NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN"
+  if [[ $NODES -gt 1 ]]; then
+    # The machine split between the nodes; each slurmd has its own spool, pid and log file (%n:
+    # the node's name). A node that stops answering is DOWN after SlurmdTimeout seconds, which
+    # is when SLURM requeues its jobs.
+    local n
+    n=$(nproc)
+    cpus=${SLURM_LOCAL_CPUS:-$(( n / NODES > 0 ? n / NODES : 1 ))}
+    mem=${SLURM_LOCAL_MEM_MB:-$(( mem / NODES ))}
+    # A requeued job may start again cred_expire seconds after the requeue (SLURM's default, 120 s,
+    # is made for big clusters' slow prologs).
+    cluster=hydrabot-nodes ctl_addr=$CTL_ADDR slurmd_timeout=${SLURM_LOCAL_SLURMD_TIMEOUT:-20} per_node="-%n"
+    auth_info=",cred_expire=${SLURM_LOCAL_CRED_EXPIRE:-30}"
+    # and the scheduler looks at pending jobs every 5 s rather than every 30-60 s
+    scheduler="SchedulerParameters=sched_interval=5,bf_interval=5"
+    nodes=""
+    for i in $(seq "$NODES"); do
+      nodes+="NodeName=$(node_name "$i") NodeAddr=$(node_addr "$i") CPUs=$cpus RealMemory=$mem State=UNKNOWN"
+      [[ $i == "$NODES" ]] || nodes+=$'\n'
+    done
+  fi
   cat >"$CONF" <<EOF
-# Written by scripts/slurm_local.sh: a one-node cluster on $host.
-ClusterName=hydrabot-local
-SlurmctldHost=$host(127.0.0.1)
+# Written by scripts/slurm_local.sh: a $NODES-node cluster on $host.
+ClusterName=$cluster
+SlurmctldHost=$host($ctl_addr)
 SlurmctldPort=$PORT
 SlurmdPort=$((PORT + 1))
 SlurmUser=$(id -un)
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$MUNGE_DIR/munge.socket
+AuthInfo=socket=$MUNGE_DIR/munge.socket$auth_info
 CryptoType=crypto/munge
 StateSaveLocation=$DIR/spool/ctld
-SlurmdSpoolDir=$DIR/spool/d
+SlurmdSpoolDir=$DIR/spool/d$per_node
 SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmdPidFile=$DIR/run/slurmd$per_node.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd$per_node.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/backfill
+$scheduler
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
@@ -97,9 +149,9 @@ JobRequeue=1
 KillWait=10
 MinJobAge=300
 SlurmctldTimeout=30
-SlurmdTimeout=30
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
+SlurmdTimeout=$slurmd_timeout
+$nodes
+PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
   # cgroup plugins are not used (proctrack/linuxproc, task/none), but slurmd reads cgroup.conf.
   echo "CgroupPlugin=autodetect" >"$DIR/cgroup.conf"
@@ -129,33 +181,209 @@ start_munge() {
   die "munged did not start; see $DIR/log/munged.log"
 }
 
+# ---------------------------------------------------------------- namespaced nodes (NODES > 1)
+
+load_net() {  # K, BRIDGE, CTL_ADDR and NODES of this cluster's nodes, from $NET_ENV
+  [[ -f $NET_ENV ]] || die "$DIR has no namespaced nodes ($NET_ENV is missing); start it with SLURM_LOCAL_NODES=2"
+  # shellcheck disable=SC1090
+  source "$NET_ENV"
+}
+
+ns_pids() { ip netns pids "$1" 2>/dev/null | xargs || true; }
+
+net_teardown() {  # net_teardown K: kill what runs in subnet K's namespaces, remove them and the bridge
+  local k=$1 ns pids
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^hbm$k-" || true); do
+    pids=$(ns_pids "$ns")
+    if [[ -n $pids ]]; then
+      kill $pids 2>/dev/null || true
+      for _ in $(seq 50); do [[ -z $(ns_pids "$ns") ]] && break; sleep 0.1; done
+      pids=$(ns_pids "$ns")
+      [[ -z $pids ]] || kill -9 $pids 2>/dev/null || true
+      for _ in $(seq 50); do [[ -z $(ns_pids "$ns") ]] && break; sleep 0.1; done
+    fi
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  # The veth pairs explicitly: a deleted namespace takes its end along only when the kernel gets to
+  # it, and a `start` right after would find the names taken.
+  local veth
+  for veth in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^hbm${k}n[0-9]+$" || true); do
+    ip link del "$veth" 2>/dev/null || true
+  done
+  if ip link show "hbm${k}br" >/dev/null 2>&1; then ip link del "hbm${k}br" || true; fi
+  rm -f "$NET_REGISTRY/$k"
+}
+
+subnet_in_use() {  # 10.213.$1.0/24 has an address or route on this host, its names are taken, or a cluster claimed it
+  [[ -e $NET_REGISTRY/$1 ]] || ip -4 -o addr show | grep -q " 10\.213\.$1\." \
+    || ip -4 route show | grep -q "^10\.213\.$1\." || ip -o link show | grep -q ": hbm$1\(br\|n[0-9]\)" \
+    || ip netns list | grep -q "^hbm$1-"
+}
+
+net_up() {
+  [[ $(id -u) == 0 ]] || die "namespaced nodes (SLURM_LOCAL_NODES=$NODES) need root: ip netns, veth pairs, a bridge"
+  [[ -n "$(find_bin ip)" ]] || die "iproute2's ip is missing; install iproute2"
+  command -v unshare >/dev/null && command -v nsenter >/dev/null || die "unshare/nsenter (util-linux) are missing"
+  [[ $NODES -le 99 ]] || die "SLURM_LOCAL_NODES=$NODES: at most 99 nodes"
+  mkdir -p "$NET_REGISTRY" "$DIR"
+  local k f owner
+  exec 9>"$NET_REGISTRY/.lock"
+  flock 9
+  for f in "$NET_REGISTRY"/*; do  # subnets whose cluster is gone (a killed test run removed its state dir)
+    [[ -f $f ]] || continue
+    owner=$(cat "$f") k=$(basename "$f")
+    if ! grep -qx "K=$k" "$owner/net.env" 2>/dev/null; then
+      log "removing the stale nodes of subnet 10.213.$k.0/24 (cluster $owner is gone)"
+      net_teardown "$k"
+    fi
+  done
+  K=""
+  for k in $(seq 1 254); do
+    if ! subnet_in_use "$k"; then K=$k; break; fi
+  done
+  [[ -n $K ]] || die "no free /24 in 10.213.0.0/16 for the nodes"
+  echo "$DIR" >"$NET_REGISTRY/$K"
+  BRIDGE=hbm${K}br CTL_ADDR=10.213.$K.1
+  printf 'K=%s\nBRIDGE=%s\nCTL_ADDR=%s\nNODES=%s\n' "$K" "$BRIDGE" "$CTL_ADDR" "$NODES" >"$NET_ENV"
+  flock -u 9
+  exec 9>&-
+  ip link add "$BRIDGE" type bridge
+  echo 1 >"/proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6" 2>/dev/null || true  # IPv4 only, no router solicitations
+  ip addr add "$CTL_ADDR/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  {
+    echo "127.0.0.1 localhost"
+    echo "$CTL_ADDR $(hostname -s)"
+    for i in $(seq "$NODES"); do echo "$(node_addr "$i") $(node_name "$i")"; done
+    # the same addresses as IPv4-mapped IPv6 ones, which dual-stack servers (torch's TCPStore) see
+    # their peers as and look up by name
+    for i in $(seq "$NODES"); do echo "::ffff:$(node_addr "$i") $(node_name "$i")"; done
+  } >"$DIR/hosts"
+  local ns veth
+  for i in $(seq "$NODES"); do
+    ns=$(node_ns "$i") veth=$(node_veth "$i")
+    ip netns add "$ns"
+    ip link add "$veth" type veth peer name "${veth}p"
+    echo 1 >"/proc/sys/net/ipv6/conf/$veth/disable_ipv6" 2>/dev/null || true
+    ip link set "${veth}p" netns "$ns"
+    ip -n "$ns" link set "${veth}p" name eth0
+    ip netns exec "$ns" sh -c 'echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6' 2>/dev/null || true
+    ip -n "$ns" addr add "$(node_addr "$i")/24" dev eth0
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+    ip link set "$veth" master "$BRIDGE"
+    ip link set "$veth" up
+  done
+}
+
+node_index() {  # hbn2 -> 2
+  local i=${1#hbn}
+  if [[ ! $i =~ ^[0-9]+$ ]] || (( i < 1 || i > NODES )); then
+    die "no node '$1' here (nodes: $(for j in $(seq "$NODES"); do node_name "$j"; done | xargs))"
+  fi
+  echo "$i"
+}
+
+node_start() {  # slurmd of node i, in its namespaces: its network, hostname and /etc/hosts
+  local i=$1 name pidfile
+  name=$(node_name "$i")
+  pidfile="$DIR/run/slurmd-$name.pid"
+  pid_alive "$pidfile" && return
+  mkdir -p "$DIR/spool/d-$name"
+  # nsenter enters the node's network namespace (not `ip netns exec`, whose fresh /sys hides the
+  # cgroup mounts slurmd reads); unshare adds a UTS namespace (the hostname) and a mount namespace
+  # (this cluster's hosts file on /etc/hosts, for this node only); slurmd then daemonizes inside
+  # them, and every job step it starts runs there too.
+  timeout 60 nsenter --net="/run/netns/$(node_ns "$i")" unshare --uts --mount --propagation private \
+    sh -c 'mount --bind "$1" /etc/hosts && hostname "$2" && exec "$3" -f "$4" -N "$2"' \
+    sh "$DIR/hosts" "$name" "$(find_bin slurmd)" "$CONF"
+  for _ in $(seq 50); do pid_alive "$pidfile" && return; sleep 0.1; done
+  die "slurmd of $name did not start; see $DIR/log/slurmd-$name.log"
+}
+
+cmd_node_down() {
+  load_net
+  local i ns pids
+  i=$(node_index "${1:-}")
+  ns=$(node_ns "$i")
+  # The link first, so the node falls silent (no TCP reset reaches its peers, as when a machine
+  # loses power); then everything that ran on it.
+  ip link set "$(node_veth "$i")" down
+  pids=$(ns_pids "$ns")
+  [[ -z $pids ]] || kill -9 $pids 2>/dev/null || true
+  for _ in $(seq 50); do [[ -z $(ns_pids "$ns") ]] && break; sleep 0.1; done
+  [[ -z $(ns_pids "$ns") ]] || die "processes of $(node_name "$i") survived SIGKILL: $(ns_pids "$ns")"
+  rm -f "$DIR/run/slurmd-$(node_name "$i").pid"
+  log "$(node_name "$i") is down (killed: ${pids:-nothing})"
+}
+
+cmd_node_up() {
+  load_net
+  local i
+  i=$(node_index "${1:-}")
+  ip link set "$(node_veth "$i")" up
+  export SLURM_CONF=$CONF
+  node_start "$i"
+  log "$(node_name "$i") is up (slurmd pid $(cat "$DIR/run/slurmd-$(node_name "$i").pid"))"
+}
+
+# ---------------------------------------------------------------- commands
+
+slurmd_pidfiles() {
+  if [[ $NODES -gt 1 ]]; then
+    for i in $(seq "$NODES"); do echo "$DIR/run/slurmd-$(node_name "$i").pid"; done
+  else
+    echo "$DIR/run/slurmd.pid"
+  fi
+}
+
+cluster_running() {
+  pid_alive "$DIR/run/slurmctld.pid" || return 1
+  local f
+  for f in $(slurmd_pidfiles); do pid_alive "$f" || return 1; done
+}
+
+wait_for_nodes() {  # every node idle (or already busy); a node that came up DOWN is resumed
+  local states="" node state
+  for _ in $(seq 60); do
+    states=$(timeout 10 sinfo -h -N -o '%N %T' 2>/dev/null | sort -u || true)
+    if [[ $(grep -c -E ' (idle|mixed|alloc)' <<<"$states") -ge $NODES ]]; then return 0; fi
+    while read -r node state; do
+      if [[ $state == down* || $state == drain* ]]; then
+        timeout 10 scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true
+      fi
+    done <<<"$states"
+    sleep 0.5
+  done
+  log "node states: $(tr '\n' ';' <<<"$states")"
+  return 1
+}
+
 cmd_start() {
   install_packages
-  if pid_alive "$DIR/run/slurmctld.pid" && pid_alive "$DIR/run/slurmd.pid"; then
-    log "already running (SLURM_CONF=$CONF)"
-    echo "$CONF"
-    return
+  if [[ -f $NET_ENV ]]; then
+    if cluster_running; then load_net; log "already running (SLURM_CONF=$CONF)"; echo "$CONF"; return; fi
+    cmd_stop  # what a failed or killed start left behind
+  elif [[ $NODES -le 1 ]] && cluster_running; then
+    log "already running (SLURM_CONF=$CONF)"; echo "$CONF"; return
   fi
+  [[ $NODES -le 1 ]] || net_up
   write_conf
   start_munge
   export SLURM_CONF=$CONF
   pid_alive "$DIR/run/slurmctld.pid" || timeout 60 "$(find_bin slurmctld)" -f "$CONF" -i
-  pid_alive "$DIR/run/slurmd.pid" || timeout 60 "$(find_bin slurmd)" -f "$CONF"
-  local state=""
-  for _ in $(seq 60); do
-    state=$(timeout 10 sinfo -h -N -o '%T' 2>/dev/null | head -1 || true)
-    case $state in idle*|mixed*|alloc*) break ;; esac
-    if [[ $state == down* || $state == drain* ]]; then
-      timeout 10 scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true
-    fi
-    sleep 0.5
-  done
-  case $state in
-    idle*|mixed*|alloc*) log "up: node $(hostname -s) is $state, partition $PARTITION (SLURM_CONF=$CONF)" ;;
-    *) log "node state is '${state:-unknown}'; last log lines:"
-       tail -n 20 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
-       cmd_stop; die "the cluster did not come up" ;;
-  esac
+  if [[ $NODES -gt 1 ]]; then
+    for i in $(seq "$NODES"); do node_start "$i"; done
+  else
+    pid_alive "$DIR/run/slurmd.pid" || timeout 60 "$(find_bin slurmd)" -f "$CONF"
+  fi
+  if wait_for_nodes; then
+    log "up: $(timeout 10 sinfo -h -N -o '%N %T' | xargs), partition $PARTITION (SLURM_CONF=$CONF)"
+  else
+    log "the nodes did not come up; last log lines:"
+    tail -n 20 "$DIR"/log/slurm*.log >&2 || true
+    cmd_stop; die "the cluster did not come up"
+  fi
   echo "$CONF"
 }
 
@@ -175,6 +403,12 @@ cmd_stop() {
   if [[ -f $CONF ]] && pid_alive "$DIR/run/slurmctld.pid"; then
     SLURM_CONF=$CONF timeout 20 scancel --user="$(id -un)" >/dev/null 2>&1 || true
   fi
+  if [[ -f $NET_ENV ]]; then  # namespaced nodes: their slurmds, then whatever else runs on them
+    load_net
+    for f in $(slurmd_pidfiles); do stop_pid slurmd "$f"; done
+    net_teardown "$K"
+    rm -f "$NET_ENV"
+  fi
   stop_pid slurmd "$DIR/run/slurmd.pid"
   stop_pid slurmctld "$DIR/run/slurmctld.pid"
   stop_pid munged "$MUNGE_DIR/munged.pid"
@@ -182,17 +416,23 @@ cmd_stop() {
 }
 
 cmd_status() {
-  local rc=0 d
-  for d in slurmctld slurmd; do
-    if pid_alive "$DIR/run/$d.pid"; then echo "$d: running (pid $(cat "$DIR/run/$d.pid"))"
-    else echo "$d: stopped"; rc=3; fi
+  local rc=0 f
+  [[ ! -f $NET_ENV ]] || load_net
+  if pid_alive "$DIR/run/slurmctld.pid"; then echo "slurmctld: running (pid $(cat "$DIR/run/slurmctld.pid"))"
+  else echo "slurmctld: stopped"; rc=3; fi
+  for f in $(slurmd_pidfiles); do
+    if pid_alive "$f"; then echo "$(basename "$f" .pid): running (pid $(cat "$f"))"
+    else echo "$(basename "$f" .pid): stopped"; rc=3; fi
   done
   if pid_alive "$MUNGE_DIR/munged.pid"; then echo "munged: running (pid $(cat "$MUNGE_DIR/munged.pid"))"
   else echo "munged: stopped"; rc=3; fi
-  if [[ $rc == 0 ]]; then
+  if [[ -f $NET_ENV ]]; then
+    echo "network: bridge $BRIDGE ($CTL_ADDR/24), namespaces $(ip netns list | awk '{print $1}' | grep "^hbm$K-" | xargs)"
+  fi
+  if pid_alive "$DIR/run/slurmctld.pid"; then
     export SLURM_CONF=$CONF
     echo "SLURM_CONF=$CONF"
-    sinfo || true
+    sinfo -N || true
     squeue || true
   fi
   return $rc
@@ -203,5 +443,7 @@ case "${1:-}" in
   stop) cmd_stop ;;
   status) cmd_status ;;
   conf) echo "$CONF" ;;
-  *) echo "usage: $0 start|stop|status|conf" >&2; exit 2 ;;
+  node-down) cmd_node_down "${2:-}" ;;
+  node-up) cmd_node_up "${2:-}" ;;
+  *) echo "usage: $0 start|stop|status|conf|node-down NODE|node-up NODE" >&2; exit 2 ;;
 esac

@@ -3,8 +3,9 @@
     python src/eval.py checkpoint=outputs/runs/<day>/<run>/checkpoints/last eval.n_episodes=10
     python src/eval.py checkpoint=<neural-field run>/checkpoints/last output_path=metrics.json
 
-A policy is rolled out in its env; a neural field renders all its held-out views (nerfstudio's
-ns-eval). The checkpoint carries its resolved config (features included), so no training dataset is
+A policy is rolled out in its env; a neural field renders all the views of its scene's test split
+(nerfstudio's ns-eval: the file's test_filenames, or the held-out frames of eval_mode; a Blender
+scene's transforms_test.json). The checkpoint carries its resolved config (features included), so no training dataset is
 needed; plain `key=value` overrides (eval.*, machine.device_type, ...) apply on top. Metrics are
 printed and written, with the rollout videos or renders, to `output_dir` (default:
 <run dir>/eval_only/step_<N>), and the files written are listed; `output_path` also writes them as
@@ -38,7 +39,7 @@ def main(argv: list[str]) -> dict:
     if bad or "checkpoint" not in args:
         fail(f"{USAGE} (got {' '.join(argv)})")
     output_dir, output_path = args.pop("output_dir", None), args.pop("output_path", None)
-    ckpt, pipeline, cfg, state, choices = load_checkpoint(args.pop("checkpoint"), args)
+    ckpt, pipeline, cfg, state, choices = load_checkpoint(args.pop("checkpoint"), args, test_mode="test")
     step = int(state["step"])
     run_dir = run_dir_of(ckpt, cfg.get("relative_model_dir"))
     out_dir = Path(output_dir) if output_dir else run_dir / "eval_only" / f"step_{step:06d}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,21 @@ TINY_POLICY = [
 ]
 
 
+# A TD-MPC small enough for a CPU test step.
+TINY_TDMPC = [
+    "policy.latent_dim=8", "policy.mlp_dim=16", "policy.state_encoder_hidden_dim=16",
+    "policy.image_encoder_hidden_dim=4", "policy.q_ensemble_size=3", "policy.horizon=3",
+    "policy.n_gaussian_samples=16", "policy.n_pi_samples=4", "policy.n_elites=4", "policy.cem_iterations=2",
+]
+
+
+def tdmpc_overrides(env: str, root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["policy=tdmpc", f"env={env}", f"dataset.root={root}", "logger=none", "machine.device_type=cpu",
+            "progress_bar=false", "steps=4", "batch_size=4", "num_workers=0", "log_freq=2", "save_freq=2",
+            "eval_freq=0", "eval.n_episodes=1", "eval.batch_size=1", "eval.max_videos=0", "env.episode_length=10",
+            f"hydra.run.dir={run_dir}", *TINY_TDMPC, *extra]
+
+
 def tiny_overrides(pusht_root: Path, run_dir: Path, *extra: str) -> list[str]:
     return [
         "experiment=quickstart", "logger=none", "machine.device_type=cpu", "progress_bar=false",
@@ -28,6 +44,19 @@ def tiny_overrides(pusht_root: Path, run_dir: Path, *extra: str) -> list[str]:
         "save_freq=2", "eval_freq=0", "eval.n_episodes=1", "eval.batch_size=1", "env.episode_length=12",
         f"hydra.run.dir={run_dir}", *TINY_POLICY, *extra,
     ]
+
+
+def copy_as_killed_after(full: Path, part: Path, step: int) -> Path:
+    """`part`: a copy of the finished run `full` as if it had been killed right after its checkpoint at
+    `step` (later checkpoints and evaluations gone, `last` pointing at that step), to resume."""
+    shutil.copytree(full, part, symlinks=True)
+    shutil.rmtree(part / "eval", ignore_errors=True)
+    for ckpt in (part / "checkpoints").iterdir():
+        if ckpt.name != "last" and int(ckpt.name) > step:
+            shutil.rmtree(ckpt)
+    (part / "checkpoints" / "last").unlink()
+    (part / "checkpoints" / "last").symlink_to(f"{step:06d}")
+    return part
 
 
 def run_bounded(cmd: list[str], env: dict | None = None, timeout: float = 600,

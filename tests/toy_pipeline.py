@@ -80,3 +80,20 @@ def train_toy(run_dir: Path, batch_size: int, steps: int, rank: Rank = SINGLE) -
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def report_ranks(run_dir: Path, nudge_rank: int | None, rank: Rank = SINGLE) -> list[dict]:
+    """Every rank builds the toy model from one seed (rank `nudge_rank` then moves one weight by
+    1e-7) and reports to `training.distributed.check_ranks_agree`."""
+    from training import distributed as dist_lib
+
+    dist_lib.init(OmegaConf.create({"dist_url": "auto"}), rank, "cpu")
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        if rank.rank == nudge_rank:
+            with torch.no_grad():
+                model.bias += 1e-7
+        return dist_lib.check_ranks_agree(model, 0, 5, rank, run_dir)
+    finally:
+        dist_lib.shutdown()

@@ -140,7 +140,8 @@ def env_dataset(args: list[str], config_dir: str | None = None) -> list[str]:
     plain = [a for a in args if not a.startswith("-")]
     picks = dict(a.split("=", 1) for a in plain if "=" in a)
     env = picks.get("env")
-    if env not in ENV_DATASETS or "dataset" in picks or "experiment" in picks or config_dir is None:
+    if env not in ENV_DATASETS or "dataset" in picks or "~dataset" in plain or "experiment" in picks \
+            or config_dir is None:  # ~dataset: a pure online run
         return args
     task = picks.get("env.task") or OmegaConf.load(Path(config_dir) / "env" / f"{env}.yaml").get("task")
     dataset = ENV_DATASETS[env].get(task)

@@ -21,6 +21,8 @@ from cli.seed_flags import (  # noqa: E402
     LOAD_CONFIG_FLAG,
     NERFSTUDIO,
     PRESET_FLAG,
+    VIS_CHOICES,
+    VIS_FLAG,
     SeedFlag,
     config_keys,
     option_exists,
@@ -45,7 +47,7 @@ def status(seed: SeedFlag) -> str:
     """`supported[ with group=option]`, `awaits <feature>` or `not supported: <why>`."""
     if seed.flag == "--help":
         return "supported: Hydra's help (config groups, keys and override syntax)"
-    if seed.flag in (PRESET_FLAG, LOAD_CONFIG_FLAG):
+    if seed.flag in (PRESET_FLAG, LOAD_CONFIG_FLAG, VIS_FLAG):
         return "supported"
     rule = rule_for(seed.flag)
     if rule.target is None:
@@ -108,6 +110,9 @@ def override_text(seed: SeedFlag) -> str:
     if seed.flag == LOAD_CONFIG_FLAG:
         return ("the saved run's group choices (its checkpoint's choices.yaml) and each value of the file that "
                 "differs from them: `model=nerfacto data=synthetic ... <key>=<value> ...`")
+    if seed.flag == VIS_FLAG:
+        return "; ".join(f"{value}: `viewer={viewer} logger={logger}`"
+                         for value, (viewer, logger) in VIS_CHOICES.items())
     rule = rule_for(seed.flag)
     if rule.target is None:
         return "—"
@@ -177,6 +182,9 @@ def render() -> str:
         f"- `{LOAD_CONFIG_FLAG} <run>/config.yaml` (or a checkpoint's config.yaml) reads that file and writes it",
         "  out as overrides: the run's group choices and every value that differs from what they compose to,",
         "  so the new run (its own directory) has the saved config; flags and overrides after it apply on top.",
+        f"- `{VIS_FLAG}` picks the viewer and the tracker together, as in nerfstudio: `viewer` alone is the web viewer",
+        "  without a tracker (metrics still go to the run's metrics.jsonl), `viewer+wandb` (or `viewer+mlflow`) both;",
+        "  MLflow stands in for wandb, tensorboard and comet. Unlike ns-train, no viewer opens unless asked for.",
         f"- `{PRESET_FLAG}=true` is what happens anyway (the optimizer and scheduler follow",
         "  `conf/optimizer/preset/<policy>.yaml`); `=false` must come with an optimizer choice.",
         "",

@@ -424,7 +424,16 @@ class Rule:
 PRESET_FLAG = "--use_policy_training_preset"
 LOAD_CONFIG_FLAG = "--load-config"
 _NERF = "nerfacto"
-_VIEWER = "there is no interactive viewer; metrics go to MLflow (logger=mlflow) and renders are saved with the run"
+VIS_FLAG = "--vis"
+# nerfstudio's --vis names the viewer and the experiment tracker at once: value -> (viewer, logger) options.
+# MLflow stands in for wandb, tensorboard and comet (one tracker for both families); there is one viewer.
+VIS_CHOICES = {
+    "viewer": ("web", "none"), "viewer_legacy": ("web", "none"),
+    **{tracker: ("none", "mlflow") for tracker in ("mlflow", "wandb", "tensorboard", "comet")},
+    **{f"viewer+{tracker}": ("web", "mlflow") for tracker in ("mlflow", "wandb", "tensorboard", "comet")},
+}
+_SHARE_URL = ("it needs the internet: viser's share URL tunnels the viewer through a relay server; reach a remote "
+              "viewer over SSH instead (ssh -L 7007:127.0.0.1:7007 <host>, then http://127.0.0.1:7007)")
 _FROM_DATASET = "filled from the dataset's features when the policy is built, never by hand"
 
 
@@ -462,7 +471,7 @@ RULES: tuple[Rule, ...] = (
     Rule("--optimizer.", "optimizer."),
     Rule("--scheduler.", "scheduler."),
     Rule("--offline.steps", "steps"),
-    Rule("--online.", None, "online training (env rollouts fed to a replay buffer while training) is not built yet"),
+    Rule("--online.", "online."),
     Rule("--output_dir", "hydra.run.dir"),
     Rule("--job_name", "job_name"),
     Rule("--resume", "resume"),
@@ -483,8 +492,9 @@ RULES: tuple[Rule, ...] = (
     Rule("--experiment-name", "job_name"),
     Rule("--project-name", "logger.experiment_name"),
     Rule("--timestamp", None, "run directories are already timestamped by hydra.run.dir"),
-    Rule("--vis", None, _VIEWER),
-    Rule("--viewer.", None, _VIEWER),
+    Rule(VIS_FLAG, None, "translated by vis_overrides"),
+    Rule("--viewer.make-share-url", None, _SHARE_URL),
+    Rule("--viewer.", "viewer.", _NERF),
     Rule("--data", "data.data", _NERF),
     Rule("--prompt", "model.prompt", _NERF),
     # nerfstudio's run options: root keys of both families
@@ -508,9 +518,6 @@ RULES: tuple[Rule, ...] = (
     Rule("--pipeline.datamanager.camera-optimizer.optimizer.", "optimizer.camera_opt.", _NERF),
     Rule("--pipeline.datamanager.camera-optimizer.scheduler.", "scheduler.camera_opt.", _NERF),
     Rule("--pipeline.datamanager.camera-optimizer.", "model.camera_optimizer.", _NERF),
-    Rule("--pipeline.datamanager.pixel-sampler.is-equirectangular", None,
-         "there are no equirectangular cameras here (the dataparsers read pinhole and OpenCV cameras and refuse "
-         "EQUIRECTANGULAR), and nerfstudio's datamanager sets this flag from the cameras anyway"),
     Rule("--pipeline.datamanager.", "data.", _NERF),
     Rule("--pipeline.model.", "model.", _NERF),
     Rule("--optimizers.fields.optimizer.", "optimizer.fields.", _NERF),
@@ -577,6 +584,10 @@ def translate_argv(args: list[str]) -> tuple[list[str], list[str]]:
             overrides, note = load_config_overrides(words[0])
             out += overrides
             notes.append(note)
+        elif seed == VIS_FLAG:
+            overrides, note = vis_overrides(words[0])
+            out += overrides
+            notes += [note] if note else []
         elif rule is not None and rule.group:
             value = _bool(flag, words) if rule.values else _word(words[0], multirun)
             out.append(_checked(flag, f"{rule.target}={dict(rule.values).get(value, value)}"))
@@ -585,6 +596,21 @@ def translate_argv(args: list[str]) -> tuple[list[str], list[str]]:
     if translated:
         notes.append(" ".join(["translated: python src/train.py", *map(shell_quote, out)]))
     return out, notes
+
+
+def vis_overrides(value: str) -> tuple[list[str], str | None]:
+    """nerfstudio's `--vis <value>`: the viewer and logger options it names, and a note where the tracker named
+    is MLflow here or the viewer is the one viewer there is."""
+    if value not in VIS_CHOICES:
+        raise ValueError(f"{VIS_FLAG} {value} is not one of {', '.join(VIS_CHOICES)}")
+    viewer, logger = VIS_CHOICES[value]
+    named = value.removeprefix("viewer+")
+    note = None
+    if named in ("wandb", "tensorboard", "comet"):
+        note = f"{VIS_FLAG} {value}: MLflow tracks the run here (logger=mlflow)"
+    elif value == "viewer_legacy":
+        note = f"{VIS_FLAG} {value}: there is one viewer here, the web viewer (viewer=web)"
+    return [f"viewer={viewer}", f"logger={logger}"], note
 
 
 # Keys a pipeline fills in when it builds (not settable by an override): left out of --load-config's overrides.
@@ -685,6 +711,8 @@ def names_nerfacto(args: list[str]) -> bool:
             continue
         flag = arg.partition("=")[0]
         seed = flag if flag in SEED_FLAGS else _SPELLINGS.get(flag.replace("_", "-"))
+        if seed == VIS_FLAG:
+            return True
         rule = rule_for(seed) if seed is not None and seed not in (PRESET_FLAG, LOAD_CONFIG_FLAG) else None
         if rule is not None and rule.note == _NERF:
             return True
@@ -719,7 +747,7 @@ def _resolve(flag: str) -> tuple[str | None, Rule | None, str | None, str]:
     if seed is not None:
         if seed == PRESET_FLAG:
             return seed, None, None, "bool"
-        if seed == LOAD_CONFIG_FLAG:
+        if seed in (LOAD_CONFIG_FLAG, VIS_FLAG):
             return seed, None, None, "scalar"
         rule = rule_for(seed)
         key = target_key(seed, rule)

@@ -27,6 +27,9 @@ INSTANTIATION_KEYS = frozenset({"_target_", "_args_", "_partial_", "_recursive_"
 # Group choices that fix the model and data of a run (what choices.yaml records).
 RUN_GROUPS = ("policy", "env", "dataset", "model", "data", "optimizer", "scheduler", "machine", "logger", "eval",
               "experiment")
+# Groups a run does not record: they do not change what is trained, so a resumed run picks them afresh
+# (`resume=true viewer=web` watches a run that trained without the viewer).
+FREE_GROUPS = ("viewer",)
 _OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*")
 
 

@@ -32,6 +32,9 @@ class AdamConfig(OptimizerConfig):
     _target_: str = "torch.optim.Adam"
     betas: list[float] = ranged(default_factory=lambda: [0.9, 0.999], ge=0, lt=1, length=2)
     eps: float = ranged(1e-8, ge=0)
+    # one fused kernel per step instead of torch's foreach kernels; null: fused when every parameter
+    # is on CUDA (training/optim.py)
+    fused: Optional[bool] = None
 
 
 @dataclass
@@ -195,10 +198,13 @@ class PixelSamplerConfig:
     """nerfstudio's --pipeline.datamanager.pixel-sampler.*. As nerfstudio's datamanager does, each split's
     sampler takes its batch size from train_num_rays_per_batch / eval_num_rays_per_batch, so
     `num_rays_per_batch` is not read (kept so a translated command stays valid); `keep_full_image` adds
-    the split's images to every ray batch ("full_image"). No equirectangular cameras: no such flag."""
+    the split's images to every ray batch ("full_image"). `is_equirectangular` (sample rows uniformly
+    over the sphere): nerfstudio sets it from the cameras whatever is passed; here null does that and a
+    value that contradicts the cameras is refused."""
 
     num_rays_per_batch: int = ranged(4096, ge=1)
     keep_full_image: bool = False
+    is_equirectangular: Optional[bool] = None
 
 
 @dataclass
@@ -249,6 +255,11 @@ class MachineConfig:
     num_machines: int = ranged(1, ge=1)
     machine_rank: int = ranged(0, ge=0)
     dist_url: str = "auto"
+    # speed levers (training/speed.py, docs/ROBOT_LEARNING.md "Training speed"); CUDA only except compile
+    tf32: bool = True             # TF32 matmuls and convolutions on CUDA (LeRobot's train sets the same)
+    cudnn_benchmark: bool = True  # cuDNN times its algorithms per input shape once (LeRobot's choice too)
+    channels_last: bool = False   # 4-D weights and images in NHWC: cuDNN's native layout, no conversions
+    compile: bool = False         # torch.compile of the model (its forward and backward), on first use
     partition: Optional[str] = None
     timeout_min: int = ranged(60, ge=1)
     cpus_per_task: Optional[int] = ranged(None, ge=1)
@@ -313,6 +324,24 @@ class ViewsEvalConfig:
     orbit_frames: int = ranged(0, ge=0, why="0: no orbit video")
 
 
+# ----------------------------------------------------------------------------- online
+@dataclass
+class OnlineConfig:
+    """LeRobot's `--online.*`: after `steps` offline steps, `online.steps` more in which the policy
+    rolls out in its env every `steps_between_rollouts` steps, its episodes go to an online buffer on
+    disk and batches draw `sampling_ratio` of their items from it (training/online/)."""
+
+    steps: int = ranged(0, ge=0, why="0: no online phase")
+    rollout_n_episodes: int = ranged(1, ge=1)
+    rollout_batch_size: int = ranged(1, ge=1, why="envs run at once")
+    steps_between_rollouts: Optional[int] = ranged(None, ge=1, why="needed when online.steps > 0")
+    sampling_ratio: float = ranged(0.5, ge=0, le=1, why="the share of each batch drawn from the online buffer")
+    env_seed: Optional[int] = ranged(None, ge=0, why="null: machine.seed")
+    buffer_capacity: Optional[int] = ranged(None, ge=1, why="frames kept (first in, first out); null: all of them")
+    buffer_seed_size: int = ranged(0, ge=0, why="frames rolled out before the first online step")
+    do_rollout_async: bool = False
+
+
 # ----------------------------------------------------------------------------- root
 @dataclass
 class TrainConfig:
@@ -328,6 +357,8 @@ class TrainConfig:
     machine: MachineConfig = field(default_factory=MachineConfig)
     logger: Any = None
     eval: Any = None
+    viewer: Any = None
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
     job_name: str = "run"
     seed: int = 1000
@@ -365,6 +396,7 @@ class TrainConfig:
             raise ConfigError(f"eval_freq={node.eval_freq} is out of range for a neural field: must be 0 (it is the "
                               "robot family's eval cadence); set eval.steps_per_eval_batch / steps_per_eval_image / "
                               "steps_per_eval_all_images instead (nerfstudio's --steps-per-eval-*)")
+        check_online(node)
         policy, env = node.get("policy"), node.get("env")
         crop = policy.get("crop_shape") if policy is not None else None
         if crop is None or env is None:
@@ -375,3 +407,40 @@ class TrainConfig:
                 raise ConfigError(f"policy.crop_shape={list(crop)} is out of range: must fit in the env's image {key} "
                                   f"of shape {list(images[key])} ([H, W, C]); set policy.crop_shape to at most "
                                   f"[{height}, {width}], or null")
+
+
+def check_online(node: Any) -> None:
+    """The online phase against the rest of the run: a robot policy, one process, a buffer that can
+    hold its seed, and a dataset for whatever is not drawn from the buffer."""
+    online = node.get("online")
+    steps = online.steps if online is not None else 0
+    if node.get("policy") is None:
+        if steps:
+            raise ConfigError(f"online.steps={steps} is out of range for a neural field: must be 0 (online training "
+                              "rolls a robot policy out in its env)")
+        return
+    if node.get("dataset") is None and not steps:
+        raise ConfigError("~dataset (no dataset) leaves nothing to train on: pick a dataset (dataset=pusht), or train "
+                          "purely online with online.steps > 0 and steps=0")
+    if not steps:
+        return
+    if online.steps_between_rollouts is None:
+        raise ConfigError(f"online.steps={steps} needs online.steps_between_rollouts: set it to the optimizer steps "
+                          "between two rollouts (e.g. online.steps_between_rollouts=50)")
+    machine = node.get("machine")
+    if machine is not None and machine.num_devices * machine.num_machines > 1:
+        raise ConfigError(f"online.steps={steps} is out of range with machine.num_devices={machine.num_devices} x "
+                          f"machine.num_machines={machine.num_machines}: online training runs on one device; set "
+                          "machine.num_devices=1 machine.num_machines=1")
+    capacity = online.buffer_capacity
+    if capacity is not None and online.buffer_seed_size > capacity:
+        raise ConfigError(f"online.buffer_seed_size={online.buffer_seed_size} is out of range: must be <= "
+                          f"online.buffer_capacity={capacity}, or the buffer could never be seeded")
+    if node.get("dataset") is None:
+        wrong = [f"steps={node.steps}"] if node.steps else []
+        if online.sampling_ratio != 1:
+            wrong.append(f"online.sampling_ratio={online.sampling_ratio}")
+        if wrong:
+            raise ConfigError(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} out of range without a "
+                              "dataset (~dataset): a pure online run has no offline steps or items; set steps=0 "
+                              "online.sampling_ratio=1, or pick a dataset")

@@ -13,7 +13,10 @@ from envs.configs import EnvConfig
 from models.act.config import ACTConfig
 from models.diffusion.config import DiffusionConfig
 from models.nerfacto.config import NerfactoConfig
+from models.pi0.config import PI0Config
+from models.tdmpc.config import TDMPCConfig
 from models.vqbet.config import VQBeTConfig
+from viewer.config import ViewerConfig
 
 SCHEMAS = {
     "optimizer": {"adam": schemas.AdamConfig, "adamw": schemas.AdamWConfig, "sgd": schemas.SGDConfig,
@@ -28,10 +31,12 @@ SCHEMAS = {
     "machine": {"machine": schemas.MachineConfig},
     "logger": {"mlflow": schemas.MLflowLoggerConfig, "none": schemas.NullLoggerConfig},
     "eval": {"rollout": schemas.RolloutEvalConfig, "views": schemas.ViewsEvalConfig},
-    "policy": {"diffusion": DiffusionConfig, "act": ACTConfig, "vqbet": VQBeTConfig},
+    "policy": {"diffusion": DiffusionConfig, "act": ACTConfig, "vqbet": VQBeTConfig, "pi0": PI0Config,
+               "tdmpc": TDMPCConfig},
     "env": {"env": EnvConfig},
     "model": {"nerfacto": NerfactoConfig},
     "data": {"nerf": schemas.NerfDataConfig},
+    "viewer": {"viewer": ViewerConfig},
 }
 
 

@@ -48,6 +48,9 @@ class EnvConfig:
     visualization_width: Optional[int] = ranged(None, ge=1)
     visualization_height: Optional[int] = ranged(None, ge=1)
     gym_kwargs: dict[str, Any] = field(default_factory=dict)
+    # The instruction a language-conditioned policy (pi0) is given at every step (observation "task");
+    # null: the one the project's scripted demonstrations of this task were recorded with, else "".
+    task_description: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.features = {

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.configs import EnvConfig, as_env_config
+from envs.episodes import EpisodeRecorder
 from envs.factory import make_env, render_envs
 from envs.observation import preprocess_observation
 from envs.video import write_video
@@ -37,6 +39,21 @@ def _info_at(info: dict[str, Any], key: str, n_envs: int) -> tuple[np.ndarray, n
     return np.asarray(info[key]), np.asarray(info.get(f"_{key}", np.ones(n_envs, dtype=bool)), dtype=bool)
 
 
+TASK_KEY = "task"
+
+
+def task_description(cfg: EnvConfig) -> str:
+    """What the env tells a language-conditioned policy to do (`env.task_description`, else the task text
+    of the scripted demonstrations recorded in this env and task, as the dataset's tasks hold it)."""
+    if cfg.task_description is not None:
+        return cfg.task_description
+    from data.demos import MUJOCO_EXPERTS, PUSHT_TASK
+
+    recorded = {(expert[0], expert[1]): expert[5] for expert in MUJOCO_EXPERTS.values()}
+    recorded[("pusht", "PushT-v0")] = PUSHT_TASK
+    return recorded.get((cfg.type, cfg.task), "")
+
+
 def _rollout(
     env,
     policy,
@@ -46,12 +63,16 @@ def _rollout(
     record: list[int],
     progress_bar: tqdm,
     running: dict[str, int],
+    recorder: EpisodeRecorder | None = None,
 ) -> tuple[list[dict[str, Any]], dict[int, list[np.ndarray]]]:
     """One batch of episodes, one per env, each at most ``cfg.episode_length`` steps; returns
-    per-episode stats and the frames of ``record``."""
+    per-episode stats and the frames of ``record``; ``recorder`` keeps every step's data."""
     n_envs = env.num_envs
+    task = task_description(cfg)
     obs, _ = env.reset(seed=seeds)
     policy.reset()
+    if recorder is not None:
+        recorder.observe(obs, np.ones(n_envs, dtype=bool))
     done = np.zeros(n_envs, dtype=bool)
     capped = np.zeros(n_envs, dtype=bool)
     length = np.zeros(n_envs, dtype=np.int64)
@@ -64,6 +85,7 @@ def _rollout(
     while not done.all():
         batch = preprocess_observation(obs, cfg.features_map)
         batch = {key: value.to(device) for key, value in batch.items()}
+        batch[TASK_KEY] = [task] * n_envs
         with torch.inference_mode():
             action = policy.select_action(batch)
         action = action.to("cpu").numpy()
@@ -91,6 +113,9 @@ def _rollout(
         at_cap = live & ~by_env & (length >= cfg.episode_length)
         capped |= at_cap
         ended = by_env | at_cap
+        if recorder is not None:
+            recorder.step(action, reward, ended, success, live)
+            recorder.observe(obs, live)
         done |= ended
         running["done"] += int(ended.sum())
         running["success"] += int((ended & success).sum())
@@ -124,14 +149,16 @@ def evaluate_policy(
     videos_dir: str | Path | None,
     max_videos: int = 1,
     progress: bool = True,
+    keep_frames: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Runs ``n_episodes`` episodes of ``policy`` and returns aggregated and per-episode metrics.
 
     ``policy`` needs ``reset()`` (called at each batch start) and ``select_action(obs) -> (B,
-    action_dim)``; an ``nn.Module`` is put in eval mode for the rollouts and its training mode
+    action_dim)``, where ``obs`` also holds ``task``: the env's task_description, once per env; an ``nn.Module`` is put in eval mode for the rollouts and its training mode
     restored afterwards. Success is the env's ``is_success`` at the step that ended the episode.
     The first ``max_videos`` episodes are rendered (at the env's visualization size, one frame at
-    reset and one per step) into ``videos_dir/eval_episode_<i>.mp4``.
+    reset and one per step) into ``videos_dir/eval_episode_<i>.mp4``. ``keep_frames`` (dataset key
+    -> dtype) also returns every episode's frames under ``"episode_frames"`` (``envs.episodes``).
     """
     if n_episodes < 1 or batch_size < 1:
         raise ValueError(f"n_episodes and batch_size must be >= 1, got {n_episodes} and {batch_size}")
@@ -144,6 +171,7 @@ def evaluate_policy(
     if was_training is not None:
         policy.eval()
     per_episode: list[dict[str, Any]] = []
+    episode_frames: list[dict[str, np.ndarray]] = []
     videos: list[str] = []
     running = {"done": 0, "success": 0}
     env = None
@@ -164,7 +192,10 @@ def evaluate_policy(
                 disable=not progress,
                 leave=False,
             ) as bar:
-                episodes, frames = _rollout(env, policy, cfg, seeds, device, record, bar, running)
+                recorder = EpisodeRecorder(n_envs, cfg.features_map, keep_frames) if keep_frames else None
+                episodes, frames = _rollout(env, policy, cfg, seeds, device, record, bar, running, recorder)
+            if recorder is not None:
+                episode_frames.extend(recorder.episodes())
             for i, episode in enumerate(episodes):
                 episode["episode_index"] = first + i
                 if i in frames:
@@ -193,4 +224,7 @@ def evaluate_policy(
                     "terminated or truncated); they were ended there", n_capped, n_episodes, cfg.episode_length)
     aggregated["n_episodes"] = n_episodes
     aggregated["eval_s"] = time.perf_counter() - start
-    return {"aggregated": aggregated, "per_episode": per_episode, "videos": videos}
+    result = {"aggregated": aggregated, "per_episode": per_episode, "videos": videos}
+    if keep_frames:
+        result["episode_frames"] = episode_frames
+    return result

@@ -150,7 +150,11 @@ def make_env(cfg: Any, n_envs: int, use_async: bool = False) -> VectorEnv:
 
 def render_envs(env: VectorEnv, indices: list[int]) -> list[np.ndarray]:
     """Frames of the envs at ``indices``; a sync env renders only those, an async one renders all
-    (gymnasium has no per-worker call) and the rest are dropped."""
+    (gymnasium has no per-worker call) and the rest are dropped. Nothing is rendered when no frame is
+    wanted (no video recorded, or the recorded episodes have ended): rendering an async env costs a
+    384x384 frame per worker per step."""
+    if not indices:
+        return []
     if isinstance(env, SyncVectorEnv):
         return [env.envs[i].render() for i in indices]
     frames = env.render()

@@ -8,12 +8,13 @@ import numpy as np
 import torch
 
 
-def _flatten(obs: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+def flatten_observation(obs: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+    """Nested observations (`pixels: {top: ...}`) as `{"pixels/top": ...}`."""
     flat: dict[str, np.ndarray] = {}
     for key, value in obs.items():
         name = f"{prefix}/{key}" if prefix else key
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, name))
+            flat.update(flatten_observation(value, name))
         else:
             flat[name] = value
     return flat
@@ -29,7 +30,7 @@ def preprocess_observation(obs: Mapping, features_map: Mapping[str, str]) -> dic
     (single-threaded): torch's intra-op threads made it ~100x slower on an oversubscribed CPU.
     """
     out: dict[str, torch.Tensor] = {}
-    for key, value in _flatten(obs).items():
+    for key, value in flatten_observation(obs).items():
         if key not in features_map:
             raise KeyError(f"env observation {key!r} has no entry in features_map {dict(features_map)}")
         array = np.asarray(value)

@@ -6,7 +6,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import av
 import numpy as np
 
 
@@ -17,6 +16,8 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int)
     column is dropped. ``faststart`` moves the index to the front so playback starts before the
     whole file has downloaded. The file appears under its name only once complete.
     """
+    import av  # here, not at import: evaluation without videos runs where PyAV is not installed
+
     if len(frames) == 0:
         raise ValueError("no frames to write")
     path = Path(path)

@@ -3,7 +3,9 @@
 The same loop as the robot family trains it: a batch is one `next_train()` of the datamanager
 (a RayBundle and its pixels' colours); the model's step-dependent schedules (proposal sampler
 updates, weight annealing) get the optimizer step from the batch stream's own position, so they
-resume with it. Evaluation runs at nerfstudio's three cadences (`evaluations()`): a batch of
+resume with it. Data-parallel ranks (as nerfstudio's) each draw their own rays (the datamanager is
+seeded `seed + 2 x rank`: its eval stream takes the next seed) and the forward goes through the
+DistributedDataParallel wrapper, which averages the gradients. Evaluation runs at nerfstudio's three cadences (`evaluations()`): a batch of
 held-out rays, one held-out image, and all held-out views (PSNR, SSIM, LPIPS only with local
 weights, rays/s); rendered images are saved as `ground truth | render | depth` PNGs.
 """
@@ -24,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from config.errors import ConfigError
 from data.nerf.dataparsers import SceneError
 from models.fields.metrics import psnr, ssim
+from training import distributed as dist_lib
 from training.distributed import SINGLE, Rank
 from training.loop import Evaluation
 
@@ -34,8 +37,8 @@ class RayBatches:
     """Endless stream of training ray batches; its position (the datamanager's generators and the
     number of batches taken) is what a checkpoint stores as the data position."""
 
-    def __init__(self, datamanager, accumulation: int = 1):
-        self.datamanager, self.accumulation = datamanager, max(int(accumulation), 1)
+    def __init__(self, datamanager, accumulation: int = 1, rank: Rank = SINGLE):
+        self.datamanager, self.accumulation, self.rank = datamanager, max(int(accumulation), 1), rank
         self.taken = 0
 
     def __iter__(self):
@@ -50,7 +53,11 @@ class RayBatches:
     model = None  # set by the pipeline: the proposal sampler's update counter resumes with the data
 
     def state_dict(self) -> dict:
+        """Every rank calls it (the checkpoint is a collective): with several ranks, each rank's ray
+        stream is kept (`datamanager_ranks`), so a resume on as many ranks draws the same rays."""
         state = {"datamanager": self.datamanager.state_dict(), "taken": self.taken}
+        if self.rank.distributed:
+            state["datamanager_ranks"] = dist_lib.all_gather_objects(state["datamanager"])
         sampler = getattr(self.model, "proposal_sampler", None)
         if sampler is not None:  # proposal networks are updated every k-th step: keep the phase
             state["proposal_sampler"] = {"steps_since_update": int(sampler._steps_since_update),
@@ -58,7 +65,9 @@ class RayBatches:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.datamanager.load_state_dict(state["datamanager"])
+        streams = state.get("datamanager_ranks") or [state["datamanager"]]
+        if self.rank.rank < len(streams):  # a rank the checkpoint has no stream for keeps its fresh one
+            self.datamanager.load_state_dict(streams[self.rank.rank])
         self.taken = int(state["taken"])
         sampler = getattr(self.model, "proposal_sampler", None)
         if sampler is not None and "proposal_sampler" in state:
@@ -84,15 +93,16 @@ def scene_path(data_cfg: DictConfig) -> Path:
         raise ConfigError(f"data.scene: {e}") from None
 
 
-def build_datamanager(data_cfg: DictConfig, device: torch.device, seed: int):
+def build_datamanager(data_cfg: DictConfig, device: torch.device, seed: int, test_mode: str = "val"):
     """`(scene folder, NerfDataManager)` of a `data` config: the scene (generated first for data=synthetic)
-    read by the config's dataparser; a malformed scene is a SceneError, a wrong option a ConfigError."""
+    read by the config's dataparser; a malformed scene is a SceneError, a wrong option a ConfigError.
+    test_mode "test": the held-out views are the dataparser's test split (ns-eval), else its val split."""
     root = scene_path(data_cfg)
     kwargs = OmegaConf.to_container(data_cfg, resolve=True)
     kwargs.pop("scene", None)
     kwargs["data"] = str(root)
     try:
-        return root, instantiate(kwargs, device=device, seed=seed, _convert_="all")
+        return root, instantiate(kwargs, device=device, seed=seed, test_mode=test_mode, _convert_="all")
     except InstantiationException as e:  # a wrong dataparser key or value, a malformed scene
         cause = e.__cause__
         if isinstance(cause, SceneError):
@@ -103,19 +113,24 @@ def build_datamanager(data_cfg: DictConfig, device: torch.device, seed: int):
 class NerfPipeline:
     family = "nerf"
 
-    def __init__(self, cfg: DictConfig, device: torch.device, need_dataset: bool = True, rank: Rank = SINGLE):
+    def __init__(self, cfg: DictConfig, device: torch.device, need_dataset: bool = True, rank: Rank = SINGLE,
+                 test_mode: str = "val"):
         self.cfg, self.device, self.rank = cfg, device, rank
-        if rank.distributed:
-            raise ConfigError("neural fields train on one device here (machine.num_devices=1)")
-        self.scene_root, self.datamanager = build_datamanager(cfg.data, device, cfg.machine.seed)
+        self.scene_root, self.datamanager = build_datamanager(cfg.data, device, cfg.machine.seed + 2 * rank.rank,
+                                                              test_mode)
         dm = self.datamanager
-        self.batches = RayBatches(dm, cfg.gradient_accumulation_steps)
+        self.batches = RayBatches(dm, cfg.gradient_accumulation_steps, rank)
         try:
             self.model = instantiate(cfg.model, num_train_cameras=dm.num_train_images, scene_box=dm.scene_box,
                                      _convert_="all").to(device)
         except InstantiationException as e:
             raise ConfigError(f"model: {e.__cause__ or e}") from e
         self.batches.model = self.model
+        if getattr(self.model, "needs_depth", False) and not dm.has_depth:
+            raise ConfigError(f"model.depth_loss_mult={cfg.model.depth_loss_mult} needs depth maps, but the frames of "
+                              f"{self.scene_root} have no depth_file_path (nerfstudio's depth-nerfacto would estimate "
+                              "them with ZoeDepth from torch.hub, which is not done here); add depth files or set "
+                              "model.depth_loss_mult=0")
         self.lpips = None  # loaded now: a wrong eval.lpips_weights stops the run before training
         if cfg.eval.lpips_weights:
             from models.fields.lpips import load_lpips
@@ -127,6 +142,11 @@ class NerfPipeline:
         out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         out.data.data = str(self.scene_root)
         return out
+
+    def write_run_files(self, run_dir: Path) -> None:
+        """nerfstudio's <run>/dataparser_transforms.json: the transform and scale from the data's original
+        frame to the one the model is trained in (applied_transform and applied_scale included)."""
+        self.datamanager.train_outputs.save_dataparser_transform(Path(run_dir) / "dataparser_transforms.json")
 
     def derived_params(self, cfg: DictConfig) -> dict:
         dm = self.datamanager
@@ -145,14 +165,34 @@ class NerfPipeline:
         return batch  # the datamanager builds rays and colours on the training device
 
     def loss(self, model: torch.nn.Module, batch):
+        """`model` is nerfacto, or its DistributedDataParallel wrapper, whose forward the model's loss
+        calls so that the gradients are averaged over the ranks."""
         rays, data = batch
-        model = getattr(model, "module", model)
-        return model.loss(rays, {"image": data["rgb"], "indices": data["indices"]}, data["step"])
+        inner = getattr(model, "module", model)
+        targets = {"image": data["rgb"], "indices": data["indices"]}
+        if "depth_image" in data:
+            targets["depth_image"] = data["depth_image"]
+        return inner.loss(rays, targets, data["step"], forward=model)
 
     def warm_started(self, step: int) -> None:
         """A warm start continues at the source run's step: the batches carry it to nerfacto's
         step-dependent schedules (proposal warm-up and updates, weight annealing)."""
         self.batches.taken = step * self.batches.accumulation
+
+    def viewer_scene(self):
+        """What the live viewer shows (viewer/, viewer=web): the training cameras with their images, and the
+        model's colour, depth and accumulation."""
+        from viewer.scene import ViewerScene
+
+        split = self.datamanager.train_split
+
+        def image(i: int) -> np.ndarray:
+            h, w = (int(v) for v in split.sizes[i])
+            return split.images[i, :h, :w].cpu().numpy()
+
+        center = self.datamanager.scene_box.float().mean(0).cpu().numpy()
+        return ViewerScene(cameras=self.datamanager.train_cameras, image=image, model=self.model,
+                           outputs=("rgb", "depth", "accumulation"), center=center)
 
     # ------------------------------------------------------------------ evaluation
     def evaluations(self) -> list[Evaluation]:
@@ -186,7 +226,7 @@ class NerfPipeline:
         outputs = self.model.render_image(rays, self.cfg.eval.chunk)
         metrics = {k: float(v) for k, v in self.model.get_loss_dict(outputs, {"image": batch["rgb"]}).items()}
         metrics["loss"] = sum(metrics.values())
-        metrics["psnr"] = psnr(outputs["rgb"].clamp(0, 1), batch["rgb"])
+        metrics["psnr"] = psnr(outputs["rgb"].clamp(0, 1), self.model.composite_ground_truth(batch["rgb"]))
         return metrics, []
 
     @torch.no_grad()
@@ -199,7 +239,7 @@ class NerfPipeline:
                               "or set eval.steps_per_eval_image=0")
         self.at_step(step)
         i, rays, batch = self.datamanager.next_eval_image(step)
-        gt = batch["image"]
+        gt = self.model.composite_ground_truth(batch["image"])
         rgb, depth, _ = self._render_view(rays, *gt.shape[:2])
         metrics = {**self._image_metrics(rgb, gt), "image_idx": i}
         artifacts = []
@@ -224,7 +264,7 @@ class NerfPipeline:
         per_image, artifacts = [], []
         for n, i in enumerate(indices):
             rays, batch = self.datamanager.eval_image(i)
-            gt = batch["image"]
+            gt = self.model.composite_ground_truth(batch["image"])
             h, w = gt.shape[:2]
             rgb, depth, seconds = self._render_view(rays, h, w)
             per_image.append({"image": i, **self._image_metrics(rgb, gt),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from training.distributed import SINGLE, Rank
 
 log = logging.getLogger("train")
 
+REWARD_KEY = "next.reward"
 IMAGENET_STATS = {"mean": np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1),
                   "std": np.array([0.229, 0.224, 0.225]).reshape(3, 1, 1)}
 
@@ -69,12 +71,22 @@ def check_env_matches_dataset(env_cfg, features: dict[str, PolicyFeature], datas
                           "actions would run at the wrong rate: set env.fps to the dataset's, or pick its env")
 
 
-def delta_timestamps(pcfg, features: dict[str, PolicyFeature], fps: int) -> dict[str, list[float]]:
+def delta_timestamps(pcfg, features: dict[str, PolicyFeature], fps: int,
+                     dataset_features: dict | None = None) -> dict[str, list[float]]:
+    """The time windows the policy's config declares: observations, actions and, for a policy that
+    learns from rewards (TD-MPC), `next.reward`, which `dataset_features` must then hold."""
     out: dict[str, list[float]] = {}
     for key, ft in features.items():
         indices = pcfg.action_delta_indices if ft.type == FeatureType.ACTION else pcfg.observation_delta_indices
         if indices is not None:
             out[key] = [i / fps for i in indices]
+    rewards = getattr(pcfg, "reward_delta_indices", None)
+    if rewards is not None:
+        if REWARD_KEY not in (dataset_features or {}):
+            raise ConfigError(f"the policy trains on rewards ({REWARD_KEY}), which the dataset does not have; use a "
+                              "dataset recorded by the project's experts (they write next.reward and next.done) "
+                              "or a LeRobot dataset with rewards")
+        out[REWARD_KEY] = [i / fps for i in rewards]
     return out
 
 
@@ -87,13 +99,27 @@ def features_from_config(input_features: dict, output_features: dict) -> dict[st
     return {k: PolicyFeature(FeatureType(v["type"]), tuple(v["shape"])) for k, v in merged.items()}
 
 
+def build_policy(policy_cfg, features: dict[str, PolicyFeature], stats) -> torch.nn.Module:
+    """`instantiate(policy_cfg)` with the features and stats; module-level, so that the online phase's
+    rollout process builds the same policy from the same (conf/-composed) node."""
+    try:
+        return instantiate(policy_cfg, features=features, stats=stats, _convert_="all")
+    except InstantiationException as e:  # the policy's checks against the dataset's features
+        if isinstance(e.__cause__, (ValueError, FileNotFoundError)):
+            raise ConfigError(f"policy: {e.__cause__}") from e
+        raise
+
+
 class RobotPipeline:
     family = "robot"
 
     def __init__(self, cfg: DictConfig, device: torch.device, need_dataset: bool = True, rank: Rank = SINGLE):
         self.cfg, self.device, self.rank = cfg, device, rank
         self.pcfg = policy_config(cfg)
-        if need_dataset:
+        self.online = None  # training.online.OnlinePhase when online.steps > 0
+        if need_dataset and cfg.get("dataset") is None:
+            self._build_from_env(cfg)
+        elif need_dataset:
             self._build_data(cfg)
         else:
             if not cfg.policy.get("input_features"):
@@ -102,12 +128,10 @@ class RobotPipeline:
             self.features = features_from_config(cfg.policy.input_features, cfg.policy.output_features)
             self.stats = None
         self._check_env_provides_inputs(cfg)
-        try:
-            self.model = instantiate(cfg.policy, features=self.features, stats=self.stats, _convert_="all").to(device)
-        except InstantiationException as e:  # the policy's checks against the dataset's features
-            if isinstance(e.__cause__, (ValueError, FileNotFoundError)):
-                raise ConfigError(f"policy: {e.__cause__}") from e
-            raise
+        self.model = build_policy(cfg.policy, self.features, self.stats).to(device)
+        online = cfg.get("online")
+        if need_dataset and online is not None and online.steps > 0:
+            self._build_online(cfg)
 
     # ------------------------------------------------------------------ build
     def _build_data(self, cfg: DictConfig) -> None:
@@ -131,8 +155,10 @@ class RobotPipeline:
             for key, ft in self.features.items():
                 if ft.type == FeatureType.VISUAL:
                     self.stats[key] = {**self.stats.get(key, {}), **IMAGENET_STATS}
-        options = dict(delta_timestamps=delta_timestamps(self.pcfg, self.features, self.meta.fps),
-                       image_transforms=build_image_transforms(cfg.dataset.image_transforms),
+        self.fps = self.meta.fps
+        self.delta_timestamps = delta_timestamps(self.pcfg, self.features, self.fps, self.meta.features)
+        self.image_transforms = build_image_transforms(cfg.dataset.image_transforms)
+        options = dict(delta_timestamps=self.delta_timestamps, image_transforms=self.image_transforms,
                        video_backend=cfg.dataset.video_backend)
         if multi:
             self.dataset = MultiLeRobotDataset(roots, meta=self.meta, **options)
@@ -143,6 +169,34 @@ class RobotPipeline:
                                    indices=self._sample_indices(getattr(self.pcfg, "drop_n_last_frames", 0)),
                                    num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
                                    rank=self.rank.rank, world_size=self.rank.world_size)
+
+    def _build_from_env(self, cfg: DictConfig) -> None:
+        """No dataset (~dataset, a pure online run): features and normalisation stats from the env
+        (envs.space_stats)."""
+        from envs.space_stats import env_policy_features, env_space_stats
+        from training.online import buffer_features
+
+        self.features = env_policy_features(cfg.env)
+        normalised = {t for t, mode in (getattr(self.pcfg, "normalization_mapping", None) or {}).items()
+                      if mode != "IDENTITY"}
+        self.stats = env_space_stats(cfg.env, normalised)
+        self.fps = cfg.env.fps
+        self.delta_timestamps = delta_timestamps(self.pcfg, self.features, self.fps, buffer_features(cfg.env, None))
+        self.image_transforms = None
+
+    def _build_online(self, cfg: DictConfig) -> None:
+        """The online phase (training/online): its batches replace the offline stream."""
+        from training.online import build_online, dataset_task
+
+        meta = getattr(self, "meta", None)
+        policy_node = OmegaConf.to_container(cfg.policy, resolve=True)
+        for key in getattr(type(self.model), "init_only_options", ()):
+            policy_node[key] = None  # the rollout process takes the run's weights, not the starting ones
+        make_policy = partial(build_policy, policy_node, self.features, None)
+        self.batches, self.online = build_online(
+            cfg, self.model, getattr(self, "batches", None), self.fps, meta.features if meta else None,
+            self.delta_timestamps, getattr(self.pcfg, "drop_n_last_frames", 0), self.image_transforms,
+            dataset_task(getattr(meta, "tasks", None), cfg.env), self.device, make_policy)
 
     def _sample_indices(self, drop_n_last_frames: int) -> list[int]:
         """Frames a training sample may start at: all but the last `drop_n_last_frames` of each

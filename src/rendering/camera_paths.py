@@ -1,12 +1,14 @@
 """Camera trajectories for rendering, returned as `Cameras` in the frame the model was trained in.
 
 The model lives in the dataparser's frame: the dataset's poses after the orientation, centring and
-scaling that `data.nerf.dataparsers` applies and records (`dataparser_transform`, a 3x4 rigid
-transform, then `dataparser_scale` on the translations).
+scaling that `data.nerf.dataparsers` applies and records (`file_transform`, a 3x4 rigid transform
+from the scene file's frame, then `file_scale` on the translations; nerfstudio's
+`dataparser_transform` also undoes the file's `applied_transform`, which is not wanted here).
 
 - `orbit`: a circle around the vertical axis (the training cameras' mean up vector) through the point
   nearest to all training cameras' optical axes, every frame looking at that point; radius and height
-  default to the training cameras' medians, intrinsics to the first training camera's.
+  default to the training cameras' medians, the camera (model, intrinsics, distortion) to the first
+  training camera's.
 - `read_camera_path`: nerfstudio's camera_path.json (`camera_type`, `render_height`, `render_width`,
   `fps`, `seconds`, `camera_path: [{camera_to_world: 16 floats row-major, fov: vertical degrees,
   aspect}]`). Poses are OpenGL camera-to-world matrices. With `frame="original"` (the default) they
@@ -69,8 +71,9 @@ def orbit(cameras: Cameras, frames: int, radius: float | None = None, height: fl
     x = _unit(torch.linalg.cross(up.expand_as(z), z))
     y = torch.linalg.cross(z, x)
     poses = torch.stack([x, y, z, p], dim=-1).to(torch.float32)
+    dist = None if cameras.distortion_params is None else cameras.distortion_params[0].detach().cpu()
     return Cameras(poses, cameras.fx[0, 0], cameras.fy[0, 0], cameras.cx[0, 0], cameras.cy[0, 0],
-                   cameras.width[0, 0], cameras.height[0, 0])
+                   cameras.width[0, 0], cameras.height[0, 0], distortion_params=dist, camera_type=cameras.camera_type)
 
 
 def read_camera_path(path: str | Path, transform: torch.Tensor, scale: float,

@@ -68,8 +68,7 @@ def trajectory(pipeline, opts: RenderOptions):
         fps = opts.fps or 24
     else:
         out = dm.train_outputs
-        cams, fps = read_camera_path(opts.camera_path, out.dataparser_transform, out.dataparser_scale,
-                                     opts.camera_path_frame)
+        cams, fps = read_camera_path(opts.camera_path, out.file_transform, out.file_scale, opts.camera_path_frame)
     return cams.to(pipeline.device), fps
 
 

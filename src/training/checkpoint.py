@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -92,11 +93,15 @@ def run_dir_of(ckpt: Path, relative_model_dir: str | None = None) -> Path:
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, training_state: dict,
                     config_yaml: str, choices_yaml: str = "", relative_model_dir: str | None = None,
-                    only_latest: bool = False) -> Path:
+                    only_latest: bool = False, extra_files: Mapping[str, tuple[Path, str, int]] | None = None) -> Path:
     """Writes `<run_dir>/<relative_model_dir>/<step>/` atomically and points `last` at it; with
     `only_latest` (nerfstudio's --save-only-latest-checkpoint) the older step folders are deleted
     afterwards, so a complete checkpoint exists at every moment. A write that fails removes what it
-    wrote; out of space, the CheckpointError says how much the save needs."""
+    wrote; out of space, the CheckpointError says how much the save needs.
+
+    `extra_files` `{path inside the checkpoint: (file, sha256, bytes)}` are files that never change once
+    written (the online buffer's chunks): hard-linked in (copied across file systems) and listed in the
+    manifest with the checksums given, so a save costs neither a copy nor a re-read of them."""
     root = checkpoints_dir(run_dir, relative_model_dir or DEFAULT_MODEL_DIR)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:06d}"
@@ -108,7 +113,14 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, trai
         torch.save(training_state, tmp / STATE_FILE)
         (tmp / CONFIG_FILE).write_text(config_yaml)
         (tmp / CHOICES_FILE).write_text(choices_yaml)
-        write_manifest(tmp)
+        for rel, (source, _, _) in (extra_files or {}).items():
+            target = tmp / _safe_relative(rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        write_manifest(tmp, {rel: (sha, size) for rel, (_, sha, size) in (extra_files or {}).items()})
         _fsync_dir_files(tmp)
     except (OSError, RuntimeError, SafetensorError) as e:  # torch and safetensors wrap I/O errors in their own
         shutil.rmtree(tmp, ignore_errors=True)
@@ -156,11 +168,35 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(folder: Path) -> None:
-    """Records the SHA-256 and size of every file of a checkpoint folder (before it is renamed into place)."""
-    files = {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size}
-             for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST_FILE}
+def write_manifest(folder: Path, known: Mapping[str, tuple[str, int]] | None = None) -> None:
+    """Records the SHA-256 and size of every file of a checkpoint folder, subfolders included (before it is
+    renamed into place); `known` gives those of files whose checksum was taken when they were written."""
+    known = known or {}
+    files = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder).as_posix()
+        if rel != MANIFEST_FILE:
+            sha, size = known.get(rel) or (_sha256(f), f.stat().st_size)
+            files[rel] = {"sha256": sha, "bytes": size}
     (folder / MANIFEST_FILE).write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=1))
+
+
+def _safe_relative(name: str) -> Path:
+    """A manifest or extra-file name as a path strictly inside the checkpoint folder, else ValueError."""
+    rel = Path(name)
+    if not name or rel.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")) or "\\" in name:
+        raise ValueError(f"{name!r} is not a path inside a checkpoint folder")
+    return rel
+
+
+def manifest_entries(ckpt: Path) -> dict[str, tuple[str, int]]:
+    """`{file: (sha256, bytes)}` as a checkpoint's manifest lists them (empty without a manifest); read after
+    `verify(ckpt)`, so each listed file matched."""
+    try:
+        files = json.loads((ckpt / MANIFEST_FILE).read_text())["files"]
+        return {str(name): (str(e["sha256"]), int(e["bytes"])) for name, e in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def damage(ckpt: Path) -> str | None:
@@ -184,8 +220,11 @@ def damage(ckpt: Path) -> str | None:
         if name not in listed:
             return f"{manifest} does not list {name}"
     for name, (sha, size) in listed.items():
-        path = ckpt / name
-        if Path(name).name != name or not path.is_file():
+        try:
+            path = ckpt / _safe_relative(name)
+        except ValueError:
+            return f"{manifest} lists {name!r}, which is not a file of the checkpoint"
+        if not path.is_file() or path.is_symlink():
             return f"{path} is missing"
         if path.stat().st_size != size:
             return f"{path} is {path.stat().st_size} bytes where {size} were saved"
@@ -218,9 +257,11 @@ def check_intact(ckpt: Path) -> None:
 
 
 def _fsync_dir_files(folder: Path) -> None:
+    """The files written into the folder itself (linked-in extra files were synced when written)."""
     for f in folder.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
 
 
 def _point_last(root: Path, name: str) -> None:

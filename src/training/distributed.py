@@ -8,19 +8,27 @@ Three ways a rank comes to exist, all ending in the same `init_process_group`:
   SLURM_NTASKS / SLURM_LOCALID, with the first node of the job as the rendezvous host.
 CUDA ranks use NCCL, CPU ranks gloo. `batch_size` is per process: the effective batch is
 batch_size x gradient_accumulation_steps x world_size, and the learning rate is not rescaled.
+When training ends, `check_ranks_agree` compares every rank's weights and writes where each rank
+ran to `<run dir>/ranks.json`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import pickle
 import socket
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger("train")
 
 
 @dataclass(frozen=True)
@@ -176,3 +184,38 @@ def mean_over_ranks(value: float) -> float:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+RANKS_FILE = "ranks.json"
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state (names and raw bytes, in name order)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_ranks_agree(module: torch.nn.Module, started_at: int, step: int, rank: Rank, run_dir: Path) -> list[dict]:
+    """After training, on every rank: each rank's host, first and last step and a digest of its weights,
+    gathered on rank 0, which writes them to `<run_dir>/ranks.json` and raises if the ranks disagree.
+
+    Data-parallel ranks start from the same weights and apply the same averaged gradients, so they end
+    bit for bit equal; ranks that differ mean that some update did not reach every rank, and the run
+    fails rather than report rank 0's weights as everyone's."""
+    mine = {"rank": rank.rank, "host": socket.gethostname(), "pid": os.getpid(), "started_at_step": started_at,
+            "step": step, "weights_sha256": weights_digest(module)}
+    reports = sorted(all_gather_objects(mine), key=lambda r: r["rank"])
+    if rank.is_main:
+        path = Path(run_dir) / RANKS_FILE
+        tmp = path.with_name(f".{RANKS_FILE}.tmp")
+        tmp.write_text(json.dumps(reports, indent=1))
+        tmp.replace(path)
+        table = "; ".join(f"rank {r['rank']} on {r['host']}: step {r['step']}, weights {r['weights_sha256'][:12]}"
+                          for r in reports)
+        if len({(r["step"], r["weights_sha256"]) for r in reports}) > 1:
+            raise RuntimeError(f"the ranks ended training with different weights or steps ({table}); see {path}")
+        log.info("%d ranks ended training with identical weights (%s)", len(reports), table)
+    return reports

@@ -67,6 +67,23 @@ class Evaluation:
     final: bool = False
 
 
+class LoopHooks:
+    """What the loop tells an observer beside the tracker (the live viewer, `viewer/`); no-ops here.
+
+    `fit_started(step)` before the loop first uses the model, `step_done(step)` after each optimizer step
+    with its logging, checkpoint and evaluations (the one point where an observer may pause training or
+    use the model itself, the loop waiting meanwhile), `fit_ended()` once the loop no longer uses it."""
+
+    def fit_started(self, step: int) -> None:
+        pass
+
+    def step_done(self, step: int) -> None:
+        pass
+
+    def fit_ended(self) -> None:
+        pass
+
+
 class Trainer:
     """Owns the optimizer state around a pipeline; `fit()` runs until `steps`.
 
@@ -76,7 +93,7 @@ class Trainer:
 
     def __init__(self, loop: LoopConfig, pipeline, optimizer_cfg, scheduler_cfg, tracker, run_dir: Path,
                  device: torch.device, config_yaml: str, choices_yaml: str = "",
-                 rank: dist_lib.Rank = dist_lib.SINGLE):
+                 rank: dist_lib.Rank = dist_lib.SINGLE, hooks: LoopHooks | None = None):
         if loop.gradient_accumulation_steps < 1:
             raise ValueError(f"gradient_accumulation_steps={loop.gradient_accumulation_steps} must be >= 1")
         self.loop, self.pipeline, self.tracker = loop, pipeline, tracker
@@ -84,6 +101,7 @@ class Trainer:
         self.config_yaml, self.choices_yaml = config_yaml, choices_yaml
         self.model = pipeline.model
         self.rank = rank
+        self.hooks = hooks or LoopHooks()
         self.train_model = self.model
         if rank.distributed:
             ids = [device.index if device.index is not None else rank.local_rank] if device.type == "cuda" else None
@@ -99,6 +117,10 @@ class Trainer:
         self.evaluations = tuple(pipeline.evaluations()) if hasattr(pipeline, "evaluations") else (
             Evaluation("eval", loop.eval_freq, pipeline.evaluate, final=True),)
         self.eval_artifacts: dict[str, list[Path]] = {}  # the latest of each evaluation (the run's summary)
+        # training/online: rollouts before steps, the buffer in checkpoints (None: offline training)
+        self.online = getattr(pipeline, "online", None)
+        if self.online is not None:
+            self.online.attach(self.run_dir)
 
     # ------------------------------------------------------------------ state
     def training_state(self) -> dict:
@@ -110,6 +132,7 @@ class Trainer:
             "rng": dist_lib.all_gather_objects(get_rng_state()),  # one per rank
             "data": self.pipeline.batches.state_dict(),
             "tracking_run_id": self.tracker.run_id,
+            **({"online": self.online.state_dict()} if self.online is not None else {}),
         }
 
     def restore(self, ckpt: Path) -> dict:
@@ -121,7 +144,13 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.online is None and state.get("online") is not None:
+            raise ckpt_lib.CheckpointError(f"{ckpt} was saved by a run with an online phase: resume it with "
+                                           "online.steps > 0 (its own online.* settings), or warm start a new run "
+                                           f"from it (load_checkpoint={ckpt})")
         self.pipeline.batches.load_state_dict(state["data"])
+        if self.online is not None:
+            self.online.load_state_dict(state.get("online"), ckpt, ckpt_lib.manifest_entries(ckpt))
         rngs = state["rng"]
         set_rng_state(rngs[min(self.rank.rank, len(rngs) - 1)])
         if self.rank.rank >= len(rngs):  # more ranks than saved: derive distinct streams from rank 0's
@@ -155,7 +184,8 @@ class Trainer:
         if self.rank.is_main:
             path = ckpt_lib.save_checkpoint(self.run_dir, self.step, self.model, state, self.config_yaml,
                                             self.choices_yaml, relative_model_dir=self.loop.relative_model_dir,
-                                            only_latest=self.loop.save_only_latest_checkpoint)
+                                            only_latest=self.loop.save_only_latest_checkpoint,
+                                            extra_files=self.online.checkpoint_files() if self.online else None)
             log.info("saved checkpoint %s", path)
         dist_lib.barrier()
 
@@ -175,6 +205,13 @@ class Trainer:
         return metrics
 
     def fit(self) -> dict:
+        self.hooks.fit_started(self.step)
+        try:
+            return self._fit()
+        finally:
+            self.hooks.fit_ended()
+
+    def _fit(self) -> dict:
         loop = self.loop
         last_eval: dict = {}
         if self.step >= loop.steps:  # nothing left to train (steps=0, or a finished run): evaluate
@@ -186,10 +223,12 @@ class Trainer:
         progress = Progress(loop.steps, self.step, bar=loop.progress_bar, active=self.rank.is_main,
                             interval_s=loop.progress_interval_s)
         batches = iter(self.pipeline.batches)
-        acc = _Meter()
+        acc, finite, shown = _Meter(), _FiniteLoss(), {}
         self.model.train()
         try:
             while self.step < loop.steps:
+                if self.online is not None:
+                    self.online.before_step(self.step, self.tracker)
                 t0 = time.perf_counter()
                 data_time, loss_sum, infos = 0.0, 0.0, {}
                 for micro in range(loop.gradient_accumulation_steps):
@@ -201,12 +240,10 @@ class Trainer:
                         else self.train_model.no_sync()  # all-reduce gradients once per step
                     with sync, autocast(self.device, loop.use_amp, loop.amp_dtype):
                         loss, info = self.pipeline.loss(self.train_model, batch)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}; lower optimizer.lr, "
-                                                 "check the dataset stats, or set use_amp=false")
+                    finite.add(loss, self.step + 1)
                     with sync:
                         self.scaler.scale(loss / loop.gradient_accumulation_steps).backward()
-                    loss_sum += loss.item()
+                    loss_sum = loss_sum + loss.detach()
                     infos = info
                 if isinstance(self.optimizer, GroupedOptimizer):  # per-group optimizers and clipping
                     for opt in self.optimizer.optimizers.values():
@@ -228,12 +265,15 @@ class Trainer:
                 if hasattr(self.model, "on_optimizer_step"):  # step-counted model state (VQ-BeT's phases)
                     self.model.on_optimizer_step()
                 step_time = time.perf_counter() - t0
-                acc.add(loss=loss_sum / loop.gradient_accumulation_steps, grad_norm=float(grad_norm),
+                acc.add(loss=loss_sum / loop.gradient_accumulation_steps, grad_norm=grad_norm,
                         step_time=step_time, data_time=data_time,
                         **{k: v for k, v in infos.items() if k != "loss"})
                 lr = self.optimizer.param_groups[0]["lr"]
-                progress.update(self.step, {"loss": f"{acc.last['loss']:.4f}", "lr": f"{lr:.2e}",
-                                            "data": f"{data_time / step_time:.0%}"})
+                progress.update(self.step, {**shown, "lr": f"{lr:.2e}", "data": f"{data_time / step_time:.0%}"})
+                if self.device.type != "cuda" or any(_due(self.step, f, loop.steps) for f in (
+                        loop.log_freq, loop.save_freq if loop.save_checkpoint else 0,
+                        *(e.every for e in self.evaluations))):
+                    finite.check()  # reads the GPU: only where the loop waits for it anyway
                 if _due(self.step, loop.log_freq, loop.steps):
                     m = acc.mean()
                     metrics = {"loss": dist_lib.mean_over_ranks(m.pop("loss")), "grad_norm": m.pop("grad_norm"), "lr": lr,
@@ -244,12 +284,14 @@ class Trainer:
                                / m["step_time"]}
                     metrics.update({k: v for k, v in m.items() if k not in ("step_time", "data_time")})
                     metrics.update({f"gradients/{k}": v for k, v in gradients.items()})
+                    if self.online is not None:
+                        metrics.update(self.online.train_metrics())
                     if self.device.type == "cuda":  # GiB; this process's peak so far (training and evals)
                         metrics["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
                     if self.rank.is_main:
                         self.tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=self.step)
                         progress.log_line(self.step, metrics)
-                    acc = _Meter()
+                    acc, shown = _Meter(), {"loss": f"{metrics['loss']:.4f}"}
                 if loop.save_checkpoint and _due(self.step, loop.save_freq, loop.steps):
                     self.save()
                 for evaluation in self.evaluations:
@@ -258,8 +300,12 @@ class Trainer:
                         result = self.evaluate(evaluation)
                         last_eval = result if evaluation.final else last_eval
                         self.model.train()
+                self.hooks.step_done(self.step)
+            finite.check()
         finally:
             progress.close()
+            if self.online is not None:
+                self.online.close()
         return last_eval
 
     def gradient_norms(self) -> dict[str, float]:
@@ -280,18 +326,42 @@ class Trainer:
 
 class _Meter:
     """Running means of the scalars logged between two log steps, each over the steps that reported
-    it (a model's metrics can change between steps, e.g. at VQ-BeT's phase switch)."""
+    it (a model's metrics can change between steps, e.g. at VQ-BeT's phase switch). Tensor values are
+    summed where they are (on the GPU) and read back once, in `mean()`: a step never waits for them."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, float | torch.Tensor] = {}
         self.counts: dict[str, int] = {}
-        self.last: dict[str, float] = {}
 
-    def add(self, **values: float) -> None:
-        self.last = values
+    def add(self, **values: float | torch.Tensor) -> None:
         for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v
             self.counts[k] = self.counts.get(k, 0) + 1
 
     def mean(self) -> dict[str, float]:
-        return {k: v / self.counts[k] for k, v in self.sums.items()}
+        return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+
+
+class _FiniteLoss:
+    """The first step whose loss was not finite, recorded on the loss's device and read by `check()`
+    at the loop's sync points (every step on the CPU; on CUDA where a log, checkpoint or evaluation is
+    due, so nothing is saved or evaluated after a non-finite loss)."""
+
+    def __init__(self):
+        self.step: torch.Tensor | None = None
+        self.value: torch.Tensor | None = None
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().float()
+        if self.step is None:
+            self.step = torch.zeros((), dtype=torch.long, device=loss.device)
+            self.value = torch.zeros((), device=loss.device)
+        first = ~torch.isfinite(loss) & (self.step == 0)
+        self.step = torch.where(first, step, self.step)
+        self.value = torch.where(first, loss, self.value)
+
+    def check(self) -> None:
+        if self.step is not None and int(self.step):
+            raise FloatingPointError(f"loss is {float(self.value)} at step {int(self.step)}; lower optimizer.lr, "
+                                     "check the dataset stats, or set use_amp=false")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -24,18 +25,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from config.errors import ConfigError
 from config.ranges import check_ranges
-from config.saved import RUN_GROUPS, as_data, set_value
+from config.saved import FREE_GROUPS, RUN_GROUPS, as_data, compose_choices, set_value
 from pipelines import build_pipeline
 from training import checkpoint as ckpt_lib
 from training import distributed as dist_lib
 from training import termination
 from training.distributed import Rank, launch
 from training.device import select_device
+from training.speed import apply_backend_choices, prepare_model
 from training.loop import LoopConfig, Trainer
 from training.progress import run_log, summary
 from training.rng import seed_everything
 from tracking.base import NullTracker, flatten_params
 from tracking.git_info import git_tags
+from viewer import NoViewer, build_viewer, check_viewer
 
 log = logging.getLogger("train")
 
@@ -72,6 +75,7 @@ def run(cfg: DictConfig) -> dict:
     warm = None if cfg.resume else ckpt_lib.warm_start_source(cfg)
     OmegaConf.resolve(cfg)  # ${hydra:...} and ${now:...} resolve here, once, for every rank
     check_ranges(cfg)  # also configs no command line was checked for: sweeper-composed, resumed
+    check_viewer(cfg)  # viewer=web on a run it cannot show: refused before a dataset is recorded
     ckpt_lib.clean_partial(run_dir)
     choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in RUN_GROUPS})
     ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt, warm,
@@ -111,26 +115,42 @@ def _train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
     if rank.distributed:
         dist_lib.init(cfg.machine, rank, select_device(cfg.machine.device_type).type)
     previous_sigterm = termination.unwind_on_sigterm() if rank.is_main else None
+    viewer = NoViewer()
     try:
         seed_everything(cfg.machine.seed)
         device = select_device(cfg.machine.device_type)
         if device.type == "cuda" and rank.distributed:
             device = torch.device("cuda", rank.local_rank)
+        apply_backend_choices(cfg.machine, device)
+        # Rank 0 builds first: a dataset or scene made on first use is then made once, and the other
+        # ranks (on any node of a shared file system) read it rather than race to write it.
+        if rank.distributed and not rank.is_main:
+            dist_lib.barrier()
         pipeline = build_pipeline(cfg, device, rank=rank)
+        if rank.distributed and rank.is_main:
+            dist_lib.barrier()
+        prepare_model(pipeline.model, cfg.machine, device)
+        if rank.is_main:  # before the run writes anything: a port in use leaves no run folder behind
+            viewer = build_viewer(cfg.viewer, pipeline, ctx.run_dir, loop_config(cfg).steps)
         if rank.distributed:  # same initial weights everywhere, distinct random streams per rank
             seed_everything(cfg.machine.seed + rank.rank)
         config_yaml = OmegaConf.to_yaml(as_data(pipeline.resolved_config(cfg)))  # values only: see config.saved
         if rank.is_main:
             (ctx.run_dir / "config.yaml").write_text(config_yaml)
+            if hasattr(pipeline, "write_run_files"):  # files a family keeps beside the config (nerfstudio's)
+                pipeline.write_run_files(ctx.run_dir)
         tracker = instantiate(cfg.logger) if rank.is_main else NullTracker()
         trainer = Trainer(loop_config(cfg), pipeline, cfg.optimizer, cfg.scheduler, tracker, ctx.run_dir, device,
-                          config_yaml, ctx.choices_yaml, rank=rank)
+                          config_yaml, ctx.choices_yaml, rank=rank, hooks=viewer)
         resume_run_id = trainer.restore(ctx.resume_from).get("tracking_run_id") if ctx.resume_from else None
         if ctx.warm_from is not None:
             trainer.warm_start(ctx.warm_from, cfg.load_scheduler)
             log.info("warm start from %s (step %d)", ctx.warm_from, trainer.step)
+        started_at = trainer.step
         if not rank.is_main:
-            return trainer.fit()
+            final = trainer.fit()
+            dist_lib.check_ranks_agree(trainer.model, started_at, trainer.step, rank, ctx.run_dir)
+            return final
         params = flatten_params(OmegaConf.to_container(OmegaConf.create(config_yaml)))
         params.update({f"derived.{k}": v for k, v in pipeline.derived_params(cfg).items()})
         params["derived.world_size"] = rank.world_size
@@ -144,6 +164,9 @@ def _train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         status = "FAILED"
         try:
             final = trainer.fit()
+            if rank.distributed:
+                dist_lib.check_ranks_agree(trainer.model, started_at, trainer.step, rank, ctx.run_dir)
+                tracker.log_artifact(ctx.run_dir / dist_lib.RANKS_FILE)
             tracker.log_artifact(ctx.run_dir / "config.yaml")
             status = "FINISHED"
         except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (termination.Terminated)
@@ -152,18 +175,21 @@ def _train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         finally:
             tracker.finish(status)
             log_summary(status, ctx.run_dir, trainer, tracker)
+        viewer.serve_after_training()
         return final
     finally:
+        viewer.close()
         dist_lib.shutdown()
         if rank.is_main:
             termination.restore(previous_sigterm)
 
 
 def run_tags(family: str, overrides: list[str], run_dir: Path, resumed: bool = False) -> dict[str, str]:
-    """What identifies a run beside its params: code version, command line, family. A resume keeps
-    the run's `overrides` (the command that started it) and puts its own in `resume_overrides`."""
+    """What identifies a run beside its params: code version, command line, family, the host rank 0 ran
+    on. A resume keeps the run's `overrides` (the command that started it) and puts its own in
+    `resume_overrides`."""
     command = " ".join(overrides) or "(none)"
-    return {**git_tags(Path(__file__).resolve().parent), "family": family,
+    return {**git_tags(Path(__file__).resolve().parent), "family": family, "host": socket.gethostname(),
             "resume_overrides" if resumed else "overrides": command, "run_dir": str(run_dir)}
 
 
@@ -211,7 +237,9 @@ def run_name(job_name: str, overrides: list[str], swept: list[str] | None = None
 
 
 def loop_config(cfg: DictConfig) -> LoopConfig:
-    return LoopConfig(steps=cfg.steps, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+    online = cfg.get("online")
+    return LoopConfig(steps=cfg.steps + (online.steps if online is not None else 0),
+                      gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                       use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, log_freq=cfg.log_freq, eval_freq=cfg.eval_freq,
                       save_freq=cfg.save_freq, save_checkpoint=cfg.save_checkpoint, progress_bar=cfg.progress_bar,
                       progress_interval_s=cfg.get("progress_interval_s", 30.0),
@@ -224,16 +252,18 @@ def config_for_resume(ckpt: Path, task_overrides: list[str]) -> DictConfig:
     """The checkpoint's own config (data only: its targets come from conf/, see config.saved), with the
     plain `key=value` overrides of the resume command applied on top (so `steps=...` can extend a run).
     Repeating the run's group choices is fine; changing one is refused, since the weights were trained
-    with the other."""
+    with the other. A group that does not fix the run (config.saved.FREE_GROUPS: the viewer) is picked afresh."""
     cfg, choices = ckpt_lib.load_checked_config(ckpt)
     choices_file = ckpt / ckpt_lib.CHOICES_FILE
     parsed = OverridesParser.create().parse_overrides(task_overrides)
     last = {ov.key_or_group: ov for ov in parsed}  # as in composition, the last value of a key wins
-    for key, ov in last.items():
+    for key, ov in sorted(last.items(), key=lambda item: item[0] not in FREE_GROUPS):  # as Hydra: groups first
         if key in RUN_GROUPS:
             if choices.get(key) != ov.value():
                 raise ConfigError(f"{key}={ov.value()} cannot change on resume (the checkpoint was trained with "
                                   f"{key}={choices.get(key)}, see {choices_file}); drop it or start a new run")
+        elif key in FREE_GROUPS:
+            cfg[key] = compose_choices(choices, [f"{key}={ov.value()}"])[key]
         elif key != "resume":
             set_value(cfg, key, ov.value(), ckpt / ckpt_lib.CONFIG_FILE)
     cfg.resume = True

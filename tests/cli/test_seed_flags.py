@@ -15,8 +15,8 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from cli import flag_table, seed_flags
-from cli.seed_flags import (LEROBOT, LOAD_CONFIG_FLAG, NERFSTUDIO, PRESET_FLAG, SEED_FLAGS, names_nerfacto, rule_for,
-                            translate_argv)
+from cli.seed_flags import (LEROBOT, LOAD_CONFIG_FLAG, NERFSTUDIO, PRESET_FLAG, SEED_FLAGS, VIS_FLAG, names_nerfacto,
+                            rule_for, translate_argv)
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO.parent / "shared" / "seeds"  # CI and developers have shared/ beside the clone
@@ -100,7 +100,7 @@ def _sample_words(seed: seed_flags.SeedFlag) -> list[str]:
             "dict": ['{"VISUAL": "MEAN_STD"}'], "scalar": [listed.group(1).split(",")[0] if listed else "7"]}[seed.kind]
 
 
-@pytest.mark.parametrize("flag", [f for f in SEED_FLAGS if f not in ("--help", PRESET_FLAG, LOAD_CONFIG_FLAG)])
+@pytest.mark.parametrize("flag", [f for f in SEED_FLAGS if f not in ("--help", PRESET_FLAG, LOAD_CONFIG_FLAG, VIS_FLAG)])
 def test_every_seed_flag_translates_or_names_what_it_awaits(flag):
     seed = SEED_FLAGS[flag]
     rule = rule_for(flag)
@@ -157,6 +157,10 @@ def test_issue_examples():
      ["hydra.run.dir=outputs/x", "machine.device_type=cpu", "seed=3"]),
     (["--wandb.enable=false", "--wandb.project", "pusht"], ["logger=none", "logger.experiment_name=pusht"]),
     (["--wandb.enable"], ["logger=mlflow"]),
+    (["--offline.steps=1000", "--online.steps=500", "--online.steps_between_rollouts", "50",
+      "--online.buffer_capacity", "None", "--online.do_rollout_async", "--online.sampling_ratio=0.25"],
+     ["steps=1000", "online.steps=500", "online.steps_between_rollouts=50", "online.buffer_capacity=null",
+      "online.do_rollout_async=true", "online.sampling_ratio=0.25"]),
 ])
 def test_translations(args, expected):
     assert translate_argv(args)[0] == expected
@@ -269,10 +273,10 @@ def test_unknown_flag_names_the_three_closest():
 
 
 def test_not_supported_flags_say_why_in_one_line():
-    with pytest.raises(ValueError, match=r"^--online.steps is not supported yet: online training"):
-        translate_argv(["--online.steps=10"])
-    with pytest.raises(ValueError, match=r"^--viewer.websocket-port is not supported yet: there is no interactive"):
-        translate_argv(["--viewer.websocket-port", "7007"])
+    with pytest.raises(ValueError, match=r"^--online is not supported yet: a draccus config file; .*experiment="):
+        translate_argv(["--online=online.json"])
+    with pytest.raises(ValueError, match=r"^--viewer.make-share-url is not supported yet: it needs the internet"):
+        translate_argv(["--viewer.make-share-url", "True"])
     with pytest.raises(ValueError, match=r"^--policy is not supported yet: a draccus config file; .* policy=<name>"):
         translate_argv(["--policy=act"])
 
@@ -395,12 +399,17 @@ def test_nerfstudio_run_option_flags_reach_root_keys_of_both_families(compose):
 
 def test_pixel_sampler_flags(compose):
     out, _ = translate_argv(["--pipeline.datamanager.pixel-sampler.num-rays-per-batch", "1024",
-                             "--pipeline.datamanager.pixel-sampler.keep-full-image", "True"])
-    assert out == ["data.pixel_sampler.num_rays_per_batch=1024", "data.pixel_sampler.keep_full_image=true"]
+                             "--pipeline.datamanager.pixel-sampler.keep-full-image", "True",
+                             "--pipeline.datamanager.pixel-sampler.is-equirectangular", "False"])
+    assert out == ["data.pixel_sampler.num_rays_per_batch=1024", "data.pixel_sampler.keep_full_image=true",
+                   "data.pixel_sampler.is_equirectangular=false"]
     cfg = compose([*NERFACTO, *out])
-    assert (cfg.data.pixel_sampler.num_rays_per_batch, cfg.data.pixel_sampler.keep_full_image) == (1024, True)
-    with pytest.raises(ValueError, match="not supported yet: there are no equirectangular cameras"):
-        translate_argv(["--pipeline.datamanager.pixel-sampler.is-equirectangular", "True"])
+    assert (cfg.data.pixel_sampler.num_rays_per_batch, cfg.data.pixel_sampler.keep_full_image,
+            cfg.data.pixel_sampler.is_equirectangular) == (1024, True, False)
+    assert compose(NERFACTO).data.pixel_sampler.is_equirectangular is None  # from the cameras, as nerfstudio
+    status = flag_table.status(SEED_FLAGS["--pipeline.datamanager.pixel-sampler.is-equirectangular"])
+    assert status == flag_table.status(SEED_FLAGS["--pipeline.datamanager.pixel-sampler.keep-full-image"])
+    assert status.startswith("supported")
 
 
 def _saved_run(tmp_path, overrides: list[str]):

@@ -17,7 +17,7 @@ NERF = ["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=pre
 # Selections that together hold every registered schema (the root, each group's options).
 SELECTIONS = [[], ["optimizer=adamw"], ["optimizer=sgd", "scheduler=cosine_decay_with_warmup"],
               ["scheduler=diffuser"], NERF, [*NERF, "logger=none"],
-              ["policy=act", "policy.pretrained_backbone_weights=null"], ["policy=vqbet"]]
+              ["policy=act", "policy.pretrained_backbone_weights=null"], ["policy=vqbet"], ["policy=pi0"], ["policy=tdmpc"]]
 
 # Numbers that take any value, each with the reason.
 UNRANGED = {

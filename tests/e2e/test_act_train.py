@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from helpers import run_train
+from helpers import copy_as_killed_after, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +38,14 @@ def _weights(ckpt: Path) -> dict:
 
 
 def test_act_trains_resumes_bit_exactly_and_evaluates(tmp_path, pusht_root):
+    import torch
+    import torchvision
+
+    backbone = tmp_path / "resnet18.pth"  # stands in for the ImageNet file, deleted before eval.py
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), backbone)
     full = tmp_path / "full"
-    r = run_train(act_overrides("pusht", "pusht", pusht_root, full, "steps=4", "eval_freq=4", "eval.max_videos=0"))
+    r = run_train(act_overrides("pusht", "pusht", pusht_root, full, "steps=4", "eval_freq=4", "eval.max_videos=0",
+                                f"policy.pretrained_backbone_weights={backbone}"))
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in lines if "train/loss" in m]
@@ -49,12 +54,7 @@ def test_act_trains_resumes_bit_exactly_and_evaluates(tmp_path, pusht_root):
     saved = (full / "checkpoints" / "000004" / "config.yaml").read_text()
     assert "chunk_size: 8" in saved and "observation.image" in saved  # features written with the run
 
-    part = tmp_path / "part"
-    shutil.copytree(full, part, symlinks=True)
-    shutil.rmtree(part / "checkpoints" / "000004")
-    shutil.rmtree(part / "eval", ignore_errors=True)
-    (part / "checkpoints" / "last").unlink()
-    (part / "checkpoints" / "last").symlink_to("000002")  # as if killed after the step-2 save
+    part = copy_as_killed_after(full, tmp_path / "part", 2)
     r = run_train(act_overrides("pusht", "pusht", pusht_root, part, "steps=4", "resume=true"))
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _weights(full / "checkpoints" / "000004"), _weights(part / "checkpoints" / "000004")
@@ -62,6 +62,7 @@ def test_act_trains_resumes_bit_exactly_and_evaluates(tmp_path, pusht_root):
     c = _weights(full / "checkpoints" / "000002")
     assert any(not np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)  # and it did train
 
+    backbone.unlink()  # the checkpoint's weights replace the backbone's starting ones: no file needed
     out = tmp_path / "eval_only"
     r = run_train([f"checkpoint={full}", f"output_dir={out}", "eval.n_episodes=1", "eval.batch_size=1",
                    "env.episode_length=10"], script="eval.py")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("policy=foo", ["policy=foo", "options: act, diffusion, vqbet"]),
+    ("policy=foo", ["policy=foo", "options: act, diffusion, pi0, tdmpc, vqbet"]),
     ("policy=diffusin", ["did you mean diffusion"]),
     ("policy.horizn=3", ["policy.horizn is not a config key", "did you mean policy.horizon"]),
     ("batch_size=abc", ["wrong type", "batch_size"]),

@@ -57,6 +57,23 @@ def test_eval_cadences_run_at_their_steps(run):
     assert final["eval/num_images"] == 4 and final["eval/psnr_std"] >= 0 and final["eval/fps"] > 0
 
 
+def test_run_keeps_nerfstudios_dataparser_transforms_json(run, env):
+    """<run>/dataparser_transforms.json maps the scene's own poses to the trained frame: through it the
+    transforms.json poses are centred (mean position 0), scaled into the unit cube (max |t| = 1) and
+    upright (mean camera up = +z), nerfstudio's defaults (up, poses, auto scale)."""
+    saved = json.loads((run / "dataparser_transforms.json").read_text())
+    transform, scale = np.asarray(saved["transform"]), saved["scale"]
+    assert transform.shape == (3, 4) and 0 < scale < 1
+    scene = Path(env["HYDRABOT_HOME"]) / "scenes" / "tiny32" / "transforms.json"
+    poses = np.array([f["transform_matrix"] for f in json.loads(scene.read_text())["frames"]])
+    mapped = np.einsum("ij,njk->nik", transform, poses)
+    mapped[:, :, 3] *= scale
+    np.testing.assert_allclose(mapped[:, :, 3].mean(0), 0, atol=1e-5)
+    assert np.abs(mapped[:, :, 3]).max() == pytest.approx(1.0, abs=1e-5)
+    up = mapped[:, :, 1].mean(0)
+    np.testing.assert_allclose(up / np.linalg.norm(up), [0, 0, 1], atol=1e-5)
+
+
 def test_eval_cli_and_eval_freq_belongs_to_robots(run, env, tmp_path):
     out = tmp_path / "metrics.json"
     r = run_train([f"checkpoint={run}/checkpoints/last", f"output_path={out}", "machine.device_type=cpu"],

@@ -63,6 +63,9 @@ def _payloads(marker: Path, folder: Path) -> dict:
     def logger_node(cfg):
         cfg["logger"].update(_open_marker(marker))
 
+    def viewer_node(cfg):
+        cfg["viewer"].update(_open_marker(marker))
+
     def optimizer_node(cfg):
         cfg["optimizer"].update({"_target_": "builtins.open", "_partial_": True})
 
@@ -95,6 +98,7 @@ def _payloads(marker: Path, folder: Path) -> dict:
     return {
         "nested_in_free_form_dict": (config(nested_in_free_form_dict), "key policy.input_features.observation.state.extra._"),
         "logger_node": (config(logger_node), "key logger._"),
+        "viewer_node": (config(viewer_node), "key viewer._"),
         "optimizer_node": (config(optimizer_node), "key optimizer._"),
         "scheduler_node": (config(scheduler_node), "key scheduler._"),
         "torch_load_of_a_pickle": (config(torch_load_of_a_pickle), "key logger._"),
@@ -113,11 +117,13 @@ def _entry(entry: str, run_dir: Path, pusht_root: Path, tmp_path: Path) -> list[
         return tiny_overrides(pusht_root, tmp_path / "new_run", f"load_checkpoint={ckpt}")
     if entry == "load_config":
         return ["--load-config", str(ckpt / ckpt_lib.CONFIG_FILE), *tiny_overrides(pusht_root, tmp_path / "new_run")]
+    if entry == "view":
+        return [f"checkpoint={ckpt}", "machine.device_type=cpu"]
     return [f"checkpoint={ckpt}", f"output_dir={tmp_path / 'out'}", "machine.device_type=cpu"]
 
 
 SCRIPT = {"resume": "train.py", "warm_start": "train.py", "load_config": "train.py", "eval": "eval.py",
-          "render": "render.py"}
+          "render": "render.py", "view": "view.py"}
 CASES = [(entry, payload) for payload in ("nested_in_free_form_dict", "logger_node", "optimizer_node",
                                           "scheduler_node", "torch_load_of_a_pickle", "interpolation",
                                           "choices_outside_conf", "pickle_gadget_state")
@@ -125,6 +131,9 @@ CASES = [(entry, payload) for payload in ("nested_in_free_form_dict", "logger_no
 CASES += [(entry, payload) for entry in ("render", "warm_start", "load_config")
           for payload in ("nested_in_free_form_dict", "logger_node", "choices_add_a_target")]
 CASES += [("warm_start", "pickle_gadget_state"), ("render", "torch_load_of_a_pickle")]
+CASES += [(entry, "viewer_node") for entry in ("resume", "view")]
+CASES += [("view", payload) for payload in ("nested_in_free_form_dict", "interpolation", "choices_add_a_target",
+                                            "pickle_gadget_state")]
 
 
 @pytest.mark.parametrize("entry, payload", CASES)
@@ -163,3 +172,11 @@ def test_a_checkpoint_is_saved_as_data_and_an_older_one_with_conf_targets_still_
                    "eval.n_episodes=1", "eval.batch_size=1", "eval.max_videos=0"], script="eval.py")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "out" / "eval.json").is_file()
+
+
+def test_view_py_on_a_policy_checkpoint_says_why_it_shows_none(trained_run):
+    """view.py reads the checkpoint as every entry point does, then refuses a policy in one line (viser draws no
+    simulator here), naming what to use instead."""
+    line = one_error_line(run_train([f"checkpoint={trained_run}", "machine.device_type=cpu"], script="view.py"))
+    assert "view.py shows neural fields" in line and "holds a robot policy" in line
+    assert f"src/eval.py checkpoint={(trained_run / 'checkpoints' / 'last').resolve()}" in line

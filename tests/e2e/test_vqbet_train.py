@@ -4,13 +4,12 @@ checkpoint inside each phase, evaluation by train.py and eval.py, LeRobot's flag
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from helpers import one_error_line, run_train
+from helpers import copy_as_killed_after, one_error_line, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -35,16 +34,6 @@ def _weights(ckpt: Path) -> dict:
     return load_file(str(ckpt / "model.safetensors"))
 
 
-def _resume_from(full: Path, part: Path, step: int) -> None:
-    """`part`: `full` as if killed right after its checkpoint at `step`."""
-    shutil.copytree(full, part, symlinks=True)
-    for ckpt in (part / "checkpoints").iterdir():
-        if ckpt.name != "last" and int(ckpt.name) > step:
-            shutil.rmtree(ckpt)
-    (part / "checkpoints" / "last").unlink()
-    (part / "checkpoints" / "last").symlink_to(f"{step:06d}")
-
-
 def test_two_phases_resume_exactly_inside_each_and_evaluate(tmp_path, pusht_root):
     full = tmp_path / "full"
     r = run_train(vqbet_overrides(pusht_root, full, "eval_freq=6"))
@@ -67,8 +56,7 @@ def test_two_phases_resume_exactly_inside_each_and_evaluate(tmp_path, pusht_root
     phase1 = _weights(full / "checkpoints" / "000002")
     assert not bool(phase1["action_head.vqvae_model.discretized"])
     for step in (2, 4):  # inside the VQ-VAE phase, and inside the GPT phase
-        part = tmp_path / f"part{step}"
-        _resume_from(full, part, step)
+        part = copy_as_killed_after(full, tmp_path / f"part{step}", step)
         r = run_train(vqbet_overrides(pusht_root, part, "resume=true"))
         assert r.returncode == 0, r.stderr[-3000:]
         b = _weights(part / "checkpoints" / "000006")

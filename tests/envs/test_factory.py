@@ -125,3 +125,14 @@ def test_preprocess_observation_nested_cameras_and_unmapped_keys():
     assert out["observation.images.top"].shape == (1, 3, 4, 4)
     with pytest.raises(KeyError, match="pixels/top"):
         preprocess_observation(obs, {"agent_pos": "observation.state"})
+
+
+def test_no_frame_wanted_renders_nothing():
+    """An async env renders every worker when asked; evaluation without videos must never ask."""
+    from envs.factory import render_envs
+
+    class Unrenderable:
+        def render(self):
+            raise AssertionError("rendered although no frame was wanted")
+
+    assert render_envs(Unrenderable(), []) == []

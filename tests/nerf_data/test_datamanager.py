@@ -68,7 +68,8 @@ def test_rays_retrace_to_batch_colours(ns_scene, tmp_path, distorted):
                                         distortion=[-0.15, 0.02, 0.0, 0.0, 0.002, -0.001])
     parser = NerfstudioDataParser(eval_mode="interval")  # 4 views: 3 train, 1 eval
     dm = NerfDataManager(parser, data=ns_scene, train_num_rays_per_batch=300)
-    assert dm.train_cameras.camera_type == ("opencv" if distorted else "pinhole")
+    assert dm.train_cameras.camera_type == "perspective"
+    assert (dm.train_cameras.distortion_params is not None) == distorted
     rays, batch = dm.next_train(0)
     tr, scale = dm.train_outputs.dataparser_transform.double(), dm.train_outputs.dataparser_scale
     rot, t = tr[:, :3], tr[:, 3]
@@ -180,7 +181,8 @@ def test_pixel_sampler_keys_reach_the_datamanager_from_the_config(compose, ns_sc
     cfg = compose(["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=preset/nerfacto",
                    "data=nerfstudio", f"data.data={ns_scene}", "data.train_num_rays_per_batch=16",
                    "data.pixel_sampler.keep_full_image=true", "data.pixel_sampler.num_rays_per_batch=8"])
-    assert OmegaConf.to_container(cfg.data.pixel_sampler) == {"num_rays_per_batch": 8, "keep_full_image": True}
+    assert OmegaConf.to_container(cfg.data.pixel_sampler) == {"num_rays_per_batch": 8, "keep_full_image": True,
+                                                              "is_equirectangular": None}
     kwargs = OmegaConf.to_container(cfg.data, resolve=True)
     kwargs.pop("scene")  # as NerfPipeline builds it
     dm = instantiate(kwargs, _convert_="all")

@@ -20,7 +20,7 @@ def test_nerfstudio_scene(ns_scene):
     train, val = parser.get_dataparser_outputs("train"), parser.get_dataparser_outputs("val")
     assert len(train) == math.ceil(12 * 0.9) == 11 and len(val) == 1
     cams = train.cameras
-    assert cams.camera_type == "pinhole"  # OPENCV with all-zero coefficients
+    assert cams.camera_type == "perspective" and cams.distortion_params is None  # OPENCV, all-zero coefficients
     assert torch.allclose(cams.fx, torch.tensor(meta["fl_x"])) and float(cams.cx[0]) == 16.0
     assert int(cams.width[0]) == 32 and int(cams.height[0]) == 32
     images = train.load_images()
@@ -34,7 +34,7 @@ def test_nerfstudio_scene(ns_scene):
     assert train.scene_box.tolist() == [[-1.0] * 3, [1.0] * 3]
 
 
-@pytest.mark.parametrize("orientation,center", [("up", "poses"), ("pca", "focus"), ("none", "none")])
+@pytest.mark.parametrize("orientation,center", [("up", "poses"), ("vertical", "focus"), ("none", "none")])
 def test_pose_normalisation_bounds(ns_scene, orientation, center):
     out = NerfstudioDataParser(data=str(ns_scene), orientation_method=orientation, center_method=center,
                                eval_mode="all").get_dataparser_outputs("train")
@@ -76,7 +76,10 @@ def test_filename_split_and_downscale(tmp_path):
         fr["file_path"] = new
     (scene / "transforms.json").write_text(json.dumps(meta))
     p = NerfstudioDataParser(data=str(scene), eval_mode="filename", downscale_factor=2)
-    train, val = p.get_dataparser_outputs("train"), p.get_dataparser_outputs("val")
+    with pytest.warns(UserWarning, match=r"files missing from images_2/ are read at full size .* resized "
+                                         r"\(nerfstudio 1\.1\.5 would stop: it reads images_2/ only\): 4 case\(s\), "
+                                         r"e\.g\. eval_0\.png"):
+        train, val = p.get_dataparser_outputs("train"), p.get_dataparser_outputs("val")
     assert len(train) == 3 and len(val) == 1 and val.image_filenames[0].name == "eval_0.png"
     assert int(train.cameras.width[0]) == 16 and float(train.cameras.fx[0]) == pytest.approx(meta["fl_x"] / 2)
     assert train.load_images()[0].shape == (16, 16, 3)
@@ -130,7 +133,8 @@ BAD = {
     "bottom row": (_set_pose(0, [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]), "last row"),
     "sheared": (_set_pose(0, [[1, 0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "orthonormal"),
     "nan": (_set_pose(0, [[float("nan"), 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "non-finite"),
-    "fisheye": (lambda meta: meta.__setitem__("camera_model", "OPENCV_FISHEYE"), "not supported"),
+    "orthophoto": (lambda meta: meta.__setitem__("camera_model", "ORTHOPHOTO"), "not supported"),
+    "unknown model": (lambda meta: meta.__setitem__("camera_model", "opencv"), "not a camera model"),
     "size mismatch": (lambda meta: meta.__setitem__("w", 20), "image is 16x16"),
 }
 
@@ -186,15 +190,18 @@ def test_malformed_blender(tmp_path):
         BlenderDataParser(data=str(scene2)).get_dataparser_outputs("val")
 
 
-def test_per_frame_overrides_and_distortion(tmp_path):
+def test_per_frame_values_apply_only_where_the_top_level_lacks_them(tmp_path):
+    """nerfstudio 1.1.5: a top-level intrinsic or distortion block wins over a frame's own values."""
     k = [-0.05, 0.01, 0.0, 0.0, 0.001, -0.002]
     scene = write_nerfstudio(tmp_path / "d", n_views=3, size=16, depth=False, distortion=k)
     meta = json.loads((scene / "transforms.json").read_text())
     meta["frames"][2]["fl_x"] = 30.0
     meta["frames"][2]["k1"] = -0.07
     (scene / "transforms.json").write_text(json.dumps(meta))
-    cams = NerfstudioDataParser(data=str(scene), eval_mode="all").get_dataparser_outputs("train").cameras
-    assert cams.camera_type == "opencv"
-    assert cams.fx[:, 0].tolist() == pytest.approx([meta["fl_x"], meta["fl_x"], 30.0])
-    torch.testing.assert_close(cams.distortion_params[0], torch.tensor(k))
-    assert float(cams.distortion_params[2, 0]) == pytest.approx(-0.07)
+    with pytest.warns(UserWarning) as record:
+        cams = NerfstudioDataParser(data=str(scene), eval_mode="all").get_dataparser_outputs("train").cameras
+    said = " | ".join(str(w.message) for w in record)
+    assert "frames' own fl_x are ignored, the top-level fl_x=" in said and "e.g. frames[2] (images/frame_00003.png): " \
+        "fl_x=30.0" in said and "frames' own distortion is ignored" in said
+    assert cams.fx[:, 0].tolist() == pytest.approx([meta["fl_x"]] * 3)
+    torch.testing.assert_close(cams.distortion_params, torch.tensor(k).expand(3, 6))

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from config.errors import ConfigError
-from models.fields.encodings import (HashEncoding, NeRFEncoding, SHEncoding, hash_encoding_reference,
-                                     level_resolutions)
+from models.fields.encodings import HashEncoding, NeRFEncoding, SHEncoding
+from models.fields.hash_layout import hash_encoding_reference, level_resolutions, make_layout
 from models.fields.mlp import MLP
 
 
@@ -23,6 +23,36 @@ def test_levels_mix_dense_and_hashed():
     assert enc.dense.view(-1).tolist() == [True, False, False, False]  # 6^3 <= 1024 < 12^3
 
 
+def test_tcnn_layout_follows_tiny_cuda_nn_sizing():
+    """grid.h: scale 2^(l log2 b) * base - 1, resolution ceil(scale) + 1, rows min(res^3 rounded up to 8, T)
+    packed level after level; dense where res^3 fits the rows."""
+    lay = make_layout("tcnn", 16, 16, 2048, 19)
+    assert lay.scales[0] == 15.0 and lay.sides[0] == 16 and lay.sizes[0] == 16**3 and lay.dense[0]
+    assert lay.shift == 0.5 and lay.offsets[1] == 4096
+    assert all(s % 8 == 0 and s <= 2**19 for s in lay.sizes)
+    for res, rows, dense in zip(lay.sides, lay.sizes, lay.dense):
+        assert dense == (res**3 <= rows) and rows == min(-(-res**3 // 8) * 8, 2**19)
+    assert lay.total_rows == sum(lay.sizes) < 16 * 2**19
+    enc = HashEncoding(layout="tcnn")
+    assert enc.table.shape == (lay.total_rows, 2)  # tcnn's flat parameter vector, as rows of 2 features
+    torch_lay = make_layout("torch", 16, 16, 2048, 19)
+    assert torch_lay.scales[-1] == 2048.0 and torch_lay.total_rows == 16 * 2**19
+
+
+def test_bf16_table_reads_rounded_values_and_passes_gradients_through():
+    enc = _small_encoding(table_dtype="bfloat16").float()
+    rounded = _small_encoding().float()
+    with torch.no_grad():
+        rounded.table.copy_(enc.table.to(torch.bfloat16).float())
+    x = torch.rand(32, 3)
+    torch.testing.assert_close(enc(x), rounded(x), rtol=0, atol=0)
+    g = torch.randn(32, enc.out_dim)
+    (a,) = torch.autograd.grad((enc(x) * g).sum(), enc.table)
+    (b,) = torch.autograd.grad((rounded(x) * g).sum(), rounded.table)
+    assert a.dtype == torch.float32
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_level_resolutions_match_nerfstudio_defaults():
     res, growth = level_resolutions(16, 16, 2048)
     assert res[0] == 16 and res[-1] == 2048 and len(res) == 16
@@ -30,7 +60,8 @@ def test_level_resolutions_match_nerfstudio_defaults():
 
 
 @pytest.mark.parametrize("kw", [{}, {"log2_hashmap_size": 14, "features_per_level": 4}, {"num_levels": 1},
-                                {"num_levels": 2, "max_res": 2**21}])  # the last one needs int64 indices
+                                {"num_levels": 2, "max_res": 2**21},  # needs int64 indices
+                                {"layout": "tcnn"}, {"layout": "tcnn", "log2_hashmap_size": 14, "max_res": 200}])
 def test_hash_encoding_matches_reference_values_and_gradients(kw):
     enc = _small_encoding(**kw)
     assert enc.index_dtype == (torch.long if kw.get("max_res", 0) > 2**20 else torch.int32)
@@ -41,7 +72,7 @@ def test_hash_encoding_matches_reference_values_and_gradients(kw):
     x2 = x.clone().requires_grad_(True)
     g = torch.randn(64, enc.out_dim, dtype=torch.float64)
     out = enc(x1)
-    ref = hash_encoding_reference(x2, enc.table, enc.resolutions)
+    ref = hash_encoding_reference(x2, enc.table, enc.layout)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     (gt1, gx1) = torch.autograd.grad((out * g).sum(), [enc.table, x1])
     (gt2, gx2) = torch.autograd.grad((ref * g).sum(), [enc.table, x2])

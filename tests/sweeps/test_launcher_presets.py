@@ -74,6 +74,7 @@ def test_slurm_presets_take_the_machine_group(tmp_path, preset, gpus):
     assert options["nodes"] == "3" and options["ntasks-per-node"] == "2"
     assert options["cpus-per-task"] == "4" and options["mem"] == "16GB"
     assert options["signal"] == "USR2@60"
+    assert "requeue" in options  # a job that loses a node goes back in the queue
     assert options.get("gpus-per-node") == (str(gpus) if gpus else None)
     assert executor.max_num_timeout == 5
     assert "export PYTHONPATH=$SLURM_SUBMIT_DIR/src:$PYTHONPATH" in script

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, run_bounded, run_train, tiny_overrides
-from slurm_cluster import cluster_report
+from slurm_cluster import cluster_report, sweep_runs
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +36,7 @@ def run_sweep(args: list[str], cluster: dict, timeout: int = 420):
 
 
 def mlflow_runs(tmp_path: Path) -> tuple:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    info = json.loads((tmp_path / "sweep" / "mlflow_parent.json").read_text())
-    parent = client.get_run(info["run_id"])
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'")
-    return client, parent, children
+    return sweep_runs(tmp_path / "mlflow.db", tmp_path / "sweep")
 
 
 def test_two_job_sweep_on_slurm(pusht_root, slurm_cluster, tmp_path):

@@ -1,54 +1,24 @@
 """What a person sees in a real browser: the run's links open MLflow's runs view with the run's
 metrics, not the GenAI view MLflow 3 starts in. Headless Chromium through selenium, on an
-`mlflow server` on loopback; the test installs Chromium with apt-get where it can, and skips
-saying why where it cannot."""
+`mlflow server` on loopback; Chromium is installed with apt-get where it can be, else the test
+skips saying why (tests/browser.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 
+from browser import new_driver, quit_driver
 from mlflow_server import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-
-
-def _find() -> tuple[str | None, str | None]:
-    return next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None), shutil.which("chromedriver")
-
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[test]'")
-    binary, driver = _find()
-    if binary is None or driver is None:
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.skip("headless Chromium is not installed and installing it needs root and apt-get "
-                        "(apt-get install chromium chromium-driver)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
-        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=900)
-            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-            if done.returncode != 0:
-                pytest.skip(f"apt-get could not install chromium and chromium-driver: {done.stderr.strip()[-300:]}")
-        binary, driver = _find()
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"):
-        options.add_argument(arg)
-    chrome = webdriver.Chrome(service=Service(driver), options=options)
-    yield chrome
-    chrome.quit()
+    """Headless Chromium (tests/browser.py installs it with apt-get where it can, else skips saying why)."""
+    driver = new_driver(1400, 900)
+    yield driver
+    quit_driver(driver)
 
 
 @pytest.fixture

@@ -1,28 +1,41 @@
-"""Cameras and ray generation, following nerfstudio's conventions.
+"""Cameras and ray generation, following nerfstudio 1.1.5's `Cameras._generate_rays_from_coords`.
 
 - `camera_to_worlds` are `(N, 3, 4)` OpenGL camera-to-world matrices: the camera looks down its
   -z axis, +y is up and +x is right in the image.
 - Intrinsics are in pixels; pixel `(y, x)` (row, column, integers) is sampled at its centre
-  `(y + 0.5, x + 0.5)`.
-- `camera_type` is "pinhole" (no distortion) or "opencv" (radial k1..k4 and tangential p1, p2,
-  stored as nerfstudio does: `distortion_params = [k1, k2, k3, k4, p1, p2]`, the radial factor
-  being `1 + k1 r^2 + k2 r^4 + k3 r^6 + k4 r^8`). Distorted image points are undistorted with
-  nerfstudio's Newton iterations (10 steps) in the OpenCV image frame (y down) before the flip to
-  OpenGL, so the tangential terms keep OpenCV's signs.
+  `(y + 0.5, x + 0.5)`; `(u, v) = ((x - cx) / fx, (y - cy) / fy)` in the OpenCV image frame (y down).
+- `distortion_params = [k1, k2, k3, k4, p1, p2]` (N, 6) or None. Wherever they are not all zero, the
+  points are undistorted with nerfstudio's Newton iterations (10 steps, radial factor
+  `1 + k1 r^2 + k2 r^4 + k3 r^6 + k4 r^8`, OpenCV's tangential terms) in the OpenCV frame, before
+  the flip to OpenGL. This happens for every camera type except equirectangular, as in nerfstudio.
+- `camera_type` (one per Cameras object, as nerfstudio's transforms.json has one `camera_model`):
+  - "perspective" (COLMAP's SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV): direction
+    `(u, -v, -1)`.
+  - "fisheye" (OPENCV_FISHEYE): equidistant. The undistorted point's norm is the angle theta from
+    the optical axis (clipped to [0, pi]) and the direction is `(u sin(theta)/theta, -v
+    sin(theta)/theta, -cos(theta))`; with the polynomial above this inverts OpenCV's fisheye model
+    `theta_d = theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8)`. At theta = 0 (a pixel
+    centre exactly on the principal point) nerfstudio divides 0 by 0 and gets a NaN ray; here the
+    limit, the optical axis, is used.
+  - "equirectangular": longitude `-pi u`, colatitude `pi (1/2 + v)` (after the flip, nerfstudio's
+    `pi (1/2 - v_gl)`); with nerfstudio's intrinsics for such images (fx = w/2, fy = h, centred
+    principal point) the image spans the whole sphere, +y (up) at the top row.
 - `pixel_area` is nerfstudio's: the product of the distances between the unit direction of the
   pixel and those of its right (x + 1) and lower (y + 1) neighbours, i.e. the footprint at unit
-  distance.
+  distance. `directions_norm` is the length of the camera-frame direction before normalisation.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from data.nerf.rays import RayBundle
 
-CAMERA_TYPES = ("pinhole", "opencv")
+CAMERA_TYPES = ("perspective", "fisheye", "equirectangular")
+_EPS = 4.0 * torch.finfo(torch.float64).eps  # nerfstudio's floor on a direction's norm
 
 
 def _col(value, n: int, dtype, name: str) -> torch.Tensor:
@@ -50,7 +63,7 @@ class Cameras:
     camera_type: str
 
     def __init__(self, camera_to_worlds, fx, fy, cx, cy, width, height, distortion_params=None,
-                 camera_type: str = "pinhole"):
+                 camera_type: str = "perspective"):
         c2w = torch.as_tensor(camera_to_worlds, dtype=torch.float32)
         if c2w.ndim == 2:
             c2w = c2w[None]
@@ -66,19 +79,19 @@ class Cameras:
         self.cy = _col(cy, n, torch.float32, "cy")
         self.width = _col(width, n, torch.int64, "width")
         self.height = _col(height, n, torch.int64, "height")
-        camera_type = camera_type.lower()
         if camera_type not in CAMERA_TYPES:
             raise ValueError(f"Cameras: camera_type {camera_type!r} is not one of {CAMERA_TYPES}")
         self.camera_type = camera_type
-        if distortion_params is not None and camera_type == "opencv":
+        if distortion_params is None:
+            self.distortion_params = None
+        else:
             d = torch.as_tensor(distortion_params, dtype=torch.float32)
             if d.ndim == 1:
-                d = d.expand(n, 6)
+                d = d.expand(n, -1)
             if d.shape != (n, 6):
-                raise ValueError(f"Cameras: distortion_params must be (N, 6), got {tuple(d.shape)}")
+                raise ValueError(f"Cameras: distortion_params must be (N, 6) [k1, k2, k3, k4, p1, p2], "
+                                 f"got {tuple(d.shape)}")
             self.distortion_params = d.clone()
-        else:
-            self.distortion_params = None
 
     # ------------------------------------------------------------------ containers
     def __len__(self) -> int:
@@ -131,20 +144,31 @@ class Cameras:
         x = pc[:, 1] + 0.5
         fx, fy = self.fx[ci, 0], self.fy[ci, 0]
         cx, cy = self.cx[ci, 0], self.cy[ci, 0]
-        u = (x - cx) / fx
-        v = (y - cy) / fy  # OpenCV normalised image frame, y down
-        pts = torch.stack([
-            torch.stack([u, v], -1),
-            torch.stack([u + 1.0 / fx, v], -1),  # right neighbour (x + 1)
-            torch.stack([u, v + 1.0 / fy], -1),  # lower neighbour (y + 1)
-        ], 0)  # (3, N, 2)
-        if self.distortion_params is not None:
+        pts = torch.stack([  # (3, N, 2): the pixel, its right (x + 1) and lower (y + 1) neighbours
+            torch.stack([(x - cx) / fx, (y - cy) / fy], -1),
+            torch.stack([(x - cx + 1) / fx, (y - cy) / fy], -1),
+            torch.stack([(x - cx) / fx, (y - cy + 1) / fy], -1),
+        ], 0)
+        if self.distortion_params is not None and self.camera_type != "equirectangular":
             params = self.distortion_params[ci]
-            pts = radial_and_tangential_undistort(pts, params.expand(3, -1, -1))
-        dirs_cam = torch.stack([pts[..., 0], -pts[..., 1], -torch.ones_like(pts[..., 0])], -1)  # OpenGL
+            if bool((params != 0).any()):
+                pts = radial_and_tangential_undistort(pts, params.expand(3, -1, -1))
+        u, v = pts[..., 0], -pts[..., 1]  # OpenGL: y up
+        if self.camera_type == "perspective":
+            dirs_cam = torch.stack([u, v, -torch.ones_like(u)], -1)
+        elif self.camera_type == "fisheye":
+            theta = torch.sqrt(u * u + v * v).clamp(0.0, math.pi)
+            sinc = torch.where(theta > 0, torch.sin(theta) / torch.where(theta > 0, theta, 1.0), 1.0)
+            dirs_cam = torch.stack([u * sinc, v * sinc, -torch.cos(theta)], -1)
+        else:  # equirectangular
+            lon = -math.pi * u
+            colat = math.pi * (0.5 - v)
+            dirs_cam = torch.stack([-torch.sin(lon) * torch.sin(colat), torch.cos(colat),
+                                    -torch.cos(lon) * torch.sin(colat)], -1)
         rot = self.camera_to_worlds[ci, :, :3]  # (N, 3, 3)
         dirs = torch.einsum("nij,knj->kni", rot, dirs_cam)
-        dirs = dirs / torch.linalg.norm(dirs, dim=-1, keepdim=True)
+        norm = torch.linalg.norm(dirs, dim=-1, keepdim=True).clamp_min(_EPS)
+        dirs = dirs / norm
         dx = torch.linalg.norm(dirs[0] - dirs[1], dim=-1)
         dy = torch.linalg.norm(dirs[0] - dirs[2], dim=-1)
         return RayBundle(
@@ -152,6 +176,7 @@ class Cameras:
             directions=dirs[0].contiguous(),
             pixel_area=(dx * dy)[:, None],
             camera_indices=ci[:, None],
+            directions_norm=norm[0].contiguous(),
         )
 
     def image_pixel_coords(self, camera_index: int) -> torch.Tensor:

@@ -2,23 +2,30 @@
 
 - Images are read once, as uint8, and kept on the training `device` when `images_on_gpu` (masks:
   `masks_on_gpu`), else on the CPU; a batch's colours are gathered where the images live and sent to
-  `device` as float in [0, 1].
+  `device` as float in [0, 1] (RGBA when the scene's images have alpha and the dataparser keeps it:
+  the model composites them). The dataparser's `mask_color` paints the pixels outside the masks.
 - `next_train(step)` samples `train_num_rays_per_batch` pixels (square `patch_size` patches when
   > 1; only where masks are True) across `train_num_images_to_sample_from` images (-1: all), a
   subset re-drawn every `train_num_times_to_repeat_images` calls (-1: never).
 - Eval: `next_eval(step)` is the same over the eval split with `eval_num_rays_per_batch`;
   `eval_image(i)` / `iter_eval_images()` / `next_eval_image(step)` give whole eval images
-  (`eval_image_indices`, None = all) as flattened row-major rays plus ground truth.
+  (`eval_image_indices`, None = all) as flattened row-major rays plus ground truth. The eval split is
+  the dataparser's "val" split, or its "test" split with `test_mode="test"` (nerfstudio's ns-eval).
 - `pixel_sampler` (nerfstudio's --pipeline.datamanager.pixel-sampler.*): `keep_full_image` adds
-  "full_image" to every train/eval ray batch: the split's images, float in [0, 1], (K, Hmax, Wmax, 3)
+  "full_image" to every train/eval ray batch: the split's images, float in [0, 1], (K, Hmax, Wmax, C)
   padded, where the images are stored, indexed by the batch's camera indices. `num_rays_per_batch` is
   not read: as in nerfstudio, the train/eval counts above set each sampler's size.
+  `is_equirectangular`: nerfstudio's datamanager overrides this flag with "are all the split's cameras
+  equirectangular?"; here null takes that answer and a value that contradicts it is refused. The
+  scene's `fisheye_crop_radius` (fisheye cameras) restricts sampling to that circle the same way.
+- Depth (`depth_file_path` in the scene): every batch carries "depth_image" (N, 1), in the frame's
+  units (nerfstudio's DepthDataset), and its rays `directions_norm`; `has_depth` says whether it does.
 - Every random draw comes from two CPU `torch.Generator`s (train: seed, eval: seed + 1);
   `state_dict()` / `load_state_dict()` carry them and the image-subset position, so a resumed
   run draws the same next batch.
 
-Batches: `(RayBundle on device, {"rgb": (N, 3) float, "indices": (N, 3) long [camera, y, x]})`,
-camera indices being positions within the split's cameras.
+Batches: `(RayBundle on device, {"rgb": (N, 3|4) float, "indices": (N, 3) long [camera, y, x]
+[, "depth_image": (N, 1)]})`, camera indices being positions within the split's cameras.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ def _pad_stack(items: list[torch.Tensor], fill=0) -> torch.Tensor:
 
 
 class _Split:
-    """One split's cameras (on device), padded uint8 images and bool masks (on their storage devices)."""
+    """One split's cameras (on device), padded uint8 images, bool masks (on their storage devices) and
+    float depths (with the images)."""
 
     def __init__(self, outputs: DataparserOutputs, scale: float, device, image_device, mask_device):
         self.outputs = outputs
@@ -52,15 +60,27 @@ class _Split:
         cams = outputs.cameras if scale == 1.0 else outputs.cameras.rescale_output_resolution(scale)
         self.n = len(outputs)
         self.cameras = cams.to(device)
+        self.images = self.masks = self.depths = None
         if self.n == 0:
-            self.images = self.masks = None
             self.sizes = torch.zeros(0, 2, dtype=torch.long)
             return
         images = outputs.load_images(cams)
         self.sizes = torch.tensor([[im.shape[0], im.shape[1]] for im in images], dtype=torch.long)
-        self.images = _pad_stack(images).to(image_device)
         masks = outputs.load_masks(cams)
+        if outputs.mask_color is not None:
+            if masks is None:
+                raise SceneError(outputs.image_filenames[0], "data.dataparser.mask_color is set but the scene has no "
+                                                             "masks", "give the frames a mask_path, or unset mask_color")
+            if images[0].shape[-1] != 3:
+                raise SceneError(outputs.image_filenames[0], "data.dataparser.mask_color needs RGB images, these "
+                                                             "have alpha (nerfstudio fails on them too)",
+                                 "composite them first with data.dataparser.alpha_color=white|black")
+            color = torch.tensor([round(c * 255) for c in outputs.mask_color], dtype=torch.uint8)
+            images = [torch.where(m[..., None], im, color) for im, m in zip(images, masks)]
+        self.images = _pad_stack(images).to(image_device)
         self.masks = None if masks is None else _pad_stack(masks, False).to(mask_device)
+        depths = outputs.load_depths(cams)
+        self.depths = None if depths is None else _pad_stack(depths, 0.0).to(image_device)
 
     def full_images(self) -> torch.Tensor:
         """The images as float in [0, 1] (K, Hmax, Wmax, 3), made once, where the images are stored."""
@@ -73,11 +93,11 @@ class _Stream:
     """Random-ray stream over one split: its generator, image subset and repeat count."""
 
     def __init__(self, split: _Split, num_rays: int, num_images: int, times_to_repeat: int, patch_size: int,
-                 seed: int):
+                 seed: int, equirectangular: bool = False):
         self.split = split
         self.num_images = num_images
         self.times_to_repeat = times_to_repeat
-        self.sampler = PixelSampler(num_rays, patch_size)
+        self.sampler = PixelSampler(num_rays, patch_size, equirectangular, split.outputs.fisheye_crop_radius)
         self.generator = torch.Generator().manual_seed(seed)
         self.subset: torch.Tensor | None = None
         self.count = 0
@@ -131,11 +151,16 @@ class NerfDataManager:
                  eval_num_images_to_sample_from: int = -1, eval_num_times_to_repeat_images: int = -1,
                  eval_image_indices: list[int] | tuple[int, ...] | None = (0,),
                  camera_res_scale_factor: float = 1.0, patch_size: int = 1, images_on_gpu: bool = False,
-                 masks_on_gpu: bool = False, pixel_sampler: dict | None = None, seed: int = 0):
+                 masks_on_gpu: bool = False, pixel_sampler: dict | None = None, seed: int = 0,
+                 test_mode: str = "val"):
+        """test_mode: which dataparser split is the eval split, "val" (training) or "test" (ns-eval)."""
         sampler_opts = dict(pixel_sampler or {})
-        unknown = sorted(set(sampler_opts) - {"num_rays_per_batch", "keep_full_image"})
+        valid = ("num_rays_per_batch", "keep_full_image", "is_equirectangular")
+        unknown = sorted(set(sampler_opts) - set(valid))
         if unknown:
-            raise ValueError(f"pixel_sampler: unknown option(s) {unknown}; valid: num_rays_per_batch, keep_full_image")
+            raise ValueError(f"pixel_sampler: unknown option(s) {unknown}; valid: {', '.join(valid)}")
+        if test_mode not in ("val", "test"):
+            raise ValueError(f"test_mode={test_mode!r} is not val or test")
         self.keep_full_image = bool(sampler_opts.get("keep_full_image", False))
         if data is not None:
             dataparser.data = str(data)
@@ -146,13 +171,16 @@ class NerfDataManager:
         mask_device = self.device if masks_on_gpu else torch.device("cpu")
         self.dataparser = dataparser
         self.train_outputs = dataparser.get_dataparser_outputs("train")
-        self.eval_outputs = dataparser.get_dataparser_outputs("val")
+        self.eval_outputs = dataparser.get_dataparser_outputs(test_mode)
         self.train_split = _Split(self.train_outputs, camera_res_scale_factor, self.device, image_device, mask_device)
         self.eval_split = _Split(self.eval_outputs, camera_res_scale_factor, self.device, image_device, mask_device)
+        flag = sampler_opts.get("is_equirectangular")
         self.train_stream = _Stream(self.train_split, train_num_rays_per_batch, train_num_images_to_sample_from,
-                                    train_num_times_to_repeat_images, patch_size, seed)
+                                    train_num_times_to_repeat_images, patch_size, seed,
+                                    _equirectangular(self.train_split, flag, "train"))
         self.eval_stream = _Stream(self.eval_split, eval_num_rays_per_batch, eval_num_images_to_sample_from,
-                                   eval_num_times_to_repeat_images, patch_size, seed + 1)
+                                   eval_num_times_to_repeat_images, patch_size, seed + 1,
+                                   _equirectangular(self.eval_split, flag, test_mode))
         if eval_image_indices is None:
             self.eval_image_indices = list(range(self.eval_split.n))
         elif self.eval_split.n == 0:
@@ -188,6 +216,11 @@ class NerfDataManager:
     def scene_box(self) -> torch.Tensor:
         return self.train_outputs.scene_box
 
+    @property
+    def has_depth(self) -> bool:
+        """Whether batches carry "depth_image" (the scene's frames have depth_file_path)."""
+        return self.train_split.depths is not None
+
     # ------------------------------------------------------------------ batches
     def _batch(self, split: _Split, indices: torch.Tensor) -> tuple[RayBundle, dict]:
         idx_img = indices.to(split.images.device)
@@ -195,7 +228,11 @@ class NerfDataManager:
         rgb = rgb.to(self.device, non_blocking=True).float() / 255.0
         idx_dev = indices.to(self.device)
         rays = split.cameras.generate_rays(idx_dev[:, 0], idx_dev[:, 1:])
-        return rays, {"rgb": rgb, "indices": idx_dev}
+        batch = {"rgb": rgb, "indices": idx_dev}
+        if split.depths is not None:
+            depth = split.depths[idx_img[:, 0], idx_img[:, 1], idx_img[:, 2]]
+            batch["depth_image"] = depth.to(self.device, non_blocking=True)[:, None]
+        return rays, batch
 
     def _ray_batch(self, split: _Split, stream: _Stream) -> tuple[RayBundle, dict]:
         rays, batch = self._batch(split, stream.indices())
@@ -214,7 +251,7 @@ class NerfDataManager:
         coords = split.cameras.image_pixel_coords(i).cpu()
         indices = torch.cat([torch.full((coords.shape[0], 1), i, dtype=torch.long), coords], -1)
         rays, batch = self._batch(split, indices)
-        batch["image"] = batch["rgb"].view(h, w, 3)
+        batch["image"] = batch["rgb"].view(h, w, -1)
         batch["image_idx"] = i
         if split.masks is not None:
             batch["mask"] = split.masks[i, :h, :w].to(self.device)
@@ -254,6 +291,18 @@ class NerfDataManager:
         self.train_stream.load_state_dict(state["train"])
         self.eval_stream.load_state_dict(state["eval"])
         self.eval_cursor = int(state["eval_cursor"])
+
+
+def _equirectangular(split: _Split, flag: bool | None, name: str) -> bool:
+    """nerfstudio's is_equirectangular: all of the split's cameras are; a flag that says otherwise is refused."""
+    if split.n == 0:  # nothing is sampled from an empty split
+        return False
+    actual = split.cameras.camera_type == "equirectangular"
+    if flag is not None and bool(flag) != actual:
+        raise ValueError(f"data.pixel_sampler.is_equirectangular={str(bool(flag)).lower()} but the {name} split's "
+                         f"cameras are {'' if actual else 'not '}equirectangular; nerfstudio sets this flag from the "
+                         "cameras (whatever is passed), so leave it unset (null)")
+    return actual
 
 
 __all__ = ["NerfDataManager", "SceneError"]

@@ -1,17 +1,37 @@
 """Scene readers: nerfstudio's `transforms.json` format and the Blender synthetic format.
 
-Both follow nerfstudio's dataparsers (`nerfstudio-data`, `blender-data`):
-- nerfstudio format: one `transforms.json` with global intrinsics (`camera_model`, `fl_x`, `fl_y`,
-  `cx`, `cy`, `w`, `h`, `k1`..`k4`, `p1`, `p2`) that frames may override, and `frames` with
-  `file_path`, a 4x4 OpenGL camera-to-world `transform_matrix` and an optional `mask_path`.
-  Frames are sorted by `file_path`. Poses are oriented/centred over ALL frames
-  (`orientation_method` up|pca|none, `center_method` poses|focus|none), then scaled by
-  `1 / max|t|` when `auto_scale_poses` and by `scale_factor`; then split (`eval_mode` fraction|
-  filename|interval|all, or the file's own `train_filenames`/`val_filenames`/`test_filenames`).
-- Blender format: `transforms_{train,val,test}.json` with `camera_angle_x` and frames whose
-  `file_path` has no extension (".png" is added); RGBA images are composited on `alpha_color`.
-  nerfstudio applies no pose normalisation here (defaults none/none/no auto scale), only
-  `scale_factor`; the scene box is [-1.5, 1.5]^3.
+Both follow nerfstudio 1.1.5's dataparsers (`nerfstudio-data`, `blender-data`) convention by
+convention; docs/NEURAL_FIELDS.md ("Reading real captures") lists each one with its status, and
+where nerfstudio's behaviour looks wrong, whether it is matched (and said so) or refused.
+
+nerfstudio format, in the order the parser applies them:
+- Frames are sorted by their image path (after the `images_<d>/` mapping below).
+- Downscaling: `downscale_factor`, or automatically the largest power of two d with the first
+  frame's `images_<d>/<name>` present while the image is larger than 1600 px; at d > 1 images,
+  masks and depths are read from `images_<d>/`, `masks_<d>/`, `depths_<d>/` (by file name).
+- Intrinsics `fl_x fl_y cx cy w h`: a top-level value wins over the frames' own; a frame's value is
+  read only when the top level lacks that key. Distortion likewise, as one block: any of `k1 k2 k3 p1
+  p2 distortion_params` at the top level makes the top-level block (`distortion_params`, a list of
+  6 `[k1, k2, k3, k4, p1, p2]`, else the `k`s and `p`s, missing ones 0) apply to every frame;
+  otherwise each frame's own block is read (a top-level `k4` alone is then ignored).
+- `camera_model` is read at the top level only (default: perspective); see CAMERA_MODELS.
+  Distortion coefficients are applied to every model but EQUIRECTANGULAR, PINHOLE included.
+- Poses: 4x4 OpenGL camera-to-world `transform_matrix`. Oriented (`orientation_method`, or the
+  file's `orientation_override`) and centred over ALL frames, then scaled by `1 / max|t|` when
+  `auto_scale_poses` and by `scale_factor`; then split.
+- Splits: the file's `train_filenames` / `val_filenames` / `test_filenames`, one list per split (a
+  file that has one of them must have the asked split's); else `eval_mode` (fraction, filename,
+  interval, all), val and test being the same held-out frames.
+- `mask_path`, `depth_file_path`: on every frame or on none.
+- Recorded transform (`dataparser_transform`, `dataparser_scale`, written to the run's
+  dataparser_transforms.json): from the data's original frame, i.e. the orientation transform times
+  the file's `applied_transform` (or COLMAP's axis swap when `<data>/colmap/sparse/0` exists), and
+  the scale times the file's `applied_scale`. `file_transform` / `file_scale` map transforms.json's
+  own frame (render.py's camera paths).
+Blender format: `transforms_{train,val,test}.json` with `camera_angle_x` and frames whose
+`file_path` has no extension (".png" is added); RGBA images are composited on `alpha_color`.
+nerfstudio applies no pose normalisation here (defaults none/none/no auto scale), only
+`scale_factor`; the scene box is [-1.5, 1.5]^3.
 
 A malformed scene raises `SceneError` (a ValueError) naming the file, the problem and the fix.
 """
@@ -20,9 +40,10 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -31,8 +52,29 @@ from config.ranges import ranged
 from data.nerf.cameras import Cameras
 
 MAX_AUTO_RESOLUTION = 1600
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".PNG", ".JPEG")
 ALPHA_COLORS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+ORIENTATION_METHODS = ("pca", "up", "vertical", "none")
+CENTER_METHODS = ("poses", "focus", "none")
+# transforms.json's camera_model -> the Cameras type nerfstudio 1.1.5 maps it to
+CAMERA_MODELS = {"SIMPLE_PINHOLE": "perspective", "PINHOLE": "perspective", "SIMPLE_RADIAL": "perspective",
+                 "RADIAL": "perspective", "OPENCV": "perspective", "OPENCV_FISHEYE": "fisheye",
+                 "EQUIRECTANGULAR": "equirectangular"}
+# models nerfstudio 1.1.5 also names, refused here with the reason
+UNSUPPORTED_MODELS = {
+    **{m: "nerfstudio uses it to render stereo VR video (its ray origins follow the first camera of a batch); "
+          "it is not a capture model" for m in ("OMNIDIRECTIONALSTEREO_L", "OMNIDIRECTIONALSTEREO_R",
+                                                "VR180_L", "VR180_R")},
+    "ORTHOPHOTO": "orthographic cameras are not implemented here",
+    "FISHEYE624": "Project Aria's 16-parameter fisheye model is not implemented here",
+}
+INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+# nerfstudio's test for a top-level distortion block: k4 is not in it
+TOP_LEVEL_DISTORTION_KEYS = ("k1", "k2", "k3", "p1", "p2", "distortion_params")
+# nerfstudio's applied_transform for a COLMAP scene written before transforms.json carried one
+COLMAP_APPLIED_TRANSFORM = [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0]]
+SPLITS = ("train", "val", "test")
+FRAME_KEYS = {"images_": "file_path", "masks_": "mask_path", "depths_": "depth_file_path"}  # by folder prefix
 
 
 class SceneError(ValueError):
@@ -51,20 +93,46 @@ class DataparserOutputs:
     cameras: Cameras
     mask_filenames: list[Path] | None = None
     scene_box: torch.Tensor = field(default_factory=lambda: torch.tensor([[-1.0] * 3, [1.0] * 3]))  # (2, 3) aabb
+    # original data frame -> this frame (nerfstudio's dataparser_transforms.json: "transform", "scale")
     dataparser_transform: torch.Tensor = field(default_factory=lambda: torch.eye(4)[:3])  # (3, 4)
     dataparser_scale: float = 1.0
-    alpha_color: tuple[float, float, float] | None = None  # RGBA images are composited on it
+    # the frame of the scene file's own poses (transforms.json) -> this frame
+    file_transform: torch.Tensor = field(default_factory=lambda: torch.eye(4)[:3])  # (3, 4)
+    file_scale: float = 1.0
+    alpha_color: tuple[float, float, float] | None = None  # RGBA images are composited on it (None: kept RGBA)
     downscale_factor: int = 1
     split: str = "train"
+    depth_filenames: list[Path] | None = None
+    depth_unit_scale_factor: float = 1e-3  # depth file units -> metres
+    mask_color: tuple[float, float, float] | None = None  # pixels outside the mask get this colour
+    fisheye_crop_radius: float | None = None  # pixels: training rays only within it (fisheye cameras)
 
     def __len__(self) -> int:
         return len(self.image_filenames)
 
+    def save_dataparser_transform(self, path: Path) -> None:
+        """nerfstudio's dataparser_transforms.json: {"transform": 3x4, "scale": float}."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"transform": self.dataparser_transform.tolist(),
+                                    "scale": float(self.dataparser_scale)}, indent=4))
+
     def load_images(self, cameras: Cameras | None = None) -> list[torch.Tensor]:
-        """uint8 `(H, W, 3)` tensors, resized to the cameras' sizes where they differ."""
+        """uint8 `(H, W, 3)` tensors, or `(H, W, 4)` for RGBA images when `alpha_color` is None (the
+        model composites them, as nerfstudio does); resized to the cameras' sizes where they differ.
+        All images of a scene must then have the same channels."""
         cameras = cameras or self.cameras
-        return [load_image(p, (int(cameras.width[i, 0]), int(cameras.height[i, 0])), self.alpha_color)
-                for i, p in enumerate(self.image_filenames)]
+        images = [load_image(p, (int(cameras.width[i, 0]), int(cameras.height[i, 0])), self.alpha_color)
+                  for i, p in enumerate(self.image_filenames)]
+        channels = {int(im.shape[-1]) for im in images}
+        if len(channels) > 1:
+            rgb = next(p for p, im in zip(self.image_filenames, images) if im.shape[-1] == 3)
+            rgba = next(p for p, im in zip(self.image_filenames, images) if im.shape[-1] == 4)
+            raise SceneError(rgba, f"this image has an alpha channel but {rgb.name} has none (nerfstudio "
+                                   "cannot batch them either)",
+                             "give every image an alpha channel or none, or composite them with "
+                             "data.dataparser.alpha_color=white|black")
+        return images
 
     def load_masks(self, cameras: Cameras | None = None) -> list[torch.Tensor] | None:
         """bool `(H, W)` tensors (True = use the pixel) or None when the scene has no masks."""
@@ -74,10 +142,21 @@ class DataparserOutputs:
         return [load_mask(p, (int(cameras.width[i, 0]), int(cameras.height[i, 0])))
                 for i, p in enumerate(self.mask_filenames)]
 
+    def load_depths(self, cameras: Cameras | None = None) -> list[torch.Tensor] | None:
+        """float32 `(H, W)` depths in this frame's units (file units x depth_unit_scale_factor x
+        dataparser_scale, as nerfstudio's DepthDataset), or None when the scene has no depth files."""
+        if self.depth_filenames is None:
+            return None
+        cameras = cameras or self.cameras
+        scale = self.depth_unit_scale_factor * self.dataparser_scale
+        return [load_depth(p, (int(cameras.width[i, 0]), int(cameras.height[i, 0])), scale)
+                for i, p in enumerate(self.depth_filenames)]
+
 
 def load_image(path: Path, size: tuple[int, int] | None = None,
                alpha_color: tuple[float, float, float] | None = None) -> torch.Tensor:
-    """uint8 (H, W, 3); RGBA is composited on `alpha_color` (alpha dropped when None)."""
+    """uint8 (H, W, 3), or (H, W, 4) for an image with alpha when `alpha_color` is None; with a colour,
+    RGBA is composited on it."""
     from PIL import Image
 
     try:
@@ -86,21 +165,19 @@ def load_image(path: Path, size: tuple[int, int] | None = None,
     except (OSError, ValueError) as e:
         raise SceneError(path, f"cannot read the image ({e})", "replace it with a valid PNG/JPEG") from e
     if img.mode not in ("RGB", "RGBA"):
-        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+        img = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
     if size is not None and img.size != tuple(size):
         img = img.resize(tuple(size), resample=Image.Resampling.BILINEAR)
     arr = np.asarray(img)
-    if arr.shape[-1] == 4:
-        if alpha_color is not None:
-            a = arr[..., 3:4].astype(np.float32) / 255.0
-            rgb = arr[..., :3].astype(np.float32) / 255.0 * a + np.asarray(alpha_color, np.float32) * (1 - a)
-            arr = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
-        else:
-            arr = arr[..., :3]
+    if arr.shape[-1] == 4 and alpha_color is not None:
+        a = arr[..., 3:4].astype(np.float32) / 255.0
+        rgb = arr[..., :3].astype(np.float32) / 255.0 * a + np.asarray(alpha_color, np.float32) * (1 - a)
+        arr = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
     return torch.from_numpy(np.array(arr, copy=True))
 
 
 def load_mask(path: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """bool (H, W): a single-channel image, nonzero = use the pixel (resized nearest, as nerfstudio)."""
     from PIL import Image
 
     try:
@@ -108,12 +185,36 @@ def load_mask(path: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
         img.load()
     except (OSError, ValueError) as e:
         raise SceneError(path, f"cannot read the mask ({e})", "write the mask as a single-channel PNG") from e
+    if len(img.getbands()) != 1:
+        raise SceneError(path, f"the mask has {len(img.getbands())} channels ({img.mode}); nerfstudio reads "
+                               "single-channel masks only", "save it as a one-channel (L or 1) PNG")
     if size is not None and img.size != tuple(size):
         img = img.resize(tuple(size), resample=Image.Resampling.NEAREST)
-    arr = np.asarray(img)
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    return torch.from_numpy(arr > 0)
+    return torch.from_numpy(np.asarray(img) > 0)
+
+
+def load_depth(path: Path, size: tuple[int, int], scale: float) -> torch.Tensor:
+    """float32 (H, W) = file values x `scale`, resized with OpenCV's nearest rule (nerfstudio's
+    get_depth_image_from_path): `.npy` (np.load, no pickles) or an image read with IMREAD_ANYDEPTH
+    (16-bit PNG in millimetres, 32-bit float TIFF/EXR)."""
+    import cv2
+
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            arr = cv2.imread(str(path.absolute()), cv2.IMREAD_ANYDEPTH)
+            if arr is None:
+                raise ValueError("OpenCV cannot decode it")
+    except (OSError, ValueError) as e:
+        raise SceneError(path, f"cannot read the depth file ({e})",
+                         "write depths as .npy arrays or 16-bit PNG / 32-bit TIFF images") from e
+    arr = np.asarray(arr)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise SceneError(path, f"the depth map has shape {arr.shape} and type {arr.dtype}, not (H, W) numbers",
+                         "write one depth value per pixel")
+    arr = cv2.resize(arr.astype(np.float32) * scale, tuple(size), interpolation=cv2.INTER_NEAREST)
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
 # ---------------------------------------------------------------------- pose normalisation
@@ -151,8 +252,21 @@ def focus_of_attention(poses: torch.Tensor, initial_focus: torch.Tensor) -> torc
     return focus
 
 
+class PcaFlipError(ValueError):
+    """orientation_method=pca on poses whose mean camera up points down after PCA (see below)."""
+
+
 def auto_orient_and_center_poses(poses: torch.Tensor, method: str = "up", center_method: str = "poses"):
-    """nerfstudio's: returns (oriented poses (N, 3, 4), transform (3, 4))."""
+    """nerfstudio 1.1.5's: returns (oriented poses (N, 3, 4), transform (3, 4)).
+
+    pca: the principal axes of the camera centres (taken about their mean whatever `center_method`
+    is, as nerfstudio does) become x, y, z. When the cameras' mean up vector then points down,
+    nerfstudio 1.1.5 means to turn the world 180 degrees about x, but negates the whole pose of
+    cameras 1 and 2 instead (it indexes cameras, not rows) while the recorded transform is turned:
+    two corrupted cameras and a transform that no longer maps the others. That case raises
+    PcaFlipError rather than reproduce it or differ silently.
+    vertical: the direction most orthogonal to every camera's x axis (SVD), signed by the mean up;
+    for near-degenerate configurations the mean up projected on the plane of the two best axes."""
     poses = torch.as_tensor(poses, dtype=torch.float32)
     if poses.shape[-2] == 3:
         bottom = torch.tensor([0, 0, 0, 1.0]).expand(poses.shape[0], 1, 4)
@@ -166,22 +280,32 @@ def auto_orient_and_center_poses(poses: torch.Tensor, method: str = "up", center
     elif center_method == "none":
         translation = torch.zeros_like(mean_origin)
     else:
-        raise ValueError(f"unknown center_method {center_method!r} (poses, focus, none)")
+        raise ValueError(f"unknown center_method {center_method!r} ({', '.join(CENTER_METHODS)})")
 
     if method == "pca":
-        t_cent = origins - translation
-        _, eigvec = torch.linalg.eigh(t_cent.T @ t_cent)
+        diff = origins - mean_origin
+        _, eigvec = torch.linalg.eigh(diff.T @ diff)
         eigvec = torch.flip(eigvec, dims=(-1,))
         if torch.linalg.det(eigvec) < 0:
             eigvec[:, 2] = -eigvec[:, 2]
         transform = torch.cat([eigvec, eigvec @ -translation[..., None]], dim=-1)
         oriented = transform @ poses
         if oriented.mean(0)[2, 1] < 0:
-            oriented[:, 1:3] = -1 * oriented[:, 1:3]
-            transform[1:3, :] = -1 * transform[1:3, :]
-    elif method == "up":
+            raise PcaFlipError("after PCA the cameras' mean up vector points down (world -z): nerfstudio 1.1.5 "
+                               "then negates the whole pose of cameras 1 and 2 and records a transform that does "
+                               "not match the other cameras (its auto_orient_and_center_poses indexes cameras "
+                               "instead of rows)")
+    elif method in ("up", "vertical"):
         up = torch.mean(poses[:, :3, 1], dim=0)
         up = up / torch.linalg.norm(up)
+        if method == "vertical":
+            _, sv, vh = torch.linalg.svd(poses[:, :3, 0], full_matrices=False)
+            if sv[1] > 0.17 * math.sqrt(poses.shape[0]):  # regular configuration
+                up_vertical = vh[2, :]
+                up = up_vertical if torch.dot(up_vertical, up) > 0 else -up_vertical
+            else:  # degenerate (all x axes nearly parallel): keep up, minus its part along the best axis
+                up = up - vh[0, :] * torch.dot(up, vh[0, :])
+                up = up / torch.linalg.norm(up)
         rotation = rotation_matrix_between(up, torch.tensor([0, 0, 1.0]))
         transform = torch.cat([rotation, rotation @ -translation[..., None]], dim=-1)
         oriented = transform @ poses
@@ -190,7 +314,7 @@ def auto_orient_and_center_poses(poses: torch.Tensor, method: str = "up", center
         transform[:3, 3] = -translation
         oriented = transform @ poses
     else:
-        raise ValueError(f"unknown orientation_method {method!r} (up, pca, none)")
+        raise ValueError(f"unknown orientation_method {method!r} ({', '.join(ORIENTATION_METHODS)})")
     return oriented, transform
 
 
@@ -266,29 +390,31 @@ def _resolve(base: Path, rel: str) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-def _auto_downscale(w: int, h: int) -> int:
-    df = 1
-    while max(w, h) / df > MAX_AUTO_RESOLUTION:
-        df *= 2
-    return df
+def _number(path: Path, where: str, key: str, value, integer: bool = False):
+    """A finite JSON number (an integral one for `integer`); strings are refused, not converted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+            (integer and int(value) != value):
+        kind = "a whole number" if integer else "a finite number"
+        raise SceneError(path, f"{where}: '{key}' is {value!r}, not {kind}",
+                         f"write '{key}' as {kind}" + (" of pixels" if key in INTRINSIC_KEYS else ""))
+    return int(value) if integer else float(value)
 
 
-def _downscaled_path(base: Path, path: Path, df: int) -> Path:
-    """`images_<df>/name` next to `images/` when it exists (nerfstudio's layout), else `path`."""
-    if df == 1:
-        return path
-    try:
-        rel = path.relative_to(base)
-    except ValueError:
-        return path
-    if len(rel.parts) < 2:
-        return path
-    candidate = base / f"{rel.parts[0]}_{df}" / Path(*rel.parts[1:])
-    return candidate if candidate.is_file() else path
+def _distortion_block(path: Path, where: str, block: dict) -> list[float]:
+    """[k1, k2, k3, k4, p1, p2] of a top-level or frame block: its `distortion_params` list, else its
+    k/p keys (0 where missing), as nerfstudio reads them."""
+    if "distortion_params" in block:
+        d = block["distortion_params"]
+        if not isinstance(d, list) or len(d) != 6:
+            raise SceneError(path, f"{where}: distortion_params is {d!r}, not a list of 6 numbers",
+                             "write distortion_params as [k1, k2, k3, k4, p1, p2]")
+        return [_number(path, where, f"distortion_params[{i}]", v) for i, v in enumerate(d)]
+    return [_number(path, where, k, block[k]) if k in block else 0.0 for k in DISTORTION_KEYS]
 
 
 def split_indices(n: int, eval_mode: str, train_split_fraction: float, eval_interval: int,
                   filenames: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """nerfstudio's eval_mode splits (data/utils/dataparsers_utils.py): (train, eval) indices."""
     i_all = np.arange(n)
     if eval_mode == "fraction":
         n_train = math.ceil(n * train_split_fraction)
@@ -297,10 +423,18 @@ def split_indices(n: int, eval_mode: str, train_split_fraction: float, eval_inte
     elif eval_mode == "interval":
         i_train = i_all[i_all % eval_interval != 0]
         i_eval = i_all[i_all % eval_interval == 0]
-    elif eval_mode == "filename":
-        names = [Path(f).name for f in filenames]
-        i_train = np.array([i for i, f in enumerate(names) if f.startswith("train_")], dtype=int)
-        i_eval = np.array([i for i, f in enumerate(names) if f.startswith("eval_")], dtype=int)
+    elif eval_mode == "filename":  # "train" anywhere in the file name, else "eval"; anything else is an error
+        i_train, i_eval = [], []
+        for i, f in enumerate(filenames):
+            name = Path(f).name
+            if "train" in name:
+                i_train.append(i)
+            elif "eval" in name:
+                i_eval.append(i)
+            else:
+                raise SceneError(f, "eval_mode=filename needs 'train' or 'eval' in every image's file name",
+                                 "rename the image, or choose another data.dataparser.eval_mode")
+        i_train, i_eval = np.array(i_train, dtype=int), np.array(i_eval, dtype=int)
     elif eval_mode == "all":
         i_train, i_eval = i_all, i_all
     else:
@@ -312,31 +446,55 @@ def split_indices(n: int, eval_mode: str, train_split_fraction: float, eval_inte
 
 @dataclass
 class NerfstudioDataParser:
-    """nerfstudio's `nerfstudio-data` parser (defaults are nerfstudio's)."""
+    """nerfstudio's `nerfstudio-data` parser (options and defaults are nerfstudio 1.1.5's, but
+    `load_3D_points`, which only splatfacto reads; `alpha_color` is this project's)."""
 
     data: str | None = None
     scale_factor: float = ranged(1.0, gt=0)
     downscale_factor: int | None = ranged(None, ge=1, why="null: automatic")
     scene_scale: float = ranged(1.0, gt=0)
-    orientation_method: Literal["pca", "up", "none"] = ranged("up", choices=("pca", "up", "none"))
-    center_method: Literal["poses", "focus", "none"] = ranged("poses", choices=("poses", "focus", "none"))
+    orientation_method: Literal["pca", "up", "vertical", "none"] = ranged("up", choices=ORIENTATION_METHODS)
+    center_method: Literal["poses", "focus", "none"] = ranged("poses", choices=CENTER_METHODS)
     auto_scale_poses: bool = True
     eval_mode: Literal["fraction", "filename", "interval", "all"] = ranged(
         "fraction", choices=("fraction", "filename", "interval", "all"))
     train_split_fraction: float = ranged(0.9, gt=0, le=1, why="the share of frames that train")
     eval_interval: int = ranged(8, ge=1, why="every eval_interval-th frame is held out")
-    alpha_color: str | None = ranged(None, choices=tuple(ALPHA_COLORS), why="null: RGBA alpha dropped")
+    depth_unit_scale_factor: float = ranged(1e-3, gt=0, why="depth file units to metres; 1e-3: millimetres")
+    mask_color: Optional[list[float]] = ranged(None, ge=0, le=1, length=3,
+                                               why="RGB in [0, 1] painted outside the masks; null: none")
+    alpha_color: str | None = ranged(None, choices=tuple(ALPHA_COLORS), why="null: RGBA kept, the model composites")
 
-    def _paths(self) -> tuple[Path, Path]:
+    def _paths(self) -> tuple[Path, Path, Path]:
+        """(folder the paths are relative to, transforms.json, the `data` path as given)."""
         if self.data is None:
             raise SceneError("<data>", "no scene path given", "set data=<scene folder or transforms.json>")
         p = Path(self.data)
         if p.suffix == ".json":
-            return p.parent, p
-        return p, p / "transforms.json"
+            return p.parent, p, p
+        return p, p / "transforms.json", p
+
+    def _downscale(self, base: Path, meta_path: Path, frames: list) -> int:
+        """downscale_factor, or nerfstudio's automatic one: from the FIRST frame of the file, the largest
+        power of two whose images_<d>/ holds that frame while the image is larger than 1600 px."""
+        if self.downscale_factor is not None:
+            return int(self.downscale_factor)
+        first = Path(str(frames[0]["file_path"]))
+        image = base / first
+        if not image.is_file():
+            raise SceneError(image, f"image of frames[0] in {meta_path} not found",
+                             "restore the image or remove the frame from transforms.json")
+        w, h = _image_size(image)
+        exponent = 0
+        while max(w, h) / 2 ** exponent > MAX_AUTO_RESOLUTION and \
+                (base / f"images_{2 ** (exponent + 1)}" / first.name).exists():
+            exponent += 1
+        return 2 ** exponent
 
     def get_dataparser_outputs(self, split: str = "train") -> DataparserOutputs:
-        base, meta_path = self._paths()
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r} ({', '.join(SPLITS)})")
+        base, meta_path, data_path = self._paths()
         meta = _read_json(meta_path)
         frames = meta.get("frames")
         if not isinstance(frames, list) or not frames:
@@ -345,113 +503,241 @@ class NerfstudioDataParser:
         for i, fr in enumerate(frames):
             if not isinstance(fr, dict) or "file_path" not in fr:
                 raise SceneError(meta_path, f"frames[{i}] has no 'file_path'", "give each frame its image path")
-        order = np.argsort([str(fr["file_path"]) for fr in frames], kind="stable")
-        frames = [frames[i] for i in order]
+        df = self._downscale(base, meta_path, frames)
+        notes: dict[str, list[str]] = {}  # what is done differently from what the file seems to say -> where
 
-        camera_model = str(meta.get("camera_model", "OPENCV")).upper()
-        intr, poses, image_paths, mask_paths, dist = [], [], [], [], []
-        df = self.downscale_factor
+        def note(what: str, where: str) -> None:
+            notes.setdefault(what, []).append(where)
+
+        def fname(rel, prefix: str = "images_") -> Path:
+            """nerfstudio's _get_fname: <base>/<rel>, or <base>/<prefix><df>/<file name> when downscaled."""
+            rel = Path(str(rel))
+            return base / f"{prefix}{df}" / rel.name if df > 1 else base / rel
+
+        def existing(rel, prefix: str, what: str, where: str) -> Path:
+            path = fname(rel, prefix)
+            if path.is_file():
+                return path
+            full = base / Path(str(rel))
+            if df > 1 and full.is_file():  # nerfstudio would stop; the full-size file is resized instead
+                note(f"files missing from {path.parent.name}/ are read at full size from their own path and "
+                     f"resized (nerfstudio 1.1.5 would stop: it reads {path.parent.name}/ only)", path.name)
+                return full
+            raise SceneError(path, f"{what} of {where} in {meta_path} not found",
+                             f"restore the file or remove the frame's '{FRAME_KEYS[prefix]}'")
+
+        # --- per frame, in file order (so errors name the file's frames[i])
+        top = {k: meta[k] for k in INTRINSIC_KEYS if k in meta}
+        top_distortion = any(k in meta for k in TOP_LEVEL_DISTORTION_KEYS)
+        model = meta.get("camera_model", "PINHOLE")
+        camera_type = self._camera_type(meta_path, "the top level", model)
+        rows = []
         for i, fr in enumerate(frames):
             where = f"frames[{i}] ({fr['file_path']})"
-            model = str(fr.get("camera_model", camera_model)).upper()
-            if model not in ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE"):
-                raise SceneError(meta_path, f"{where}: camera_model {model!r} is not supported",
-                                 "use OPENCV or PINHOLE (fisheye/equirectangular are not implemented)")
-            vals = {}
-            for key in ("fl_x", "fl_y", "cx", "cy", "w", "h"):
-                v = fr.get(key, meta.get(key))
-                if v is None:
-                    raise SceneError(meta_path, f"{where}: intrinsic '{key}' missing",
-                                     f"set '{key}' at the top level or in the frame")
-                vals[key] = v
-            _check_intrinsics(meta_path, where, vals["fl_x"], vals["fl_y"], vals["cx"], vals["cy"],
-                              vals["w"], vals["h"])
-            d = [float(fr.get(k, meta.get(k, 0.0))) for k in ("k1", "k2", "k3", "k4", "p1", "p2")]
-            if model != "OPENCV":
-                d = [0.0] * 6
-            if not all(math.isfinite(x) for x in d):
-                raise SceneError(meta_path, f"{where}: distortion coefficients are not finite", "fix k1..k4, p1, p2")
+            if "camera_model" in fr and self._camera_type(meta_path, where, fr["camera_model"]) != camera_type:
+                default = "" if "camera_model" in meta else ", the default"
+                raise SceneError(meta_path, f"{where} has camera_model {fr['camera_model']!r}, but nerfstudio reads "
+                                            f"camera_model only at the top level ({model!r}{default}) and would "
+                                            "treat this frame as that",
+                                 "give all frames one camera model, set at the top level (split the capture if "
+                                 "it mixes models)")
+            intr = {}
+            for k in INTRINSIC_KEYS:
+                if k in top:
+                    intr[k] = top[k]
+                    if k in fr and fr[k] != top[k]:
+                        note(f"frames' own {k} are ignored, the top-level {k}={top[k]} applies (as nerfstudio "
+                             "1.1.5 does)", f"{where}: {k}={fr[k]}")
+                elif k in fr:
+                    intr[k] = fr[k]
+                else:
+                    raise SceneError(meta_path, f"{where}: intrinsic '{k}' is set neither at the top level nor in "
+                                                "the frame", f"set '{k}' at the top level or in every frame")
+            for k in INTRINSIC_KEYS:
+                intr[k] = _number(meta_path, where, k, intr[k], integer=k in ("w", "h"))
+            _check_intrinsics(meta_path, where, intr["fl_x"], intr["fl_y"], intr["cx"], intr["cy"],
+                              intr["w"], intr["h"])
+            if top_distortion:
+                dist = _distortion_block(meta_path, "the top level", meta)
+                own = [k for k in (*DISTORTION_KEYS, "distortion_params") if k in fr]
+                if own and _distortion_block(meta_path, where, fr) != dist:
+                    note("frames' own distortion is ignored, the top-level one applies (as nerfstudio 1.1.5 does)",
+                         f"{where}: {', '.join(own)}")
+            else:
+                dist = _distortion_block(meta_path, where, fr)
             pose = _check_pose(meta_path, i, fr)
-            img = _resolve(base, str(fr["file_path"]))
-            if not img.is_file():
-                raise SceneError(img, f"image of {where} in {meta_path} not found",
-                                 "restore the image or remove the frame from transforms.json")
-            w, h = int(vals["w"]), int(vals["h"])
-            if df is None:
-                df = _auto_downscale(w, h)
-            iw, ih = _image_size(img)
-            if (iw, ih) != (w, h):
-                raise SceneError(img, f"image is {iw}x{ih} but {meta_path.name} says w={w}, h={h}",
-                                 "fix 'w'/'h' (or the frame's overrides) to the image size")
-            image_paths.append(_downscaled_path(base, img, df))
-            if "mask_path" in fr:
-                mp = _resolve(base, str(fr["mask_path"]))
-                if not mp.is_file():
-                    raise SceneError(mp, f"mask of {where} in {meta_path} not found",
-                                     "restore the mask or remove 'mask_path' from the frame")
-                mask_paths.append(_downscaled_path(base, mp, df))
-            intr.append([vals["fl_x"], vals["fl_y"], vals["cx"], vals["cy"], w, h])
-            poses.append(pose)
-            dist.append(d)
-        if mask_paths and len(mask_paths) != len(frames):
-            raise SceneError(meta_path, "only some frames have 'mask_path'", "give every frame a mask or none")
+            rows.append({"frame": fr, "where": where, "image": fname(fr["file_path"]), "intr": intr,
+                         "dist": dist, "pose": pose})
+        if not top_distortion and "k4" in meta:
+            note(f"the top-level k4={meta['k4']} is ignored: nerfstudio reads a top-level distortion block only "
+                 "when one of k1, k2, k3, p1, p2, distortion_params is there too (as nerfstudio 1.1.5 does)",
+                 "the top level")
+        for key, label in (("mask_path", "mask_path"), ("depth_file_path", "depth_file_path")):
+            have = [r["where"] for r in rows if key in r["frame"]]
+            if have and len(have) != len(rows):
+                missing = next(r["where"] for r in rows if key not in r["frame"])
+                raise SceneError(meta_path, f"only some frames have '{label}' ({len(have)} of {len(rows)}; "
+                                            f"{missing} has none)", f"give every frame a '{label}' or none")
 
-        poses_t = torch.from_numpy(np.stack(poses))
-        poses_t, transform = auto_orient_and_center_poses(poses_t, self.orientation_method, self.center_method)
+        # --- nerfstudio's order: by image path (split by '/', as pathlib compares them)
+        order = sorted(range(len(rows)), key=lambda i: str(rows[i]["image"]).split("/"))
+        rows = [rows[i] for i in order]
+        image_names = [r["image"] for r in rows]
+        i_split = self._split(meta, meta_path, split, image_names, fname)
+
+        image_paths, mask_paths, depth_paths = [], [], []
+        for r in rows:
+            fr, where = r["frame"], r["where"]
+            image_paths.append(existing(fr["file_path"], "images_", "image", where))
+            w, h = r["intr"]["w"], r["intr"]["h"]
+            iw, ih = _image_size(image_paths[-1])
+            if image_paths[-1] == base / Path(str(fr["file_path"])):
+                if (iw, ih) != (w, h):
+                    raise SceneError(image_paths[-1], f"image is {iw}x{ih} but {meta_path.name} says w={w}, h={h}",
+                                     "fix 'w'/'h' (or the frame's own) to the image size")
+            elif abs(iw - w / df) > 1 or abs(ih - h / df) > 1:
+                raise SceneError(image_paths[-1], f"image is {iw}x{ih}, not the {w}x{h} of {meta_path.name} "
+                                                  f"downscaled {df} times", f"regenerate images_{df}/")
+            if "mask_path" in fr:
+                mask_paths.append(existing(fr["mask_path"], "masks_", "mask", where))
+            if "depth_file_path" in fr:
+                depth_paths.append(existing(fr["depth_file_path"], "depths_", "depth file", where))
+
+        # --- poses: oriented, centred and scaled over all frames, then split
+        orientation = meta.get("orientation_override", self.orientation_method)
+        if orientation not in ORIENTATION_METHODS:
+            raise SceneError(meta_path, f"orientation_override is {orientation!r}",
+                             f"use one of {', '.join(ORIENTATION_METHODS)}")
+        poses_t = torch.from_numpy(np.stack([r["pose"] for r in rows]))
+        try:
+            poses_t, transform = auto_orient_and_center_poses(poses_t, orientation, self.center_method)
+        except PcaFlipError as e:
+            source = "the file's orientation_override" if "orientation_override" in meta else \
+                "data.dataparser.orientation_method"
+            raise SceneError(meta_path, f"{source} is pca and {e}; this parser stops rather than reproduce that "
+                                        "or differ from nerfstudio without saying so",
+                             "use orientation_method=up (nerfstudio's default) or vertical") from None
         scale = 1.0
         if self.auto_scale_poses:
-            m = float(torch.max(torch.abs(poses_t[:, :3, 3])))
-            scale /= m if m > 0 else 1.0
+            extent = float(torch.max(torch.abs(poses_t[:, :3, 3])))
+            if extent == 0:
+                raise SceneError(meta_path, "all cameras sit at the centre after centring: auto_scale_poses "
+                                            "cannot scale them (nerfstudio divides by zero)",
+                                 "set data.dataparser.auto_scale_poses=false")
+            scale /= extent
         scale *= self.scale_factor
         poses_t[:, :3, 3] *= scale
 
-        i_train, i_eval = self._split(meta, meta_path, base, frames, image_paths)
-        idx = torch.as_tensor(i_train if split == "train" else i_eval, dtype=torch.long)
-        intr_t = torch.tensor(intr, dtype=torch.float64)
-        dist_t = torch.tensor(dist, dtype=torch.float32)
-        is_opencv = camera_model == "OPENCV" and bool(dist_t.abs().sum() > 0)
+        applied = self._applied_transform(meta, meta_path, data_path)
+        dataparser_transform = transform if applied is None else transform @ torch.cat(
+            [applied, torch.tensor([[0.0, 0.0, 0.0, 1.0]])], 0)
+        dataparser_scale = scale
+        if "applied_scale" in meta:
+            applied_scale = _number(meta_path, "the top level", "applied_scale", meta["applied_scale"])
+            if applied_scale <= 0:
+                raise SceneError(meta_path, f"applied_scale is {applied_scale}", "write the positive scale that "
+                                                                                 "processing applied to the poses")
+            dataparser_scale *= applied_scale
+
+        crop = meta.get("fisheye_crop_radius")
+        if crop is not None:
+            crop = _number(meta_path, "the top level", "fisheye_crop_radius", crop)
+            if crop <= 0:
+                raise SceneError(meta_path, f"fisheye_crop_radius is {crop}", "give the radius in pixels (> 0)")
+            crop = crop if camera_type == "fisheye" else None  # nerfstudio keeps it for fisheye cameras only
+
+        for what, where in notes.items():
+            warnings.warn(f"{meta_path}: {what}: {len(where)} case(s), e.g. {where[0]}", stacklevel=2)
+
+        idx = torch.as_tensor(i_split, dtype=torch.long)
+        intr_t = torch.tensor([[r["intr"][k] for k in INTRINSIC_KEYS] for r in rows], dtype=torch.float64)
+        dist_t = torch.tensor([r["dist"] for r in rows], dtype=torch.float32)
         cams = Cameras(poses_t[idx], intr_t[idx, 0], intr_t[idx, 1], intr_t[idx, 2], intr_t[idx, 3],
                        intr_t[idx, 4].long(), intr_t[idx, 5].long(),
-                       distortion_params=dist_t[idx] if is_opencv else None,
-                       camera_type="opencv" if is_opencv else "pinhole")
+                       distortion_params=dist_t[idx] if bool(dist_t.abs().sum() > 0) else None,
+                       camera_type=camera_type)
         if df != 1:
             cams = cams.rescale_output_resolution(1.0 / df)
         s = self.scene_scale
+        pick = idx.tolist()
         return DataparserOutputs(
-            image_filenames=[image_paths[i] for i in idx.tolist()],
+            image_filenames=[image_paths[i] for i in pick],
             cameras=cams,
-            mask_filenames=[mask_paths[i] for i in idx.tolist()] if mask_paths else None,
+            mask_filenames=[mask_paths[i] for i in pick] if mask_paths else None,
             scene_box=torch.tensor([[-s, -s, -s], [s, s, s]], dtype=torch.float32),
-            dataparser_transform=transform,
-            dataparser_scale=scale,
+            dataparser_transform=dataparser_transform,
+            dataparser_scale=dataparser_scale,
+            file_transform=transform,
+            file_scale=scale,
             alpha_color=ALPHA_COLORS.get(self.alpha_color) if self.alpha_color else None,
             downscale_factor=df,
             split=split,
+            depth_filenames=[depth_paths[i] for i in pick] if depth_paths else None,
+            depth_unit_scale_factor=self.depth_unit_scale_factor,
+            mask_color=tuple(float(c) for c in self.mask_color) if self.mask_color is not None else None,
+            fisheye_crop_radius=crop,
         )
 
-    def _split(self, meta, meta_path, base, frames, image_paths):
-        if "train_filenames" in meta:
-            index = {str(_resolve(base, str(fr["file_path"]))): i for i, fr in enumerate(frames)}
+    @staticmethod
+    def _camera_type(meta_path: Path, where: str, model) -> str:
+        if not isinstance(model, str):
+            raise SceneError(meta_path, f"{where}: camera_model is {model!r}, not a name",
+                             f"use one of {', '.join(CAMERA_MODELS)}")
+        if model in CAMERA_MODELS:
+            return CAMERA_MODELS[model]
+        if model in UNSUPPORTED_MODELS:
+            raise SceneError(meta_path, f"{where}: camera_model {model!r} is not supported: "
+                                        f"{UNSUPPORTED_MODELS[model]}",
+                             f"use one of {', '.join(CAMERA_MODELS)}")
+        raise SceneError(meta_path, f"{where}: camera_model {model!r} is not a camera model nerfstudio knows",
+                         f"use one of {', '.join(CAMERA_MODELS)} (upper case)")
 
-            def pick(key):
-                out = []
-                for name in meta.get(key, []):
-                    p = str(_resolve(base, name))
-                    if p not in index:
-                        raise SceneError(meta_path, f"'{key}' names {name!r}, which is not a frame",
-                                         "list only frames' file_path values")
-                    out.append(index[p])
-                return np.array(sorted(out), dtype=int)
+    @staticmethod
+    def _applied_transform(meta: dict, meta_path: Path, data_path: Path) -> torch.Tensor | None:
+        """(3, 4) transform processing applied to the original poses, or None. As nerfstudio: the file's
+        `applied_transform`, else COLMAP's axis swap when `<data>/colmap/sparse/0` exists (`data` as given:
+        when it names the .json file, that folder is never found)."""
+        if "applied_transform" in meta:
+            try:
+                m = np.asarray(meta["applied_transform"], dtype=np.float64)
+            except (TypeError, ValueError):
+                m = np.zeros(0)
+            if m.shape != (3, 4) or not np.all(np.isfinite(m)):
+                raise SceneError(meta_path, f"applied_transform is not 3 rows of 4 finite numbers (shape {m.shape})",
+                                 "write the top three rows of the 4x4 transform processing applied")
+            return torch.from_numpy(m).float()
+        if (data_path / "colmap" / "sparse" / "0").exists():
+            return torch.tensor(COLMAP_APPLIED_TRANSFORM)
+        return None
 
-            i_train = pick("train_filenames")
-            i_eval = pick("val_filenames") if "val_filenames" in meta else pick("test_filenames")
-            return i_train, i_eval
-        i_train, i_eval = split_indices(len(frames), self.eval_mode, self.train_split_fraction,
-                                       self.eval_interval, image_paths)
-        if len(i_train) == 0:
-            raise SceneError(meta_path, f"eval_mode={self.eval_mode} leaves no training frames",
-                             "choose another eval_mode or name files train_*/eval_* for eval_mode=filename")
-        return i_train, i_eval
+    def _split(self, meta: dict, meta_path: Path, split: str, image_names: list[Path], fname) -> np.ndarray:
+        """The frames of `split`: the file's `<split>_filenames`, else eval_mode's (val = test)."""
+        key = f"{split}_filenames"
+        listed = [s for s in SPLITS if f"{s}_filenames" in meta]
+        if key in meta:
+            names = meta[key]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise SceneError(meta_path, f"'{key}' is not a list of file paths", "list the frames' file_path values")
+            wanted = {fname(n) for n in names}
+            unknown = sorted(str(p) for p in wanted.difference(image_names))
+            if unknown:
+                raise SceneError(meta_path, f"'{key}' names {len(unknown)} file(s) that no frame has, e.g. "
+                                            f"{unknown[0]}",
+                                 "list only frames' file_path values")
+            indices = np.array([i for i, p in enumerate(image_names) if p in wanted], dtype=int)
+        elif listed:
+            raise SceneError(meta_path, f"the file lists {', '.join(f'{s}_filenames' for s in listed)} but no '{key}' "
+                                        f"(nerfstudio stops here too)", f"add '{key}' to the file")
+        else:
+            i_train, i_eval = split_indices(len(image_names), self.eval_mode, self.train_split_fraction,
+                                           self.eval_interval, image_names)
+            indices = i_train if split == "train" else i_eval
+        if split == "train" and len(indices) == 0:
+            how = key if key in meta else f"eval_mode={self.eval_mode}"
+            raise SceneError(meta_path, f"the train split is empty ({how})",
+                             "list training frames under train_filenames, or choose another eval_mode "
+                             "(eval_mode=filename needs 'train' in training images' names)")
+        return indices
 
 
 @dataclass
@@ -460,7 +746,7 @@ class BlenderDataParser:
 
     data: str | None = None
     scale_factor: float = ranged(1.0, gt=0)
-    alpha_color: str | None = ranged("white", choices=tuple(ALPHA_COLORS), why="null: RGBA alpha dropped")
+    alpha_color: str | None = ranged("white", choices=tuple(ALPHA_COLORS), why="null: RGBA kept, the model composites")
     scene_scale: float = ranged(1.5, gt=0)
     # nerfstudio's Blender parser does no normalisation; these allow it (computed over all splits)
     orientation_method: Literal["pca", "up", "none"] = ranged("none", choices=("pca", "up", "none"))
@@ -506,7 +792,12 @@ class BlenderDataParser:
             if s == wanted or (base / f"transforms_{s}.json").is_file():
                 parsed[s] = self._read_split(base, s)
         all_poses = torch.from_numpy(np.stack([p for s in parsed for p in parsed[s][2]]))
-        all_poses, transform = auto_orient_and_center_poses(all_poses, self.orientation_method, self.center_method)
+        try:
+            all_poses, transform = auto_orient_and_center_poses(all_poses, self.orientation_method,
+                                                                self.center_method)
+        except PcaFlipError as e:
+            raise SceneError(base, f"data.dataparser.orientation_method is pca and {e}",
+                             "use orientation_method=up or none (nerfstudio's Blender default)") from None
         scale = 1.0
         if self.auto_scale_poses:
             m = float(torch.max(torch.abs(all_poses[:, :3, 3])))
@@ -533,6 +824,8 @@ class BlenderDataParser:
             scene_box=torch.tensor([[-s, -s, -s], [s, s, s]], dtype=torch.float32),
             dataparser_transform=transform,
             dataparser_scale=scale,
+            file_transform=transform,
+            file_scale=scale,
             alpha_color=ALPHA_COLORS.get(self.alpha_color) if self.alpha_color else None,
             split=wanted,
         )

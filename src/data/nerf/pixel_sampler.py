@@ -3,6 +3,13 @@
 Images of one set may differ in size: they are held padded to (K, Hmax, Wmax) and `sizes` gives
 each one's (H, W). All draws come from the `torch.Generator` passed in (CPU), so a sampler run is
 reproduced exactly from the generator's state.
+
+Two of nerfstudio 1.1.5's sampling methods depend on the cameras (its datamanager sets them from
+the dataset): `equirectangular` draws rows with density sin(colatitude) (row = floor(acos(1 - 2u) /
+pi * H)), i.e. uniformly over the sphere; `fisheye_crop_radius` draws uniformly inside the circle of
+that radius (in pixels of the images as loaded) about (W // 2, H // 2), by rejection of pixels
+outside the image. As in nerfstudio, both give way to plain uniform sampling inside the masks when
+the images have masks, and to plain patches when patch_size > 1.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ class PixelSampler:
     multiple of patch_size**2 when patch_size > 1; a patch's pixels are consecutive, row-major, so
     `.view(-1, patch_size, patch_size, 3)` gives the patches)."""
 
-    def __init__(self, num_rays_per_batch: int = 4096, patch_size: int = 1):
+    def __init__(self, num_rays_per_batch: int = 4096, patch_size: int = 1, equirectangular: bool = False,
+                 fisheye_crop_radius: float | None = None):
+        self.equirectangular = bool(equirectangular)
+        self.fisheye_crop_radius = fisheye_crop_radius
         if patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         self.patch_size = int(patch_size)
@@ -62,11 +72,17 @@ class PixelSampler:
         k = sizes.shape[0]
         ps = self.patch_size
         n_patches = self.num_rays_per_batch // (ps * ps)
-        if masks is None:
+        if masks is None and ps == 1 and self.fisheye_crop_radius is not None and not self.equirectangular:
+            img, y, x = self._in_circle(sizes, generator, n_patches)
+        elif masks is None:
             img = torch.randint(0, k, (n_patches,), generator=generator)
             h = sizes[img, 0] - ps + 1
             w = sizes[img, 1] - ps + 1
-            y = (torch.rand(n_patches, generator=generator, dtype=torch.float64) * h).long()
+            if ps == 1 and self.equirectangular:  # colatitude with density sin(phi) / 2
+                u = torch.rand(n_patches, generator=generator, dtype=torch.float64)
+                y = torch.minimum((torch.acos(1 - 2 * u) / torch.pi * h).long(), h - 1)
+            else:
+                y = (torch.rand(n_patches, generator=generator, dtype=torch.float64) * h).long()
             x = (torch.rand(n_patches, generator=generator, dtype=torch.float64) * w).long()
         else:
             valid = self._valid_corners(sizes, masks)
@@ -83,3 +99,23 @@ class PixelSampler:
         if image_ids is not None:
             img = image_ids.to("cpu")[img]
         return torch.stack([img, y, x], -1)
+
+    def _in_circle(self, sizes: torch.Tensor, generator: torch.Generator, n: int):
+        """nerfstudio's sample_method_fisheye: radius R sqrt(u), angle 2 pi u', offsets truncated towards
+        zero (.long()) from (W // 2, H // 2); draws outside the image are drawn again."""
+        img = torch.empty(n, dtype=torch.long)
+        y = torch.empty(n, dtype=torch.long)
+        x = torch.empty(n, dtype=torch.long)
+        todo = torch.arange(n)
+        while todo.numel():
+            m = todo.numel()
+            r = self.fisheye_crop_radius * torch.sqrt(torch.rand(m, generator=generator, dtype=torch.float64))
+            theta = 2.0 * torch.pi * torch.rand(m, generator=generator, dtype=torch.float64)
+            i = torch.randint(0, sizes.shape[0], (m,), generator=generator)
+            h, w = sizes[i, 0], sizes[i, 1]
+            xs = (r * torch.cos(theta) + (w // 2)).long()
+            ys = (r * torch.sin(theta) + (h // 2)).long()
+            ok = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+            img[todo[ok]], y[todo[ok]], x[todo[ok]] = i[ok], ys[ok], xs[ok]
+            todo = todo[~ok]
+        return img, y, x

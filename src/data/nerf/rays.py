@@ -19,6 +19,9 @@ class RayBundle:
     camera_indices: torch.Tensor  # (N, 1) long: which training camera (appearance embedding, pose optimiser)
     nears: torch.Tensor | None = None  # (N, 1) set by a collider
     fars: torch.Tensor | None = None  # (N, 1)
+    # (N, 1) length of the camera-frame direction before normalisation (perspective: sqrt(u^2 + v^2 + 1)):
+    # turns a z-depth into a distance along the ray (the depth loss); None where nothing set it
+    directions_norm: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.origins.shape[0]

@@ -14,8 +14,8 @@ directional light and an ambient term, no shadows: colour = albedo * (AMBIENT + 
 max(0, n . L)), n facing the ray. Cameras lie on a hemisphere (Fibonacci spiral, elevations
 15-65 degrees, radius 4) looking at (0, 0, 0.3).
 
-CLI: `python -m data.nerf.synthetic --out DIR --format nerfstudio|blender|both --n-views 48 --size 64`
-(run from src/).
+CLI: `python -m data.nerf.synthetic --out DIR --format nerfstudio|blender|both --n-views 48 --size 64
+[--camera-model OPENCV_FISHEYE|EQUIRECTANGULAR]` (run from src/).
 """
 
 from __future__ import annotations
@@ -226,11 +226,24 @@ def hemisphere_poses(n: int, radius: float = 4.0, min_elev_deg: float = 15.0, ma
     return np.stack(poses)
 
 
-def make_cameras(poses: np.ndarray, size: int, fov_deg: float = 50.0, distortion=None) -> Cameras:
-    focal = 0.5 * size / math.tan(0.5 * math.radians(fov_deg))
-    return Cameras(torch.from_numpy(poses).float(), focal, focal, size / 2.0, size / 2.0, size, size,
-                   distortion_params=None if distortion is None else torch.as_tensor(distortion, dtype=torch.float32),
-                   camera_type="pinhole" if distortion is None else "opencv")
+def make_cameras(poses: np.ndarray, size: int, fov_deg: float = 50.0, distortion=None,
+                 camera_model: str = "OPENCV") -> Cameras:
+    """Cameras of a `size` px scene: OPENCV (pinhole, `fov_deg` across, optional OpenCV distortion),
+    OPENCV_FISHEYE (equidistant, `fov_deg` across the image's width, optional k1..k4) or
+    EQUIRECTANGULAR (2 size x size, the whole sphere; nerfstudio's intrinsics fx = w/2, fy = h)."""
+    c2w = torch.from_numpy(poses).float()
+    dist = None if distortion is None else torch.as_tensor(distortion, dtype=torch.float32)
+    if camera_model == "OPENCV":
+        focal = 0.5 * size / math.tan(0.5 * math.radians(fov_deg))
+        return Cameras(c2w, focal, focal, size / 2.0, size / 2.0, size, size, distortion_params=dist)
+    if camera_model == "OPENCV_FISHEYE":
+        focal = 0.5 * size / math.radians(0.5 * fov_deg)  # theta = r / f without distortion
+        return Cameras(c2w, focal, focal, size / 2.0, size / 2.0, size, size, distortion_params=dist,
+                       camera_type="fisheye")
+    if camera_model == "EQUIRECTANGULAR":
+        return Cameras(c2w, float(size), float(size), float(size), size / 2.0, 2 * size, size,
+                       camera_type="equirectangular")
+    raise ValueError(f"camera_model {camera_model!r} is not one of OPENCV, OPENCV_FISHEYE, EQUIRECTANGULAR")
 
 
 @dataclass
@@ -285,17 +298,18 @@ def _c2w44(pose34) -> list:
 
 
 def write_nerfstudio(out: Path, n_views: int = 48, size: int = 64, fov_deg: float = 50.0, masks: bool = False,
-                     depth: bool = True, distortion: list[float] | None = None) -> Path:
-    """`transforms.json` + images/ (+ masks/, depth/ .npy z-depth in metres under 'gt_depth_path')."""
+                     depth: bool = True, distortion: list[float] | None = None, camera_model: str = "OPENCV") -> Path:
+    """`transforms.json` + images/ (+ masks/, depth/ .npy z-depth in metres under 'gt_depth_path');
+    `camera_model` OPENCV, OPENCV_FISHEYE or EQUIRECTANGULAR (see make_cameras)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     poses = hemisphere_poses(n_views)
-    cams = make_cameras(poses, size, fov_deg, distortion)
+    cams = make_cameras(poses, size, fov_deg, distortion, camera_model)
     r = render(cams)
     k = distortion or [0.0] * 6
-    focal = float(cams.fx[0, 0])
-    meta = {"camera_model": "OPENCV", "fl_x": focal, "fl_y": focal, "cx": size / 2.0, "cy": size / 2.0,
-            "w": size, "h": size, "k1": k[0], "k2": k[1], "k3": k[2], "k4": k[3], "p1": k[4], "p2": k[5],
+    meta = {"camera_model": camera_model, "fl_x": float(cams.fx[0, 0]), "fl_y": float(cams.fy[0, 0]),
+            "cx": float(cams.cx[0, 0]), "cy": float(cams.cy[0, 0]), "w": int(cams.width[0, 0]),
+            "h": int(cams.height[0, 0]), "k1": k[0], "k2": k[1], "k3": k[2], "k4": k[3], "p1": k[4], "p2": k[5],
             "frames": []}
     for i in range(n_views):
         name = f"frame_{i + 1:05d}"
@@ -438,11 +452,17 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--fov-deg", type=float, default=50.0)
     ap.add_argument("--masks", action="store_true", help="nerfstudio format: write masks (True on objects)")
+    ap.add_argument("--camera-model", choices=["OPENCV", "OPENCV_FISHEYE", "EQUIRECTANGULAR"], default="OPENCV",
+                    help="nerfstudio format: the cameras (fisheye: --fov-deg across the image, equidistant)")
     ap.add_argument("--no-depth", action="store_true")
     args = ap.parse_args(argv)
     kw = {"fov_deg": args.fov_deg, "depth": not args.no_depth}
     if args.masks:
         kw["masks"] = True
+    if args.camera_model != "OPENCV":
+        if args.format != "nerfstudio":
+            ap.error("--camera-model is for --format nerfstudio (the Blender format has pinhole cameras only)")
+        kw["camera_model"] = args.camera_model
     t0 = time.perf_counter()
     generate(args.out, args.format, args.n_views, args.size, **kw)
     print(f"wrote {args.format} scene ({args.n_views} views, {args.size}x{args.size}) to {args.out} "

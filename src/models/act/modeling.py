@@ -214,6 +214,9 @@ class ACTPolicy(nn.Module):
     """
 
     name = "act"
+    # Imitates its own rollouts too, as LeRobot's online loop trains any policy (training/online).
+    learns_online = True
+    init_only_options = ("pretrained_backbone_weights",)  # replaced by a checkpoint's weights
 
     def __init__(self, features: Mapping[str, Any], stats: Optional[Mapping] = None, **config_kwargs: Any) -> None:
         super().__init__()

@@ -161,16 +161,22 @@ def center_crop(images: Tensor, size: tuple[int, int]) -> Tensor:
     return images[..., top : top + size[0], left : left + size[1]]
 
 
-def random_crop(images: Tensor, size: tuple[int, int]) -> Tensor:
-    """An independent crop position per image (a batch-wide crop would correlate the augmentation)."""
-    n, _, height, width = images.shape
+def random_crop(images: Tensor, size: tuple[int, int], channels_last: bool = False) -> Tensor:
+    """An independent crop position per image (a batch-wide crop would correlate the augmentation).
+
+    One gather, written straight in the layout the backbone's weights use (`channels_last` or NCHW),
+    so no layout conversion follows it; the values are the same either way."""
+    n, channels, height, width = images.shape
     device = images.device
     top = torch.randint(0, height - size[0] + 1, (n, 1, 1), device=device)
     left = torch.randint(0, width - size[1] + 1, (n, 1, 1), device=device)
     rows = top + torch.arange(size[0], device=device).view(1, -1, 1)
     cols = left + torch.arange(size[1], device=device).view(1, 1, -1)
-    batch = torch.arange(n, device=device).view(-1, 1, 1)
-    return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    if channels_last:
+        batch = torch.arange(n, device=device).view(-1, 1, 1)
+        return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    index = (rows * width + cols).view(n, 1, -1).expand(n, channels, -1)
+    return images.flatten(2).gather(2, index).view(n, channels, size[0], size[1])
 
 
 class ResNetImageEncoder(nn.Module):
@@ -212,10 +218,14 @@ class ResNetImageEncoder(nn.Module):
         self.out = nn.Linear(self.pool.num_kp * 2, self.feature_dim)
 
     def forward(self, images: Tensor) -> Tensor:
-        if self.crop_shape is not None:
-            if self.training and self.crop_is_random:
-                images = random_crop(images, self.crop_shape)
-            else:
+        # the images follow the weights' memory format (machine.channels_last converts the weights)
+        channels_last = self.backbone[0].weight.is_contiguous(memory_format=torch.channels_last) and \
+            not self.backbone[0].weight.is_contiguous()
+        if self.crop_shape is not None and self.training and self.crop_is_random:
+            images = random_crop(images, self.crop_shape, channels_last)
+        else:
+            if self.crop_shape is not None:
                 images = center_crop(images, self.crop_shape)
+            images = images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         features = self.pool(self.backbone(images)).flatten(1)
         return F.relu(self.out(features))

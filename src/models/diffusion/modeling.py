@@ -176,6 +176,9 @@ class DiffusionPolicy(nn.Module):
     """
 
     name = "diffusion"
+    # Imitates its own rollouts too, as LeRobot's online loop trains any policy (training/online).
+    learns_online = True
+    init_only_options = ("pretrained_backbone_weights",)  # replaced by a checkpoint's weights
 
     def __init__(self, features: Mapping[str, Any], stats: Optional[Mapping] = None, **config_kwargs: Any) -> None:
         super().__init__()
@@ -278,7 +281,7 @@ class DiffusionPolicy(nn.Module):
                 )
             loss = loss * (~batch[pad_key].bool()).unsqueeze(-1)
         loss = loss.mean()
-        return loss, {"loss": loss.item()}
+        return loss, {"loss": loss.detach()}  # a tensor: the loop reads metrics back every log_freq steps
 
     @torch.no_grad()
     def generate_actions(self, batch: Mapping[str, Tensor], generator: Optional[torch.Generator] = None) -> Tensor:

@@ -10,11 +10,6 @@ TCNN_MISSING = ("model.implementation=tcnn needs tinycudann, which is not instal
                 "use model.implementation=torch")
 
 
-def check_implementation(implementation: str) -> None:
-    if implementation not in ("torch", "tcnn"):
-        raise ConfigError(f"model.implementation={implementation!r} is not one of torch, tcnn")
-
-
 def import_tcnn():
     try:
         import tinycudann  # type: ignore

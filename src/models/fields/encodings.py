@@ -1,136 +1,140 @@
 """Input encodings: multiresolution hash grid (Instant-NGP), spherical harmonics, NeRF frequencies.
 
-Hash grid (Müller et al. 2022, tiny-cuda-nn's HashGrid): level l has resolution
-floor(base_res * b**l) with b = exp((ln max_res - ln base_res) / (num_levels - 1)); a point in
-[0, 1]^3 is scaled by it, the 8 surrounding vertices are looked up in that level's table of
-2**log2_hashmap_size feature vectors and blended trilinearly. A level whose vertex grid fits its table
-is indexed densely (x + R*y + R^2*z); finer levels use the spatial hash
-(x * 1) xor (y * 2654435761) xor (z * 805459861) mod T. Every level owns a full table of T rows
-(nerfstudio's torch layout; tcnn trims dense levels, so its parameter count is smaller).
+The hash grid's levels, indexing and table layout are in `hash_layout.py` (this project's torch
+convention by default, tiny-cuda-nn's as an option). `implementation` picks who computes it:
+`torch` (vectorised torch ops, every device), `triton` (fused CUDA kernels, `_triton_hash.py`; the
+same parameters and values, so checkpoints move between the two), `auto` (triton for CUDA inputs
+where Triton imports, torch otherwise) or `tcnn` (tinycudann's own module and parameters).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
-from models.fields._tcnn import check_implementation, tcnn_hash_encoding, tcnn_sh_encoding
+from config.errors import ConfigError
+from models.fields._tcnn import tcnn_hash_encoding, tcnn_sh_encoding
+from models.fields.hash_layout import PRIMES, level_resolutions, make_layout
+from models.fields.implementation import check_implementation, triton_kernels
 
-PRIMES = (1, 2654435761, 805459861)
-
-
-def level_resolutions(num_levels: int, base_res: int, max_res: int) -> tuple[list[int], float]:
-    """([floor(base_res * b**l) for each level], growth factor b)."""
-    growth = math.exp((math.log(max_res) - math.log(base_res)) / (num_levels - 1)) if num_levels > 1 else 1.0
-    return [int(math.floor(base_res * growth**level)) for level in range(num_levels)], growth
-
-
-def grid_side(resolution: int) -> int:
-    """Vertices per axis a level can touch: floor(x * res) + 1 <= res + 1 for x in [0, 1]."""
-    return resolution + 2
+TABLE_DTYPES = ("float32", "bfloat16")
 
 
 class HashEncoding(nn.Module):
-    """(..., 3) positions in [0, 1] -> (..., num_levels * features_per_level) features."""
+    """(..., 3) positions in [0, 1] -> (..., num_levels * features_per_level) features.
+
+    `table_dtype="bfloat16"` reads the table as bf16 (half the gather bytes); the parameters, the
+    optimizer state and the accumulated gradients stay float32 (tcnn's mixed-precision scheme).
+    """
 
     def __init__(self, num_levels: int = 16, base_res: int = 16, max_res: int = 2048,
                  log2_hashmap_size: int = 19, features_per_level: int = 2, hash_init_scale: float = 0.001,
-                 implementation: str = "torch"):
+                 implementation: str = "torch", layout: str = "torch", table_dtype: str = "float32"):
         super().__init__()
         check_implementation(implementation)
+        if table_dtype not in TABLE_DTYPES:
+            raise ValueError(f"table_dtype={table_dtype!r} is not one of {', '.join(TABLE_DTYPES)}")
+        self.implementation = implementation
         self.num_levels, self.features_per_level = num_levels, features_per_level
         self.log2_hashmap_size = log2_hashmap_size
         self.table_size = 2**log2_hashmap_size
-        resolutions, self.growth_factor = level_resolutions(num_levels, base_res, max_res)
-        self.resolutions = resolutions
+        self.layout = make_layout(layout, num_levels, base_res, max_res, log2_hashmap_size)
+        self.bf16_table = table_dtype == "bfloat16"
         self.out_dim = num_levels * features_per_level
         self.tcnn = None
-        if implementation == "tcnn":
-            self.tcnn = tcnn_hash_encoding(num_levels, features_per_level, log2_hashmap_size, base_res,
-                                           self.growth_factor)
+        if implementation == "tcnn":  # tinycudann's own module: always its layout, its half precision
+            if self.bf16_table:
+                raise ConfigError("model.hash_table_dtype=bfloat16 is read by the torch and triton encodings; "
+                                  "tinycudann keeps its own half-precision copy: use model.hash_table_dtype=float32")
+            _, growth = level_resolutions(num_levels, base_res, max_res)
+            self.tcnn = tcnn_hash_encoding(num_levels, features_per_level, log2_hashmap_size, base_res, growth)
             return
-        # (L, T, F) uniform in [-s, s] like nerfstudio (tcnn uses U(-1e-4, 1e-4))
-        self.table = nn.Parameter((torch.rand(num_levels, self.table_size, features_per_level) * 2 - 1)
-                                  * hash_init_scale)
-        sides = [grid_side(r) for r in resolutions]
-        self.register_buffer("scales", torch.tensor(resolutions, dtype=torch.float32), persistent=False)
+        # uniform in [-s, s] like nerfstudio (tcnn uses U(-1e-4, 1e-4))
+        self.table = nn.Parameter((torch.rand(self.layout.table_shape(features_per_level)) * 2 - 1) * hash_init_scale)
+        lay = self.layout
+        self.register_buffer("scales", torch.tensor(lay.scales, dtype=torch.float32), persistent=False)
         # int32 index arithmetic (faster, half the memory) when no product can overflow: the primes are
-        # reduced mod T first, which keeps the low log2(T) bits of every product, all the hash uses
-        max_coord = max(resolutions) + 1
-        small = max_coord * self.table_size < 2**31 and num_levels * self.table_size < 2**31
+        # reduced mod T first, which keeps the low log2(T) bits of every product, all the hash uses;
+        # dense levels have sides**3 <= rows < 2**31
+        max_coord = int(max(lay.scales) + lay.shift) + 2
+        small = max_coord * self.table_size < 2**31 and lay.total_rows < 2**31
         self.index_dtype = torch.int32 if small else torch.long
         self.primes = tuple(p % self.table_size if small else p for p in PRIMES)
+        self.pow2_sizes = all(s & (s - 1) == 0 for s in lay.sizes)
         grid = (1, -1, 1, 1, 1)  # broadcasts against (N, L, 2, 2, 2) corner tensors
-        self.register_buffer("strides_y", torch.tensor(sides, dtype=self.index_dtype).view(grid), persistent=False)
-        self.register_buffer("strides_z", torch.tensor([s * s for s in sides], dtype=self.index_dtype).view(grid),
+        self.register_buffer("strides_y", torch.tensor(lay.sides, dtype=self.index_dtype).view(grid), persistent=False)
+        self.register_buffer("strides_z", torch.tensor([s * s if d else 0 for s, d in zip(lay.sides, lay.dense)],
+                                                       dtype=self.index_dtype).view(grid), persistent=False)
+        self.register_buffer("dense", torch.tensor(lay.dense).view(grid), persistent=False)
+        self.register_buffer("sizes", torch.tensor(lay.sizes, dtype=self.index_dtype).view(grid), persistent=False)
+        self.register_buffer("level_offsets", torch.tensor(lay.offsets, dtype=self.index_dtype).view(1, -1, 1),
                              persistent=False)
-        self.register_buffer("dense", torch.tensor([s**3 <= self.table_size for s in sides]).view(grid),
-                             persistent=False)
-        self.register_buffer("level_offsets",
-                             (torch.arange(num_levels, dtype=self.index_dtype) * self.table_size).view(1, -1, 1),
-                             persistent=False)
+        if implementation == "triton":
+            triton_kernels(required=True)
+
+    @property
+    def resolutions(self) -> list[int]:
+        return [int(s) for s in self.layout.scales] if self.layout.kind == "torch" else list(self.layout.sides)
+
+    def read_table(self, table: torch.Tensor) -> torch.Tensor:
+        """The table as the encoding reads it: bf16-rounded values with an identity gradient when
+        table_dtype is bfloat16 (so the gradient accumulates in float32)."""
+        if not self.bf16_table:
+            return table
+        return table + (table.to(torch.bfloat16).to(table.dtype) - table).detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tcnn is not None:
             return self.tcnn(x)
         shape = x.shape[:-1]
         x = x.reshape(-1, 3)
-        n = x.shape[0]
+        kernels = self._kernels_for(x)
+        out = kernels.encode(x, self) if kernels is not None else self.torch_forward(x, self.table)
+        return out.reshape(*shape, self.out_dim)
+
+    def _kernels_for(self, x: torch.Tensor):
+        """The Triton kernels when they apply to this input, else None (the torch path)."""
+        if self.implementation not in ("triton", "auto"):
+            return None
+        if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+            return None
+        if torch.are_deterministic_algorithms_enabled():  # the kernels accumulate with atomics
+            return None
+        return triton_kernels(required=self.implementation == "triton")
+
+    def torch_forward(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(N, 3) -> (N, L * F) with torch ops; differentiable in x and table to any order."""
+        n, nl = x.shape[0], self.num_levels
         scaled = x[:, None, :] * self.scales[None, :, None]  # (N, L, 3)
+        if self.layout.shift:
+            scaled = scaled + self.layout.shift
         lower = torch.floor(scaled)
         frac = scaled - lower
         lower = lower.to(self.index_dtype)
         # per axis the two vertex coordinates and their weights, laid out on the (2, 2, 2) corner cube
         # by broadcasting: axis x varies along dim 2, y along dim 3, z along dim 4 of (N, L, 2, 2, 2)
-        nl = self.num_levels
         views = ((n, nl, 2, 1, 1), (n, nl, 1, 2, 1), (n, nl, 1, 1, 2))
         c = [torch.stack([lower[..., d], lower[..., d] + 1], dim=-1).view(views[d]) for d in range(3)]
         w = [torch.stack([1 - frac[..., d], frac[..., d]], dim=-1).view(views[d]) for d in range(3)]
         dense_index = c[0] + c[1] * self.strides_y + c[2] * self.strides_z
         p = self.primes
         hashed = (c[0] * p[0]) ^ (c[1] * p[1]) ^ (c[2] * p[2])
-        index = torch.where(self.dense, dense_index, hashed) & (self.table_size - 1)
-        index = index.view(n, nl, 8) + self.level_offsets  # into the flattened (L*T, F) table
+        index = torch.where(self.dense, dense_index, hashed)
+        if self.pow2_sizes:
+            index = index & (self.sizes - 1)
+        else:  # tcnn's dense levels: rows not a power of two (hashed levels always are)
+            index = torch.where(self.dense, index.long() % self.sizes, index & (self.sizes - 1))
+        index = index.view(n, nl, 8) + self.level_offsets  # into the flattened (rows, F) table
         weights = (w[0] * w[1] * w[2]).view(n, nl, 8, 1)
-        feats = F.embedding(index, self.table.view(-1, self.features_per_level))  # (N, L, 8, F): one gather
+        flat = self.read_table(table).view(-1, self.features_per_level)
+        # index_select's gradient is an index_add (atomic adds on CUDA); F.embedding's sorts the
+        # indices and runs a warp per row, slow for rows of 2 features
+        feats = flat.index_select(0, index.reshape(-1)).view(n, nl, 8, -1)
         out = (feats * weights).sum(dim=2)
-        return out.reshape(*shape, self.out_dim)
-
-
-def hash_encoding_reference(x: torch.Tensor, table: torch.Tensor, resolutions: list[int]) -> torch.Tensor:
-    """The same encoding written for clarity (loops over levels and corners); tests compare against it.
-
-    x: (N, 3) in [0, 1]; table: (L, T, F) -> (N, L * F).
-    """
-    num_levels, table_size, _ = table.shape
-    outputs = []
-    for level in range(num_levels):
-        res = resolutions[level]
-        side = res + 2
-        dense = side**3 <= table_size
-        pos = x * res
-        lower = torch.floor(pos)
-        frac = pos - lower
-        lower = lower.long()
-        level_out = 0.0
-        for dx in (0, 1):
-            for dy in (0, 1):
-                for dz in (0, 1):
-                    i, j, k = lower[:, 0] + dx, lower[:, 1] + dy, lower[:, 2] + dz
-                    if dense:
-                        index = i + j * side + k * side * side
-                    else:
-                        index = (i * PRIMES[0]) ^ (j * PRIMES[1]) ^ (k * PRIMES[2])
-                    index = index % table_size
-                    w = ((frac[:, 0] if dx else 1 - frac[:, 0])
-                         * (frac[:, 1] if dy else 1 - frac[:, 1])
-                         * (frac[:, 2] if dz else 1 - frac[:, 2]))
-                    level_out = level_out + w[:, None] * table[level][index]
-        outputs.append(level_out)
-    return torch.cat(outputs, dim=-1)
+        return out.reshape(n, self.out_dim)
 
 
 # tcnn's SphericalHarmonics (degree 4): coefficients and signs of its generated code
@@ -164,7 +168,7 @@ class SHEncoding(nn.Module):
 
     def __init__(self, degree: int = 4, implementation: str = "torch"):
         super().__init__()
-        check_implementation(implementation)
+        check_implementation(implementation)  # triton and auto compute it with torch ops: it is elementwise
         self.degree, self.out_dim = degree, degree**2
         self.tcnn = tcnn_sh_encoding(degree) if implementation == "tcnn" else None
 

@@ -1,5 +1,6 @@
 """Losses of nerfacto: proposal (interlevel, mip-NeRF 360 eq. 13), distortion (eq. 15), orientation
-and predicted-normal losses (Ref-NeRF). Bin edges are in spacing units (RaySamples.sdist)."""
+and predicted-normal losses (Ref-NeRF); depth-nerfacto's depth losses (DS-NeRF, Urban Radiance
+Fields). Bin edges are in spacing units (RaySamples.sdist)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,47 @@ def pred_normal_loss(weights: torch.Tensor, normals: torch.Tensor, pred_normals:
 
 def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean((pred - target) ** 2)
+
+
+DEPTH_EPS = 1e-7  # nerfstudio's EPS in the DS-NeRF log
+URF_SIGMA_SCALE_FACTOR = 3.0
+DEPTH_LOSS_TYPES = ("DS_NERF", "URF")
+
+
+def ds_nerf_depth_loss(weights, termination_depth, steps, lengths, sigma) -> torch.Tensor:
+    """DS-NeRF (Deng et al. 2022) as nerfstudio 1.1.5 writes it: mean over rays of
+    sum_i -log(w_i + eps) exp(-(t_i - d)^2 / (2 sigma)) (t_{i+1} - t_i), rays without depth (d <= 0)
+    counted as 0. nerfstudio divides by 2 sigma, not 2 sigma^2; kept. weights, steps, lengths (N, S, 1);
+    termination_depth (N, 1)."""
+    mask = termination_depth > 0
+    loss = -torch.log(weights + DEPTH_EPS) * torch.exp(-((steps - termination_depth[:, None]) ** 2) / (2 * sigma)) \
+        * lengths
+    return torch.mean(loss.sum(-2) * mask)
+
+
+def urban_radiance_field_depth_loss(weights, termination_depth, predicted_depth, steps, sigma) -> torch.Tensor:
+    """Urban Radiance Fields' lidar losses (Rematas et al. 2022), nerfstudio 1.1.5's: the expected-depth
+    error plus line-of-sight terms (weights near the depth follow a normal of std sigma / 3, weights in
+    front of it go to 0); rays without depth masked."""
+    mask = termination_depth > 0
+    expected = (termination_depth - predicted_depth) ** 2
+    target = torch.distributions.normal.Normal(0.0, sigma / URF_SIGMA_SCALE_FACTOR)
+    d = termination_depth[:, None]
+    near = torch.logical_and(steps <= d + sigma, steps >= d - sigma)
+    near_loss = (near * (weights - torch.exp(target.log_prob(steps - d))) ** 2).sum(-2)
+    empty_loss = ((steps < d - sigma) * weights ** 2).sum(-2)
+    return torch.mean((expected + near_loss + empty_loss) * mask)
+
+
+def depth_loss(weights, ray_samples, termination_depth, predicted_depth, sigma, directions_norm,
+               is_euclidean: bool, depth_loss_type: str) -> torch.Tensor:
+    """One level's depth loss; a z-depth becomes a distance along the ray (x directions_norm) unless
+    `is_euclidean`."""
+    if not is_euclidean:
+        termination_depth = termination_depth * directions_norm
+    steps = ray_samples.midpoints
+    if depth_loss_type == "DS_NERF":
+        return ds_nerf_depth_loss(weights, termination_depth, steps, ray_samples.deltas, sigma)
+    if depth_loss_type == "URF":
+        return urban_radiance_field_depth_loss(weights, termination_depth, predicted_depth, steps, sigma)
+    raise ValueError(f"depth_loss_type={depth_loss_type!r} is not one of {DEPTH_LOSS_TYPES}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.fields._tcnn import check_implementation, tcnn_mlp
+from models.fields._tcnn import tcnn_mlp
+from models.fields.implementation import check_implementation
 
 OUT_ACTIVATIONS = (None, "sigmoid", "relu")
 

@@ -54,10 +54,12 @@ class RGBRenderer(torch.nn.Module):
         return comp
 
     def blend_for_loss(self, pred_rgb: torch.Tensor, accumulation: torch.Tensor, gt: torch.Tensor):
-        """(pred, gt (..., 3)) for the rgb loss; gt may be RGBA (alpha-composited on the background)."""
+        """(pred, gt (..., 3)) for the rgb loss; an RGBA gt is composited on the background (nerfstudio's
+        blend_background_for_loss_computation: on black for last_sample, on the prediction's random
+        colour for random)."""
         color = self.background_color
         if color == "last_sample":
-            return pred_rgb, gt[..., :3]
+            return pred_rgb, self.blend_background(gt, "black")
         bg = background_tensor(color, pred_rgb)
         if color == "random":
             pred_rgb = pred_rgb + bg * (1.0 - accumulation)
@@ -65,6 +67,15 @@ class RGBRenderer(torch.nn.Module):
             alpha = gt[..., 3:]
             gt = alpha * gt[..., :3] + (1 - alpha) * bg
         return pred_rgb, gt
+
+    def blend_background(self, image: torch.Tensor, color: str | None = None) -> torch.Tensor:
+        """An RGBA image composited on `color` (default: the background, black for last_sample and random,
+        as nerfstudio's blend_background); RGB is returned as it is."""
+        if image.shape[-1] < 4:
+            return image
+        color = color or ("black" if self.background_color in ("last_sample", "random") else self.background_color)
+        alpha = image[..., 3:]
+        return image[..., :3] * alpha + background_tensor(color, image[..., :3]) * (1 - alpha)
 
 
 def render_accumulation(weights: torch.Tensor) -> torch.Tensor:

@@ -13,10 +13,12 @@ from typing import Any, Optional
 
 from config.errors import ConfigError
 from config.ranges import check_fields, ranged
+from models.fields.encodings import TABLE_DTYPES
+from models.fields.hash_layout import LAYOUTS
+from models.fields.implementation import IMPLEMENTATIONS
 
 BACKGROUND_COLORS = ("random", "last_sample", "black", "white")
 INITIAL_SAMPLERS = ("piecewise", "uniform")
-IMPLEMENTATIONS = ("tcnn", "torch")
 PROPOSAL_NET_KEYS = ("hidden_dim", "log2_hashmap_size", "num_levels", "max_res", "use_linear")
 
 
@@ -82,11 +84,29 @@ class NerfactoConfig:
     predict_normals: bool = False
     disable_scene_contraction: bool = False
     use_gradient_scaling: bool = False
+    # tcnn (the seed's default) | torch | triton (fused hash-grid kernels, CUDA) | auto (triton on CUDA,
+    # torch elsewhere); torch, triton and auto share parameters (models/fields/implementation.py)
     implementation: str = "tcnn"
+    # the hash grid's level sizes and indexing for torch/triton/auto: this project's torch layout, or
+    # tiny-cuda-nn's (models/fields/hash_layout.py); implementation=tcnn always has tcnn's own
+    hash_layout: str = ranged("torch", choices=LAYOUTS)
+    # bfloat16: the hash tables are read as bf16 (half the gather bytes); weights, optimizer state and
+    # gradient sums stay float32
+    hash_table_dtype: str = ranged("float32", choices=TABLE_DTYPES)
     appearance_embed_dim: int = ranged(32, ge=0, why="0: no appearance embedding")
     # nerfstudio's later NerfactoModelConfig option (not in the seed's --help): the density's scale at
     # initialisation (density = average_init_density * trunc_exp(raw)), for the field and proposal networks
     average_init_density: float = ranged(1.0, gt=0)
+    # depth-nerfacto (nerfstudio's DepthNerfactoModelConfig: its options and defaults, but depth_loss_mult,
+    # whose 0 here is plain nerfacto; depth-nerfacto's is 1e-3). Needs depth_file_path in the scene.
+    depth_loss_mult: float = ranged(0.0, ge=0, why="0: no depth loss (nerfacto); depth-nerfacto uses 1e-3")
+    is_euclidean_depth: bool = False
+    depth_sigma: float = ranged(0.01, gt=0, why="metres")
+    should_decay_sigma: bool = False
+    starting_depth_sigma: float = ranged(0.2, gt=0, why="metres")
+    sigma_decay_rate: float = ranged(0.99985, gt=0, le=1)
+    depth_loss_type: str = ranged("DS_NERF", choices=("DS_NERF", "URF"),
+                                  why="SPARSENERF_RANKING needs nerfstudio's pair pixel sampler, not built here")
     loss_coefficients: dict[str, float] = field(
         default_factory=lambda: {"rgb_loss_coarse": 1.0, "rgb_loss_fine": 1.0})
     # consumed by NerfactoModel's own `camera_optimizer` argument (never reaches this dataclass there)

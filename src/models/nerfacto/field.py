@@ -30,13 +30,13 @@ class HashMLPDensityField(nn.Module):
     def __init__(self, aabb: torch.Tensor, num_layers: int = 2, hidden_dim: int = 64, spatial_distortion=None,
                  use_linear: bool = False, num_levels: int = 8, max_res: int = 1024, base_res: int = 16,
                  log2_hashmap_size: int = 18, features_per_level: int = 2, average_init_density: float = 1.0,
-                 implementation: str = "torch"):
+                 implementation: str = "torch", hash_layout: str = "torch", hash_table_dtype: str = "float32"):
         super().__init__()
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone(), persistent=False)
         self.spatial_distortion = spatial_distortion
         self.average_init_density = average_init_density
         self.encoding = HashEncoding(num_levels, base_res, max_res, log2_hashmap_size, features_per_level,
-                                     implementation=implementation)
+                                     implementation=implementation, layout=hash_layout, table_dtype=hash_table_dtype)
         if use_linear:
             self.head = nn.Linear(self.encoding.out_dim, 1)
         else:
@@ -56,7 +56,8 @@ class NerfactoField(nn.Module):
                  hidden_dim_color: int = 64, appearance_embedding_dim: int = 32,
                  use_average_appearance_embedding: bool = False, spatial_distortion=None,
                  predict_normals: bool = False, hidden_dim_pred_normals: int = 64,
-                 average_init_density: float = 1.0, implementation: str = "torch"):
+                 average_init_density: float = 1.0, implementation: str = "torch", hash_layout: str = "torch",
+                 hash_table_dtype: str = "float32"):
         super().__init__()
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone(), persistent=False)
         self.spatial_distortion = spatial_distortion
@@ -68,7 +69,7 @@ class NerfactoField(nn.Module):
         self.embedding_appearance = Embedding(num_images, appearance_embedding_dim) if appearance_embedding_dim > 0 else None
         self.direction_encoding = SHEncoding(4, implementation)
         self.encoding = HashEncoding(num_levels, base_res, max_res, log2_hashmap_size, features_per_level,
-                                     implementation=implementation)
+                                     implementation=implementation, layout=hash_layout, table_dtype=hash_table_dtype)
         self.mlp_base = MLP(self.encoding.out_dim, num_layers, hidden_dim, 1 + geo_feat_dim, None, implementation)
         self.mlp_head = MLP(self.direction_encoding.out_dim + geo_feat_dim + appearance_embedding_dim,
                             num_layers_color, hidden_dim_color, 3, "sigmoid", implementation)

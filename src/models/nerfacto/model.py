@@ -37,6 +37,10 @@ def _scale_gradients_by_distance_squared(outputs: dict, ray_samples) -> dict:
 
 
 class NerfactoModel(nn.Module):
+    # Between proposal updates the proposal networks run without gradients (ProposalNetworkSampler), so
+    # DistributedDataParallel must look for parameters a step left unused (nerfstudio does the same).
+    ddp_find_unused_parameters = True
+
     def __init__(self, num_train_cameras: int, scene_box: torch.Tensor | None = None,
                  camera_optimizer: Mapping[str, Any] | None = None, **config_kwargs):
         """camera_optimizer: CameraOptimizer kwargs (mode off|SO3xR3|SE3, position_noise_std, ...);
@@ -61,7 +65,7 @@ class NerfactoModel(nn.Module):
             use_average_appearance_embedding=cfg.use_average_appearance_embedding,
             spatial_distortion=contraction, predict_normals=cfg.predict_normals,
             hidden_dim_pred_normals=cfg.hidden_dim_transient, average_init_density=cfg.average_init_density,
-            implementation=impl)
+            implementation=impl, hash_layout=cfg.hash_layout, hash_table_dtype=cfg.hash_table_dtype)
         cam_kwargs = dict(DEFAULT_CAMERA_OPTIMIZER if camera_optimizer is None else camera_optimizer)
         self.camera_optimizer = CameraOptimizer(num_train_cameras, **cam_kwargs)
 
@@ -70,7 +74,8 @@ class NerfactoModel(nn.Module):
                                        log2_hashmap_size=args.log2_hashmap_size, num_levels=args.num_levels,
                                        max_res=args.max_res, use_linear=args.use_linear,
                                        base_res=16, features_per_level=2,
-                                       average_init_density=cfg.average_init_density, implementation=impl)
+                                       average_init_density=cfg.average_init_density, implementation=impl,
+                                       hash_layout=cfg.hash_layout, hash_table_dtype=cfg.hash_table_dtype)
 
         n_prop = cfg.num_proposal_iterations
         if cfg.use_same_proposal_network:
@@ -149,6 +154,8 @@ class NerfactoModel(nn.Module):
             "weights_list": weights_list,
             "ray_samples_list": ray_samples_list,
         }
+        if ray_bundle.directions_norm is not None:
+            outputs["directions_norm"] = ray_bundle.directions_norm
         with torch.no_grad():
             outputs["depth"] = render_depth(weights, ray_samples.starts, ray_samples.ends, "median")
             for i in range(cfg.num_proposal_iterations):
@@ -181,13 +188,43 @@ class NerfactoModel(nn.Module):
             reg = self.camera_optimizer.regularizer()
             if reg is not None:
                 loss_dict["camera_opt_regularizer"] = reg
+            if self.needs_depth:
+                loss_dict["depth_loss"] = cfg.depth_loss_mult * self._depth_loss(outputs, batch, step)
         return loss_dict
 
-    def loss(self, ray_bundle: RayBundle, batch: Mapping[str, torch.Tensor], step: int
+    @property
+    def needs_depth(self) -> bool:
+        """Whether training batches must carry "depth_image" (depth-nerfacto: model.depth_loss_mult > 0)."""
+        return self.config.depth_loss_mult > 0
+
+    def _depth_loss(self, outputs: dict, batch: Mapping[str, torch.Tensor], step: int | None) -> torch.Tensor:
+        """depth-nerfacto's: the mean over sampling levels of the depth loss. sigma decays from
+        starting_depth_sigma by sigma_decay_rate per training step down to depth_sigma when
+        should_decay_sigma (nerfstudio decays it once per step, so after step s it is start * rate^(s+1))."""
+        cfg = self.config
+        if "depth_image" not in batch or "directions_norm" not in outputs:
+            raise ValueError("model.depth_loss_mult > 0 needs batches with depth_image and rays with directions_norm")
+        sigma = cfg.depth_sigma
+        if cfg.should_decay_sigma:
+            sigma = max(cfg.starting_depth_sigma * cfg.sigma_decay_rate ** ((step or 0) + 1), cfg.depth_sigma)
+        depth = batch["depth_image"].to(outputs["expected_depth"])
+        levels = len(outputs["weights_list"])
+        return sum(L.depth_loss(w, rs, depth, outputs["expected_depth"], torch.tensor([sigma], device=depth.device),
+                                outputs["directions_norm"], cfg.is_euclidean_depth, cfg.depth_loss_type)
+                   for w, rs in zip(outputs["weights_list"], outputs["ray_samples_list"])) / levels
+
+    def composite_ground_truth(self, image: torch.Tensor) -> torch.Tensor:
+        """Ground truth as evaluated: an RGBA image composited on the background (nerfacto's
+        blend_background: black for last_sample and random), RGB unchanged."""
+        return self.renderer_rgb.blend_background(image)
+
+    def loss(self, ray_bundle: RayBundle, batch: Mapping[str, torch.Tensor], step: int, forward=None
              ) -> tuple[torch.Tensor, dict[str, float]]:
+        """`forward`: what runs the model on the rays, when not the model itself (a
+        DistributedDataParallel wrapper of it, which averages the gradients over the ranks)."""
         if self.training and self._callback_step != step:
             self.step_callback(step)
-        outputs = self(ray_bundle)
+        outputs = (forward or self)(ray_bundle)
         loss_dict = self.get_loss_dict(outputs, batch, step)
         total = sum(loss_dict.values())
         logs = {k: float(v.detach()) for k, v in loss_dict.items()}

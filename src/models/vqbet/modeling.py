@@ -114,6 +114,9 @@ class VQBeTPolicy(nn.Module):
     """
 
     name = "vqbet"
+    # Imitates its own rollouts too, as LeRobot's online loop trains any policy (training/online).
+    learns_online = True
+    init_only_options = ("pretrained_backbone_weights",)  # replaced by a checkpoint's weights
     # Phase 1 trains only the VQ-VAE and phase 2 everything else: data-parallel training must
     # expect parameters without gradients.
     ddp_find_unused_parameters = True

@@ -1,0 +1,179 @@
+"""Fused multiresolution hash-grid encoding in Triton: forward, backward to the table and to x.
+
+Written by hand because no maintained library ships it for torch (tiny-cuda-nn needs nvcc at install
+time and its own parameter layout). One program encodes BLOCK points at one level; the launch grid
+is (point blocks, levels) with the point blocks fastest, so the programs in flight share one level's
+table, which stays in L2 (a 2^19 x 2 fp32 level is 4 MiB). The output is stored feature-major,
+(L*F, N), and returned as its (N, L*F) transpose: each program writes whole coalesced rows, and the
+MLP's matrix product takes the transposed operand as it is. The backward adds each corner's share of
+the output gradient into the table with atomic adds (float32, whatever the table is read as) and, when
+x needs a gradient, adds the derivative of the trilinear weights into dL/dx, also atomically (the
+16 levels of one point).
+
+Second derivatives (nerfacto's predicted normals train through d density / d x) are not fused: when
+the backward itself is differentiated (create_graph=True) it recomputes the level through the torch
+encoding, which has the same values and parameters.
+
+The index arithmetic is unsigned 32-bit, as tcnn's: products wrap, then the level's rows reduce it.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from models.fields.implementation import interpreting
+
+INTERPRETED = interpreting()
+BLOCK = 128          # points per program; one point per thread at 4 warps
+NUM_WARPS = 4
+
+
+@triton.jit
+def _hash_grid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr, n_points,
+                   SHIFT: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
+    level = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = rows < n_points
+    feats = tl.arange(0, FP)
+    live2 = live[:, None] & (feats < F)[None, :]
+    scale = tl.load(scale_ptr + level)
+    side = tl.load(side_ptr + level).to(tl.uint32)
+    size = tl.load(size_ptr + level).to(tl.uint32)
+    offset = tl.load(offset_ptr + level)
+    dense = tl.load(dense_ptr + level) != 0
+    px = tl.load(x_ptr + rows * 3, mask=live, other=0.0) * scale + SHIFT
+    py = tl.load(x_ptr + rows * 3 + 1, mask=live, other=0.0) * scale + SHIFT
+    pz = tl.load(x_ptr + rows * 3 + 2, mask=live, other=0.0) * scale + SHIFT
+    fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
+    wx, wy, wz = px - fx, py - fy, pz - fz
+    cx = fx.to(tl.int32).to(tl.uint32)
+    cy = fy.to(tl.int32).to(tl.uint32)
+    cz = fz.to(tl.int32).to(tl.uint32)
+    acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
+    for corner in tl.static_range(8):
+        ix = cx + (corner & 1)
+        iy = cy + ((corner >> 1) & 1)
+        iz = cz + ((corner >> 2) & 1)
+        hashed = (ix * 1) ^ (iy * 2654435761) ^ (iz * 805459861)
+        index = tl.where(dense, (ix + iy * side + iz * side * side) % size, hashed & (size - 1))
+        w = wx if corner & 1 else 1.0 - wx
+        w = w * (wy if (corner >> 1) & 1 else 1.0 - wy)
+        w = w * (wz if (corner >> 2) & 1 else 1.0 - wz)
+        row = offset + index.to(tl.int64)
+        value = tl.load(table_ptr + row[:, None] * F + feats[None, :], mask=live2, other=0.0)
+        acc += w[:, None] * value.to(tl.float32)
+    tl.store(out_ptr + (level * F + feats)[None, :].to(tl.int64) * n_points + rows[:, None], acc, mask=live2)
+
+
+@triton.jit
+def _hash_grid_bwd(x_ptr, table_ptr, gout_ptr, gout_sn, gout_sd, gtable_ptr, gx_ptr,
+                   scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr, n_points,
+                   SHIFT: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr,
+                   TABLE_GRAD: tl.constexpr, X_GRAD: tl.constexpr):
+    level = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = rows < n_points
+    feats = tl.arange(0, FP)
+    live2 = live[:, None] & (feats < F)[None, :]
+    scale = tl.load(scale_ptr + level)
+    side = tl.load(side_ptr + level).to(tl.uint32)
+    size = tl.load(size_ptr + level).to(tl.uint32)
+    offset = tl.load(offset_ptr + level)
+    dense = tl.load(dense_ptr + level) != 0
+    px = tl.load(x_ptr + rows * 3, mask=live, other=0.0) * scale + SHIFT
+    py = tl.load(x_ptr + rows * 3 + 1, mask=live, other=0.0) * scale + SHIFT
+    pz = tl.load(x_ptr + rows * 3 + 2, mask=live, other=0.0) * scale + SHIFT
+    fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
+    wx, wy, wz = px - fx, py - fy, pz - fz
+    cx = fx.to(tl.int32).to(tl.uint32)
+    cy = fy.to(tl.int32).to(tl.uint32)
+    cz = fz.to(tl.int32).to(tl.uint32)
+    g = tl.load(gout_ptr + rows[:, None].to(tl.int64) * gout_sn + (level * F + feats)[None, :].to(tl.int64) * gout_sd,
+                mask=live2, other=0.0).to(tl.float32)
+    gx = tl.zeros((BLOCK,), dtype=tl.float32)
+    gy = tl.zeros((BLOCK,), dtype=tl.float32)
+    gz = tl.zeros((BLOCK,), dtype=tl.float32)
+    for corner in tl.static_range(8):
+        ix = cx + (corner & 1)
+        iy = cy + ((corner >> 1) & 1)
+        iz = cz + ((corner >> 2) & 1)
+        hashed = (ix * 1) ^ (iy * 2654435761) ^ (iz * 805459861)
+        index = tl.where(dense, (ix + iy * side + iz * side * side) % size, hashed & (size - 1))
+        ax = wx if corner & 1 else 1.0 - wx
+        ay = wy if (corner >> 1) & 1 else 1.0 - wy
+        az = wz if (corner >> 2) & 1 else 1.0 - wz
+        row = offset + index.to(tl.int64)
+        if TABLE_GRAD:
+            tl.atomic_add(gtable_ptr + row[:, None] * F + feats[None, :], (ax * ay * az)[:, None] * g,
+                          mask=live2, sem="relaxed")
+        if X_GRAD:
+            value = tl.load(table_ptr + row[:, None] * F + feats[None, :], mask=live2, other=0.0)
+            dot = tl.sum(value.to(tl.float32) * g, axis=1)
+            sx = 1.0 if corner & 1 else -1.0
+            sy = 1.0 if (corner >> 1) & 1 else -1.0
+            sz = 1.0 if (corner >> 2) & 1 else -1.0
+            gx += sx * ay * az * dot
+            gy += sy * ax * az * dot
+            gz += sz * ax * ay * dot
+    if X_GRAD:
+        tl.atomic_add(gx_ptr + rows * 3, gx * scale, mask=live, sem="relaxed")
+        tl.atomic_add(gx_ptr + rows * 3 + 1, gy * scale, mask=live, sem="relaxed")
+        tl.atomic_add(gx_ptr + rows * 3 + 2, gz * scale, mask=live, sem="relaxed")
+
+
+def _meta(enc, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Per-level scale, side, rows, first row and dense flag, on the device (cached per device)."""
+    cache = enc.__dict__.setdefault("_triton_meta", {})
+    if device not in cache:
+        lay = enc.layout
+        cache[device] = (torch.tensor(lay.scales, dtype=torch.float32, device=device),
+                         torch.tensor(lay.sides, dtype=torch.int64, device=device),
+                         torch.tensor(lay.sizes, dtype=torch.int64, device=device),
+                         torch.tensor(lay.offsets, dtype=torch.int64, device=device),
+                         torch.tensor(lay.dense, dtype=torch.int32, device=device))
+    return cache[device]
+
+
+def _constants(enc) -> dict:
+    f = enc.features_per_level
+    return {"SHIFT": float(enc.layout.shift), "F": f, "FP": triton.next_power_of_2(f), "BLOCK": BLOCK}
+
+
+class _HashGrid(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, table, enc):
+        read = table.detach().to(torch.bfloat16) if enc.bf16_table else table.detach()
+        n, levels = x.shape[0], enc.num_levels
+        out = torch.empty(levels * enc.features_per_level, n, device=x.device, dtype=torch.float32)
+        if n:
+            _hash_grid_fwd[(triton.cdiv(n, BLOCK), levels)](x, read, out, *_meta(enc, x.device), n,
+                                                            num_warps=NUM_WARPS, **_constants(enc))
+        ctx.save_for_backward(x, table, read)
+        ctx.enc = enc
+        return out.t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, table, read = ctx.saved_tensors
+        enc = ctx.enc
+        need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward, through torch ops
+            inputs = [t for t, need in ((x, need_x), (table, need_table)) if need]
+            grads = iter(torch.autograd.grad(enc.torch_forward(x, table), inputs, grad, create_graph=True))
+            return (next(grads) if need_x else None), (next(grads) if need_table else None), None
+        n, levels = x.shape[0], enc.num_levels
+        gtable = torch.zeros(table.shape, device=table.device, dtype=torch.float32) if need_table else None
+        gx = torch.zeros_like(x) if need_x else None
+        if n and (need_x or need_table):
+            _hash_grid_bwd[(triton.cdiv(n, BLOCK), levels)](
+                x, read, grad, grad.stride(0), grad.stride(1), gtable if need_table else read,
+                gx if need_x else x, *_meta(enc, x.device), n, TABLE_GRAD=need_table, X_GRAD=need_x,
+                num_warps=NUM_WARPS, **_constants(enc))
+        return gx, (gtable.to(table.dtype) if need_table else None), None
+
+
+def encode(x: torch.Tensor, enc) -> torch.Tensor:
+    """(N, 3) positions -> (N, L * F) float32 features (a transposed view of feature-major storage)."""
+    return _HashGrid.apply(x.float().contiguous(), enc.table, enc)

@@ -1,0 +1,37 @@
+"""Speed levers of a training run, each a `machine.*` option, applied in one place.
+
+- `tf32` / `cudnn_benchmark` (CUDA): deliberate backend choices. TF32 keeps fp32's range with a
+  10-bit mantissa in matmuls and convolutions (PyTorch already uses it for cuDNN convolutions by
+  default; this also turns it on for matmuls); cudnn.benchmark times the convolution algorithms once
+  per input shape. LeRobot's training script sets both; tests run on CPU, where neither applies.
+- `channels_last`: the model's 4-D weights in NHWC, the layout cuDNN's fastest kernels use (and
+  oneDNN's on CPU); image encoders write their crops in their weights' layout (models/common/vision.py).
+- `compile`: `torch.compile` of the model in place (`nn.Module.compile`, so its state_dict keys and
+  checkpoints do not change); the first steps compile.
+Fused Adam/AdamW (optimizer.fused) is resolved where the optimizer is built (training/optim.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def apply_backend_choices(machine, device: torch.device) -> None:
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = bool(machine.tf32)
+    torch.backends.cudnn.allow_tf32 = bool(machine.tf32)
+    torch.backends.cudnn.benchmark = bool(machine.cudnn_benchmark)
+
+
+def prepare_model(model: torch.nn.Module, machine, device: torch.device) -> torch.nn.Module:
+    """Memory format and compilation of a built model (in place; returns it)."""
+    if machine.get("channels_last", False):
+        model.to(memory_format=torch.channels_last)
+    if machine.get("compile", False):
+        model.compile()
+    return model

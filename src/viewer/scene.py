@@ -1,0 +1,42 @@
+"""What a pipeline hands the live viewer: its training cameras with their images, and a renderer.
+
+A pipeline that can be viewed declares `viewer_scene() -> ViewerScene` (pipelines/nerf.py does); the
+viewer needs nothing else from it, and the training loop knows nothing of either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data.nerf.cameras import Cameras
+from data.nerf.rays import RayBundle
+
+
+@dataclass(frozen=True)
+class ViewerScene:
+    cameras: Cameras  # the training cameras (OpenGL camera-to-world, the dataparser's frame)
+    image: Callable[[int], np.ndarray]  # uint8 (H, W, 3) image of training camera i
+    model: torch.nn.Module  # render_image(rays, chunk) -> {name: (N, C)} in eval mode
+    outputs: tuple[str, ...]  # what the viewer's output selector offers; the first is the default
+    center: np.ndarray  # (3,) where the viewer's camera looks first (the scene box's centre)
+    depth_output: str = "depth"  # the output that places the render among the scene's objects
+
+    @property
+    def device(self) -> torch.device:
+        return self.cameras.device
+
+    @torch.no_grad()
+    def render(self, rays: RayBundle, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """The model's outputs `names` for `rays` in one forward pass, on the CPU. In eval mode (deterministic
+        samples, no pose refinement, no schedule counters advanced); the model's mode is put back after."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            outputs = self.model.render_image(rays, len(rays))
+        finally:
+            self.model.train(was_training)
+        return {name: outputs[name].float().cpu() for name in names}

@@ -1,0 +1,163 @@
+"""The Triton hash-grid kernels against the torch encoding: values, gradients to the table and to x,
+second derivatives, bf16 tables, both layouts, and nerfacto end to end. On CPU they run under
+Triton's interpreter (TRITON_INTERPRET=1) at tiny sizes; the same comparison runs compiled on a GPU
+in bench/hash_encoding.py."""
+
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from config.errors import ConfigError  # noqa: E402
+from models.fields.encodings import HashEncoding  # noqa: E402
+
+KERNELS = "models.fields._triton_hash"
+
+
+@pytest.fixture
+def interpreted(monkeypatch):
+    """The kernels under Triton's interpreter. Triton picks the interpreter when a function is decorated,
+    its own library's included, so triton and the kernels are imported afresh with TRITON_INTERPRET=1
+    and the modules that were there before are put back afterwards."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    saved = {name: mod for name, mod in sys.modules.items() if _python_part(name)}
+    for name in saved:
+        del sys.modules[name]
+    yield
+    for name in [n for n in sys.modules if _python_part(n)]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+def _python_part(name: str) -> bool:
+    """The kernels and triton's Python modules (its compiled extension, triton._C, is loaded once)."""
+    return name == KERNELS or (name.split(".")[0] == "triton" and not name.startswith("triton._C"))
+
+
+def _pair(layout="torch", table_dtype="float32", **kw):
+    args = dict(num_levels=4, base_res=4, max_res=64, log2_hashmap_size=10, features_per_level=2,
+                hash_init_scale=1.0, layout=layout, table_dtype=table_dtype)
+    args.update(kw)
+    torch.manual_seed(0)
+    ref = HashEncoding(implementation="torch", **args)
+    fused = HashEncoding(implementation="triton", **args)
+    fused.load_state_dict(ref.state_dict())  # same parameters: checkpoints move between the two
+    return ref, fused
+
+
+def _points(n=96):
+    x = torch.rand(n, 3, generator=torch.Generator().manual_seed(1))
+    x[0] = 0.0
+    x[1] = 1.0  # the grid's upper corner
+    return x
+
+
+@pytest.mark.parametrize("layout", ["torch", "tcnn"])
+@pytest.mark.parametrize("kw", [{}, {"features_per_level": 1}, {"features_per_level": 3, "log2_hashmap_size": 12},
+                                {"num_levels": 2, "base_res": 16, "max_res": 600}])
+def test_kernels_match_torch_values_and_gradients(interpreted, layout, kw):
+    ref, fused = _pair(layout, **kw)
+    assert fused._kernels_for(_points()) is not None  # the kernels, not the torch fallback
+    x = _points()
+    xr, xf = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out_r, out_f = ref(xr), fused(xf)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-5, atol=1e-6)
+    g = torch.randn(out_r.shape, generator=torch.Generator().manual_seed(2))
+    gt_r, gx_r = torch.autograd.grad((out_r * g).sum(), [ref.table, xr])
+    gt_f, gx_f = torch.autograd.grad((out_f * g).sum(), [fused.table, xf])
+    assert gt_r.abs().sum() > 0 and gx_r.abs().sum() > 0
+    torch.testing.assert_close(gt_f, gt_r, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx_f, gx_r, rtol=1e-4, atol=1e-3)
+
+
+def test_backward_reads_any_gradient_layout_and_only_what_is_needed(interpreted):
+    ref, fused = _pair()
+    x = _points()
+    g = torch.randn(ref.out_dim, x.shape[0]).t()  # a transposed gradient, as a matmul's can be
+    gt_r, = torch.autograd.grad(ref(x), [ref.table], g)
+    gt_f, = torch.autograd.grad(fused(x), [fused.table], g)
+    torch.testing.assert_close(gt_f, gt_r, rtol=1e-5, atol=1e-5)
+    fused.table.requires_grad_(False)
+    xf = x.clone().requires_grad_(True)
+    gx_f, = torch.autograd.grad(fused(xf), [xf], g)
+    xr = x.clone().requires_grad_(True)
+    gx_r, = torch.autograd.grad(ref(xr), [xr], g)
+    torch.testing.assert_close(gx_f, gx_r, rtol=1e-4, atol=1e-3)
+
+
+def test_second_derivatives_match_torch(interpreted):
+    """nerfacto's normals are d density / d x, and their losses train the table through them."""
+    ref, fused = _pair()
+    x = _points(32)
+    grads = []
+    for enc in (ref, fused):
+        xi = x.clone().requires_grad_(True)
+        out = enc(xi)
+        (dx,) = torch.autograd.grad(out.pow(2).sum(), xi, create_graph=True)
+        grads.append(torch.autograd.grad((dx * torch.linspace(-1, 1, 3)).sum(), enc.table)[0])
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["torch", "tcnn"])
+def test_bf16_tables_read_rounded_values_and_sum_gradients_in_float32(interpreted, layout):
+    ref, fused = _pair(layout, table_dtype="bfloat16")
+    assert fused.table.dtype == torch.float32
+    x = _points()
+    out_r, out_f = ref(x), fused(x)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-5, atol=1e-5)
+    rounded = HashEncoding(implementation="torch", num_levels=4, base_res=4, max_res=64, log2_hashmap_size=10,
+                           layout=layout)
+    with torch.no_grad():
+        rounded.table.copy_(ref.table.to(torch.bfloat16).float())
+    torch.testing.assert_close(out_r, rounded(x), rtol=0, atol=0)  # the values bf16 holds, nothing else
+    g = torch.randn(out_r.shape)
+    gt_r, = torch.autograd.grad((out_r * g).sum(), ref.table)
+    gt_f, = torch.autograd.grad((out_f * g).sum(), fused.table)
+    gt_32, = torch.autograd.grad((rounded(x) * g).sum(), rounded.table)
+    assert gt_f.dtype == torch.float32
+    torch.testing.assert_close(gt_f, gt_32, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gt_r, gt_32, rtol=0, atol=0)
+
+
+def test_nerfacto_trains_the_same_with_triton_and_torch(interpreted):
+    """Same weights (a torch checkpoint loads into triton), same loss and gradients; pose refinement
+    (gradients to x) and predicted normals (second derivatives) on."""
+    from models.nerfacto.model import NerfactoModel
+    from nerf_model.test_nerfacto_model import TINY, _rays
+
+    results = []
+    for impl in ("torch", "triton"):
+        torch.manual_seed(0)
+        model = NerfactoModel(3, torch.tensor([[-2.0] * 3, [2.0] * 3]), camera_optimizer={"mode": "SE3"},
+                              **{**TINY, "implementation": impl, "predict_normals": True})
+        if impl == "torch":
+            weights = model.state_dict()
+        else:
+            model.load_state_dict(weights)
+        model.train()
+        torch.manual_seed(1)
+        total, _ = model.loss(_rays(16), {"image": torch.rand(16, 3, generator=torch.Generator().manual_seed(3))},
+                              step=0)
+        total.backward()
+        results.append((total.detach(), model.field.encoding.table.grad.clone(),
+                        next(model.camera_optimizer.parameters()).grad.clone()))
+    for got, want in zip(results[1], results[0]):
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_triton_without_cuda_is_one_clear_line(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ConfigError) as err:
+        HashEncoding(num_levels=2, base_res=4, max_res=8, log2_hashmap_size=8, implementation="triton")
+    assert str(err.value) == ("model.implementation=triton needs a CUDA GPU and the triton package "
+                              "(torch.cuda.is_available() is False here); use model.implementation=auto "
+                              "(triton on CUDA, torch elsewhere) or torch")
+    auto = HashEncoding(num_levels=2, base_res=4, max_res=8, log2_hashmap_size=8, implementation="auto")
+    assert auto._kernels_for(torch.rand(4, 3)) is None  # CPU tensors: the torch ops
+    assert auto(torch.rand(4, 3)).shape == (4, 4)

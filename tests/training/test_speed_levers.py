@@ -1,0 +1,96 @@
+"""The training speed levers keep the numbers: channels_last and the layout-writing crop give the same
+loss and gradients, the fused optimizer is picked only on CUDA, metrics stay tensors until a log step,
+and compile wraps the model in place (its checkpoint keys unchanged)."""
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from data.features import FeatureType, PolicyFeature
+from models.common.vision import random_crop
+from models.diffusion.modeling import DiffusionPolicy
+from training.optim import build_optimizer, fused_default
+from training.speed import prepare_model
+
+TINY = dict(n_obs_steps=2, horizon=8, n_action_steps=4, down_dims=(16, 32), diffusion_step_embed_dim=16,
+            spatial_softmax_num_keypoints=8, crop_shape=(40, 40), num_train_timesteps=10)
+
+
+def make_policy():
+    features = {"observation.state": PolicyFeature(FeatureType.STATE, (2,)),
+                "observation.image": PolicyFeature(FeatureType.VISUAL, (3, 48, 48)),
+                "action": PolicyFeature(FeatureType.ACTION, (2,))}
+    unit = {"mean": np.zeros(2), "std": np.ones(2), "min": -np.ones(2), "max": np.ones(2)}
+    image = {"mean": np.full((3, 1, 1), 0.5), "std": np.full((3, 1, 1), 0.25),
+             "min": np.zeros((3, 1, 1)), "max": np.ones((3, 1, 1))}
+    stats = {"observation.state": unit, "action": unit, "observation.image": image}
+    return DiffusionPolicy(features, stats, **TINY)
+
+
+def make_batch(batch_size=4):
+    g = torch.Generator().manual_seed(0)
+    return {"observation.state": torch.rand(batch_size, 2, 2, generator=g),
+            "observation.image": torch.rand(batch_size, 2, 3, 48, 48, generator=g),
+            "action": torch.rand(batch_size, 8, 2, generator=g) * 2 - 1,
+            "action_is_pad": torch.zeros(batch_size, 8, dtype=torch.bool)}
+
+
+def test_random_crop_writes_the_requested_layout_with_the_same_values():
+    images = torch.rand(5, 3, 20, 24)
+    torch.manual_seed(0)
+    nchw = random_crop(images, (12, 16))
+    torch.manual_seed(0)
+    nhwc = random_crop(images, (12, 16), channels_last=True)
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(nchw, nhwc, rtol=0, atol=0)
+    torch.manual_seed(0)
+    top = torch.randint(0, 20 - 12 + 1, (5, 1, 1))
+    left = torch.randint(0, 24 - 16 + 1, (5, 1, 1))
+    for i in range(5):  # each image its own window
+        t, l = int(top[i]), int(left[i])
+        torch.testing.assert_close(nchw[i], images[i, :, t:t + 12, l:l + 16], rtol=0, atol=0)
+
+
+def test_channels_last_gives_the_same_loss_and_gradients():
+    results = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        policy = make_policy()
+        prepare_model(policy, OmegaConf.create({"channels_last": channels_last, "compile": False}), torch.device("cpu"))
+        conv = policy.rgb_encoder.backbone[0].weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+        batch = make_batch()
+        torch.manual_seed(1)
+        loss, info = policy.forward(batch)
+        assert isinstance(info["loss"], torch.Tensor) and not info["loss"].requires_grad  # no host sync
+        loss.backward()
+        results.append((loss.detach(), conv.grad.clone(), policy.unet.final_conv[1].weight.grad.clone()))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_adam_only_where_every_parameter_is_on_cuda():
+    cpu = [torch.nn.Parameter(torch.zeros(3))]
+    assert not fused_default(cpu) and not fused_default([{"params": cpu}]) and not fused_default([])
+    cfg = OmegaConf.create({"_target_": "torch.optim.Adam", "lr": 1e-3, "fused": None, "grad_clip_norm": 1.0})
+    optimizer, clip = build_optimizer(cfg, cpu)
+    assert optimizer.defaults["fused"] is False and clip == 1.0
+    if torch.cuda.is_available():
+        gpu = [torch.nn.Parameter(torch.zeros(3, device="cuda"))]
+        assert build_optimizer(cfg, gpu)[0].defaults["fused"] is True
+
+
+def test_compile_wraps_the_model_in_place_and_keeps_its_state_dict_keys():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    keys = list(model.state_dict())
+    assert prepare_model(model, OmegaConf.create({"compile": True}), torch.device("cpu")) is model
+    assert model._compiled_call_impl is not None and list(model.state_dict()) == keys
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_backend_choices_on_cuda():
+    from training.speed import apply_backend_choices
+
+    apply_backend_choices(OmegaConf.create({"tf32": False, "cudnn_benchmark": True}), torch.device("cuda"))
+    assert not torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.benchmark
