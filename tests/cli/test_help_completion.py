@@ -18,7 +18,8 @@ def test_help_lists_the_user_groups_and_hides_the_schemas():
     assert r.returncode == 0, r.stderr[-2000:]
     assert "schema/" not in r.stdout and "schema/" not in r.stderr
     lines = r.stdout.splitlines()
-    assert "policy: act, diffusion, vqbet" in lines
+    policies = next(line for line in lines if line.startswith("policy: "))[len("policy: "):].split(", ")
+    assert {"act", "diffusion", "vqbet"} <= set(policies)
     assert any(line.startswith("optimizer: ") and "preset/diffusion" in line for line in lines)
     assert any(line.startswith("experiment: ") and "nerfacto_quickstart" in line for line in lines)
     assert 'eval "$(python src/train.py -sc install=bash)"' in r.stdout
@@ -52,7 +53,7 @@ printf '%s\n' "${COMPREPLY[@]}"
 
 
 def test_bash_completes_groups_options_and_keys(complete):
-    assert complete("python src/train.py policy=") == ["policy=act", "policy=diffusion", "policy=vqbet"]
+    assert {"policy=act", "policy=diffusion", "policy=vqbet"} <= set(complete("python src/train.py policy="))
     assert "experiment=nerfacto_quickstart" in complete("python src/train.py experiment=nerf")
     assert complete("python src/train.py policy=act machine.num_thr") == ["machine.num_threads="]
 
