@@ -5,7 +5,8 @@
 
 A policy is rolled out in its env; a neural field renders all the views of its scene's test split
 (nerfstudio's ns-eval: the file's test_filenames, or the held-out frames of eval_mode; a Blender
-scene's transforms_test.json). The checkpoint carries its resolved config (features included), so no training dataset is
+scene's transforms_test.json); `split=val` renders the val split instead, the views the in-training
+evaluation scored, and gives its numbers exactly (one code path). The checkpoint carries its resolved config (features included), so no training dataset is
 needed; plain `key=value` overrides (eval.*, machine.device_type, ...) apply on top. Metrics are
 printed and written, with the rollout videos or renders, to `output_dir` (default:
 <run dir>/eval_only/step_<N>), and the files written are listed; `output_path` also writes them as
@@ -27,7 +28,9 @@ from training.threads import passive_waits  # noqa: E402
 
 passive_waits()  # before torch loads (training/threads.py)
 
-USAGE = "usage: python src/eval.py checkpoint=<run dir or checkpoint dir> [output_path=<file.json>] [key=value ...]"
+USAGE = ("usage: python src/eval.py checkpoint=<run dir or checkpoint dir> [output_path=<file.json>] "
+         "[split=test|val] [key=value ...]")
+SPLITS = ("test", "val")  # a neural field's held-out views: ns-eval's test split, or training's val split
 
 
 def main(argv: list[str]) -> dict:
@@ -39,7 +42,11 @@ def main(argv: list[str]) -> dict:
     if bad or "checkpoint" not in args:
         fail(f"{USAGE} (got {' '.join(argv)})")
     output_dir, output_path = args.pop("output_dir", None), args.pop("output_path", None)
-    ckpt, pipeline, cfg, state, choices = load_checkpoint(args.pop("checkpoint"), args, test_mode="test")
+    split = args.pop("split", "test")
+    if split not in SPLITS:
+        fail(f"split={split} is not a split eval.py renders: use split=test (ns-eval) or split=val (the "
+             "views the in-training evaluation scored)")
+    ckpt, pipeline, cfg, state, choices = load_checkpoint(args.pop("checkpoint"), args, test_mode=split)
     step = int(state["step"])
     run_dir = run_dir_of(ckpt, cfg.get("relative_model_dir"))
     out_dir = Path(output_dir) if output_dir else run_dir / "eval_only" / f"step_{step:06d}"

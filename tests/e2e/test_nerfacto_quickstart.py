@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_train
+from helpers import one_error_line, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -52,11 +52,12 @@ def test_the_quickstart_learns_and_renders_an_orbit(run):
 
 def test_eval_py_computes_the_in_training_evaluation(run, env, tmp_path):
     """One code path: eval.py's ns-eval JSON of the step-50 checkpoint holds the numbers the training
-    logged at step 50 for the same views. (Before, eval.py rendered with the annealing of a fresh
-    model and differed: PSNR 14.665 against the training's 14.609 here.)"""
+    logged at step 50 for the same views, the val split (`split=val`; by default eval.py scores the test
+    split, as ns-eval does). (Before, eval.py rendered with the annealing of a fresh model and differed:
+    PSNR 14.665 against the training's 14.609 here.)"""
     out = tmp_path / "metrics.json"
     ckpt = run / "checkpoints" / "000050"
-    r = run_train([f"checkpoint={ckpt}", f"output_path={out}", "eval.orbit_frames=0"], script="eval.py", env=env)
+    r = run_train([f"checkpoint={ckpt}", f"output_path={out}", "split=val", "eval.orbit_frames=0"], script="eval.py", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     trained = next(m for m in _metrics(run) if m["step"] == 50 and "eval/psnr" in m)
@@ -68,3 +69,8 @@ def test_eval_py_computes_the_in_training_evaluation(run, env, tmp_path):
     assert not (folder / "eval").exists()
     for path in (folder / "eval.json", folder / "eval_0000.png", out):
         assert f"  {path}" in r.stdout
+
+
+def test_an_unknown_split_is_one_line(env, tmp_path):
+    r = run_train([f"checkpoint={tmp_path}", "split=train"], script="eval.py", env=env)
+    assert "split=train is not a split eval.py renders: use split=test" in one_error_line(r)
