@@ -250,6 +250,8 @@ class MachineConfig:
     seed: int = 1000
     device_type: str = ranged("auto", choices=("auto", "cpu", "cuda", "mps"))
     num_devices: int = ranged(1, ge=1, why="devices per machine")
+    num_threads: Optional[int] = ranged(None, ge=1, why="torch's CPU threads per rank; null: the cores the process "
+                                        "may use, shared among its ranks (training/threads.py)")
     num_machines: int = ranged(1, ge=1)
     machine_rank: int = ranged(0, ge=0)
     dist_url: str = "auto"
@@ -318,6 +320,8 @@ class ViewsEvalConfig:
     lpips_weights: Optional[str] = None
     save_images: bool = True  # ground truth | render | depth as PNG, logged as artifacts
     max_images_saved: int = ranged(1, ge=0)
+    # the all-images eval also renders an orbit around the scene to orbit.mp4 (render.py's orbit)
+    orbit_frames: int = ranged(0, ge=0, why="0: no orbit video")
 
 
 # ----------------------------------------------------------------------------- online
@@ -381,6 +385,7 @@ class TrainConfig:
     load_checkpoint: Optional[str] = None  # one checkpoint folder
     load_scheduler: bool = True
     progress_bar: bool = True
+    progress_interval_s: float = ranged(30.0, gt=0, why="seconds between progress lines when there is no terminal")
     objective: str = "pc_success"
 
     @staticmethod

@@ -247,16 +247,18 @@ class RobotPipeline:
         """`model` is the policy, or its DistributedDataParallel wrapper when training on several ranks."""
         return model(batch)
 
-    def evaluate(self, run_dir: Path, step: int) -> tuple[dict, list[Path]]:
+    def evaluate(self, run_dir: Path, step: int, out_dir: Path | None = None) -> tuple[dict, list[Path]]:
+        """Rollouts in the env; videos and eval_info.json go to `out_dir` (default
+        `<run_dir>/eval/step_<N>`, where eval.py gives its own)."""
         from envs.evaluate import evaluate_policy
 
         self.model.eval()
         ev = self.cfg.eval
+        eval_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval" / f"step_{step:06d}"
         result = evaluate_policy(self.model, self.cfg.env, n_episodes=ev.n_episodes, batch_size=ev.batch_size,
                                  use_async=ev.use_async_envs, seed=self.cfg.machine.seed, device=self.device,
-                                 videos_dir=Path(run_dir) / "eval" / f"step_{step:06d}", max_videos=ev.max_videos,
+                                 videos_dir=eval_dir, max_videos=ev.max_videos,
                                  progress=self.cfg.progress_bar and sys.stderr.isatty())
-        eval_dir = Path(run_dir) / "eval" / f"step_{step:06d}"
         eval_dir.mkdir(parents=True, exist_ok=True)
         (eval_dir / "eval_info.json").write_text(json.dumps(result["per_episode"], indent=1, default=float))
         metrics = {k: float(v) for k, v in result["aggregated"].items() if isinstance(v, (int, float))}
