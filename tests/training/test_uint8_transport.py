@@ -1,0 +1,76 @@
+"""machine.uint8_transport keeps the numbers: frames leave the loader as uint8 and, converted and augmented
+on the device, are bit for bit the float frames the loader made before, so Diffusion Policy's first loss
+and gradients do not change (the online phase's mixed batches: tests/data/test_online_buffer.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from config.schemas import ImageTransformsConfig
+from data.device_images import SAMPLE_SEED_KEY, to_float
+from data.lerobot_dataset import LeRobotDataset
+from data.transforms import build_image_transforms
+from helpers import TINY_POLICY
+from pipelines.robot import RobotPipeline
+
+IMAGE = "observation.image"
+
+
+def lerobot_transforms():
+    """LeRobot's default set, three of them per frame in a drawn order: every frame draws several parameters."""
+    return build_image_transforms(OmegaConf.structured(
+        ImageTransformsConfig(enable=True, max_num_transforms=3, random_order=True)))
+
+
+def devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", devices())
+def test_every_uint8_value_becomes_the_loaders_float(device):
+    values = torch.arange(256, dtype=torch.uint8)
+    loader = values.to(torch.float32).div_(255)  # what the dataset computes in the worker
+    got = to_float(values.view(4, 1, 8, 8).to(device)).cpu().flatten()
+    assert got.dtype == torch.float32
+    assert torch.equal(got.view(torch.int32), loader.view(torch.int32))  # the bits, not a tolerance
+
+
+def first_step(compose, root, transport: bool, augment: bool):
+    cfg = compose(["experiment=quickstart", "logger=none", "machine.device_type=cpu", f"dataset.root={root}",
+                   "batch_size=4", "num_workers=0", f"machine.uint8_transport={str(transport).lower()}",
+                   f"dataset.image_transforms.enable={str(augment).lower()}", *TINY_POLICY])
+    torch.manual_seed(0)
+    pipeline = RobotPipeline(cfg, torch.device("cpu"))
+    raw = next(iter(pipeline.batches))
+    assert raw[IMAGE].dtype == (torch.uint8 if transport else torch.float32)
+    assert (SAMPLE_SEED_KEY in raw) == (transport and augment)
+    batch = pipeline.to_device(raw)
+    assert SAMPLE_SEED_KEY not in batch
+    model = pipeline.model.train()
+    normalised = model.normalizer.normalize(batch)[IMAGE]
+    torch.manual_seed(1)
+    loss, _ = model(batch)
+    loss.backward()
+    grad = model.rgb_encoder.backbone[0].weight.grad
+    return batch[IMAGE], normalised, loss.detach(), grad
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_diffusion_sees_the_same_images_and_loss_with_uint8_transport(compose, pusht_root, augment):
+    images, normalised, loss, grad = first_step(compose, pusht_root, transport=False, augment=augment)
+    u_images, u_normalised, u_loss, u_grad = first_step(compose, pusht_root, transport=True, augment=augment)
+    assert u_images.dtype == torch.float32 and u_images.shape == images.shape
+    torch.testing.assert_close(u_images, images, rtol=0, atol=0)
+    torch.testing.assert_close(u_normalised, normalised, rtol=0, atol=0)
+    torch.testing.assert_close(u_loss, loss, rtol=0, atol=0)
+    torch.testing.assert_close(u_grad, grad, rtol=0, atol=0)
+    if augment:  # the augmentations were applied, not dropped on the way
+        plain, *_ = first_step(compose, pusht_root, transport=True, augment=False)
+        assert not torch.equal(u_images, plain)
+
+
+def test_a_dataset_refuses_transforms_it_would_not_apply(pusht_root):
+    with pytest.raises(ValueError, match="image_transforms after the conversion"):
+        LeRobotDataset(pusht_root, image_transforms=lerobot_transforms(), uint8_images=True)
