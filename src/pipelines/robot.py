@@ -118,7 +118,8 @@ class RobotPipeline:
         self.cfg, self.device, self.rank = cfg, device, rank
         self.pcfg = policy_config(cfg)
         self.online = None  # training.online.OnlinePhase when online.steps > 0
-        self.uint8_transport = bool(cfg.machine.get("uint8_transport", False))
+        choice = cfg.machine.get("uint8_transport")  # null: where there is a host->device copy to shrink
+        self.uint8_transport = device.type == "cuda" if choice is None else bool(choice)
         self.image_transforms = None
         if need_dataset and cfg.get("dataset") is None:
             self._build_from_env(cfg)
