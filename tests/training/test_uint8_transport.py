@@ -47,7 +47,7 @@ def first_step(compose, root, transport: bool | None, augment: bool):
     pipeline = RobotPipeline(cfg, torch.device("cpu"))
     raw = next(iter(pipeline.batches))
     assert raw[IMAGE].dtype == (torch.uint8 if transport else torch.float32)
-    assert (SAMPLE_SEED_KEY in raw) == (transport and augment)
+    assert (SAMPLE_SEED_KEY in raw) == bool(transport and augment)
     batch = pipeline.to_device(raw)
     assert SAMPLE_SEED_KEY not in batch
     model = pipeline.model.train()
