@@ -7,7 +7,8 @@ the augmentations. Numerics do not change:
 
 - `to_float` maps every uint8 value through a 256-entry table computed with the loader's own
   operation (`x.to(float32).div_(255)` on the CPU), so the device's float frame is bit for bit the
-  loader's (a device division by 255 may round differently: CUDA multiplies by the reciprocal).
+  loader's (PyTorch's CUDA division by a scalar multiplies by its reciprocal, which rounds 126 of
+  the 256 values one ulp differently).
 - The augmentations are replayed per item under the item's own seed (`SeededItems` tags the item
   with `sample_seed(seed, epoch, index)`), drawing in the order the loader draws (keys in item
   order, frames in window order), so every frame gets the parameters it would have got in a worker.

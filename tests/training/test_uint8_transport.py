@@ -1,6 +1,6 @@
 """machine.uint8_transport keeps the numbers: frames leave the loader as uint8 and, converted and augmented
-on the device, are bit for bit the float frames the loader made before, so Diffusion Policy's first loss
-and gradients do not change (the online phase's mixed batches: tests/data/test_online_buffer.py)."""
+on the device, are bit for bit the float frames the loader made before, so Diffusion Policy's and ACT's
+first loss and gradients do not change (the online phase's mixed batches: tests/data/test_online_buffer.py)."""
 
 from __future__ import annotations
 
@@ -37,12 +37,17 @@ def test_every_uint8_value_becomes_the_loaders_float(device):
     assert torch.equal(got.view(torch.int32), loader.view(torch.int32))  # the bits, not a tolerance
 
 
-def first_step(compose, root, transport: bool | None, augment: bool):
+DIFFUSION = ["experiment=quickstart", *TINY_POLICY]
+ACT = ["policy=act", "env=pusht", "policy.pretrained_backbone_weights=null", "policy.dim_model=32", "policy.n_heads=4",
+       "policy.dim_feedforward=64", "policy.n_encoder_layers=1", "policy.n_decoder_layers=1",
+       "policy.n_vae_encoder_layers=1", "policy.latent_dim=8", "policy.chunk_size=8", "policy.n_action_steps=4"]
+
+
+def first_step(compose, root, transport: bool | None, augment: bool, policy: list[str]):
     """transport None: the default (null), which is float32 on the CPU."""
     chosen = [] if transport is None else [f"machine.uint8_transport={str(transport).lower()}"]
-    cfg = compose(["experiment=quickstart", "logger=none", "machine.device_type=cpu", f"dataset.root={root}",
-                   "batch_size=4", "num_workers=0", f"dataset.image_transforms.enable={str(augment).lower()}",
-                   *chosen, *TINY_POLICY])
+    cfg = compose([*policy, "logger=none", "machine.device_type=cpu", f"dataset.root={root}", "batch_size=4",
+                   "num_workers=0", f"dataset.image_transforms.enable={str(augment).lower()}", *chosen])
     torch.manual_seed(0)
     pipeline = RobotPipeline(cfg, torch.device("cpu"))
     raw = next(iter(pipeline.batches))
@@ -55,22 +60,23 @@ def first_step(compose, root, transport: bool | None, augment: bool):
     torch.manual_seed(1)
     loss, _ = model(batch)
     loss.backward()
-    grad = model.rgb_encoder.backbone[0].weight.grad
-    return batch[IMAGE], normalised, loss.detach(), grad
+    return batch[IMAGE], normalised, loss.detach(), [p.grad for p in model.parameters() if p.grad is not None]
 
 
-@pytest.mark.parametrize("augment", [False, True])
-def test_diffusion_sees_the_same_images_and_loss_with_uint8_transport(compose, pusht_root, augment):
-    images, normalised, loss, grad = first_step(compose, pusht_root, transport=None if augment else False,
-                                                augment=augment)
-    u_images, u_normalised, u_loss, u_grad = first_step(compose, pusht_root, transport=True, augment=augment)
+@pytest.mark.parametrize("policy,augment", [(DIFFUSION, False), (DIFFUSION, True), (ACT, True)],
+                         ids=["diffusion", "diffusion-augmented", "act-augmented"])
+def test_a_policy_sees_the_same_images_and_loss_with_uint8_transport(compose, pusht_root, policy, augment):
+    images, normalised, loss, grads = first_step(compose, pusht_root, None if augment else False, augment, policy)
+    u_images, u_normalised, u_loss, u_grads = first_step(compose, pusht_root, True, augment, policy)
     assert u_images.dtype == torch.float32 and u_images.shape == images.shape
     torch.testing.assert_close(u_images, images, rtol=0, atol=0)
     torch.testing.assert_close(u_normalised, normalised, rtol=0, atol=0)
     torch.testing.assert_close(u_loss, loss, rtol=0, atol=0)
-    torch.testing.assert_close(u_grad, grad, rtol=0, atol=0)
+    assert len(u_grads) == len(grads) > 0
+    for a, b in zip(u_grads, grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     if augment:  # the augmentations were applied, not dropped on the way
-        plain, *_ = first_step(compose, pusht_root, transport=True, augment=False)
+        plain, *_ = first_step(compose, pusht_root, True, False, policy)
         assert not torch.equal(u_images, plain)
 
 
