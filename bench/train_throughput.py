@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -80,6 +81,7 @@ def measure(amp: str, transport: str, args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     trainer.fit()
     logs = [m for m in read_metrics(run_dir / "metrics.jsonl") if "train/samples_per_s" in m][1:]
+    shutil.rmtree(run_dir, ignore_errors=True)
     mean = lambda k: sum(m[k] for m in logs) / len(logs)  # noqa: E731
     peak = (torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
