@@ -111,6 +111,16 @@ def build_policy(policy_cfg, features: dict[str, PolicyFeature], stats) -> torch
         raise
 
 
+def uses_uint8_transport(cfg: DictConfig, device: torch.device) -> bool:
+    """machine.uint8_transport, its null resolved: on where there is a host->device copy to shrink (CUDA)
+    and no augmentation to take from the parallel workers (unmeasured there: docs/ROBOT_LEARNING.md)."""
+    choice = cfg.machine.get("uint8_transport")
+    if choice is not None:
+        return bool(choice)
+    augments = bool(OmegaConf.select(cfg, "dataset.image_transforms.enable", default=False))
+    return device.type == "cuda" and not augments
+
+
 class RobotPipeline:
     family = "robot"
 
@@ -118,8 +128,7 @@ class RobotPipeline:
         self.cfg, self.device, self.rank = cfg, device, rank
         self.pcfg = policy_config(cfg)
         self.online = None  # training.online.OnlinePhase when online.steps > 0
-        choice = cfg.machine.get("uint8_transport")  # null: where there is a host->device copy to shrink
-        self.uint8_transport = device.type == "cuda" if choice is None else bool(choice)
+        self.uint8_transport = uses_uint8_transport(cfg, device)
         self.image_transforms = None
         if need_dataset and cfg.get("dataset") is None:
             self._build_from_env(cfg)

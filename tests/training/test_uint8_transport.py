@@ -83,3 +83,15 @@ def test_a_policy_sees_the_same_images_and_loss_with_uint8_transport(compose, pu
 def test_a_dataset_refuses_transforms_it_would_not_apply(pusht_root):
     with pytest.raises(ValueError, match="image_transforms after the conversion"):
         LeRobotDataset(pusht_root, image_transforms=lerobot_transforms(), uint8_images=True)
+
+
+@pytest.mark.parametrize("choice,device,augment,expected", [
+    (None, "cuda", False, True), (None, "cuda", True, False), (None, "cpu", False, False),
+    (True, "cpu", True, True), (False, "cuda", False, False),
+])
+def test_the_default_is_on_for_cuda_without_augmentation(compose, choice, device, augment, expected):
+    from pipelines.robot import uses_uint8_transport
+
+    chosen = [] if choice is None else [f"machine.uint8_transport={str(choice).lower()}"]
+    cfg = compose(["experiment=quickstart", f"dataset.image_transforms.enable={str(augment).lower()}", *chosen])
+    assert uses_uint8_transport(cfg, torch.device(device)) is expected
