@@ -3,9 +3,8 @@
 It shows the training cameras as frustums with their images (click one to look through it), moved as
 pose refinement moves them (viewer/poses.py), renders the model at each browser's camera progressively
 (viewer/render.py) within the time share that keeps training fast (viewer/share.py), and has the
-controls and metrics of viewer/panel.py. The loop sees it
-only as `LoopHooks`: it claims the model at the start of `fit()`, lends it between steps and gives it
-back at the end.
+controls and metrics of viewer/panel.py. The loop sees it only as `LoopHooks`: it claims the model at
+the start of `fit()`, lends it between steps and gives it back at the end.
 """
 
 from __future__ import annotations
