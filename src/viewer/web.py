@@ -210,10 +210,13 @@ class WebViewer(LoopHooks):
     def _tick(self) -> None:
         try:
             self.panel.update()
-            if self.poses is not None:
-                self.poses.apply()
         except Exception:  # the panel must never stop the viewer
             vlog.exception("viewer panel update failed")
+        try:
+            if self.poses is not None:
+                self.poses.apply()
+        except Exception:  # nor the frustums
+            vlog.exception("viewer frustum update failed")
 
     # ------------------------------------------------------------------ LoopHooks
     def fit_started(self, step: int) -> None:
