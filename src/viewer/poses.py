@@ -1,7 +1,9 @@
 """The training cameras' frustums follow pose refinement (nerfstudio's viewer does the same).
 
 Pose refinement (the camera optimizer) moves the poses training casts its rays from; the frustums are
-moved to them every `REFRESH_S`, in two halves so that training never waits for the device:
+moved to them every `REFRESH_S` (longer where moving them all would take more than `MAX_SHARE` of the
+time: viser sends each frustum's pose on its own, some 60 us a frustum on a CPU core), in two halves so that training
+never waits for the device:
 - `request()`, on the training thread at the loop's viewer points (`fit_started`, `step_done` when the
   interval has passed, `fit_ended`): the scene's `refined_poses` is queued on the device behind the step
   just finished, and its result copied to pinned host memory without blocking, an event marking the end.
@@ -23,7 +25,8 @@ import torch
 
 from viewer.camera import frustum_pose
 
-REFRESH_S = 2.0  # the frustums are at most this far behind training (plus the panel thread's second)
+REFRESH_S = 2.0  # the frustums are at most this far behind training (plus the panel thread's second) ...
+MAX_SHARE = 0.005  # ... unless drawing them takes more than this share of the time: then every drawing time / this
 
 
 class FrustumPoses:
@@ -38,13 +41,14 @@ class FrustumPoses:
         self._requested_at = -float("inf")
         self.drawn = np.stack([np.concatenate(_pose(h)) for h in self.handles]) if self.handles else np.zeros((0, 7))
         self.step: int | None = None  # the training step whose poses the frustums show (None: the initial ones)
+        self.interval = REFRESH_S  # seconds between two copies; lengthened by a drawing that takes long
 
     def request(self, step: int, force: bool = False) -> None:
-        """Queue a copy of the refined poses after step `step` when `REFRESH_S` has passed since the last one (at
+        """Queue a copy of the refined poses after step `step` when `interval` has passed since the last one (at
         once with `force`); it replaces one not drawn yet. Training thread, between steps; never waits for the
         device."""
         now = self.clock()
-        if not self.handles or (not force and now - self._requested_at < REFRESH_S):
+        if not self.handles or (not force and now - self._requested_at < self.interval):
             return
         self._requested_at = now
         poses = self.refined_poses(self.indices)
@@ -65,14 +69,15 @@ class FrustumPoses:
                 return False
             self._pending = None
         step, host, _ = pending
-        poses = host.double().numpy()
+        wxyz, position = frustum_pose(host.double().numpy())
+        poses = np.concatenate([wxyz, position], axis=1)
+        moved = np.flatnonzero((poses != self.drawn).any(axis=1))
+        start = time.perf_counter()
         with self.atomic():
-            for k, handle in enumerate(self.handles):
-                wxyz, position = frustum_pose(poses[k])
-                pose = np.concatenate([wxyz, position])
-                if not np.array_equal(pose, self.drawn[k]):
-                    handle.wxyz, handle.position = wxyz, position
-                    self.drawn[k] = pose
+            for k in moved.tolist():
+                self.handles[k].wxyz, self.handles[k].position = wxyz[k], position[k]
+        self.interval = max(REFRESH_S, (time.perf_counter() - start) / MAX_SHARE)
+        self.drawn[moved] = poses[moved]
         self.step = step
         return True
 

@@ -294,6 +294,28 @@ def test_frustum_poses_are_copied_at_an_interval_and_only_moved_frustums_are_sen
     now[0] += poses_mod.REFRESH_S
     follow.request(4)
     assert follow.apply() and follow.step == 4 and [h.sets for h in handles] == [1, 2]
+    assert follow.interval == poses_mod.REFRESH_S
+
+
+def test_frustums_that_take_long_to_draw_are_drawn_less_often(monkeypatch):
+    """Drawing is kept to MAX_SHARE of the time: a drawing that took d seconds puts the next copy d / MAX_SHARE
+    later (here the share is tiny, so any drawing takes too long)."""
+    import contextlib
+
+    import viewer.poses as poses_mod
+
+    monkeypatch.setattr(poses_mod, "MAX_SHARE", 1e-12)
+    now = [0.0]
+    c2w = torch.stack([_random_c2w(seed) for seed in range(2)])
+    follow = poses_mod.FrustumPoses(lambda idx: c2w[idx], [0, 1], [Handle(), Handle()], torch.device("cpu"),
+                                    contextlib.nullcontext, clock=lambda: now[0])
+    follow.request(1)
+    assert follow.apply() and follow.interval > 1e3 * poses_mod.REFRESH_S
+    now[0] += 2 * poses_mod.REFRESH_S
+    follow.request(2)
+    assert not follow.apply() and follow.step == 1  # not due yet
+    follow.request(3, force=True)
+    assert follow.apply() and follow.step == 3
 
 
 def _drawn_c2w(handle) -> np.ndarray:
@@ -337,6 +359,7 @@ def test_frustums_follow_pose_refinement_while_nerfacto_trains(pipeline, tmp_pat
     from viewer.web import WebViewer
 
     monkeypatch.setattr(poses_mod, "REFRESH_S", 0.0)  # a copy after every step; the interval has its own test
+    monkeypatch.setattr(poses_mod, "MAX_SHARE", float("inf"))
     pipe = pipeline()
     scene = pipe.viewer_scene()
     original = scene.cameras.camera_to_worlds.numpy().astype(np.float64)
