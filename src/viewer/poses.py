@@ -26,7 +26,7 @@ import torch
 from viewer.camera import frustum_pose
 
 REFRESH_S = 2.0  # the frustums are at most this far behind training (plus the panel thread's second) ...
-MAX_SHARE = 0.005  # ... unless drawing them takes more than this share of the time: then every drawing time / this
+MAX_SHARE = 0.005  # ... unless drawing them takes more than this share of the time: then every (drawing s / this)
 
 
 class FrustumPoses:
