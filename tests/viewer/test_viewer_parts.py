@@ -1,5 +1,6 @@
 """The viewer's parts without a browser: camera conversions, ports, the metrics feed, renders of a tiny
-nerfacto at a browser camera (sizes, outputs, and that a render changes nothing training computes)."""
+nerfacto at a browser camera (sizes, outputs, and that a render changes nothing training computes), and
+training-camera frustums that follow pose refinement (read back from viser's scene nodes)."""
 
 from __future__ import annotations
 
