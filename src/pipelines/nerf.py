@@ -180,8 +180,8 @@ class NerfPipeline:
         self.batches.taken = step * self.batches.accumulation
 
     def viewer_scene(self):
-        """What the live viewer shows (viewer/, viewer=web): the training cameras with their images, and the
-        model's colour, depth and accumulation."""
+        """What the live viewer shows (viewer/, viewer=web): the training cameras with their images at the poses
+        pose refinement gives them, and the model's colour, depth and accumulation."""
         from viewer.scene import ViewerScene
 
         split = self.datamanager.train_split
@@ -191,8 +191,16 @@ class NerfPipeline:
             return split.images[i, :h, :w].cpu().numpy()
 
         center = self.datamanager.scene_box.float().mean(0).cpu().numpy()
-        return ViewerScene(cameras=self.datamanager.train_cameras, image=image, model=self.model,
-                           outputs=("rgb", "depth", "accumulation"), center=center)
+        cameras = self.datamanager.train_cameras
+        refinement = getattr(self.model, "camera_optimizer", None)  # the model's pose refinement, if it has one
+        refined_poses = None
+        if refinement is not None and refinement.refines:
+            @torch.no_grad()
+            def refined_poses(indices: torch.Tensor) -> torch.Tensor:
+                return refinement.corrected_poses(cameras.camera_to_worlds[indices], indices)
+
+        return ViewerScene(cameras=cameras, image=image, model=self.model, outputs=("rgb", "depth", "accumulation"),
+                           center=center, refined_poses=refined_poses)
 
     # ------------------------------------------------------------------ evaluation
     def evaluations(self) -> list[Evaluation]:
