@@ -1,11 +1,18 @@
 """Diffusion Policy training throughput at the seed's defaults (LeRobot's DiffusionConfig, batch 64).
 
 Runs the project's own loop (pipeline + Trainer, no tracking service) for each setting and prints
-one table: samples/s, steps/s, the share of step time spent waiting for data, peak memory.
+one table: samples/s, steps/s, the share of step time spent waiting for data (the loader, plus the
+batch's copy to the device and, with uint8 transport, its conversion and augmentation there), the bytes
+a batch carries from the loader to the device, peak memory.
 
     python bench/train_throughput.py --device cpu --steps 6 --warmup 2
     python bench/train_throughput.py --device cuda --amp off bf16 fp16 --steps 60 --warmup 20
     python bench/train_throughput.py --device cuda --steps 100 --warmup 20 --num-workers 8 machine.channels_last=true
+    python bench/train_throughput.py --device cuda --steps 100 --warmup 20 --num-workers 8 --transport float32 uint8
+    python bench/train_throughput.py --device cuda --steps 100 --warmup 20 --num-workers 8 --transport float32 uint8 \
+        dataset.image_transforms.enable=true
+
+`--transport` is `machine.uint8_transport` (false: float32 frames made in the workers, as before it).
 
 Speed levers are the `machine.*` / `optimizer.fused` overrides (training/speed.py), applied as train.py does.
 
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +33,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 sys.path.insert(0, str(SRC))
 
 
-def measure(amp: str, args) -> dict:
+def measure(amp: str, transport: str, args) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
@@ -41,7 +49,8 @@ def measure(amp: str, args) -> dict:
 
     register_schemas()
     overrides = [f"batch_size={args.batch_size}", f"num_workers={args.num_workers}", "logger=none",
-                 f"dataset.demos.n_episodes={args.episodes}", f"machine.device_type={args.device}", *args.overrides]
+                 f"dataset.demos.n_episodes={args.episodes}", f"machine.device_type={args.device}",
+                 f"machine.uint8_transport={str(transport == 'uint8').lower()}", *args.overrides]
     with initialize_config_dir(config_dir=str(SRC.parent / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
@@ -52,6 +61,14 @@ def measure(amp: str, args) -> dict:
     apply_backend_choices(cfg.machine, device)
     pipeline = build_pipeline(cfg, device)
     prepare_model(pipeline.model, cfg.machine, device)
+    carried = []  # bytes of each batch the loader hands to the pipeline's to_device
+    to_device = pipeline.to_device
+
+    def counted(batch: dict) -> dict:
+        carried.append(sum(v.nbytes for v in batch.values() if isinstance(v, torch.Tensor)))
+        return to_device(batch)
+
+    pipeline.to_device = counted
     run_dir = Path(tempfile.mkdtemp(prefix="bench_"))
     tracker = NullTracker()
     tracker.start(run_dir, params={}, tags={})
@@ -64,13 +81,15 @@ def measure(amp: str, args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     trainer.fit()
     logs = [m for m in read_metrics(run_dir / "metrics.jsonl") if "train/samples_per_s" in m][1:]
+    shutil.rmtree(run_dir, ignore_errors=True)
     mean = lambda k: sum(m[k] for m in logs) / len(logs)  # noqa: E731
     peak = (torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
-            "amp": amp, "batch": args.batch_size, "params_M": sum(p.numel() for p in pipeline.model.parameters()) / 1e6,
+            "amp": amp, "transport": transport, "batch": args.batch_size,
+            "params_M": sum(p.numel() for p in pipeline.model.parameters()) / 1e6,
             "samples_per_s": mean("train/samples_per_s"), "steps_per_s": mean("train/steps_per_s"),
-            "data_share": mean("train/data_share"), "peak_mem_GiB": peak,
+            "data_share": mean("train/data_share"), "batch_MB": max(carried) / 1e6, "peak_mem_GiB": peak,
             "peak_kind": "CUDA allocated" if device.type == "cuda" else "process RSS"}
 
 
@@ -78,6 +97,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amp", nargs="+", default=["off"], choices=["off", "bf16", "fp16"])
+    p.add_argument("--transport", nargs="+", default=["uint8"], choices=["float32", "uint8"],
+                   help="how camera frames travel from the loader (machine.uint8_transport)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=6, help="measured steps (a multiple of --warmup)")
     p.add_argument("--warmup", type=int, default=2)
@@ -86,9 +107,9 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the rows here")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. policy.down_dims=[256,512,1024]")
     args = p.parse_args()
-    rows = [measure(amp, args) for amp in args.amp]
-    cols = ["device", "amp", "batch", "params_M", "samples_per_s", "steps_per_s", "data_share", "peak_mem_GiB",
-            "peak_kind"]
+    rows = [measure(amp, transport, args) for amp in args.amp for transport in args.transport]
+    cols = ["device", "amp", "transport", "batch", "params_M", "samples_per_s", "steps_per_s", "data_share",
+            "batch_MB", "peak_mem_GiB", "peak_kind"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

@@ -1,7 +1,7 @@
 """Compare the runs of a sweep: `python src/compare.py <sweep dir | MLflow experiment name>`.
 
 Prints a table of the parameters that vary between the runs against each metric's final and
-best values, writes it (compare.txt, compare.csv) with PNG plots (metric curves of all runs,
+best values, cut to the terminal's width, writes the whole of it (compare.csv, compare.txt) with PNG plots (metric curves of all runs,
 final metric against each varying parameter) to `<sweep dir>/compare/` (or --out), and logs them
 to the sweep's MLflow parent run. The logic lives in `tracking.compare`.
 """
@@ -9,7 +9,9 @@ to the sweep's MLflow parent run. The logic lives in `tracking.compare`.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except CompareError as exc:
         print(f"compare: {exc}", file=sys.stderr)
         return 2
-    print(result["table"])
-    print(f"\n{len(result['plots'])} plots and the table in {result['out_dir']}"
-          + (f"; logged to MLflow run {result['parent_run_id']}" if result["logged"] else ""))
+    print(result["screen"])
+    if result["left_out"]:
+        print(textwrap.fill(f"({len(result['left_out'])} more columns, left out to fit the terminal: "
+                            f"{', '.join(result['left_out'])})", shutil.get_terminal_size().columns))
+    print(f"\nthe whole table: {result['csv']} (and compare.txt); {len(result['plots'])} plots in "
+          f"{result['out_dir']}" + (f"; logged to MLflow run {result['parent_run_id']}" if result["logged"] else ""))
     return 0
 
 

@@ -16,6 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cli.entry import fail, report_user_errors  # noqa: E402
+from training.threads import passive_waits  # noqa: E402
+
+passive_waits()  # before torch loads (training/threads.py)
 
 if __name__ == "__main__":
     from config.store import register_schemas
@@ -27,4 +30,5 @@ if __name__ == "__main__":
              f"(got {' '.join(argv)})")
     register_schemas()
     with report_user_errors():
-        print(render(dict(a.split("=", 1) for a in argv)))
+        written = render(dict(a.split("=", 1) for a in argv))
+    print(f"wrote {written.absolute()}")

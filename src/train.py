@@ -15,6 +15,12 @@ sys.path.insert(0, SRC)
 # Jobs started elsewhere (submitit on SLURM, spawned ranks) unpickle code from src/ too.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
+from training.threads import passive_waits  # noqa: E402
+
+passive_waits()  # before torch loads: OpenMP reads it once (training/threads.py)
+if not sys.stderr.isatty():  # CI logs, nohup, SLURM: tqdm's bars (demo recording, video decoding) redraw
+    os.environ.setdefault("TQDM_MININTERVAL", "30")  # every 30 s, not 10 times a second (read when tqdm loads)
+
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

@@ -10,6 +10,10 @@ import pytest
 
 from helpers import CONF_DIR
 
+# The test process's own torch waits passively too, as every run does (training/threads.py): set before
+# torch loads, it keeps in-process tests from spinning against the runs they start on a small machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 @pytest.fixture(scope="session")
 def pusht_root(tmp_path_factory) -> Path:

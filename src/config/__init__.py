@@ -25,3 +25,14 @@ def amp_default(device_type: str) -> bool:
 
 if not OmegaConf.has_resolver("amp_default"):
     OmegaConf.register_new_resolver("amp_default", amp_default)
+
+
+def hydrabot_groups() -> str:
+    """`${hydrabot_groups:}` in conf/hydra/help/hydrabot.yaml: the groups --help lists (cli/help.py)."""
+    from cli.help import groups_help
+
+    return groups_help()
+
+
+if not OmegaConf.has_resolver("hydrabot_groups"):
+    OmegaConf.register_new_resolver("hydrabot_groups", hydrabot_groups)

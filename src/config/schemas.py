@@ -250,6 +250,8 @@ class MachineConfig:
     seed: int = 1000
     device_type: str = ranged("auto", choices=("auto", "cpu", "cuda", "mps"))
     num_devices: int = ranged(1, ge=1, why="devices per machine")
+    num_threads: Optional[int] = ranged(None, ge=1, why="torch's CPU threads per rank; null: the cores the process "
+                                        "may use, shared among its ranks (training/threads.py)")
     num_machines: int = ranged(1, ge=1)
     machine_rank: int = ranged(0, ge=0)
     dist_url: str = "auto"
@@ -258,6 +260,9 @@ class MachineConfig:
     cudnn_benchmark: bool = True  # cuDNN times its algorithms per input shape once (LeRobot's choice too)
     channels_last: bool = False   # 4-D weights and images in NHWC: cuDNN's native layout, no conversions
     compile: bool = False         # torch.compile of the model (its forward and backward), on first use
+    # camera frames leave the loader as uint8, float + image_transforms on the device; null: on CUDA
+    # when dataset.image_transforms are off (pipelines.robot.uses_uint8_transport)
+    uint8_transport: Optional[bool] = None
     partition: Optional[str] = None
     timeout_min: int = ranged(60, ge=1)
     cpus_per_task: Optional[int] = ranged(None, ge=1)
@@ -318,6 +323,8 @@ class ViewsEvalConfig:
     lpips_weights: Optional[str] = None
     save_images: bool = True  # ground truth | render | depth as PNG, logged as artifacts
     max_images_saved: int = ranged(1, ge=0)
+    # the all-images eval also renders an orbit around the scene to orbit.mp4 (render.py's orbit)
+    orbit_frames: int = ranged(0, ge=0, why="0: no orbit video")
 
 
 # ----------------------------------------------------------------------------- online
@@ -381,6 +388,7 @@ class TrainConfig:
     load_checkpoint: Optional[str] = None  # one checkpoint folder
     load_scheduler: bool = True
     progress_bar: bool = True
+    progress_interval_s: float = ranged(30.0, gt=0, why="seconds between progress lines when there is no terminal")
     objective: str = "pc_success"
 
     @staticmethod

@@ -354,7 +354,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
     `episodes` selects a subset, in the order given: item 0 is the first frame of its first episode.
     `delta_timestamps` `{key: [seconds]}` returns, for those keys, the frames at those offsets
     stacked `(T, ...)` plus a `"<key>_is_pad"` mask; offsets outside the episode copy its edge
-    frame. `image_transforms` is called on every `(C, H, W)` float frame. `video_backend` is
+    frame. `image_transforms` is called on every `(C, H, W)` float frame. With `uint8_images` frames
+    stay uint8, as stored, for the caller to convert and augment (data/device_images.py). `video_backend` is
     accepted for LeRobot compatibility; "pyav" is the one backend (it fills the frame cache).
     """
 
@@ -367,7 +368,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
         tolerance_s: float = 1e-4,
         video_backend: str = "pyav",
         cache_dir: str | Path | None = None,
+        uint8_images: bool = False,
     ):
+        if uint8_images and image_transforms is not None:
+            raise ValueError("uint8_images=True hands frames over unconverted; apply image_transforms after the "
+                             "conversion (data/device_images.py), not in the dataset")
         if video_backend != "pyav":
             raise ConfigError(f"dataset.video_backend={video_backend!r} is not available: frames are decoded once, with "
                               "PyAV, into the memory-mapped frame cache, so the backend does not set the training "
@@ -378,6 +383,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.features = self.meta.features
         self.tolerance_s = tolerance_s
         self.image_transforms = image_transforms
+        self.uint8_images = uint8_images
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else self.root / CACHE_SUBDIR
 
         self.episodes = self._select_episodes(episodes)
@@ -711,8 +717,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
                                f"{list(shape)}; the images of one key must share a size")
         return out
 
-    def _to_float_images(self, frames: np.ndarray) -> torch.Tensor:
-        images = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255)
+    def _images(self, frames: np.ndarray) -> torch.Tensor:
+        images = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.uint8_images:
+            return images
+        images = images.to(torch.float32).div_(255)
         if self.image_transforms is not None:
             images = torch.stack([self.image_transforms(img) for img in images])
         return images
@@ -734,9 +743,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
             else:
                 rows = np.asarray([idx])
             if dtype == "video":
-                value = self._to_float_images(self._frames(key, rows))
+                value = self._images(self._frames(key, rows))
             elif dtype == "image":
-                value = self._to_float_images(self._mmap(self._image_cache[key])[rows])
+                value = self._images(self._mmap(self._image_cache[key])[rows])
             else:
                 value = torch.from_numpy(np.ascontiguousarray(self._columns[key][rows]))
             item[key] = value if key in self.delta_indices else value[0]

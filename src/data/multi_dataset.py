@@ -110,6 +110,7 @@ class MultiLeRobotDataset(torch.utils.data.Dataset):
         tolerance_s: float = 1e-4,
         video_backend: str = "pyav",
         meta: MultiLeRobotDatasetMetadata | None = None,
+        uint8_images: bool = False,
     ):
         self.meta = meta if meta is not None else MultiLeRobotDatasetMetadata(roots)
         if episodes is not None and len(episodes) != len(roots):
@@ -121,7 +122,8 @@ class MultiLeRobotDataset(torch.utils.data.Dataset):
         self.features = self.meta.features
         self.datasets = [
             LeRobotDataset(root, episodes=None if episodes is None else episodes[i], delta_timestamps=delta_timestamps,
-                           image_transforms=image_transforms, tolerance_s=tolerance_s, video_backend=video_backend)
+                           image_transforms=image_transforms, tolerance_s=tolerance_s, video_backend=video_backend,
+                           uint8_images=uint8_images)
             for i, root in enumerate(self.meta.roots)
         ]
         self._ends = np.cumsum([len(d) for d in self.datasets]).tolist()

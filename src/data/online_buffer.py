@@ -150,12 +150,18 @@ class OnlineBuffer(torch.utils.data.Dataset):
     `features`: LeRobot `info.json` entries of the stored keys (observations, action, next.*).
     `delta_indices` `{key: frame offsets}` and `drop_n_last_frames` are the policy's, as for the offline
     dataset: `item(index)` returns what `LeRobotDataset[i]` returns for the same frame layout, windows
-    and `*_is_pad` masks included, and `image_transforms` apply to its images.
+    and `*_is_pad` masks included, and `image_transforms` apply to its images (or, with `uint8_images`,
+    images stay uint8 as stored, for the caller to convert and augment: data/device_images.py).
     """
 
     def __init__(self, folder: str | Path | None, features: Mapping[str, Mapping], capacity: int | None, fps: float,
                  delta_indices: Mapping[str, Sequence[int]] | None = None, drop_n_last_frames: int = 0,
-                 image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None, task: str = ""):
+                 image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None, task: str = "",
+                 uint8_images: bool = False):
+        if uint8_images and image_transforms is not None:
+            raise ValueError("uint8_images=True hands frames over unconverted; apply image_transforms after the "
+                             "conversion (data/device_images.py), not in the buffer")
+        self.uint8_images = uint8_images
         self.folder = Path(folder) if folder is not None else None
         self.features = check_features(features, "the run's config")
         self.capacity, self.fps, self.task = capacity, float(fps), task
@@ -290,7 +296,9 @@ class OnlineBuffer(torch.utils.data.Dataset):
                 rows = np.asarray([index])
             values = maps[key][rows - chunk.first_index]
             if is_visual(ft):
-                value = torch.from_numpy(np.ascontiguousarray(values.transpose(0, 3, 1, 2))).to(torch.float32).div_(255)
+                value = torch.from_numpy(np.ascontiguousarray(values.transpose(0, 3, 1, 2)))
+                if not self.uint8_images:
+                    value = value.to(torch.float32).div_(255)
                 if self.image_transforms is not None:
                     value = torch.stack([self.image_transforms(image) for image in value])
             else:

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from config.errors import ConfigError
+from data.device_images import SAMPLE_SEED_KEY
 
 class SharpnessJitter(v2.Transform):
     """Sharpness drawn uniformly from a range (torchvision's RandomAdjustSharpness has one fixed factor)."""
@@ -116,17 +117,23 @@ class SeededItems(Dataset):
     seeded from `sample_seed(seed, epoch, index)`, then the generator's state is put back.
 
     Only the CPU generator is touched (`torch.manual_seed` would also reseed CUDA, the model's
-    stream, when loading runs in the main process). A plain int index means epoch 0.
+    stream, when loading runs in the main process). A plain int index means epoch 0. With `tag_seeds`
+    the item also carries that seed (`sample_seed`), for augmentations drawn after loading, on the
+    training device (data/device_images.py).
     """
 
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed = dataset, int(seed)
+    def __init__(self, dataset: Dataset, seed: int, tag_seeds: bool = False):
+        self.dataset, self.seed, self.tag_seeds = dataset, int(seed), tag_seeds
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: int | tuple[int, int]):
         epoch, index = key if isinstance(key, (tuple, list)) else (0, key)
+        seed = sample_seed(self.seed, int(epoch), int(index))
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(sample_seed(self.seed, int(epoch), int(index)))
-            return self.dataset[int(index)]
+            torch.default_generator.manual_seed(seed)
+            item = self.dataset[int(index)]
+        if self.tag_seeds:
+            item[SAMPLE_SEED_KEY] = torch.tensor(seed, dtype=torch.int64)
+        return item

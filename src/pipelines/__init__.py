@@ -69,6 +69,9 @@ def load_checkpoint(checkpoint: str, overrides: dict[str, str], test_mode: str =
     check_ranges(cfg)
     if before_build is not None:
         before_build(cfg)
+    from training.threads import set_num_threads
+
+    set_num_threads(cfg.machine.get("num_threads"), announce=False)
     seed_everything(cfg.machine.seed)
     device = select_device(cfg.machine.device_type)
     pipeline = build_pipeline(cfg, device, need_dataset=False, test_mode=test_mode)

@@ -180,8 +180,8 @@ class NerfPipeline:
         self.batches.taken = step * self.batches.accumulation
 
     def viewer_scene(self):
-        """What the live viewer shows (viewer/, viewer=web): the training cameras with their images, and the
-        model's colour, depth and accumulation."""
+        """What the live viewer shows (viewer/, viewer=web): the training cameras with their images at the poses
+        pose refinement gives them, and the model's colour, depth and accumulation."""
         from viewer.scene import ViewerScene
 
         split = self.datamanager.train_split
@@ -191,8 +191,16 @@ class NerfPipeline:
             return split.images[i, :h, :w].cpu().numpy()
 
         center = self.datamanager.scene_box.float().mean(0).cpu().numpy()
-        return ViewerScene(cameras=self.datamanager.train_cameras, image=image, model=self.model,
-                           outputs=("rgb", "depth", "accumulation"), center=center)
+        cameras = self.datamanager.train_cameras
+        refinement = getattr(self.model, "camera_optimizer", None)  # the model's pose refinement, if it has one
+        refined_poses = None
+        if refinement is not None and refinement.refines:
+            @torch.no_grad()
+            def refined_poses(indices: torch.Tensor) -> torch.Tensor:
+                return refinement.corrected_poses(cameras.camera_to_worlds[indices], indices)
+
+        return ViewerScene(cameras=cameras, image=image, model=self.model, outputs=("rgb", "depth", "accumulation"),
+                           center=center, refined_poses=refined_poses)
 
     # ------------------------------------------------------------------ evaluation
     def evaluations(self) -> list[Evaluation]:
@@ -201,6 +209,16 @@ class NerfPipeline:
         return [Evaluation("eval_batch", ev.steps_per_eval_batch, self.evaluate_batch),
                 Evaluation("eval_image", ev.steps_per_eval_image, self.evaluate_image),
                 Evaluation("eval", ev.steps_per_eval_all_images, self.evaluate, final=True)]
+
+    def at_step(self, step: int) -> None:
+        """The model as it renders after `step` optimizer steps: eval mode, and its step-dependent state
+        (nerfacto's proposal weight annealing) set from the step, so that a render depends on the
+        weights and the step alone: the in-training evaluation, eval.py and render.py of one checkpoint
+        compute the same images."""
+        self.model.eval()
+        set_step = getattr(self.model, "set_step", None)
+        if set_step is not None:
+            set_step(step)
 
     def _check_eval_split(self) -> None:
         if self.datamanager.num_eval_images == 0:
@@ -211,7 +229,7 @@ class NerfPipeline:
     def evaluate_batch(self, run_dir: Path, step: int) -> tuple[dict, list[Path]]:
         """Loss and PSNR on one random batch of held-out rays (nerfstudio's eval batch)."""
         self._check_eval_split()
-        self.model.eval()
+        self.at_step(step)
         rays, batch = self.datamanager.next_eval(step)
         outputs = self.model.render_image(rays, self.cfg.eval.chunk)
         metrics = {k: float(v) for k, v in self.model.get_loss_dict(outputs, {"image": batch["rgb"]}).items()}
@@ -227,7 +245,7 @@ class NerfPipeline:
         if not self.datamanager.eval_image_indices:
             raise ConfigError("data.eval_image_indices=[] leaves nothing for the image eval; list held-out views "
                               "or set eval.steps_per_eval_image=0")
-        self.model.eval()
+        self.at_step(step)
         i, rays, batch = self.datamanager.next_eval_image(step)
         gt = self.model.composite_ground_truth(batch["image"])
         rgb, depth, _ = self._render_view(rays, *gt.shape[:2])
@@ -241,14 +259,15 @@ class NerfPipeline:
         return metrics, artifacts
 
     @torch.no_grad()
-    def evaluate(self, run_dir: Path, step: int) -> tuple[dict, list[Path]]:
+    def evaluate(self, run_dir: Path, step: int, out_dir: Path | None = None) -> tuple[dict, list[Path]]:
         """All held-out views (at most eval.num_images), as nerfstudio's all-images eval and ns-eval:
-        mean and std over the views of PSNR, SSIM (LPIPS with weights), rays/s and frames/s."""
+        mean and std over the views of PSNR, SSIM (LPIPS with weights), rays/s and frames/s. Images and
+        eval_info.json go to `out_dir` (default `<run_dir>/eval/step_<N>`, where eval.py gives its own)."""
         ev = self.cfg.eval
         self._check_eval_split()
         indices = list(range(self.datamanager.num_eval_images))[: ev.num_images]
-        self.model.eval()
-        out_dir = Path(run_dir) / "eval" / f"step_{step:06d}"
+        self.at_step(step)
+        out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval" / f"step_{step:06d}"
         out_dir.mkdir(parents=True, exist_ok=True)
         per_image, artifacts = [], []
         for n, i in enumerate(indices):
@@ -273,7 +292,18 @@ class NerfPipeline:
         lpips_note = self.lpips_status()
         (out_dir / "eval_info.json").write_text(json.dumps({"per_image": per_image, "lpips": lpips_note}, indent=1))
         artifacts.append(out_dir / "eval_info.json")
+        if ev.orbit_frames:
+            artifacts.append(self.render_orbit(out_dir / "orbit.mp4", ev.orbit_frames))
         return metrics, artifacts
+
+    def render_orbit(self, path: Path, frames: int) -> Path:
+        """An mp4 circling the scene at the training cameras' height and distance (render.py's orbit)."""
+        from rendering.camera_paths import orbit
+        from rendering.run import render_frames, write
+
+        cams = orbit(self.datamanager.train_cameras, frames).to(self.device)
+        images = render_frames(self.model, cams, ["rgb"], self.cfg.eval.chunk)
+        return write(images, path, "video", 24)
 
     def _render_view(self, rays, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         """rgb (h, w, 3) in [0, 1], depth (h, w) and the seconds the render took."""

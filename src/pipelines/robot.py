@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from config.errors import ConfigError
+from data.device_images import DeviceImages
 from data.demos import ensure_dataset, ensure_datasets, is_multi
 from data.features import FeatureType, PolicyFeature, policy_features
 from data.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
@@ -110,6 +111,16 @@ def build_policy(policy_cfg, features: dict[str, PolicyFeature], stats) -> torch
         raise
 
 
+def uses_uint8_transport(cfg: DictConfig, device: torch.device) -> bool:
+    """machine.uint8_transport, its null resolved: on where there is a host->device copy to shrink (CUDA)
+    and no augmentation to take from the parallel workers (unmeasured there: docs/ROBOT_LEARNING.md)."""
+    choice = cfg.machine.get("uint8_transport")
+    if choice is not None:
+        return bool(choice)
+    augments = bool(OmegaConf.select(cfg, "dataset.image_transforms.enable", default=False))
+    return device.type == "cuda" and not augments
+
+
 class RobotPipeline:
     family = "robot"
 
@@ -117,6 +128,8 @@ class RobotPipeline:
         self.cfg, self.device, self.rank = cfg, device, rank
         self.pcfg = policy_config(cfg)
         self.online = None  # training.online.OnlinePhase when online.steps > 0
+        self.uint8_transport = uses_uint8_transport(cfg, device)
+        self.image_transforms = None
         if need_dataset and cfg.get("dataset") is None:
             self._build_from_env(cfg)
         elif need_dataset:
@@ -132,6 +145,8 @@ class RobotPipeline:
         online = cfg.get("online")
         if need_dataset and online is not None and online.steps > 0:
             self._build_online(cfg)
+        visual = [k for k, f in self.features.items() if f.type == FeatureType.VISUAL]
+        self._device_images = DeviceImages(visual, self.image_transforms if self.uint8_transport else None)
 
     # ------------------------------------------------------------------ build
     def _build_data(self, cfg: DictConfig) -> None:
@@ -158,8 +173,10 @@ class RobotPipeline:
         self.fps = self.meta.fps
         self.delta_timestamps = delta_timestamps(self.pcfg, self.features, self.fps, self.meta.features)
         self.image_transforms = build_image_transforms(cfg.dataset.image_transforms)
-        options = dict(delta_timestamps=self.delta_timestamps, image_transforms=self.image_transforms,
-                       video_backend=cfg.dataset.video_backend)
+        # machine.uint8_transport: frames leave the loader as stored; converted and augmented on the device
+        options = dict(delta_timestamps=self.delta_timestamps, video_backend=cfg.dataset.video_backend,
+                       image_transforms=None if self.uint8_transport else self.image_transforms,
+                       uint8_images=self.uint8_transport)
         if multi:
             self.dataset = MultiLeRobotDataset(roots, meta=self.meta, **options)
         else:
@@ -168,7 +185,8 @@ class RobotPipeline:
         self.batches = BatchStream(self.dataset, cfg.batch_size, seed=cfg.machine.seed,
                                    indices=self._sample_indices(getattr(self.pcfg, "drop_n_last_frames", 0)),
                                    num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
-                                   rank=self.rank.rank, world_size=self.rank.world_size)
+                                   rank=self.rank.rank, world_size=self.rank.world_size,
+                                   tag_seeds=self.uint8_transport and self.image_transforms is not None)
 
     def _build_from_env(self, cfg: DictConfig) -> None:
         """No dataset (~dataset, a pure online run): features and normalisation stats from the env
@@ -182,7 +200,6 @@ class RobotPipeline:
         self.stats = env_space_stats(cfg.env, normalised)
         self.fps = cfg.env.fps
         self.delta_timestamps = delta_timestamps(self.pcfg, self.features, self.fps, buffer_features(cfg.env, None))
-        self.image_transforms = None
 
     def _build_online(self, cfg: DictConfig) -> None:
         """The online phase (training/online): its batches replace the offline stream."""
@@ -196,7 +213,8 @@ class RobotPipeline:
         self.batches, self.online = build_online(
             cfg, self.model, getattr(self, "batches", None), self.fps, meta.features if meta else None,
             self.delta_timestamps, getattr(self.pcfg, "drop_n_last_frames", 0), self.image_transforms,
-            dataset_task(getattr(meta, "tasks", None), cfg.env), self.device, make_policy)
+            dataset_task(getattr(meta, "tasks", None), cfg.env), self.device, make_policy,
+            uint8_images=self.uint8_transport)
 
     def _sample_indices(self, drop_n_last_frames: int) -> list[int]:
         """Frames a training sample may start at: all but the last `drop_n_last_frames` of each
@@ -236,8 +254,9 @@ class RobotPipeline:
         return self.cfg.batch_size * loop.gradient_accumulation_steps
 
     def to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                for k, v in batch.items()}
+        """Non-blocking copies (the loader pins memory on CUDA); uint8 frames become float, and are
+        augmented, on the device (machine.uint8_transport, data/device_images.py)."""
+        return self._device_images(batch, self.device)
 
     def warm_started(self, step: int) -> None:
         """Nothing to do: a warm start (load_dir=...) keeps the data position of the new run, whose
@@ -247,16 +266,18 @@ class RobotPipeline:
         """`model` is the policy, or its DistributedDataParallel wrapper when training on several ranks."""
         return model(batch)
 
-    def evaluate(self, run_dir: Path, step: int) -> tuple[dict, list[Path]]:
+    def evaluate(self, run_dir: Path, step: int, out_dir: Path | None = None) -> tuple[dict, list[Path]]:
+        """Rollouts in the env; videos and eval_info.json go to `out_dir` (default
+        `<run_dir>/eval/step_<N>`, where eval.py gives its own)."""
         from envs.evaluate import evaluate_policy
 
         self.model.eval()
         ev = self.cfg.eval
+        eval_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval" / f"step_{step:06d}"
         result = evaluate_policy(self.model, self.cfg.env, n_episodes=ev.n_episodes, batch_size=ev.batch_size,
                                  use_async=ev.use_async_envs, seed=self.cfg.machine.seed, device=self.device,
-                                 videos_dir=Path(run_dir) / "eval" / f"step_{step:06d}", max_videos=ev.max_videos,
+                                 videos_dir=eval_dir, max_videos=ev.max_videos,
                                  progress=self.cfg.progress_bar and sys.stderr.isatty())
-        eval_dir = Path(run_dir) / "eval" / f"step_{step:06d}"
         eval_dir.mkdir(parents=True, exist_ok=True)
         (eval_dir / "eval_info.json").write_text(json.dumps(result["per_episode"], indent=1, default=float))
         metrics = {k: float(v) for k, v in result["aggregated"].items() if isinstance(v, (int, float))}

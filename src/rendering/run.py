@@ -117,10 +117,11 @@ def render(args: dict[str, str]) -> Path:
     if "checkpoint" not in args:
         raise ConfigError("render.py needs checkpoint=<run dir or checkpoint dir>")
     opts, overrides = split_args({k: v for k, v in args.items() if k != "checkpoint"})
-    ckpt, pipeline, cfg, _, _ = load_checkpoint(args["checkpoint"], overrides)
+    ckpt, pipeline, cfg, state, _ = load_checkpoint(args["checkpoint"], overrides)
     if pipeline.family != "nerf":
         raise ConfigError(f"{ckpt} holds a {pipeline.family} model; render.py renders neural fields "
                           "(evaluate a policy with src/eval.py)")
+    pipeline.at_step(int(state["step"]))  # renders as the in-training evaluation of this checkpoint did
     cams, fps = trajectory(pipeline, opts)
     frames = render_frames(pipeline.model, cams, list(opts.rendered_output_names), cfg.eval.chunk)
     name = ORBIT if opts.camera_path == ORBIT else Path(opts.camera_path).stem

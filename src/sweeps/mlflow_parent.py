@@ -49,6 +49,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 ENV_VAR = "HYDRABOT_MLFLOW_PARENT_RUN_ID"
+SWEEP_KEYS_ENV = "HYDRABOT_SWEEP_KEYS"  # the keys the sweep varies: its jobs' runs are named by them
 PARENT_FILE = "mlflow_parent.json"
 SRC_DIR = Path(__file__).resolve().parent.parent
 SWEEP_TAG = "hydrabot.sweep"  # "parent" on the parent run, "failed_job" on a job's stand-in run
@@ -61,6 +62,27 @@ def read_parent_file(sweep_dir: str | Path) -> dict | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies: those given several values on its command line (`lr=1e-4,3e-4`,
+    `range(...)`) and the sweeper's search space (optuna's `hydra.sweeper.params`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = []
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        keys = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    except Exception as exc:  # naming only: never costs the sweep
+        log.debug("sweep keys not parsed: %s", exc)
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    if params:
+        keys += [str(k) for k in params if str(k) not in keys]
+    return keys
+
+
+def swept_keys_from_env() -> list[str]:
+    return [k for k in os.environ.get(SWEEP_KEYS_ENV, "").split(",") if k]
 
 
 def _is_first_process() -> bool:
@@ -96,6 +118,7 @@ class ParentRunCallback(Callback):
         self._client: Any = None
         self._run_id: str | None = None
         self._saved_env: str | None = None
+        self._saved_keys: str | None = None
         self._ended = False
         self._record: dict | None = None  # what mlflow_parent.json holds
         self._pid: int | None = None  # the process that submits the jobs
@@ -156,6 +179,8 @@ class ParentRunCallback(Callback):
         self._client = tracker._client
         self._saved_env = os.environ.get(self.env_var)
         os.environ[self.env_var] = run_id
+        self._saved_keys = os.environ.get(SWEEP_KEYS_ENV)
+        os.environ[SWEEP_KEYS_ENV] = ",".join(swept_keys(config))
         record = {"run_id": run_id, "tracking_uri": tracker.resolved_uri,
                   "experiment_name": tracker.experiment_name,
                   "experiment_id": self._client.get_run(run_id).info.experiment_id}
@@ -269,7 +294,9 @@ class ParentRunCallback(Callback):
         tags = {"mlflow.parentRunId": self._run_id, SWEEP_TAG: "failed_job", "run_dir": job["run_dir"],
                 "overrides": _truncate(" ".join(job["overrides"]) or "(none)", MAX_TAG_VALUE_CHARS),
                 JOB_ERROR_TAG: reason}
-        run = client.create_run(ids[-1], run_name=f"job {job['num']} (failed)", tags=tags)
+        swept = set(swept_keys_from_env())
+        named = [o for o in job["overrides"] if o.partition("=")[0] in swept] or [f"job {job['num']}"]
+        run = client.create_run(ids[-1], run_name=f"{' '.join(named)} (failed)", tags=tags)
         run_id = run.info.run_id
         for override in job["overrides"]:
             key, sep, value = override.partition("=")
@@ -303,10 +330,11 @@ class ParentRunCallback(Callback):
 
     def _end(self, status: str) -> None:
         self._ended = True
-        if self._saved_env is None:
-            os.environ.pop(self.env_var, None)
-        else:
-            os.environ[self.env_var] = self._saved_env
+        for var, saved in ((self.env_var, self._saved_env), (SWEEP_KEYS_ENV, self._saved_keys)):
+            if saved is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = saved
         try:
             self._tracker.finish(status)
             log.info("sweep parent run %s ended %s", self._run_id, status)

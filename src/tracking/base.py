@@ -51,8 +51,8 @@ def _to_float(value: Any) -> float:
 class Tracker:
     """Base class: the contract of ARCHITECTURE.md's "Tracking" section.
 
-    `start(run_dir, params, tags, resume_run_id=None, parent_run_id=None, resume_step=None)
-    -> run_id | None`, `log_metrics(metrics, step)`, `log_artifact(path, artifact_path=None)`, `finish(status)`.
+    `start(run_dir, params, tags, resume_run_id=None, parent_run_id=None, resume_step=None,
+    run_name=None) -> run_id | None`, `location()`, `log_metrics(metrics, step)`, `log_artifact(path, artifact_path=None)`, `finish(status)`.
     `finish` is idempotent and safe after a failed `start`, so the training loop can call it from
     any exception handler. Used as a context manager, leaving the block finishes the run with
     FINISHED, FAILED (exception) or KILLED (KeyboardInterrupt / SystemExit).
@@ -66,6 +66,7 @@ class Tracker:
         self._skipped_keys: set[str] = set()
         self._cut_records: list[int] = []
         self._resume_step: int | None = None
+        self._given_run_name: str | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -88,9 +89,12 @@ class Tracker:
         resume_run_id: str | None = None,
         parent_run_id: str | None = None,
         resume_step: int | None = None,
+        run_name: str | None = None,
     ) -> str | None:
         """Starts (or, with `resume_run_id`, continues) the run. `resume_step`: the step of the
-        checkpoint a resumed run continues from; records of later steps leave metrics.jsonl."""
+        checkpoint a resumed run continues from; records of later steps leave metrics.jsonl.
+        `run_name`: the name of a new run, unless the tracker's own config names it (a resumed run
+        keeps its name)."""
         if self._active:
             raise RuntimeError("tracker already started; call finish() before starting again")
         self._run_dir = Path(run_dir).absolute()
@@ -98,11 +102,17 @@ class Tracker:
         self._metrics_log = MetricsLog(self._run_dir / METRICS_FILENAME)
         self._cut_records = [] if resume_step is None else self._metrics_log.cut_after(int(resume_step))
         self._resume_step = resume_step
+        self._given_run_name = run_name
         self._run_id = None
         self._active = True
         atexit.register(self._finish_at_exit)
         self._run_id = self._start(dict(params), dict(tags), resume_run_id, parent_run_id)
         return self._run_id
+
+    def location(self) -> dict | None:
+        """Where a person finds the run: {"name", "run_id", "experiment", "uri", "command", "url"}
+        ("command" opens the tracking UI, "url" the run in it); None when nothing is tracked remotely."""
+        return None
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         if self._metrics_log is None:

@@ -145,9 +145,58 @@ def load_target(target: str, tracking_uri: str | None = None, local: bool = Fals
 
 
 # ----------------------------------------------------------------------------- analysis
-def varying_params(runs: list[RunRecord]) -> list[str]:
+CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
+DERIVED_PREFIX = "derived."  # computed from other params (tracking's derived.* params)
+
+
+def config_aliases(conf_dir: Path = CONF_DIR) -> dict[str, str]:
+    """`{key: the key it copies}` for the options of conf/ that are one interpolation of another key
+    (conf/machine/default.yaml: `seed: ${seed}` makes machine.seed an alias of seed). Read from the
+    YAML files, not written down here, so a new alias in conf/ is known at once."""
+    from omegaconf import DictConfig, OmegaConf
+
+    aliases: dict[str, str] = {}
+    simple = re.compile(r"^\$\{(\.*)([\w.]+)\}$")
+
+    def walk(node: DictConfig, path: list[str]) -> None:
+        for key in node.keys():
+            if key == "defaults":
+                continue
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                walk(child, [*path, str(key)])
+                continue
+            m = simple.match(str(child._value())) if OmegaConf.is_interpolation(node, key) else None
+            if not m:
+                continue
+            dots, target = m.groups()
+            base = path[: len(path) - (len(dots) - 1)] if dots else []
+            aliases[".".join([*path, str(key)])] = ".".join([*base, target])
+
+    for yaml_file in sorted(conf_dir.rglob("*.yaml")) if conf_dir.is_dir() else []:
+        rel = yaml_file.relative_to(conf_dir)
+        if rel.parts[0] == "hydra" or len(rel.parts) < 2:
+            continue
+        text = yaml_file.read_text()
+        package = [] if "@package _global_" in text else list(rel.parts[:-1])
+        try:
+            walk(OmegaConf.create(text) if text.strip() else OmegaConf.create({}), package)
+        except Exception:  # a file OmegaConf cannot read on its own: no aliases from it
+            continue
+    return aliases
+
+
+def varying_params(runs: list[RunRecord], aliases: dict[str, str] | None = None) -> list[str]:
+    """The params whose values differ between runs, each once: an alias (`machine.seed` of `seed`)
+    is left out where it equals its source in every run, and `derived.*` params (consequences of
+    others, e.g. derived.effective_batch_size of batch_size) unless nothing else varies."""
+    aliases = config_aliases() if aliases is None else aliases
     keys = sorted({k for r in runs for k in r.params})
-    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+    varying = [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+    same = lambda a, b: all(r.params.get(a) == r.params.get(b) for r in runs)  # noqa: E731
+    kept = [k for k in varying if not (k in aliases and aliases[k] in varying and same(k, aliases[k]))]
+    primary = [k for k in kept if not k.startswith(DERIVED_PREFIX)]
+    return primary or kept
 
 
 def pick_metrics(runs: list[RunRecord], wanted: list[str] | None = None) -> list[str]:
@@ -189,6 +238,53 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+MAX_CELL = 24  # characters of a cell shown in the terminal table (the files keep them whole)
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key's shortest ending that no other key shares: optimizer.lr -> lr."""
+    out = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if not any(other != key and (other == tail or other.endswith("." + tail)) for other in keys):
+                out[key] = tail
+                break
+        else:
+            out[key] = key
+    return out
+
+
+def fit_table(header: list[str], rows: list[list[str]], params: list[str], width: int) -> tuple[str, list[str]]:
+    """The table cut to `width` characters: long cells shortened, and where it is still too wide,
+    params under their short names and the columns that do not fit left out, first the metrics' best values, then their final
+    values from the last metric back. Returns the text and the (full) names of the columns left out."""
+    def cut(text: str) -> str:
+        text = str(text)
+        return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
+
+    cols = [[cut(header[i]), *(cut(r[i]) for r in rows)] for i in range(len(header))]
+    widths = [max(len(c) for c in col) for col in cols]
+    if sum(widths) + 2 * (len(widths) - 1) > width:  # params under their short names
+        names = short_names(params)
+        cols = [[cut(names.get(header[i], header[i])), *col[1:]] for i, col in enumerate(cols)]
+        widths = [max(len(c) for c in col) for col in cols]
+    fixed = 2 + len(params)  # run, status, params: always shown (the run and what sets it apart)
+    metric_cols = list(range(fixed, len(header)))
+    priority = [i for i in metric_cols if header[i].endswith(" final")] + \
+        [i for i in metric_cols if not header[i].endswith(" final")]
+    keep = list(range(fixed))
+    for i in priority:
+        if sum(widths[j] + 2 for j in [*keep, i]) - 2 <= width:
+            keep.append(i)
+    keep.sort()
+    line = lambda cells: "  ".join(c.ljust(widths[j]) for c, j in zip(cells, keep)).rstrip()  # noqa: E731
+    body = [line([cols[j][0] for j in keep]), line(["-" * widths[j] for j in keep])]
+    body += [line([cols[j][k + 1] for j in keep]) for k in range(len(rows))]
+    return "\n".join(body), [header[i] for i in range(len(header)) if i not in keep]
+
+
 # ----------------------------------------------------------------------------- plots
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
@@ -210,17 +306,28 @@ def _as_number(value: str | None) -> float | None:
         return None
 
 
+def _is_integer(value: str | None) -> bool:
+    try:
+        return value is not None and float(value) == int(float(value)) and "e" not in value.lower() \
+            and "." not in value
+    except (ValueError, OverflowError):
+        return False
+
+
 def write_plots(runs: list[RunRecord], params: list[str], metrics: list[str], out_dir: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
+    names = short_names(params)
+
     def label(r: RunRecord) -> str:
-        return ", ".join(f"{p.rsplit('.', 1)[-1]}={r.params.get(p, '-')}" for p in params) or r.name
+        return ", ".join(f"{names[p]}={r.params.get(p, '-')}" for p in params) or r.name
 
     for m in metrics:
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -247,7 +354,12 @@ def write_plots(runs: list[RunRecord], params: list[str], metrics: list[str], ou
             if numeric:
                 ax.scatter([_as_number(x) for x, _ in pairs], [y for _, y in pairs])
                 values = sorted({_as_number(x) for x, _ in pairs})
-                if len(values) > 2 and values[0] > 0 and values[-1] / values[0] >= 100:
+                if all(_is_integer(x) for x, _ in pairs):  # seeds, batch sizes, steps: no 1.5 on the axis
+                    if len(values) <= 12:
+                        ax.set_xticks(values, [str(int(v)) for v in values])
+                    else:
+                        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                elif len(values) > 2 and values[0] > 0 and values[-1] / values[0] >= 100:
                     ax.set_xscale("log")
             else:
                 cats = sorted({str(x) for x, _ in pairs})
@@ -255,6 +367,8 @@ def write_plots(runs: list[RunRecord], params: list[str], metrics: list[str], ou
                 ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
             ax.set_xlabel(p)
             ax.set_ylabel(f"{m} (final)")
+            ax.set_title(f"final {m} against {p} ({'higher' if higher_is_better(m) else 'lower'} is better)",
+                         fontsize=10)
             ax.grid(alpha=0.3)
             written.append(_save(fig, out_dir / f"{_safe(m)}_vs_{_safe(p)}.png"))
     return written
@@ -263,9 +377,10 @@ def write_plots(runs: list[RunRecord], params: list[str], metrics: list[str], ou
 # ----------------------------------------------------------------------------- entry point
 def compare(target: str, tracking_uri: str | None = None, metrics: list[str] | None = None,
             out_dir: str | Path | None = None, log_to_parent: bool = True, local: bool = False,
-            filter_string: str = "") -> dict:
-    """Loads the runs, prints nothing; returns {"table": str, "header", "rows", "params",
-    "metrics", "plots": [paths], "out_dir", "parent_run_id", "logged"}."""
+            filter_string: str = "", width: int | None = None) -> dict:
+    """Loads the runs, prints nothing; returns {"table": the full table, "screen": the table cut to
+    `width` (default: the terminal's), "left_out": columns not on the screen, "header", "rows",
+    "params", "metrics", "plots": [paths], "out_dir", "csv", "parent_run_id", "logged"}."""
     runs, parent, uri, sweep_dir = load_target(target, tracking_uri, local, filter_string)
     runs = sorted(runs, key=lambda r: (len(r.name), r.name))
     if not runs:
@@ -275,6 +390,9 @@ def compare(target: str, tracking_uri: str | None = None, metrics: list[str] | N
     chosen = pick_metrics(runs, metrics)
     header, rows = table_rows(runs, params, chosen)
     table = format_table(header, rows)
+    import shutil
+
+    screen, left_out = fit_table(header, rows, params, width or shutil.get_terminal_size().columns)
     if out_dir is None:
         out_dir = (sweep_dir / "compare") if sweep_dir else Path("outputs") / "compare" / _safe(target)
     out_dir = Path(out_dir)
@@ -288,5 +406,6 @@ def compare(target: str, tracking_uri: str | None = None, metrics: list[str] | N
     if log_to_parent and parent and uri:
         _client(uri).log_artifacts(parent, str(out_dir), "compare")
         logged = True
-    return {"table": table, "header": header, "rows": rows, "params": params, "metrics": chosen,
-            "plots": plots, "out_dir": out_dir, "parent_run_id": parent, "logged": logged}
+    return {"table": table, "screen": screen, "left_out": left_out, "header": header, "rows": rows,
+            "params": params, "metrics": chosen, "plots": plots, "out_dir": out_dir,
+            "csv": out_dir / "compare.csv", "parent_run_id": parent, "logged": logged}

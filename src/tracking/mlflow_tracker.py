@@ -46,6 +46,14 @@ MAX_TAG_VALUE_CHARS = 8000
 MAX_KEY_CHARS = 250
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
+# The experiment tag that says what an experiment holds (the TypeScript enum ExperimentKind of
+# mlflow/server/js, 3.17; the kind selector of the experiment page writes it): "custom_model_development"
+# ("Machine learning") is a model-training experiment, whose page is the runs table with their metrics.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT_KIND = "custom_model_development"
+# ... while the 3.17 UI itself shows the view its "GenAI | Model training" switch says (GenAI unless
+# the link carries this parameter; checked in headless Chromium by tests/tracking/test_mlflow_ui.py)
+UI_TRAINING_VIEW = "workflowType=machine_learning"
 
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
 
@@ -351,6 +359,18 @@ def _unsent_summary(items: list[tuple], lost_metrics: int) -> str:
     return ", ".join(parts)
 
 
+def _mlflow_executable() -> str:
+    """`mlflow` when the one on PATH is this interpreter's (an activated venv), else its full path."""
+    import shutil
+    import sys
+
+    own = Path(sys.executable).parent / "mlflow"
+    found = shutil.which("mlflow")
+    if found and Path(found).resolve() == own.resolve():
+        return "mlflow"
+    return str(own) if own.exists() else f"{sys.executable} -m mlflow"
+
+
 class MLflowTracker(Tracker):
     """Tracks a run in MLflow; see the module docstring for the failure policy.
 
@@ -401,6 +421,8 @@ class MLflowTracker(Tracker):
         self._limits: contextlib.ExitStack | None = None
         self._records = 0
         self._uri: str | None = None
+        self._experiment_id: str | None = None
+        self._run_name: str | None = None
 
     @property
     def resolved_uri(self) -> str | None:
@@ -450,6 +472,7 @@ class MLflowTracker(Tracker):
         self._monitor = None
         self._outbox = None
         self._uri = None
+        self._experiment_id = self._run_name = None
         parent_run_id = parent_run_id or self.parent_run_id
         try:
             self._uri, artifact_location = self._resolve_store()
@@ -546,6 +569,8 @@ class MLflowTracker(Tracker):
                     raise
                 run = None
             if run is not None and run.info.lifecycle_stage == "active":
+                self._experiment_id, self._run_name = run.info.experiment_id, run.info.run_name
+                self._mark_training_experiment(client.get_experiment(run.info.experiment_id))
                 client.update_run(resume_run_id, status="RUNNING")
                 items = [RunTag(k, v) for k, v in run_tags.items()]
                 for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
@@ -557,13 +582,16 @@ class MLflowTracker(Tracker):
             )
             run_tags["resumed_from_run_id"] = resume_run_id
 
-        experiment_id = self._experiment_id(artifact_location)
+        experiment_id = self._get_experiment_id(artifact_location)
+        self._experiment_id = experiment_id
         run_tags = self._context_tags(run_tags)
-        run = client.create_run(experiment_id, run_name=self.run_name, tags=run_tags)
+        run = client.create_run(experiment_id, run_name=self.run_name or self._given_run_name, tags=run_tags)
+        self._run_name = run.info.run_name
         return run.info.run_id, {}
 
-    def _experiment_id(self, artifact_location: str | None) -> str:
-        """Gets or creates the experiment; a parallel job creating it first is not an error."""
+    def _get_experiment_id(self, artifact_location: str | None) -> str:
+        """Gets or creates the experiment, marked as model training (`EXPERIMENT_KIND_TAG`); a
+        parallel job creating it first is not an error."""
         from mlflow.exceptions import MlflowException
 
         client = self._client
@@ -571,7 +599,8 @@ class MLflowTracker(Tracker):
         if experiment is None:
             try:
                 return client.create_experiment(
-                    self.experiment_name, artifact_location=artifact_location
+                    self.experiment_name, artifact_location=artifact_location,
+                    tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND},
                 )
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -581,7 +610,32 @@ class MLflowTracker(Tracker):
             raise RuntimeError(
                 f"experiment {self.experiment_name!r} is deleted; restore it or pick another name"
             )
+        self._mark_training_experiment(experiment)
         return experiment.experiment_id
+
+    def _mark_training_experiment(self, experiment) -> None:
+        """Tags an experiment made before the tag existed (or by another tool); a kind someone
+        chose in the UI is kept."""
+        if experiment is not None and EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+            self._client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND)
+
+    def location(self) -> dict | None:
+        if self._run_id is None or self._uri is None:
+            return None
+        info = {"name": "MLflow", "run_id": self._run_id, "run_name": self._run_name,
+                "experiment": self.experiment_name, "uri": self._uri}
+        db = _sqlite_path(self._uri)
+        if db is not None:
+            info["command"] = f"{_mlflow_executable()} ui --backend-store-uri {self._uri}"
+            base = "http://127.0.0.1:5000"
+        else:
+            base = self._uri.rstrip("/") if self._uri.startswith(("http://", "https://")) else None
+        if base and self._experiment_id is not None:
+            # MLflow 3.17's UI picks its view from this parameter (else its GenAI/Model training switch,
+            # GenAI by default), not from the experiment's kind tag
+            info["url"] = f"{base}/#/experiments/{self._experiment_id}/runs/{self._run_id}?{UI_TRAINING_VIEW}"
+            info["experiment_url"] = f"{base}/#/experiments/{self._experiment_id}?{UI_TRAINING_VIEW}"
+        return info
 
     @staticmethod
     def _context_tags(tags: dict[str, str]) -> dict[str, str]:

@@ -48,7 +48,7 @@ class BatchStream:
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, indices: Sequence[int] | None = None,
                  num_workers: int = 0, shuffle: bool = True, pin_memory: bool = False, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, tag_seeds: bool = False):
         indices = range(len(dataset)) if indices is None else indices
         global_batch = batch_size * world_size
         if len(indices) < global_batch:
@@ -61,7 +61,7 @@ class BatchStream:
         # Its own generator: DataLoader draws the workers' base seed at every iter(), which would
         # otherwise consume the global torch RNG and change the model's random stream on resume.
         self.generator = torch.Generator()
-        self.loader = DataLoader(SeededItems(dataset, seed), batch_size=batch_size, sampler=self.sampler,
+        self.loader = DataLoader(SeededItems(dataset, seed, tag_seeds), batch_size=batch_size, sampler=self.sampler,
                                  drop_last=True, generator=self.generator, num_workers=num_workers,
                                  pin_memory=pin_memory, persistent_workers=num_workers > 0,
                                  prefetch_factor=2 if num_workers > 0 else None)

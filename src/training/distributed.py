@@ -100,15 +100,13 @@ def allotted_cpus() -> int | None:
 def launch(machine, fn: Callable[[Rank], object]) -> object:
     """Runs `fn(rank)` in every process this host contributes; returns rank 0's result (or this
     process's, when a launcher started it)."""
-    allotted = allotted_cpus()
-    if allotted is not None:
-        torch.set_num_threads(allotted)
+    from training.threads import launcher_ranks_on_host, set_num_threads
+
     outside = external_rank()
-    if outside is not None:
-        return fn(outside)
     n = machine.num_devices
-    if n <= 1 and machine.num_machines <= 1:
-        return fn(SINGLE)
+    if outside is not None or (n <= 1 and machine.num_machines <= 1):
+        set_num_threads(getattr(machine, "num_threads", None), launcher_ranks_on_host() if outside else 1)
+        return fn(outside or SINGLE)
     if machine.dist_url == "auto":
         if machine.num_machines > 1:
             raise ValueError("machine.num_machines > 1 needs machine.dist_url=tcp://<host of machine 0>:<port> "
@@ -142,8 +140,10 @@ def _worker(fn, machine, local: int, queue) -> None:
     os.environ.update(RANK=str(rank.rank), WORLD_SIZE=str(rank.world_size), LOCAL_RANK=str(local))
     # Each rank gets its share of the host's cores (torchrun does the same with OMP_NUM_THREADS):
     # n full-size thread pools oversubscribe the CPU, and spinning OpenMP threads then slow
-    # every rank by orders of magnitude.
-    torch.set_num_threads(max(1, (allotted_cpus() or os.cpu_count() or 1) // n))
+    # every rank by orders of magnitude (training/threads.py).
+    from training.threads import set_num_threads
+
+    set_num_threads(getattr(machine, "num_threads", None), n, announce=local == 0)
     # Plain pickle bytes: tensors sent as-is would live in this process's shared memory, which
     # is gone once it exits.
     try:

@@ -39,6 +39,7 @@ class LoopConfig:
     save_freq: int = 0
     save_checkpoint: bool = True
     progress_bar: bool = True
+    progress_interval_s: float = 30.0  # without a terminal: a progress line at least this often
     # nerfstudio's --save-only-latest-checkpoint, --relative-model-dir, --use-grad-scaler, --log-gradients
     save_only_latest_checkpoint: bool = False
     relative_model_dir: str = ckpt_lib.DEFAULT_MODEL_DIR
@@ -115,6 +116,7 @@ class Trainer:
         self.step = 0
         self.evaluations = tuple(pipeline.evaluations()) if hasattr(pipeline, "evaluations") else (
             Evaluation("eval", loop.eval_freq, pipeline.evaluate, final=True),)
+        self.eval_artifacts: dict[str, list[Path]] = {}  # the latest of each evaluation (the run's summary)
         # training/online: rollouts before steps, the buffer in checkpoints (None: offline training)
         self.online = getattr(pipeline, "online", None)
         if self.online is not None:
@@ -193,6 +195,7 @@ class Trainer:
             dist_lib.barrier()
             return {}
         metrics, artifacts = evaluation.run(self.run_dir, self.step)
+        self.eval_artifacts[evaluation.name] = list(artifacts)
         self.tracker.log_metrics({f"{evaluation.name}/{k}": v for k, v in metrics.items()}, step=self.step)
         for path in artifacts:
             self.tracker.log_artifact(path, artifact_path=f"eval/step_{self.step:06d}")
@@ -217,7 +220,8 @@ class Trainer:
                     last_eval = self.evaluate(evaluation)
             return last_eval
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        progress = Progress(loop.steps, self.step, loop.progress_bar and self.rank.is_main)
+        progress = Progress(loop.steps, self.step, bar=loop.progress_bar, active=self.rank.is_main,
+                            interval_s=loop.progress_interval_s)
         batches = iter(self.pipeline.batches)
         acc, finite, shown = _Meter(), _FiniteLoss(), {}
         self.model.train()
@@ -292,6 +296,7 @@ class Trainer:
                     self.save()
                 for evaluation in self.evaluations:
                     if _due(self.step, evaluation.every, loop.steps):
+                        progress.note(f"{evaluation.name} at step {self.step} ...")
                         result = self.evaluate(evaluation)
                         last_eval = result if evaluation.final else last_eval
                         self.model.train()

@@ -7,9 +7,11 @@ tracking run always ends in a terminal state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,6 +34,7 @@ from training.distributed import Rank, launch
 from training.device import select_device
 from training.speed import apply_backend_choices, prepare_model
 from training.loop import LoopConfig, Trainer
+from training.progress import run_log, summary
 from training.rng import seed_everything
 from tracking.base import NullTracker, flatten_params
 from tracking.git_info import git_tags
@@ -49,6 +52,7 @@ class RunContext:
     choices_yaml: str
     resume_from: Path | None
     warm_from: Path | None = None  # load_dir/load_checkpoint: another run's checkpoint to start from
+    run_name: str | None = None  # the tracking run's name, when a new one is made
 
 
 def run(cfg: DictConfig) -> dict:
@@ -74,7 +78,8 @@ def run(cfg: DictConfig) -> dict:
     check_viewer(cfg)  # viewer=web on a run it cannot show: refused before a dataset is recorded
     ckpt_lib.clean_partial(run_dir)
     choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in RUN_GROUPS})
-    ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt, warm)
+    ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt, warm,
+                     run_name=run_name(str(cfg.job_name), list(hc.overrides.task), swept_keys()))
     try:
         return launch(cfg.machine, partial(train_rank, cfg, ctx)) or {}
     except termination.Terminated:
@@ -90,7 +95,23 @@ def requeued() -> bool:
 
 
 def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
-    """One process of the job: builds everything and trains; rank 0 alone tracks and writes."""
+    """One process of the job: builds everything and trains; rank 0 alone tracks and writes (and its
+    log lines always reach `<run>/train.log`)."""
+    with run_log(ctx.run_dir) if rank.is_main else contextlib.nullcontext():
+        return _train_rank(cfg, ctx, rank)
+
+
+def log_summary(status: str, run_dir: Path, trainer: Trainer, tracker) -> None:
+    """The run's last lines: its folder, checkpoint, eval videos/images, tracking run and UI command."""
+    try:
+        ckpt = ckpt_lib.last_checkpoint(run_dir, trainer.loop.relative_model_dir)
+    except ckpt_lib.CheckpointError:
+        ckpt = None
+    media = [p for paths in trainer.eval_artifacts.values() for p in paths]
+    log.info("%s", summary(status, run_dir, ckpt, media, tracker.location()))
+
+
+def _train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
     if rank.distributed:
         dist_lib.init(cfg.machine, rank, select_device(cfg.machine.device_type).type)
     previous_sigterm = termination.unwind_on_sigterm() if rank.is_main else None
@@ -134,24 +155,26 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
         params.update({f"derived.{k}": v for k, v in pipeline.derived_params(cfg).items()})
         params["derived.world_size"] = rank.world_size
         params["derived.effective_batch_size"] = cfg.batch_size * cfg.gradient_accumulation_steps * rank.world_size
-        tags = run_tags(family=pipeline.family, overrides=list(ctx.overrides), run_dir=ctx.run_dir)
+        tags = run_tags(family=pipeline.family, overrides=list(ctx.overrides), run_dir=ctx.run_dir,
+                        resumed=ctx.resume_from is not None)
         if ctx.warm_from is not None:
             tags["warm_start_from"] = str(ctx.warm_from)
         tracker.start(ctx.run_dir, params=params, tags=tags, resume_run_id=resume_run_id,
-                      resume_step=trainer.step if ctx.resume_from else None)
+                      resume_step=trainer.step if ctx.resume_from else None, run_name=ctx.run_name)
+        status = "FAILED"
         try:
             final = trainer.fit()
             if rank.distributed:
                 dist_lib.check_ranks_agree(trainer.model, started_at, trainer.step, rank, ctx.run_dir)
                 tracker.log_artifact(ctx.run_dir / dist_lib.RANKS_FILE)
             tracker.log_artifact(ctx.run_dir / "config.yaml")
+            status = "FINISHED"
         except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (termination.Terminated)
-            tracker.finish("KILLED")
+            status = "KILLED"
             raise
-        except BaseException:
-            tracker.finish("FAILED")
-            raise
-        tracker.finish("FINISHED")
+        finally:
+            tracker.finish(status)
+            log_summary(status, ctx.run_dir, trainer, tracker)
         viewer.serve_after_training()
         return final
     finally:
@@ -161,10 +184,56 @@ def train_rank(cfg: DictConfig, ctx: RunContext, rank: Rank) -> dict:
             termination.restore(previous_sigterm)
 
 
-def run_tags(family: str, overrides: list[str], run_dir: Path) -> dict[str, str]:
-    """What identifies a run beside its params: code version, command line, family, the host rank 0 ran on."""
+def run_tags(family: str, overrides: list[str], run_dir: Path, resumed: bool = False) -> dict[str, str]:
+    """What identifies a run beside its params: code version, command line, family, the host rank 0 ran
+    on. A resume keeps the run's `overrides` (the command that started it) and puts its own in
+    `resume_overrides`."""
+    command = " ".join(overrides) or "(none)"
     return {**git_tags(Path(__file__).resolve().parent), "family": family, "host": socket.gethostname(),
-            "overrides": " ".join(overrides) or "(none)", "run_dir": str(run_dir)}
+            "resume_overrides" if resumed else "overrides": command, "run_dir": str(run_dir)}
+
+
+RUN_NAME_MAX = 120
+
+
+def swept_keys() -> list[str] | None:
+    """The keys a `--multirun` sweep varies, inside one of its jobs (None elsewhere; see
+    sweeps.mlflow_parent, which hands them to the jobs)."""
+    from cli.entry import in_multirun_job
+    from sweeps.mlflow_parent import SWEEP_KEYS_ENV, swept_keys_from_env
+
+    return swept_keys_from_env() if SWEEP_KEYS_ENV in os.environ and in_multirun_job() else None
+
+
+def run_name(job_name: str, overrides: list[str], swept: list[str] | None = None,
+             started: float | None = None) -> str:
+    """A run's name that says what it is: `<job> <distinguishing overrides> <MM-DD HH:MM:SS>`; a job
+    of a sweep is named by the values its sweep varies (`optimizer.lr=1e-4 seed=2`).
+
+    Left out: Hydra's own keys (`hydra.run.dir=...`), `resume`, and a group choice the job name
+    already spells (`policy=act` in `act_aloha`)."""
+    kept = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key.startswith("hydra.") or key in ("hydra", "resume"):
+            continue
+        if swept is not None:
+            if key in swept:
+                kept.append(f"{key}={value}")
+            continue
+        if "." not in key and value and value in job_name.split("_") + [job_name]:
+            continue
+        if value.startswith(("/", "~", "./", "../")):  # a path: its last part says enough
+            value = value.rstrip("/").rsplit("/", 1)[-1]
+        kept.append(f"{key}={value}")
+    if swept is not None and kept:
+        return " ".join(kept)[:RUN_NAME_MAX]
+    stamp = time.strftime("%m-%d %H:%M:%S", time.localtime(started))
+    middle = " ".join(kept)
+    if len(middle) > RUN_NAME_MAX:
+        middle = middle[:RUN_NAME_MAX - 3] + "..."
+    return " ".join(part for part in (job_name, middle, stamp) if part)
 
 
 def loop_config(cfg: DictConfig) -> LoopConfig:
@@ -173,6 +242,7 @@ def loop_config(cfg: DictConfig) -> LoopConfig:
                       gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                       use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, log_freq=cfg.log_freq, eval_freq=cfg.eval_freq,
                       save_freq=cfg.save_freq, save_checkpoint=cfg.save_checkpoint, progress_bar=cfg.progress_bar,
+                      progress_interval_s=cfg.get("progress_interval_s", 30.0),
                       save_only_latest_checkpoint=cfg.get("save_only_latest_checkpoint", False),
                       relative_model_dir=cfg.get("relative_model_dir", ckpt_lib.DEFAULT_MODEL_DIR),
                       use_grad_scaler=cfg.get("use_grad_scaler", False), log_gradients=cfg.get("log_gradients", False))

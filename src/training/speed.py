@@ -8,6 +8,11 @@
   oneDNN's on CPU); image encoders write their crops in their weights' layout (models/common/vision.py).
 - `compile`: `torch.compile` of the model in place (`nn.Module.compile`, so its state_dict keys and
   checkpoints do not change); the first steps compile.
+- `uint8_transport`: camera frames travel from the DataLoader as stored (uint8: a quarter of float32's
+  bytes in shared and pinned memory and in the host->device copy); the float conversion and the
+  dataset's `image_transforms` run on the device, with the same values (data/device_images.py,
+  applied by the robot pipeline's `to_device`). null (the default) turns it on for CUDA only: on the
+  CPU there is no copy to shrink, and the augmentations would leave the parallel loader workers.
 Fused Adam/AdamW (optimizer.fused) is resolved where the optimizer is built (training/optim.py).
 """
 

@@ -41,9 +41,10 @@ def viewer_cameras(wxyz, position, fov: float, height: int, width: int, device: 
 
 
 def frustum_pose(camera_to_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`(wxyz, position)` for viser of an OpenGL camera-to-world `(3, 4)` matrix."""
+    """`(wxyz, position)` for viser of an OpenGL camera-to-world `(3, 4)` matrix, or `(N, 4)` and `(N, 3)` of
+    `(N, 3, 4)` matrices."""
     c2w = np.asarray(camera_to_world, dtype=np.float64)
-    return vtf.SO3.from_matrix(c2w[:, :3] @ OPENCV_FROM_OPENGL).wxyz, c2w[:, 3].copy()
+    return vtf.SO3.from_matrix(c2w[..., :3] @ OPENCV_FROM_OPENGL).wxyz, c2w[..., 3].copy()
 
 
 def z_depth_factor(height: int, width: int, fov: float) -> np.ndarray:

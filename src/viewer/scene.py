@@ -1,4 +1,5 @@
-"""What a pipeline hands the live viewer: its training cameras with their images, and a renderer.
+"""What a pipeline hands the live viewer: its training cameras with their images (and their refined poses),
+and a renderer.
 
 A pipeline that can be viewed declares `viewer_scene() -> ViewerScene` (pipelines/nerf.py does); the
 viewer needs nothing else from it, and the training loop knows nothing of either.
@@ -24,6 +25,9 @@ class ViewerScene:
     outputs: tuple[str, ...]  # what the viewer's output selector offers; the first is the default
     center: np.ndarray  # (3,) where the viewer's camera looks first (the scene box's centre)
     depth_output: str = "depth"  # the output that places the render among the scene's objects
+    # (N,) training-camera indices (on the device) -> (N, 3, 4) camera-to-world as training now casts their
+    # rays (pose refinement), as device work without a host sync; None: the cameras keep their poses
+    refined_poses: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:

@@ -1,10 +1,10 @@
 """`viewer=web`: nerfstudio's live viewer on viser, for training (train.py) and for a checkpoint (view.py).
 
-It shows the training cameras as frustums with their images (click one to look through it), renders
-the model at each browser's camera progressively (viewer/render.py) within the time share that keeps
-training fast (viewer/share.py), and has the controls and metrics of viewer/panel.py. The loop sees it
-only as `LoopHooks`: it claims the model at the start of `fit()`, lends it between steps and gives it
-back at the end.
+It shows the training cameras as frustums with their images (click one to look through it), moved as
+pose refinement moves them (viewer/poses.py), renders the model at each browser's camera progressively
+(viewer/render.py) within the time share that keeps training fast (viewer/share.py), and has the
+controls and metrics of viewer/panel.py. The loop sees it only as `LoopHooks`: it claims the model at
+the start of `fit()`, lends it between steps and gives it back at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from training.loop import LoopHooks
 from viewer import scene_of
 from viewer.camera import frustum_pose
 from viewer.panel import Panel, Ticker
+from viewer.poses import FrustumPoses
 from viewer.ports import choose_port
 from viewer.render import Renderer, Settings, Target, View
 from viewer.share import DeviceShare
@@ -85,6 +86,7 @@ class WebViewer(LoopHooks):
                                      jpeg_quality=jpeg_quality)
             self.renderer = Renderer(self.scene, self.share, self.settings, num_rays_per_chunk)
             self.frustums = self._add_frustums(max_num_display_images)
+            self.poses = self._follow_refinement()
             self.panel = Panel(self.server, self.share, self.settings, self.scene.outputs,
                                Path(run_dir) / METRICS_FILENAME, total_steps, training, self._show_frustums,
                                self._choose)
@@ -133,12 +135,18 @@ class WebViewer(LoopHooks):
         return handler
 
     def _add_frustums(self, limit: int) -> list:
+        """The frustums of the training cameras `display_indices` picks, at their refined poses where training
+        refines them (a checkpoint's, a resumed run's)."""
         cams = self.scene.cameras
-        c2w = cams.camera_to_worlds.detach().cpu().numpy()
+        c2w = cams.camera_to_worlds
+        if self.scene.refined_poses is not None:
+            c2w = self.scene.refined_poses(torch.arange(len(cams), device=cams.device))
+        c2w = c2w.detach().cpu().numpy()
         centres = c2w[:, :, 3]
         spread = float(np.median(np.linalg.norm(centres - centres.mean(0), axis=1))) if len(cams) > 1 else 1.0
+        self.frustum_indices = display_indices(len(cams), limit)
         handles = []
-        for i in display_indices(len(cams), limit):
+        for i in self.frustum_indices:
             h, w = int(cams.height[i, 0]), int(cams.width[i, 0])
             fov = 2.0 * math.atan(0.5 * h / float(cams.fy[i, 0]))
             wxyz, position = frustum_pose(c2w[i])
@@ -150,6 +158,12 @@ class WebViewer(LoopHooks):
             handle.on_click(self._look_through)
             handles.append(handle)
         return handles
+
+    def _follow_refinement(self) -> FrustumPoses | None:
+        if self.scene.refined_poses is None:
+            return None
+        return FrustumPoses(self.scene.refined_poses, self.frustum_indices, self.frustums, self.scene.device,
+                            self.server.atomic)
 
     @staticmethod
     def _look_through(event) -> None:
@@ -198,15 +212,29 @@ class WebViewer(LoopHooks):
             self.panel.update()
         except Exception:  # the panel must never stop the viewer
             vlog.exception("viewer panel update failed")
+        try:
+            if self.poses is not None:
+                self.poses.apply()
+        except Exception:  # nor the frustums
+            vlog.exception("viewer frustum update failed")
 
     # ------------------------------------------------------------------ LoopHooks
     def fit_started(self, step: int) -> None:
         self.share.claim(step)
+        if self.poses is not None:  # a resumed run's poses (restored after the viewer was built)
+            self.poses.request(step, force=True)
 
     def step_done(self, step: int) -> None:
+        if self.poses is not None:
+            self.poses.request(step)
         self.share.between_steps(step)
 
     def fit_ended(self) -> None:
+        try:
+            if self.poses is not None:  # the trained poses, for the viewer that stays up after training
+                self.poses.request(self.share.step, force=True)
+        except Exception:  # also called as a failed run unwinds: its own error is the one to see
+            vlog.exception("viewer: the frustums keep their last poses")
         self.share.release()
         self.panel.training_ended()
         self.renderer.wake()

@@ -73,6 +73,9 @@ def test_recipe_is_lerobots_xarm_setup(compose):
     assert cfg.policy._target_ == "models.tdmpc.modeling.TDMPCPolicy" and cfg.env.type == "xarm"
     assert cfg.dataset.repo_id == "local/xarm_lift_scripted"
     assert cfg.optimizer.lr == 3e-4 and cfg.optimizer.grad_clip_norm == 10.0 and cfg.scheduler.name == "constant"
+    online = cfg.online
+    assert (online.steps, online.rollout_n_episodes, online.rollout_batch_size, online.steps_between_rollouts,
+            online.sampling_ratio, online.env_seed, online.buffer_capacity) == (50000, 1, 1, 50, 0.5, 10000, 80000)
 
 
 @pytest.mark.parametrize("override, expected", [

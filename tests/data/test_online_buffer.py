@@ -9,9 +9,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from config.schemas import ImageTransformsConfig
+from data.device_images import DeviceImages
 from data.lerobot_dataset import LeRobotDataset
 from data.online_buffer import FOLDER, OnlineBuffer, OnlineBufferError, chunk_name
+from data.transforms import build_image_transforms
 from training import checkpoint as ckpt_lib
 from training.data_position import BatchStream
 from training.online.mixing import MixedBatches
@@ -226,3 +230,29 @@ def test_damaged_or_planted_buffer_files_are_refused(tmp_path):
     with pytest.raises(OnlineBufferError, match="cannot be an online buffer feature"):
         fresh.load_state_dict(state, ckpt / FOLDER, ckpt_lib.manifest_entries(ckpt))
     assert not (tmp_path / "fresh").exists()  # nothing linked from a refused checkpoint
+
+
+def test_mixed_batches_with_uint8_transport_augment_on_the_device_as_in_the_loader(tmp_path):
+    """machine.uint8_transport: offline and buffer frames travel uint8 with their items' seeds, and the
+    device-side conversion and augmentation give the float batches of the loader path, bit for bit."""
+    src = buffer(tmp_path / "src")
+    add(src, 0, *(episode(9, 10 * i) for i in range(4)))
+    exported = src.export(tmp_path / "offline", use_videos=False)
+
+    def mixed(transport: bool) -> list[dict]:
+        tfs = build_image_transforms(OmegaConf.structured(
+            ImageTransformsConfig(enable=True, max_num_transforms=3, random_order=True)))
+        ds = LeRobotDataset(exported, image_transforms=None if transport else tfs, uint8_images=transport)
+        online = buffer(tmp_path / f"buf{transport}", image_transforms=None if transport else tfs,
+                        uint8_images=transport)
+        add(online, 0, episode(7, 1000), episode(5, 2000))
+        stream = MixedBatches(BatchStream(ds, 4, seed=3, tag_seeds=transport), online, batch_size=4,
+                              sampling_ratio=0.5, seed=7, tag_seeds=transport)
+        stream.online = True
+        to_device = DeviceImages(["observation.image"], tfs if transport else None)
+        batches = iter(stream)
+        return [to_device(next(batches), torch.device("cpu")) for _ in range(3)]
+
+    for want, got in zip(mixed(False), mixed(True)):
+        assert (got["observation.state"][:, 0] >= 1000).sum() == 2  # half of each batch from the buffer
+        torch.testing.assert_close(got["observation.image"], want["observation.image"], rtol=0, atol=0)

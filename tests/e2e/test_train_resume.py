@@ -62,6 +62,9 @@ def test_metrics_falling_eval_and_checkpoint_only_evaluation(tmp_path, pusht_roo
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads((out / "eval.json").read_text())
     assert result["step"] == 4 and result["n_episodes"] == 2
+    # its files sit in output_dir itself (no eval/step_N inside it), and it says where they are
+    assert list(out.glob("*.mp4")) and not (out / "eval").exists()
+    assert f"  {out / 'eval.json'}" in r.stdout and f"  {next(out.glob('*.mp4'))}" in r.stdout
 
     # and train.py with steps=0 on the finished run evaluates without training
     r = run_train(tiny_overrides(pusht_root, run, "resume=true", "steps=0"))

@@ -367,6 +367,26 @@ def test_frames_are_sorted_by_path(tmp_path):
     assert [str(p.relative_to(tmp_path)) for p in out.image_filenames] == ["a/z.png", "a-b/y.png", "b/x.png"]
 
 
+
+def test_file_paths_are_relative_to_the_file_or_absolute_poses_may_be_3x4_and_scene_scale_sizes_the_box(tmp_path):
+    """nerfstudio joins `file_path` to the folder of transforms.json (an absolute path stays as it is), takes the
+    top three rows of `transform_matrix`, and makes the scene box [-scene_scale, scene_scale]^3."""
+    elsewhere = tmp_path / "elsewhere" / "b.png"
+    write_image(elsewhere)
+    root = tmp_path / "capture"
+    rot = rot_z(30.0)
+    frames = [{"file_path": "images/a.png"},
+              {"file_path": str(elsewhere), "transform_matrix": pose((1.0, 2.0, 3.0), rot)[:3]}]
+    scene(root, PINHOLE, [frames[0]])
+    meta = json.loads((root / "transforms.json").read_text())
+    (root / "transforms.json").write_text(json.dumps({**meta, "frames": [*meta["frames"], frames[1]]}))
+    out = outputs(root / "transforms.json", scene_scale=2.5)
+    assert out.image_filenames == [root / "images" / "a.png", elsewhere]  # sorted by full path
+    c2w = out.cameras.camera_to_worlds.double()
+    torch.testing.assert_close(c2w[1], torch.tensor(np.concatenate([rot, [[1.0], [2.0], [3.0]]], axis=1)))
+    torch.testing.assert_close(c2w[0], torch.tensor(np.asarray(pose((0.0, 0.0, 0.0)))[:3]))
+    assert out.scene_box.tolist() == [[-2.5] * 3, [2.5] * 3]
+
 # ---------------------------------------------------------------------- downscaling, masks, depth, images
 
 def test_automatic_downscale_uses_the_folders_that_exist(tmp_path):

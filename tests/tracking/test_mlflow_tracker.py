@@ -415,3 +415,36 @@ def test_real_server_killed_and_restarted_mid_run(tmp_path, caplog):
     finally:
         for server in servers:
             stop_server(server)
+
+
+def test_experiments_are_marked_as_model_training_and_a_chosen_kind_is_kept(store_dir):
+    """MLflow's experiment-kind tag: set on experiments this tracker creates, added to one made before
+    (or by another tool) without it, and left alone where someone picked a kind."""
+    uri = f"sqlite:///{store_dir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    old = client.create_experiment("made_elsewhere")
+    picked = client.create_experiment("picked_kind", tags={mt.EXPERIMENT_KIND_TAG: "genai_development"})
+    for name in ("fresh_kind", "made_elsewhere", "picked_kind"):
+        tracker = _tracker(store_dir, experiment_name=name)
+        tracker.start(store_dir / f"run_{name}", {}, {})
+        tracker.finish()
+    kind = lambda name: client.get_experiment_by_name(name).tags.get(mt.EXPERIMENT_KIND_TAG)  # noqa: E731
+    assert kind("fresh_kind") == kind("made_elsewhere") == mt.TRAINING_EXPERIMENT_KIND == "custom_model_development"
+    assert kind("picked_kind") == "genai_development"
+    assert {old, picked} <= {e.experiment_id for e in client.search_experiments()}
+
+
+def test_a_new_run_takes_the_given_name_unless_the_config_names_it(store_dir):
+    uri = f"sqlite:///{store_dir / 'mlflow.db'}"
+    given = _tracker(store_dir, experiment_name="names")
+    run_id = given.start(store_dir / "named", {}, {}, run_name="quickstart steps=5 12-04 10:00:00")
+    where = given.location()
+    given.finish()
+    assert MlflowClient(uri).get_run(run_id).info.run_name == "quickstart steps=5 12-04 10:00:00"
+    assert where["run_name"] == "quickstart steps=5 12-04 10:00:00" and where["uri"] == uri
+    assert where["command"].endswith(f"mlflow ui --backend-store-uri {uri}")
+    assert where["url"].endswith(f"/runs/{run_id}?workflowType=machine_learning")
+    configured = _tracker(store_dir, experiment_name="names", run_name="my name")
+    run_id = configured.start(store_dir / "named2", {}, {}, run_name="generated")
+    configured.finish()
+    assert MlflowClient(uri).get_run(run_id).info.run_name == "my name"

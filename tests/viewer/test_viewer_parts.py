@@ -1,5 +1,6 @@
 """The viewer's parts without a browser: camera conversions, ports, the metrics feed, renders of a tiny
-nerfacto at a browser camera (sizes, outputs, and that a render changes nothing training computes)."""
+nerfacto at a browser camera (sizes, outputs, and that a render changes nothing training computes), and
+training-camera frustums that follow pose refinement (read back from viser's scene nodes)."""
 
 from __future__ import annotations
 
@@ -226,3 +227,226 @@ def test_renders_between_steps_change_nothing_training_computes(pipeline, tmp_pa
     assert plain.keys() == viewed.keys()
     for key in plain:
         assert torch.equal(plain[key], viewed[key]), key
+
+
+# ----------------------------------------------------------------------------- frustums that follow pose refinement
+@pytest.mark.parametrize("mode,noise", [("SO3xR3", 0.0), ("SE3", 0.0), ("SO3xR3", 0.05)])
+def test_corrected_poses_cast_the_rays_training_casts(mode, noise):
+    """The pose the viewer draws for a refined camera is the one whose rays are the rays training casts for it
+    (apply_to_raybundle), for each refinement mode and with the debugging noise on top."""
+    from models.fields.camera_optimizer import CameraOptimizer
+
+    torch.manual_seed(0)
+    h, w, f = 6, 8, 7.0
+    c2w = torch.stack([_random_c2w(seed) for seed in range(3)])
+    cams = Cameras(c2w, fx=f, fy=f, cx=w / 2, cy=h / 2, width=w, height=h)
+    opt = CameraOptimizer(3, mode=mode, position_noise_std=noise, orientation_noise_std=noise)
+    with torch.no_grad():
+        opt.pose_adjustment.normal_(0.0, 0.2)
+        corrected = opt.corrected_poses(c2w, torch.arange(3))
+    moved = Cameras(corrected, fx=f, fy=f, cx=w / 2, cy=h / 2, width=w, height=h)
+    for i in range(3):
+        trained = opt.apply_to_raybundle(cams.generate_image_rays(i))
+        drawn = moved.generate_image_rays(i)
+        assert torch.allclose(trained.origins, drawn.origins, atol=1e-5)
+        assert torch.allclose(trained.directions, drawn.directions, atol=1e-5)
+    assert not torch.allclose(corrected, c2w, atol=1e-2)
+
+
+class Handle:
+    """A stand-in for a viser frustum handle that counts how often its position is sent."""
+
+    def __init__(self):
+        self.wxyz, self._position, self.sets = np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3), 0
+
+    @property
+    def position(self):
+        return self._position
+
+    @position.setter
+    def position(self, value):
+        self._position, self.sets = value, self.sets + 1
+
+
+def test_frustum_poses_are_copied_at_an_interval_and_only_moved_frustums_are_sent():
+    import contextlib
+
+    import viewer.poses as poses_mod
+
+    now = [100.0]
+    c2w = torch.stack([_random_c2w(seed) for seed in range(3)])
+    shift = torch.zeros(3, 3, 4)
+    handles = [Handle() for _ in range(2)]
+    follow = poses_mod.FrustumPoses(lambda idx: c2w[idx] + shift[idx], [0, 2], handles, torch.device("cpu"),
+                                    contextlib.nullcontext, clock=lambda: now[0])
+    assert not follow.apply() and follow.step is None  # nothing requested yet
+    follow.request(1)
+    assert follow.apply() and follow.step == 1 and [h.sets for h in handles] == [1, 1]
+    for k, i in enumerate([0, 2]):
+        wxyz, position = frustum_pose(c2w[i].numpy())
+        assert np.allclose(handles[k].wxyz, wxyz) and np.allclose(handles[k].position, position)
+    shift[2, :, 3] = 0.5
+    now[0] += poses_mod.REFRESH_S / 2
+    follow.request(2)  # too soon: nothing copied
+    assert not follow.apply() and follow.step == 1
+    follow.request(3, force=True)  # forced (the end of fit): at once; only the frustum that moved is sent
+    assert follow.apply() and follow.step == 3 and [h.sets for h in handles] == [1, 2]
+    assert np.allclose(handles[1].position, (c2w[2, :, 3] + 0.5).numpy())
+    now[0] += poses_mod.REFRESH_S
+    follow.request(4)
+    assert follow.apply() and follow.step == 4 and [h.sets for h in handles] == [1, 2]
+    assert follow.interval == poses_mod.REFRESH_S
+
+
+def test_frustums_that_take_long_to_draw_are_drawn_less_often(monkeypatch):
+    """Drawing is kept to MAX_SHARE of the time: a drawing that took d seconds puts the next copy d / MAX_SHARE
+    later (here the share is tiny, so any drawing takes too long)."""
+    import contextlib
+
+    import viewer.poses as poses_mod
+
+    monkeypatch.setattr(poses_mod, "MAX_SHARE", 1e-12)
+    now = [0.0]
+    c2w = torch.stack([_random_c2w(seed) for seed in range(2)])
+    follow = poses_mod.FrustumPoses(lambda idx: c2w[idx], [0, 1], [Handle(), Handle()], torch.device("cpu"),
+                                    contextlib.nullcontext, clock=lambda: now[0])
+    follow.request(1)
+    assert follow.apply() and follow.interval > 1e3 * poses_mod.REFRESH_S
+    now[0] += 2 * poses_mod.REFRESH_S
+    follow.request(2)
+    assert not follow.apply() and follow.step == 1  # not due yet
+    follow.request(3, force=True)
+    assert follow.apply() and follow.step == 3
+
+
+def _drawn_c2w(handle) -> np.ndarray:
+    """The OpenGL camera-to-world a frustum shows, read back from viser's scene node."""
+    import viser.transforms as vtf
+
+    from viewer.camera import OPENCV_FROM_OPENGL
+
+    rotation = vtf.SO3(np.asarray(handle.wxyz)).as_matrix() @ OPENCV_FROM_OPENGL
+    return np.concatenate([rotation, np.asarray(handle.position).reshape(3, 1)], axis=1)
+
+
+def _viewer_options(**changes) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return dict(relative_log_filename="viewer.txt", websocket_port=port, websocket_port_default=7007,
+                websocket_host="127.0.0.1", num_rays_per_chunk=4096, max_num_display_images=-1,
+                quit_on_train_completion=True, image_format="jpeg", jpeg_quality=80, train_util=0.9) | changes
+
+
+def _wait(predicate, what: str, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def test_frustums_follow_pose_refinement_while_nerfacto_trains(pipeline, tmp_path, monkeypatch):
+    """A tiny nerfacto with SO3xR3 pose refinement trains under the web viewer (no browser: viser's server-side
+    scene nodes are read). The frustums start at the dataparser's poses; mid-training, once the viewer has drawn
+    the poses of the step the loop is held at, they differ from those and equal the camera optimizer's corrected
+    poses; after training they show the final ones, and a viewer opened on the trained model (view.py) draws them
+    at once."""
+    import viewer.poses as poses_mod
+    from tracking.base import NullTracker
+    from training.loop import LoopConfig, Trainer
+    from viewer.web import WebViewer
+
+    monkeypatch.setattr(poses_mod, "REFRESH_S", 0.0)  # a copy after every step; the interval has its own test
+    monkeypatch.setattr(poses_mod, "MAX_SHARE", float("inf"))
+    pipe = pipeline()
+    scene = pipe.viewer_scene()
+    original = scene.cameras.camera_to_worlds.numpy().astype(np.float64)
+    refinement = pipe.model.camera_optimizer
+
+    def corrected() -> np.ndarray:
+        with torch.no_grad():
+            return refinement.corrected_poses(scene.cameras.camera_to_worlds, torch.arange(len(original))).numpy()
+
+    def drawn(viewer) -> np.ndarray:
+        return np.stack([_drawn_c2w(handle) for handle in viewer.frustums])
+
+    viewer = WebViewer(pipe, tmp_path, training=True, total_steps=8, **_viewer_options())
+    seen = {}
+
+    class HoldAtStep:
+        """The viewer's hooks; at step 4 the loop waits (as in a pause) until the frustums show that step."""
+
+        def fit_started(self, step):
+            viewer.fit_started(step)
+
+        def step_done(self, step):
+            viewer.step_done(step)
+            if step == 4:
+                _wait(lambda: viewer.poses.step == 4, "frustums at step 4")
+                seen["drawn"], seen["corrected"] = drawn(viewer), corrected()
+
+        def fit_ended(self):
+            viewer.fit_ended()
+
+    try:
+        assert viewer.poses is not None and len(viewer.frustums) == len(original) == 4
+        assert np.allclose(drawn(viewer), original, atol=1e-6)  # a fresh run: the dataparser's poses
+        loop = LoopConfig(steps=8, log_freq=0, eval_freq=0, save_freq=0, save_checkpoint=False, progress_bar=False)
+        tracker = NullTracker()
+        tracker.start(tmp_path, params={}, tags={})
+        Trainer(loop, pipe, pipe.cfg.optimizer, pipe.cfg.scheduler, tracker, tmp_path, torch.device("cpu"), "",
+                hooks=HoldAtStep()).fit()
+
+        moved = np.abs(seen["drawn"] - original).reshape(4, -1).max(axis=1)
+        assert (moved > 1e-4).all(), moved  # every training camera's frustum has moved ...
+        assert np.allclose(seen["drawn"], seen["corrected"], atol=1e-6)  # ... to its refined pose
+        _wait(lambda: viewer.poses.step == 8, "frustums at the last step")
+        final = corrected()
+        assert np.allclose(drawn(viewer), final, atol=1e-6) and not np.allclose(final, seen["corrected"], atol=1e-5)
+    finally:
+        viewer.close()
+
+    trained = WebViewer(pipe, tmp_path, training=False, step=8, **_viewer_options(max_num_display_images=2))
+    try:
+        assert [int(i) for i in trained.frustum_indices] == [0, 3]
+        assert np.allclose(drawn(trained), final[[0, 3]], atol=1e-6)
+    finally:
+        trained.close()
+
+
+def test_without_pose_refinement_the_frustums_stay(compose, tmp_path, monkeypatch):
+    from pipelines.nerf import NerfPipeline
+
+    monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path / "home"))
+    cfg = compose([o for o in TINY if not o.startswith("model.camera_optimizer")] + ["model.camera_optimizer.mode=off"])
+    assert NerfPipeline(cfg, torch.device("cpu")).viewer_scene().refined_poses is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the check is that no host sync occurs")
+def test_a_pose_copy_request_never_waits_for_the_device():
+    """request() runs on the training thread between steps: CUDA's sync debug mode makes any host sync an error."""
+    import contextlib
+
+    from models.fields.camera_optimizer import CameraOptimizer
+    from viewer.poses import FrustumPoses
+
+    device = torch.device("cuda")
+    opt = CameraOptimizer(64, mode="SO3xR3").to(device)
+    with torch.no_grad():
+        opt.pose_adjustment.normal_(0.0, 0.1)
+    c2w = torch.stack([_random_c2w(seed) for seed in range(64)]).to(device)
+    follow = FrustumPoses(torch.no_grad()(lambda idx: opt.corrected_poses(c2w[idx], idx)), range(64),
+                          [Handle() for _ in range(64)], device, contextlib.nullcontext)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        follow.request(1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert follow.apply() and follow.step == 1
+    expected = opt.corrected_poses(c2w, torch.arange(64, device=device)).detach().cpu().numpy()
+    assert np.allclose(_drawn_c2w(follow.handles[5]), expected[5], atol=1e-5)

@@ -87,6 +87,20 @@ class CameraOptimizer(nn.Module):
                              out[:, :, :3] @ noise[:, :, 3:] + out[:, :, 3:]], dim=-1)
         return out
 
+    @property
+    def refines(self) -> bool:
+        """True when training casts a camera's rays from another pose than the dataparser gave it."""
+        return self.pose_adjustment is not None or self.pose_noise is not None
+
+    def corrected_poses(self, camera_to_worlds: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 4) camera-to-world of cameras `indices` (their dataparser poses `camera_to_worlds`, (N, 3, 4))
+        as training casts their rays now: `apply_to_raybundle` turns a ray (o, d) into (o + t, R d), which are the
+        rays of the camera [R Rc | oc + t]. (nerfstudio's viewer draws `c2w @ [R | t]` instead, a correction in
+        the camera's frame that is not the pose its rays use; docs/NEURAL_FIELDS.md.) Device work only: no sync."""
+        corr = self(indices)
+        rotation = corr[:, :, :3] @ camera_to_worlds[:, :, :3]
+        return torch.cat([rotation, camera_to_worlds[:, :, 3:] + corr[:, :, 3:]], dim=-1)
+
     def apply_to_raybundle(self, ray_bundle: RayBundle) -> RayBundle:
         if self.pose_adjustment is None and self.pose_noise is None:
             return ray_bundle

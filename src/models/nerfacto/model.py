@@ -117,14 +117,19 @@ class NerfactoModel(nn.Module):
     def step_callback(self, step: int) -> None:
         """Call before training step `step`: sets the weight annealing for it and advances the proposal
         update schedule past the previous step (nerfstudio's BEFORE/AFTER_TRAIN_ITERATION callbacks)."""
-        cfg = self.config
         if step > 0:
             self.proposal_sampler.step_cb(step - 1)
+        self.set_step(step)
+        self._callback_step = step
+
+    def set_step(self, step: int) -> None:
+        """The proposal weight annealing of step `step`. It is a function of the step, not a weight, so
+        every render of a checkpoint (in-training evaluation, eval.py, render.py) sets it from the step."""
+        cfg = self.config
         if cfg.use_proposal_weight_anneal:
             frac = float(np.clip(step / cfg.proposal_weights_anneal_max_num_iters, 0, 1))
             b = cfg.proposal_weights_anneal_slope
             self.proposal_sampler.set_anneal(b * frac / ((b - 1) * frac + 1))
-        self._callback_step = step
 
     # ---- forward --------------------------------------------------------------------------------
     def forward(self, ray_bundle: RayBundle) -> dict[str, Any]:

@@ -46,8 +46,11 @@ def buffer_features(env_cfg, dataset_features: Mapping[str, Mapping] | None) -> 
 def build_online(cfg, model: torch.nn.Module, offline: BatchStream | None, fps: float,
                  dataset_features: Mapping[str, Mapping] | None, delta_timestamps: Mapping[str, list[float]],
                  drop_n_last_frames: int, image_transforms, task: str, device: torch.device,
-                 make_policy: Callable[[], torch.nn.Module]) -> tuple[MixedBatches, OnlinePhase]:
-    """The batch stream and loop hook of a run with `online.steps > 0`."""
+                 make_policy: Callable[[], torch.nn.Module], uint8_images: bool = False,
+                 ) -> tuple[MixedBatches, OnlinePhase]:
+    """The batch stream and loop hook of a run with `online.steps > 0`. With `uint8_images` the buffer's
+    frames travel as stored, like the offline ones, and `image_transforms` run on the device
+    (data/device_images.py), the items tagged with their seeds."""
     online = cfg.online
     if not getattr(type(model), "learns_online", False):
         raise ConfigError(f"online.steps={online.steps}: policy {type(model).__name__} does not declare that it learns "
@@ -59,8 +62,10 @@ def build_online(cfg, model: torch.nn.Module, offline: BatchStream | None, fps: 
     delta_indices = {key: [round(t * fps) for t in times] for key, times in delta_timestamps.items()}
     buffer = OnlineBuffer(None, buffer_features(cfg.env, dataset_features), online.buffer_capacity, fps,
                           delta_indices=delta_indices, drop_n_last_frames=drop_n_last_frames,
-                          image_transforms=image_transforms, task=task)
-    batches = MixedBatches(offline, buffer, cfg.batch_size, online.sampling_ratio, seed=cfg.machine.seed)
+                          image_transforms=None if uint8_images else image_transforms, task=task,
+                          uint8_images=uint8_images)
+    batches = MixedBatches(offline, buffer, cfg.batch_size, online.sampling_ratio, seed=cfg.machine.seed,
+                           tag_seeds=uint8_images and image_transforms is not None)
     settings = RolloutSettings(env=as_env_config(cfg.env), n_episodes=online.rollout_n_episodes,
                                batch_size=online.rollout_batch_size, use_async_envs=cfg.eval.use_async_envs,
                                features=buffer.features)

@@ -17,6 +17,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import default_collate
 
+from data.device_images import SAMPLE_SEED_KEY
 from data.online_buffer import OnlineBuffer
 from data.transforms import sample_seed
 from training.data_position import BatchStream
@@ -27,8 +28,9 @@ class MixedBatches:
     its first online step; before that the offline batches pass through unchanged."""
 
     def __init__(self, offline: BatchStream | None, buffer: OnlineBuffer, batch_size: int, sampling_ratio: float,
-                 seed: int):
+                 seed: int, tag_seeds: bool = False):
         self.offline, self.buffer = offline, buffer
+        self.tag_seeds = tag_seeds  # online items carry their augmentation seed, as offline ones (SeededItems)
         self.batch_size, self.ratio, self.seed = batch_size, float(sampling_ratio), int(seed)
         self.online = False
         self.online_batches = 0  # batches drawn in the online phase (j)
@@ -94,9 +96,12 @@ class MixedBatches:
         generator = torch.Generator().manual_seed(sample_seed(self.seed, -1 - j, -1))
         items = []
         for i, index in enumerate(self.buffer.sample(k, generator).tolist()):
+            seed = sample_seed(self.seed, -1 - j, i)
             with torch.random.fork_rng(devices=[]):  # augmentations: the item's own stream
-                torch.default_generator.manual_seed(sample_seed(self.seed, -1 - j, i))
+                torch.default_generator.manual_seed(seed)
                 items.append(self.buffer.item(index))
+            if self.tag_seeds:
+                items[-1][SAMPLE_SEED_KEY] = torch.tensor(seed, dtype=torch.int64)
         return default_collate(items)
 
 
