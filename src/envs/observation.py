@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from data.device_images import to_float
+
 
 def flatten_observation(obs: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
     """Nested observations (`pixels: {top: ...}`) as `{"pixels/top": ...}`."""
@@ -21,11 +23,10 @@ def flatten_observation(obs: Mapping, prefix: str = "") -> dict[str, np.ndarray]
 
 
 def images_to_float(images: torch.Tensor) -> torch.Tensor:
-    """``uint8 (B, H, W, C)`` -> contiguous ``float32 (B, C, H, W)`` in [0, 1], on the images' device.
-    A true division by 255, as numpy's path does it: the same floats bit for bit."""
-    out = torch.empty((images.shape[0], images.shape[3], *images.shape[1:3]), dtype=torch.float32,
-                      device=images.device)
-    return torch.div(images.permute(0, 3, 1, 2), 255.0, out=out)
+    """``uint8 (B, H, W, C)`` -> contiguous ``float32 (B, C, H, W)`` in [0, 1], on the images' device,
+    the same floats bit for bit as the CPU's conversion (``data.device_images.to_float``: a table, since
+    CUDA's division by a scalar multiplies by the reciprocal and rounds some values differently)."""
+    return to_float(images.permute(0, 3, 1, 2)).contiguous()
 
 
 def preprocess_observation(obs: Mapping, features_map: Mapping[str, str],
