@@ -3,8 +3,10 @@
 One Diffusion Policy is built (seeded, PushT shapes: 96x96 camera, 2-D state and action) and its
 weights are copied into LeRobot's DiffusionPolicy (the same layout: LeRobot nests it under
 ``diffusion.`` and wraps each conv block's layers in ``block``; every tensor is checked by name and
-shape). Normalisation uses the same stats in both (ours inside the policy, LeRobot's in its
-processors). Both run ``--episodes`` episodes of ``--episode-length`` steps, ``--batch-size`` envs at
+shape), with our 84x84 eval crop (LeRobot 0.4.4's default is none). Normalisation uses the same
+stats in both (ours inside the policy, LeRobot's in its processors). Before timing, both policies
+plan once for the same observations from the same RNG state and the largest action difference is
+printed (0 px on the CPU at full size and 100 denoising steps). Both run ``--episodes`` episodes of ``--episode-length`` steps, ``--batch-size`` envs at
 a time, seeds from 0, no video, the same number of denoising steps, under LeRobot's eval backend
 choices (TF32 matmuls and cudnn.benchmark on, for both). Untrained weights never succeed, so every
 episode runs its full length in both: the comparison is of equal work. A warm-up batch of 2-step
@@ -101,8 +103,10 @@ def lerobot_policy(args, ours: torch.nn.Module, device: str):
 
     kinds = {IMAGE: FeatureType.VISUAL, STATE: FeatureType.STATE, ACTION: FeatureType.ACTION}
     feats = {key: PolicyFeature(kinds[key], shape) for key, shape in SHAPES.items()}
+    # LeRobot 0.4.4 defaults to no crop (crop_shape=None); ours to the PushT recipe's 84x84 centre crop at eval
+    kwargs = {"crop_shape": tuple(ours.config.crop_shape), **config_kwargs(args)}
     config = DiffusionConfig(input_features={k: v for k, v in feats.items() if k != ACTION},
-                             output_features={ACTION: feats[ACTION]}, device=device, **config_kwargs(args))
+                             output_features={ACTION: feats[ACTION]}, device=device, **kwargs)
     policy = DiffusionPolicy(config)
     weights = lerobot_state_dict(ours.state_dict(), policy.state_dict())
     policy.load_state_dict(weights, strict=False)
