@@ -1,9 +1,13 @@
 """Policy evaluation by rollouts in vectorised gym environments.
 
 Episodes run in batches of ``batch_size`` envs; episode ``i`` is reset with seed ``seed + i``, so
-a per-episode result can be replayed alone. A vector env keeps stepping an env whose episode has
-ended (under ``NEXT_STEP`` autoreset its next step starts a new, unseeded episode), so every
-statistic is masked to the steps up to and including the one that ended the episode.
+a per-episode result can be replayed alone. Every statistic is masked to the steps up to and
+including the one that ended the episode. An env whose episode has ended is held
+(``envs.factory.HoldFinished``): neither stepped nor autoreset until the next batch's seeded reset,
+so the tail of a batch costs only the envs still running. The policy still gets the whole batch
+every step (the ended envs' rows hold their last observation and their actions are dropped): a
+policy's rows do not depend on each other, but its random draws depend on the batch's shape (a
+diffusion policy's noise), so shrinking the batch would change the episodes still running.
 
 An episode also ends at the config's ``episode_length`` whatever the env reports: gym.make's
 ``TimeLimit`` truncates there too, but an env that ignores it (or a ``gym_kwargs`` that drops it)
@@ -83,8 +87,7 @@ def _rollout(
     frames = {i: [frame] for i, frame in zip(record, render_envs(env, record))}
 
     while not done.all():
-        batch = preprocess_observation(obs, cfg.features_map)
-        batch = {key: value.to(device) for key, value in batch.items()}
+        batch = preprocess_observation(obs, cfg.features_map, device)
         batch[TASK_KEY] = [task] * n_envs
         with torch.inference_mode():
             action = policy.select_action(batch)
@@ -183,7 +186,7 @@ def evaluate_policy(
             if env is None or env.num_envs != n_envs:
                 if env is not None:
                     env.close()
-                env = make_env(cfg, n_envs, use_async)
+                env = make_env(cfg, n_envs, use_async, hold_finished=True)
             seeds = [seed + first + i for i in range(n_envs)]
             record = [i for i in range(n_envs) if first + i < n_videos]
             with tqdm(

@@ -10,6 +10,7 @@ import ctypes.util
 import functools
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from typing import Any
@@ -87,14 +88,49 @@ def import_env_package(env_type: str) -> None:
         importlib.import_module(COMPAT_MODULES[env_type])
 
 
-def _make_single_env(env_type: str, gym_id: str, kwargs: dict[str, Any]) -> gym.Env:
+class HoldFinished(gym.Wrapper):
+    """An env that, once its episode has ended, is neither stepped nor reset until a reset that
+    names a seed or options: the vector env's autoreset (an argument-less ``reset()``) and every
+    later ``step()`` return the ended episode's last observation, reward 0, the ending flags and an
+    empty info, without calling the env.
+
+    Why: an evaluator runs one episode per env and a batch lasts as long as its longest episode; a
+    plain vector env keeps resetting and stepping the envs that finished early (under ``NEXT_STEP``
+    the step after the end is a reset into a new, unseeded episode, then that episode is stepped),
+    work whose results are all thrown away. Gymnasium has no per-env step in a vector env, nor an
+    autoreset mode that leaves a finished env alone (``DISABLED`` asserts it is not stepped), so the
+    hold is this wrapper, around each env, inside the worker for async envs.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._held: tuple[Any, bool, bool] | None = None  # last observation, terminated, truncated
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if self._held is not None and seed is None and options is None:
+            return self._held[0], {}
+        self._held = None
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        if self._held is not None:
+            observation, terminated, truncated = self._held
+            return observation, 0.0, terminated, truncated, {}
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            self._held = (observation, bool(terminated), bool(truncated))
+        return observation, reward, terminated, truncated, info
+
+
+def _make_single_env(env_type: str, gym_id: str, kwargs: dict[str, Any], hold_finished: bool = False) -> gym.Env:
     """Module-level so that a ``spawn``-ed worker can unpickle it and register the env itself.
 
     The env checker is off: it only warns (e.g. PushT's agent leaving its declared box), once per
     worker, about things the features check in ``make_env`` covers.
     """
     import_env_package(env_type)
-    return gym.make(gym_id, disable_env_checker=True, **kwargs)
+    env = gym.make(gym_id, disable_env_checker=True, **kwargs)
+    return HoldFinished(env) if hold_finished else env
 
 
 def flatten_space(space: gym.Space, prefix: str = "") -> dict[str, gym.Space]:
@@ -123,21 +159,39 @@ def check_env_features(cfg: EnvConfig, env: VectorEnv) -> None:
         raise ValueError(f"{cfg.gym_id} emits {emitted} but the env config describes {described}")
 
 
-def make_env(cfg: Any, n_envs: int, use_async: bool = False) -> VectorEnv:
+# AsyncVectorEnv's cap on workers running at once (gymnasium 1.4; the project accepts gymnasium >= 1.0)
+_HAS_MAX_CONCURRENCY = "max_concurrency" in inspect.signature(AsyncVectorEnv.__init__).parameters
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: a container's or SLURM's
+    allocation, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def make_env(cfg: Any, n_envs: int, use_async: bool = False, hold_finished: bool = False) -> VectorEnv:
     """``n_envs`` copies of the configured env in one vector env (autoreset mode ``NEXT_STEP``).
 
     ``use_async`` runs each copy in its own process, started with ``spawn``: the parent may hold
     CUDA state and torch's thread pools, which ``fork`` would copy into the children half-alive.
     The price is one fresh interpreter per env (about a second, in parallel); a script that
     evaluates with async envs must guard its entry point with ``if __name__ == "__main__"``.
+    At most ``usable_cores()`` of those processes reset or step at once (``max_concurrency``, from
+    gymnasium 1.4; older ones run them all): more envs than cores would otherwise time-slice every
+    step. Gymnasium has no worker that hosts several envs, so the process count stays one per env.
+    ``hold_finished`` wraps each env in ``HoldFinished`` (an ended episode is not stepped again).
     """
     cfg = as_env_config(cfg)
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     import_env_package(cfg.type)
-    env_fn = functools.partial(_make_single_env, cfg.type, cfg.gym_id, cfg.make_kwargs)
+    env_fn = functools.partial(_make_single_env, cfg.type, cfg.gym_id, cfg.make_kwargs, hold_finished)
     if use_async:
-        env = AsyncVectorEnv([env_fn] * n_envs, context="spawn", autoreset_mode=AUTORESET_MODE)
+        cores = usable_cores()
+        cap = {"max_concurrency": cores} if n_envs > cores and _HAS_MAX_CONCURRENCY else {}
+        env = AsyncVectorEnv([env_fn] * n_envs, context="spawn", autoreset_mode=AUTORESET_MODE, **cap)
     else:
         env = SyncVectorEnv([env_fn] * n_envs, autoreset_mode=AUTORESET_MODE)
     try:

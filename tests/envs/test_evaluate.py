@@ -189,7 +189,7 @@ def test_an_env_that_never_ends_is_cut_at_its_episode_length(scripted_cfg, monke
 
     made = []
 
-    def make_env(cfg, n_envs, use_async):
+    def make_env(cfg, n_envs, use_async, hold_finished):
         made.append(SyncVectorEnv([NeverDoneEnv] * n_envs, autoreset_mode=AutoresetMode.NEXT_STEP))
         return made[-1]
 
@@ -227,3 +227,84 @@ def test_pusht_end_to_end_with_video(tmp_path):
         frames = list(container.decode(video=0))
     assert len(frames) == 7 and (frames[0].height, frames[0].width) == (384, 384)
     assert frames[0].format.name == "yuv420p"
+
+
+# PushT episodes (seeds 0-4, episode_length 100, batches of 3) driven by the scripted expert, as the
+# evaluator gave them before finished envs were held (it autoreset and stepped them to the batch's
+# end): (length, success, sum_reward, max_reward, max_coverage). Lengths and successes must match
+# exactly. The floats match to rounding only: PushT's physics is not bit-reproducible across process
+# histories (one seed's max coverage is 0.9508002517224773 or ...771 depending on which envs were
+# built before it, measured), and holding changes which envs get built and reset.
+RECORDED_PUSHT = [
+    (79, True, 44.13582016350957, 1.0, 0.9615386422081897),
+    (100, False, 19.23720790073583, 0.6133808119136693, 0.5827117713179858),
+    (78, True, 34.814224316881976, 1.0, 0.9508002517224771),
+    (89, True, 43.1626304980963, 1.0, 0.9590024484857557),
+    (84, True, 37.134551688534394, 1.0, 0.9613402060908902),
+]
+
+
+def test_pusht_results_unchanged_and_finished_envs_never_stepped(monkeypatch):
+    """Episodes of differing lengths in one batch: the ones that end early are not stepped (nor
+    reset) again while the longest runs on, and every episode's result is what it was before."""
+    from gym_pusht.envs.pusht import PushTEnv
+
+    import envs.evaluate as evaluate
+    from envs.pusht_expert import PushTExpert
+
+    calls: dict[int, dict[str, int]] = {}
+    real_step, real_reset = PushTEnv.step, PushTEnv.reset
+
+    def step(self, action):
+        calls.setdefault(id(self), {"step": 0, "reset": 0})["step"] += 1
+        return real_step(self, action)
+
+    def reset(self, *args, **kwargs):
+        calls.setdefault(id(self), {"step": 0, "reset": 0})["reset"] += 1
+        return real_reset(self, *args, **kwargs)
+
+    monkeypatch.setattr(PushTEnv, "step", step)
+    monkeypatch.setattr(PushTEnv, "reset", reset)
+    made = []
+    real_make_env = evaluate.make_env
+    monkeypatch.setattr(evaluate, "make_env", lambda *a, **k: made.append(real_make_env(*a, **k)) or made[-1])
+
+    class ExpertPolicy:
+        """Deterministic: the scripted expert of each env, reading its true state."""
+
+        def reset(self):
+            self.experts = [PushTExpert() for _ in range(made[-1].num_envs)]
+
+        def select_action(self, obs):
+            envs = made[-1].envs
+            return torch.tensor(np.stack([e.act(env.unwrapped) for e, env in zip(self.experts, envs)]))
+
+    result = evaluate_policy(ExpertPolicy(), PushtEnvConfig(episode_length=100), n_episodes=5, batch_size=3,
+                             use_async=False, seed=0, device="cpu", videos_dir=None, progress=False)
+    episodes = result["per_episode"]
+    assert [(e["length"], e["success"]) for e in episodes] == [r[:2] for r in RECORDED_PUSHT]
+    for episode, (_, _, sum_reward, max_reward, max_coverage) in zip(episodes, RECORDED_PUSHT):
+        assert episode["sum_reward"] == pytest.approx(sum_reward, rel=1e-12)
+        assert episode["max_reward"] == pytest.approx(max_reward, rel=1e-12)
+        assert episode["max_coverage"] == pytest.approx(max_coverage, rel=1e-12)
+
+    envs = [env.unwrapped for vector in made for env in vector.envs]
+    assert len(envs) == 5
+    steps_after_end = [calls[id(env)]["step"] - episode["length"] for env, episode in zip(envs, episodes)]
+    assert steps_after_end == [0] * 5
+    assert [calls[id(env)]["reset"] for env in envs] == [1] * 5  # the seeded reset only: no autoreset
+
+
+def test_async_envs_give_the_sync_results(monkeypatch):
+    """Async envs, held when finished and capped at fewer concurrent workers than envs (one core
+    here), give the per-episode results of sync envs."""
+    import envs.factory
+
+    monkeypatch.setattr(envs.factory, "usable_cores", lambda: 1)
+    cfg = PushtEnvConfig(episode_length=6)
+    results = []
+    for use_async in (False, True):
+        policy = FunctionPolicy(lambda obs: obs["observation.state"] * 0.5 + 128.0)
+        results.append(evaluate_policy(policy, cfg, n_episodes=3, batch_size=3, use_async=use_async, seed=3,
+                                       device="cpu", videos_dir=None, progress=False)["per_episode"])
+    assert results[0] == results[1]

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from envs.configs import EnvConfig, PushtEnvConfig, as_env_config
 from envs.factory import make_env
-from envs.observation import preprocess_observation
+from envs.observation import images_to_float, preprocess_observation
 
 
 def _pusht(**overrides) -> PushtEnvConfig:
@@ -136,3 +136,45 @@ def test_no_frame_wanted_renders_nothing():
             raise AssertionError("rendered although no frame was wanted")
 
     assert render_envs(Unrenderable(), []) == []
+
+
+def test_images_converted_by_torch_equal_numpys_conversion():
+    """The accelerator path (uint8 moved, converted there) gives the CPU path's floats bit for bit."""
+    images = (np.arange(3 * 5 * 7 * 3) % 256).astype(np.uint8).reshape(3, 5, 7, 3)  # every byte value
+    expected = preprocess_observation({"pixels": images}, {"pixels": "observation.image"})["observation.image"]
+    converted = images_to_float(torch.from_numpy(images))
+    assert converted.dtype == torch.float32 and converted.is_contiguous()
+    assert torch.equal(converted, expected)
+    assert torch.equal(expected[1, 2, 4, 6], torch.tensor(images[1, 4, 6, 2] / np.float32(255)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_preprocess_on_cuda_equals_cpu():
+    obs = {"pixels": np.random.default_rng(1).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8),
+           "agent_pos": np.random.default_rng(2).normal(size=(4, 2)) * 100}
+    cpu = preprocess_observation(obs, _pusht().features_map)
+    cuda = preprocess_observation(obs, _pusht().features_map, "cuda")
+    assert all(value.device.type == "cuda" for value in cuda.values())
+    for key, value in cpu.items():
+        assert torch.equal(cuda[key].cpu(), value), key
+
+
+def test_async_workers_running_at_once_capped_at_usable_cores(monkeypatch):
+    import envs.factory
+
+    if not envs.factory._HAS_MAX_CONCURRENCY:
+        pytest.skip("gymnasium < 1.4 has no AsyncVectorEnv(max_concurrency)")
+    monkeypatch.setattr(envs.factory, "usable_cores", lambda: 1)
+    env = make_env(_pusht(), n_envs=2, use_async=True)
+    try:
+        assert env.max_concurrency == 1
+        env.reset(seed=[0, 1])
+        assert env.step(np.full((2, 2), 256.0, dtype=np.float32))[1].shape == (2,)
+    finally:
+        env.close()
+    monkeypatch.setattr(envs.factory, "usable_cores", lambda: 4)
+    env = make_env(_pusht(), n_envs=2, use_async=True)
+    try:
+        assert env.max_concurrency is None  # fewer envs than cores: no cap
+    finally:
+        env.close()

@@ -1,0 +1,221 @@
+"""Evaluation speed on PushT: our evaluate_policy beside LeRobot 0.4.4's eval_policy, same weights, same GPU run.
+
+One Diffusion Policy is built (seeded, PushT shapes: 96x96 camera, 2-D state and action) and its
+weights are copied into LeRobot's DiffusionPolicy (the same layout: LeRobot nests it under
+``diffusion.`` and wraps each conv block's layers in ``block``; every tensor is checked by name and
+shape), with our 84x84 eval crop (LeRobot 0.4.4's default is none). Normalisation uses the same
+stats in both (ours inside the policy, LeRobot's in its processors). Before timing, both policies
+plan once for the same observations from the same RNG state and the largest action difference is
+printed (0 px on the CPU at full size and 100 denoising steps). Both run ``--episodes`` episodes of ``--episode-length`` steps, ``--batch-size`` envs at
+a time, seeds from 0, no video, the same number of denoising steps, under LeRobot's eval backend
+choices (TF32 matmuls and cudnn.benchmark on, for both). Untrained weights never succeed, so every
+episode runs its full length in both: the comparison is of equal work. A warm-up batch of 2-step
+episodes runs first for each (cudnn autotuning, lazy init). The timed span includes building and
+closing the envs (ours builds them inside evaluate_policy). LeRobot's rows use its sync envs: its
+0.4.4 async eval fails (``'AsyncVectorEnv' object has no attribute 'envs'``).
+
+    python bench/eval_vs_lerobot.py                                  # a CUDA machine: 50 x 300 steps, batch 50
+    python bench/eval_vs_lerobot.py --device cpu --small --episodes 2 --episode-length 20 --batch-size 2
+
+LeRobot runs when ``lerobot.scripts.lerobot_eval`` imports (e.g. ``pip install --no-deps
+lerobot==0.4.4 draccus==0.10.0`` and their few imports); otherwise its row is skipped with the
+reason printed. ``--hide-transformers`` makes ``import transformers`` fail in this process first
+(LeRobot imports every policy's config; on some images the installed transformers breaks one that
+is not used here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+IMAGE, STATE, ACTION = "observation.image", "observation.state", "action"
+# PushT's state and action are disc positions in a 512 px square
+STATS = {IMAGE: {"mean": np.full((3, 1, 1), 0.5), "std": np.full((3, 1, 1), 0.25),
+                 "min": np.zeros((3, 1, 1)), "max": np.ones((3, 1, 1))},
+         STATE: {"mean": np.full(2, 256.0), "std": np.full(2, 128.0), "min": np.zeros(2), "max": np.full(2, 512.0)},
+         ACTION: {"mean": np.full(2, 256.0), "std": np.full(2, 128.0), "min": np.zeros(2), "max": np.full(2, 512.0)}}
+SHAPES = {IMAGE: (3, 96, 96), STATE: (2,), ACTION: (2,)}
+
+
+def config_kwargs(args) -> dict:
+    from policy_throughput import SMALL
+
+    return {**(SMALL["diffusion"] if args.small else {}), "num_inference_steps": args.inference_steps}
+
+
+def ours_policy(args) -> torch.nn.Module:
+    from data.features import FeatureType, PolicyFeature
+    from models.diffusion.modeling import DiffusionPolicy
+
+    kinds = {IMAGE: FeatureType.VISUAL, STATE: FeatureType.STATE, ACTION: FeatureType.ACTION}
+    features = {key: PolicyFeature(kinds[key], shape) for key, shape in SHAPES.items()}
+    torch.manual_seed(0)
+    return DiffusionPolicy(features=features, stats=STATS, **config_kwargs(args))
+
+
+def import_lerobot(hide_transformers: bool):
+    """LeRobot's eval module, or the reason it does not import."""
+    if hide_transformers:
+        sys.modules["transformers"] = None  # makes `import transformers` raise ImportError
+    import importlib.util
+
+    if importlib.util.find_spec("lerobot") is None:
+        return None, "no module named 'lerobot'"
+    try:
+        from policy_throughput import _import_lerobot_policies
+
+        _import_lerobot_policies()
+        from lerobot.scripts import lerobot_eval
+    except Exception as err:  # any failure to import is a reason to skip the row, printed
+        return None, f"{type(err).__name__}: {err}"
+    return lerobot_eval, None
+
+
+def lerobot_state_dict(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our weights under LeRobot's names; fails unless every LeRobot tensor but its spatial-softmax
+    grid (a buffer it recomputes from the shapes) gets one of ours of the same shape."""
+    out, missing = {}, []
+    for key, value in theirs.items():
+        name = key.removeprefix("diffusion.").replace(".block.", ".")
+        if name in ours and ours[name].shape == value.shape:
+            out[key] = ours[name]
+        elif not key.endswith("pool.pos_grid"):
+            missing.append(key)
+    if missing:
+        raise RuntimeError(f"no weights of ours for LeRobot's {missing[:5]} ({len(missing)} in all)")
+    return out
+
+
+def lerobot_policy(args, ours: torch.nn.Module, device: str):
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+    from lerobot.policies.factory import make_pre_post_processors
+
+    kinds = {IMAGE: FeatureType.VISUAL, STATE: FeatureType.STATE, ACTION: FeatureType.ACTION}
+    feats = {key: PolicyFeature(kinds[key], shape) for key, shape in SHAPES.items()}
+    # LeRobot 0.4.4 defaults to no crop (crop_shape=None); ours to the PushT recipe's 84x84 centre crop at eval
+    kwargs = {"crop_shape": tuple(ours.config.crop_shape), **config_kwargs(args)}
+    config = DiffusionConfig(input_features={k: v for k, v in feats.items() if k != ACTION},
+                             output_features={ACTION: feats[ACTION]}, device=device, **kwargs)
+    policy = DiffusionPolicy(config)
+    weights = lerobot_state_dict(ours.state_dict(), policy.state_dict())
+    policy.load_state_dict(weights, strict=False)
+    stats = {key: {name: torch.as_tensor(value, dtype=torch.float32) for name, value in entry.items()}
+             for key, entry in STATS.items()}
+    pre, post = make_pre_post_processors(config, dataset_stats=stats)
+    return policy.to(device).eval(), pre, post
+
+
+def same_actions(ours: torch.nn.Module, parts, device: str) -> float:
+    """Largest difference between the two policies' first actions for one seeded observation batch,
+    from the same global RNG state (both draw the initial noise and DDPM's step noise from it)."""
+    policy, pre, post = parts
+    g = torch.Generator().manual_seed(1)
+    obs = {IMAGE: torch.rand(2, *SHAPES[IMAGE], generator=g), STATE: 512 * torch.rand(2, 2, generator=g)}
+    ours.reset()
+    policy.reset()
+    with torch.inference_mode():
+        torch.manual_seed(2)
+        a = ours.select_action({k: v.to(device) for k, v in obs.items()})
+        torch.manual_seed(2)
+        b = post(policy.select_action(pre(dict(obs))))
+    ours.reset()
+    return float((a.cpu() - b.cpu()).abs().max())
+
+
+def run_ours(args, policy, use_async: bool, n_episodes: int, episode_length: int) -> dict:
+    from envs.configs import PushtEnvConfig
+    from envs.evaluate import evaluate_policy
+
+    start = time.perf_counter()
+    result = evaluate_policy(policy, PushtEnvConfig(episode_length=episode_length), n_episodes, args.batch_size,
+                             use_async, seed=0, device=args.device, videos_dir=None, progress=False)
+    seconds = time.perf_counter() - start
+    lengths = [e["length"] for e in result["per_episode"]]
+    return {"s": seconds, "success": result["aggregated"]["pc_success"], "steps": sum(lengths)}
+
+
+def run_lerobot(args, lerobot_eval, parts, n_episodes: int, episode_length: int) -> dict:
+    from lerobot.envs.configs import PushtEnv
+    from lerobot.envs.factory import make_env, make_env_pre_post_processors
+
+    policy, pre, post = parts
+    start = time.perf_counter()
+    env_cfg = PushtEnv(episode_length=episode_length)
+    env = make_env(env_cfg, n_envs=min(args.batch_size, n_episodes), use_async_envs=False)["pusht"][0]
+    env_pre, env_post = make_env_pre_post_processors(env_cfg, policy.config)
+    try:
+        with torch.no_grad():
+            result = lerobot_eval.eval_policy(env, policy, env_pre, env_post, pre, post, n_episodes=n_episodes,
+                                              start_seed=0)
+    finally:
+        env.close()
+    seconds = time.perf_counter() - start
+    return {"s": seconds, "success": result["aggregated"]["pc_success"], "steps": None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--episode-length", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--inference-steps", type=int, default=100, help="denoising steps, both policies")
+    parser.add_argument("--envs", nargs="+", default=["sync", "async"], choices=["sync", "async"],
+                        help="our rows (LeRobot's is sync)")
+    parser.add_argument("--small", action="store_true", help="tiny U-Net widths: a smoke run")
+    parser.add_argument("--hide-transformers", action="store_true")
+    args = parser.parse_args()
+    if min(args.episodes, args.episode_length, args.batch_size, args.inference_steps) < 1:
+        parser.error("--episodes, --episode-length, --batch-size and --inference-steps must be >= 1")
+    if args.device.startswith("cuda"):  # LeRobot's eval_main sets both; ours runs under the same
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    lerobot_eval, reason = import_lerobot(args.hide_transformers)
+    ours = ours_policy(args).to(args.device).eval()
+    runs = [(f"ours, {kind} envs", lambda n, length, kind=kind: run_ours(args, ours, kind == "async", n, length))
+            for kind in args.envs]
+    if lerobot_eval is not None:
+        parts = lerobot_policy(args, ours, args.device)
+        runs.append(("LeRobot 0.4.4 eval_policy, sync envs",
+                     lambda n, length: run_lerobot(args, lerobot_eval, parts, n, length)))
+    difference = same_actions(ours, parts, args.device) if lerobot_eval is not None else None
+    rows = []
+    for name, run in runs:
+        run(min(args.batch_size, args.episodes), 2)  # warm-up: one batch of 2-step episodes
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        rows.append((name, run(args.episodes, args.episode_length)))
+
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+    print(f"PushT eval, {args.episodes} episodes of {args.episode_length} steps, batch {args.batch_size}, "
+          f"{args.inference_steps} denoising steps, {'small' if args.small else 'full'} Diffusion Policy "
+          f"({sum(p.numel() for p in ours.parameters()):,} parameters), no video; {device_name}, torch "
+          f"{torch.__version__}")
+    if lerobot_eval is None:
+        print(f"LeRobot row skipped: lerobot.scripts.lerobot_eval does not import ({reason})")
+    if difference is not None:
+        print(f"same weights: the two policies' first actions on one observation batch, same RNG, differ by at "
+              f"most {difference:.2e} px")
+    reference = next((r for name, r in rows if name.startswith("LeRobot")), None)
+    print("| evaluator | seconds | episodes/min | success % | ours / LeRobot |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in rows:
+        per_min = 60 * args.episodes / r["s"]
+        ratio = f"{reference['s'] / r['s']:.2f}x" if reference is not None and r is not reference else ""
+        print(f"| {name} | {r['s']:.1f} | {per_min:.1f} | {r['success']:.0f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
