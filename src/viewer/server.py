@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from pathlib import Path
 
 import viser
@@ -69,3 +70,18 @@ def open_log(path: Path) -> logging.Handler | None:
     vlog.setLevel(logging.INFO)
     vlog.propagate = False
     return handler
+
+
+def close_log(handler: logging.Handler | None) -> None:
+    if handler is not None:
+        vlog.removeHandler(handler)
+        handler.close()
+
+
+def serve_until_interrupted() -> None:
+    """Returns at Ctrl-C (and SIGTERM, which training.termination turns into one)."""
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        log.info("viewer closed")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from viewer import scene_of
 from viewer.camera import frustum_pose
 from viewer.panel import Panel, Ticker
 from viewer.poses import FrustumPoses
-from viewer.server import open_log, open_server, say_address, url_of
+from viewer.server import close_log, open_log, open_server, say_address, serve_until_interrupted, url_of
 from viewer.render import Renderer, Settings, Target, View
 from viewer.share import DeviceShare
 
@@ -215,11 +214,7 @@ class WebViewer(LoopHooks):
         self.serve_forever()
 
     def serve_forever(self) -> None:
-        try:
-            while True:
-                time.sleep(1.0)
-        except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (training.termination)
-            log.info("viewer closed")
+        serve_until_interrupted()
 
     def close(self) -> None:
         if self._closed:
@@ -230,6 +225,4 @@ class WebViewer(LoopHooks):
         self.ticker.stop()
         self.renderer.join(timeout=10)
         self.server.stop()
-        if self._log_handler is not None:
-            vlog.removeHandler(self._log_handler)
-            self._log_handler.close()
+        close_log(self._log_handler)
