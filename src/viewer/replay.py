@@ -114,7 +114,7 @@ class ReplayViewer:
         self.host = websocket_host
         self.server, self.port, note = open_server(websocket_host, websocket_port, websocket_port_default)
         self._log_handler = open_log(Path(run_dir) / relative_log_filename)
-        self.server.initial_camera.position = (0.0, -4.0, 6.0)
+        self.server.initial_camera.position = (0.0, -3.2, 4.6)
         self.server.initial_camera.look_at = (0.0, 0.0, 0.0)
         self.server.initial_camera.up = (0.0, 0.0, 1.0)
         self._status = self.server.gui.add_markdown("Recording the evaluation episode...")

@@ -111,6 +111,7 @@ def test_the_replay_poses_the_scene_at_the_slider_s_step_and_draws_the_chunk(rol
                                    expected_pose(rollout.states["block_pose"][-1])[0], atol=1e-6)
 
         viewer.step.value = 0
+        assert_t_drawn_where_the_simulator_has_it(viewer, nodes, rollout.seed)
         viewer.speed.value = 4.0
         viewer.toggle()  # play
         deadline = time.monotonic() + 30
@@ -124,6 +125,30 @@ def test_the_replay_poses_the_scene_at_the_slider_s_step_and_draws_the_chunk(rol
     finally:
         viewer.close()
     assert "viewer at http://127.0.0.1:" in (tmp_path / "viewer.txt").read_text()
+
+
+def assert_t_drawn_where_the_simulator_has_it(viewer, nodes, seed):
+    """The corners of the drawn boxes, seen from above and taken back to the simulator's pixels, are pymunk's
+    own world vertices of the block's and the goal's shapes (the env reset with the episode's seed: step 0)."""
+    import gym_pusht  # noqa: F401 (registers the env)
+    import viser.transforms as vtf
+
+    env = gym.make("gym_pusht/PushT-v0", obs_type="pixels_agent_pos")
+    env.reset(seed=seed)
+    sim = env.unwrapped
+    goal = sim.get_goal_pose_body(sim.goal_pose)
+    for frame, body in ((viewer.scene.block, sim.block), (viewer.scene.goal, goal)):
+        drawn, truth = [], []
+        for i, shape in enumerate(sim.block.shapes):  # a set in gym-pusht: both boxes' corners are compared at once
+            box = nodes[f"{frame.name}/box{i}"]
+            half = np.asarray(box.dimensions)[:2] / 2
+            for sign in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
+                corner = np.array([*(np.asarray(box.position)[:2] + half * sign), 0.0])
+                w = vtf.SO3(np.asarray(frame.wxyz)).apply(corner) + frame.position
+                drawn.append((w[0] * 100 + 256, 256 - w[1] * 100))
+            truth.extend((v.x, v.y) for v in map(body.local_to_world, shape.get_vertices()))
+        np.testing.assert_allclose(sorted(drawn), sorted(truth), atol=1e-3)
+    env.close()
 
 
 @pytest.mark.parametrize("env", ["aloha", "xarm"])
@@ -153,3 +178,43 @@ def test_view_py_on_a_policy_checkpoint_checks_its_options_and_port_before_the_e
         r = run_train([*ckpt, f"viewer.websocket_port={port}"], script="view.py")
     line = one_error_line(r)
     assert f"viewer.websocket_port={port} is in use on 127.0.0.1" in line
+
+
+@pytest.mark.slow
+def test_the_replay_draws_in_a_real_browser_and_the_slider_moves_it(rollout, tmp_path):
+    """Headless chromium (tests/browser.py; skipped, saying why, where none can be installed) shows the scene, and
+    the canvas changes when the slider moves (the agent and the chunk elsewhere). REPLAY_SCREENSHOT=<file.png>
+    keeps the browser's view (docs/replay.png is one)."""
+    import os
+
+    from browser import canvas_rgb, new_driver, quit_driver
+    from viewer.replay import ReplayViewer
+
+    def settled(previous=None, timeout=120.0):
+        """The canvas once two reads a second apart agree (and differ from `previous`, when given)."""
+        deadline, last = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            pixels = canvas_rgb(browser)
+            if pixels is not None and pixels.std() > 5 and last is not None and np.array_equal(pixels, last) and (
+                    previous is None or not np.array_equal(pixels, previous)):
+                return pixels
+            last = pixels
+        raise AssertionError("the canvas did not settle on a new, non-blank picture")
+
+    viewer = ReplayViewer(tmp_path, websocket_host="127.0.0.1", websocket_port=free_port(),
+                          websocket_port_default=7007, relative_log_filename="viewer.txt")
+    browser = new_driver()
+    try:
+        viewer.replay(rollout)
+        browser.get(viewer.url)
+        start = settled()
+        viewer.step.value = rollout.length - 1
+        end = settled(previous=start)
+        assert (np.abs(end.astype(int) - start).sum(-1) > 30).mean() > 1e-4  # more than a few pixels moved
+        if os.environ.get("REPLAY_SCREENSHOT"):
+            browser.execute_script("document.querySelectorAll('[class*=Notification-root]').forEach(e => e.remove())")
+            browser.save_screenshot(os.environ["REPLAY_SCREENSHOT"])
+    finally:
+        quit_driver(browser)
+        viewer.close()
