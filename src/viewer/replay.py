@@ -119,6 +119,7 @@ class ReplayViewer:
         self.server.initial_camera.up = (0.0, 0.0, 1.0)
         self._status = self.server.gui.add_markdown("Recording the evaluation episode...")
         self._stop = threading.Event()
+        self._drawing = threading.Lock()  # the player thread and a browser's slider both redraw
         self._player: threading.Thread | None = None
         self.rollout: Rollout | None = None
         say_address(websocket_host, note, reach="watch the replay")
@@ -160,7 +161,7 @@ class ReplayViewer:
 
     def _show(self) -> None:
         t, rollout = int(self.step.value), self.rollout
-        with self.server.atomic():
+        with self._drawing, self.server.atomic():
             self.scene.show(rollout, t, bool(self.plan_shown.value))
         if t == rollout.length:
             self._step_info.content = f"step {t}: the episode's end"

@@ -48,7 +48,6 @@ class Rollout:
     """An episode of `length` steps: states at times 0..length (after the reset, then after each step),
     and for each step t < length the action taken and the chunk it came from."""
 
-    env_type: str
     episode: int
     seed: int
     fps: float
@@ -84,6 +83,8 @@ def record_rollout(policy, env_cfg, episode: int, seed: int, device: torch.devic
 
     cfg = as_env_config(env_cfg)
     keys = SCENES[cfg.type]
+    log.info("view: running evaluation episode %d (env seed %d, at most %d steps)", episode, seed + episode,
+             cfg.episode_length)
     env = make_env(cfg, 1)
     plans = getattr(policy, "action_plan", None)
     states, actions, chunks, index, rewards, success = [], [], [], [], [], False
@@ -117,6 +118,6 @@ def record_rollout(policy, env_cfg, episode: int, seed: int, device: torch.devic
     finally:
         env.close()
         policy.train(was_training)
-    return Rollout(cfg.type, episode, seed + episode, float(cfg.fps),
+    return Rollout(episode, seed + episode, float(cfg.fps),
                    {k: np.stack([s[k] for s in states]) for k in keys}, np.stack(actions), chunks,
                    np.asarray(index, dtype=np.int64), np.asarray(rewards), success)
