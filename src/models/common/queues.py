@@ -32,6 +32,9 @@ class ActionQueue(deque):
         super().__init__(maxlen=maxlen)
         self.chunk: Tensor | None = None
 
+    def __reduce__(self):  # deque's own passes (iterable, maxlen) to the constructor (copy.deepcopy, pickle)
+        return type(self), (self.maxlen,), self.__dict__, iter(self)
+
     def plan(self, chunk: Tensor) -> None:
         """Queues a planned chunk (B, n, action_dim), n <= maxlen, its first action first."""
         self.chunk = chunk
