@@ -282,3 +282,10 @@ class RobotPipeline:
         (eval_dir / "eval_info.json").write_text(json.dumps(result["per_episode"], indent=1, default=float))
         metrics = {k: float(v) for k, v in result["aggregated"].items() if isinstance(v, (int, float))}
         return metrics, [*map(Path, result["videos"]), eval_dir / "eval_info.json"]
+
+    def viewer_rollout(self, episode: int):
+        """Evaluation's episode `episode` (env seed machine.seed + episode), recorded for view.py to replay
+        (viewer/rollout.py); the env must be one viser can draw (`viewer.rollout.check_replayable`)."""
+        from viewer.rollout import record_rollout
+
+        return record_rollout(self.model, self.cfg.env, episode, self.cfg.machine.seed, self.device)

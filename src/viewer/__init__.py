@@ -29,7 +29,8 @@ class NoViewer(LoopHooks):
 
 def refusal(family: str) -> str:
     return (f"the live viewer shows neural fields, and this is a {family} run: viewer=web (--vis viewer) needs "
-            "model=nerfacto; drop it (viewer=none), and watch a policy through its evaluation videos (eval.py)")
+            "model=nerfacto; drop it (viewer=none), and watch a policy's rollouts in its evaluation videos (eval.py) or, "
+            "for PushT, replayed with their action chunks by src/view.py checkpoint=<run>")
 
 
 def check_viewer(cfg) -> None:

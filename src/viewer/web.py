@@ -9,24 +9,21 @@ the start of `fit()`, lends it between steps and gives it back at the end.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import viser
 
-from config.errors import ConfigError
 from tracking.local_log import METRICS_FILENAME
 from training.loop import LoopHooks
 from viewer import scene_of
 from viewer.camera import frustum_pose
 from viewer.panel import Panel, Ticker
 from viewer.poses import FrustumPoses
-from viewer.ports import choose_port
+from viewer.server import close_log, open_log, open_server, say_address, serve_until_interrupted, url_of
 from viewer.render import Renderer, Settings, Target, View
 from viewer.share import DeviceShare
 
@@ -34,13 +31,6 @@ log = logging.getLogger("train")
 vlog = logging.getLogger("viewer")
 
 THUMBNAIL_HEIGHT = 100  # pixels of a frustum's image (nerfstudio's thumbnail size)
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def display_indices(n: int, limit: int) -> list[int]:
@@ -70,15 +60,8 @@ class WebViewer(LoopHooks):
         self.scene = scene_of(pipeline)
         self.quit_on_train_completion = quit_on_train_completion
         self.host, self._closed, self._log_handler = websocket_host, False, None
-        self.port, note = choose_port(websocket_host, websocket_port, websocket_port_default)
-        logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection otherwise
-        self.server = viser.ViserServer(host=websocket_host, port=self.port, label="hydrabot", verbose=False)
+        self.server, self.port, note = open_server(websocket_host, websocket_port, websocket_port_default)
         try:
-            if self.server.get_port() != self.port:  # taken between the check and the bind: viser moved on silently
-                raise ConfigError(f"viewer port {self.port} on {websocket_host} was taken while the viewer started; "
-                                  "run again, or set viewer.websocket_port to a free port")
-            self.server.request_share_url = self._no_share_url  # a client's share button would reach the internet
-            self.server.gui.configure_theme(show_share_button=False)
             sync = (lambda: torch.cuda.synchronize(self.scene.device)) if self.scene.device.type == "cuda" else None
             self.share = DeviceShare(train_util, training, sync=sync)
             self.share.step = step
@@ -91,7 +74,7 @@ class WebViewer(LoopHooks):
                                Path(run_dir) / METRICS_FILENAME, total_steps, training, self._show_frustums,
                                self._choose)
             self._set_initial_camera()
-            self._log_handler = self._open_log(Path(run_dir) / relative_log_filename)
+            self._log_handler = open_log(Path(run_dir) / relative_log_filename)
         except BaseException:
             self.server.stop()
             raise
@@ -100,40 +83,16 @@ class WebViewer(LoopHooks):
         self.renderer.start()
         self.ticker = Ticker(self._tick)
         self.ticker.start()
-        if note:
-            log.warning(note)
-        if not is_loopback(websocket_host):
-            log.warning("viewer: listening on %s, not only on this machine: anyone who reaches it can watch and "
-                        "pause training", websocket_host)
+        say_address(websocket_host, note)
         log.info("viewer: %s (%s)", self.url, "the training cameras, a live render, the metrics, pause/resume"
                  if training else "the trained model and its run's metrics")
         vlog.info("viewer at %s", self.url)
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return url_of(self.host, self.port)
 
     # ------------------------------------------------------------------ setup
-    @staticmethod
-    def _no_share_url(*_args, **_kwargs) -> None:
-        vlog.warning("a client asked for a share URL: refused (it tunnels the viewer through a relay on the internet)")
-
-    @staticmethod
-    def _open_log(path: Path) -> logging.Handler | None:
-        """The viewer's own log file (viewer.relative_log_filename); a folder that cannot take it costs a warning."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(path)
-        except OSError as e:
-            log.warning("viewer: no log file at %s (%s)", path, e.strerror)
-            return None
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        vlog.addHandler(handler)
-        vlog.setLevel(logging.INFO)
-        vlog.propagate = False
-        return handler
-
     def _add_frustums(self, limit: int) -> list:
         """The frustums of the training cameras `display_indices` picks, at their refined poses where training
         refines them (a checkpoint's, a resumed run's)."""
@@ -255,11 +214,7 @@ class WebViewer(LoopHooks):
         self.serve_forever()
 
     def serve_forever(self) -> None:
-        try:
-            while True:
-                time.sleep(1.0)
-        except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (training.termination)
-            log.info("viewer closed")
+        serve_until_interrupted()
 
     def close(self) -> None:
         if self._closed:
@@ -270,6 +225,4 @@ class WebViewer(LoopHooks):
         self.ticker.stop()
         self.renderer.join(timeout=10)
         self.server.stop()
-        if self._log_handler is not None:
-            vlog.removeHandler(self._log_handler)
-            self._log_handler.close()
+        close_log(self._log_handler)

@@ -172,11 +172,3 @@ def test_a_checkpoint_is_saved_as_data_and_an_older_one_with_conf_targets_still_
                    "eval.n_episodes=1", "eval.batch_size=1", "eval.max_videos=0"], script="eval.py")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "out" / "eval.json").is_file()
-
-
-def test_view_py_on_a_policy_checkpoint_says_why_it_shows_none(trained_run):
-    """view.py reads the checkpoint as every entry point does, then refuses a policy in one line (viser draws no
-    simulator here), naming what to use instead."""
-    line = one_error_line(run_train([f"checkpoint={trained_run}", "machine.device_type=cpu"], script="view.py"))
-    assert "view.py shows neural fields" in line and "holds a robot policy" in line
-    assert f"src/eval.py checkpoint={(trained_run / 'checkpoints' / 'last').resolve()}" in line

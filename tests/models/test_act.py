@@ -213,6 +213,8 @@ def test_action_queue_predicts_every_n_action_steps():
     assert len(calls) == 3 and actions[0].shape == (2, 2)
     chunk = policy.normalizer.unnormalize({"action": original(policy.normalizer.normalize(obs))[0]})["action"]
     assert torch.allclose(torch.stack(actions[:3], 1), chunk[:, :3], atol=1e-5)  # the chunk's first 3, in order
+    planned, taken = policy.action_plan()  # the third chunk, of which the 7th action was the first
+    assert planned.shape == (2, 3, 2) and taken == 1 and torch.equal(planned[:, 0], actions[6])
     policy.reset()
     policy.select_action(obs)
     assert len(calls) == 4  # a new episode predicts afresh
@@ -245,6 +247,7 @@ def test_select_action_with_temporal_ensembling():
     w0, w1 = 1.0, math.exp(-0.01)
     expected = (w0 * chunk0["action"][:, 1] + w1 * chunk1["action"][:, 0]) / (w0 + w1)
     assert torch.allclose(second, expected, atol=1e-5)
+    assert policy.action_plan() is None  # every step blends all chunks: none is being executed
 
 
 def test_compose_and_instantiate(compose):

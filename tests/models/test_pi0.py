@@ -382,3 +382,13 @@ def test_cuda_kernels_train_in_bf16_like_eager(implementation):
     noise = torch.randn(3, 4, 32, device="cuda")
     torch.testing.assert_close(other.predict_action_chunk(batch, noise=noise),
                                eager.predict_action_chunk(batch, noise=noise), atol=5e-2, rtol=5e-2)
+
+
+def test_select_action_executes_the_queued_chunk_and_declares_it():
+    """A chunk of n_action_steps actions is planned, taken in order, and reported by action_plan()."""
+    policy = make_policy().eval()
+    batch = make_batch()
+    first, second = policy.select_action(batch), policy.select_action(batch)
+    planned, taken = policy.action_plan()
+    assert planned.shape == (3, policy.config.n_action_steps, first.shape[-1]) and taken == 2
+    assert torch.equal(planned[:, 0], first) and torch.equal(planned[:, 1], second)

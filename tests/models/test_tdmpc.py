@@ -401,6 +401,8 @@ def test_select_action_repeats_each_plan_and_unnormalises():
     actions = [policy.select_action(obs) for _ in range(7)]
     assert len(plans) == 3 and all(a.shape == (2, 2) for a in actions)
     assert torch.equal(actions[0], actions[1]) and torch.equal(actions[1], actions[2])
+    planned, taken = policy.action_plan()  # the third plan's first action, repeated 3 times
+    assert planned.shape == (2, 3, 2) and taken == 1 and (planned == actions[6][:, None]).all()
     low, high = torch.tensor(ACTION_MIN, dtype=torch.float32), torch.tensor(ACTION_MAX, dtype=torch.float32)
     assert all(((a >= low - 1e-5) & (a <= high + 1e-5)).all() for a in actions)  # in the dataset's units
     assert policy._prev_mean is not None

@@ -224,6 +224,8 @@ def test_select_action_queues_one_chunk_and_uses_the_codebook():
     actions = [policy.select_action(obs) for _ in range(7)]
     assert all(a.shape == (3, 2) for a in actions)
     assert len(calls) == 3  # a chunk of 3 actions per prediction: steps 1, 4 and 7
+    planned, taken = policy.action_plan()
+    assert planned.shape == (3, 3, 2) and taken == 1 and torch.equal(planned[:, 0], actions[6])
     assert calls[0]["observation.state"].shape == (3, 2, 2)  # the first observation fills the window
     assert torch.equal(calls[0]["observation.state"][:, 0], calls[0]["observation.state"][:, 1])
     # a predicted action is a decoded code plus its offset: with zeroed offsets, exactly the decoder's output

@@ -10,7 +10,6 @@ the same model; the code is ours.
 """
 
 import math
-from collections import deque
 from itertools import chain
 from typing import Any, Callable, Mapping, Optional
 
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from models.act.config import ACTConfig
 from models.common.normalize import Normalizer
 from models.common.policy_config import build_policy_config
+from models.common.queues import ActionQueue, PlansActionChunks
 from models.common.vision import build_resnet_trunk
 
 BACKBONE_PREFIX = "backbone."
@@ -205,7 +205,7 @@ class TemporalEnsembler:
         return action
 
 
-class ACTPolicy(nn.Module):
+class ACTPolicy(PlansActionChunks, nn.Module):
     """ACT behind the project's Policy contract (see docs/ARCHITECTURE.md).
 
     Built by `hydra.utils.instantiate(cfg.policy, features=..., stats=...)`; the remaining keywords
@@ -294,7 +294,7 @@ class ACTPolicy(nn.Module):
 
     def reset(self) -> None:
         """Empties the action queue (or the ensemble); call at every episode start."""
-        self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+        self._action_queue = ActionQueue(self.config.n_action_steps)
         if self.temporal_ensembler is not None:
             self.temporal_ensembler.reset()
 
@@ -392,7 +392,7 @@ class ACTPolicy(nn.Module):
             action = self.temporal_ensembler.update(chunk)
             return self.normalizer.unnormalize({self.action_key: action})[self.action_key]
         actions = self.normalizer.unnormalize({self.action_key: chunk[:, : self.config.n_action_steps]})
-        self._action_queue.extend(actions[self.action_key].transpose(0, 1))
+        self._action_queue.plan(actions[self.action_key])
         return self._action_queue.popleft()
 
 

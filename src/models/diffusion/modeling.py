@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from models.common.normalize import Normalizer
 from models.common.policy_config import build_policy_config
-from models.common.queues import check_observations, push_observations
+from models.common.queues import ActionQueue, PlansActionChunks, check_observations, push_observations
 from models.common.vision import ResNetImageEncoder
 from models.diffusion.config import DiffusionConfig
 
@@ -167,7 +167,7 @@ class ConditionalUnet1d(nn.Module):
         return self.final_conv(x).transpose(1, 2)
 
 
-class DiffusionPolicy(nn.Module):
+class DiffusionPolicy(PlansActionChunks, nn.Module):
     """Diffusion Policy behind the project's Policy contract (see docs/ARCHITECTURE.md).
 
     Built by `hydra.utils.instantiate(cfg.policy, features=..., stats=...)`: `features` maps
@@ -230,7 +230,7 @@ class DiffusionPolicy(nn.Module):
     def reset(self) -> None:
         """Empties the observation and action queues; call at every episode start."""
         self._obs_queues = {key: deque(maxlen=self.config.n_obs_steps) for key in self.observation_keys}
-        self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+        self._action_queue = ActionQueue(self.config.n_action_steps)
 
     def _global_conditioning(self, batch: Mapping[str, Tensor]) -> Tensor:
         """Normalised observations (B, n_obs_steps, ...) -> (B, n_obs_steps * per-step features)."""
@@ -312,5 +312,5 @@ class DiffusionPolicy(nn.Module):
         if not self._action_queue:
             actions = self.generate_actions(windows)
             actions = self.normalizer.unnormalize({self.action_key: actions})[self.action_key]
-            self._action_queue.extend(actions.transpose(0, 1))
+            self._action_queue.plan(actions)
         return self._action_queue.popleft()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 
 from models.common.normalize import Normalizer
 from models.common.policy_config import build_policy_config
-from models.common.queues import check_observations
+from models.common.queues import ActionQueue, PlansActionChunks, check_observations
 from models.pi0 import aloha
 from models.pi0.config import PI0Config
 from models.pi0.flow import PI0FlowMatching, sample_time
@@ -58,7 +57,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
 
 
-class PI0Policy(nn.Module):
+class PI0Policy(PlansActionChunks, nn.Module):
     """pi0 behind the project's Policy contract (docs/ARCHITECTURE.md).
 
     Built by `hydra.utils.instantiate(cfg.policy, features=..., stats=...)`; the keywords are PI0Config
@@ -138,7 +137,7 @@ class PI0Policy(nn.Module):
 
     def reset(self) -> None:
         """Empties the action queue; call at every episode start."""
-        self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+        self._action_queue = ActionQueue(self.config.n_action_steps)
 
     def _autocast(self, device: torch.device):
         if self.compute_dtype != torch.bfloat16:
@@ -242,7 +241,7 @@ class PI0Policy(nn.Module):
         check_observations(self.observation_keys, obs)
         if not self._action_queue:
             chunk = self.predict_action_chunk(obs)
-            self._action_queue.extend(chunk[:, : self.config.n_action_steps].transpose(0, 1))
+            self._action_queue.plan(chunk[:, : self.config.n_action_steps])
         return self._action_queue.popleft()
 
 

@@ -19,7 +19,6 @@ by `on_optimizer_step()`, which the loop calls after every optimizer step. Actin
 from __future__ import annotations
 
 import copy
-from collections import deque
 from typing import Any, Mapping, Optional
 
 import torch
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 
 from models.common.normalize import Normalizer
 from models.common.policy_config import build_policy_config
-from models.common.queues import check_observations
+from models.common.queues import ActionQueue, PlansActionChunks, check_observations
 from models.tdmpc.config import TDMPCConfig
 from models.tdmpc.planning import plan
 from models.tdmpc.told import TOLD, apply_to_images
@@ -55,7 +54,7 @@ def random_shift(images: Tensor, ratio: float) -> Tensor:
     return padded.gather(2, rows).gather(3, cols)
 
 
-class TDMPCPolicy(nn.Module):
+class TDMPCPolicy(PlansActionChunks, nn.Module):
     """TD-MPC behind the project's Policy contract (docs/ARCHITECTURE.md).
 
     Built by `hydra.utils.instantiate(cfg.policy, features=..., stats=...)`; the keywords are
@@ -196,8 +195,7 @@ class TDMPCPolicy(nn.Module):
     # ------------------------------------------------------------------ acting
     def reset(self) -> None:
         """Empties the action queue and forgets the last plan's mean; call at every episode start."""
-        self._action_queue: deque[Tensor] = deque(maxlen=max(self.config.n_action_steps,
-                                                             self.config.n_action_repeats))
+        self._action_queue = ActionQueue(max(self.config.n_action_steps, self.config.n_action_repeats))
         self._prev_mean: Optional[Tensor] = None
 
     @torch.no_grad()
@@ -220,7 +218,7 @@ class TDMPCPolicy(nn.Module):
         if not self._action_queue:
             actions = self.predict_action_chunk(self.normalizer.normalize({k: obs[k] for k in self.observation_keys}))
             if self.config.n_action_repeats > 1:
-                self._action_queue.extend([actions[0]] * self.config.n_action_repeats)
+                self._action_queue.plan(actions[:1].expand(self.config.n_action_repeats, -1, -1).transpose(0, 1))
             else:
-                self._action_queue.extend(actions[: self.config.n_action_steps])
+                self._action_queue.plan(actions[: self.config.n_action_steps].transpose(0, 1))
         return self._action_queue.popleft()

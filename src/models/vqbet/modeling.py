@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from models.common.normalize import Normalizer
 from models.common.policy_config import build_policy_config
-from models.common.queues import check_observations, push_observations
+from models.common.queues import ActionQueue, PlansActionChunks, check_observations, push_observations
 from models.common.vision import ResNetImageEncoder
 from models.vqbet.config import VQ_LAYERS, VQBeTConfig
 from models.vqbet.layers import GPT, MLP, VqVae, focal_loss
@@ -105,7 +105,7 @@ class VQBeTHead(nn.Module):
         }
 
 
-class VQBeTPolicy(nn.Module):
+class VQBeTPolicy(PlansActionChunks, nn.Module):
     """VQ-BeT behind the project's Policy contract (docs/ARCHITECTURE.md).
 
     Built by `hydra.utils.instantiate(cfg.policy, features=..., stats=...)`; the keywords are
@@ -193,7 +193,7 @@ class VQBeTPolicy(nn.Module):
     def reset(self) -> None:
         """Empties the observation and action queues; call at every episode start."""
         self._obs_queues = {key: deque(maxlen=self.config.n_obs_steps) for key in self.observation_keys}
-        self._action_queue: deque[Tensor] = deque(maxlen=self.config.action_chunk_size)
+        self._action_queue = ActionQueue(self.config.action_chunk_size)
 
     # ------------------------------------------------------------------ model
     def _features(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -253,5 +253,5 @@ class VQBeTPolicy(nn.Module):
             self._warned_undiscretized = True
         windows = push_observations(self._obs_queues, self.normalizer.normalize({k: obs[k] for k in self.observation_keys}))
         if not self._action_queue:
-            self._action_queue.extend(self.predict_action_chunk(windows).transpose(0, 1))
+            self._action_queue.plan(self.predict_action_chunk(windows))
         return self._action_queue.popleft()
