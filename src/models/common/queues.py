@@ -1,4 +1,4 @@
-"""The observation window of a rollout, shared by policies that plan from the last few frames."""
+"""What a policy keeps between rollout steps: its observation windows and the action chunk it is executing.
 
 from collections import deque
 from typing import Mapping
