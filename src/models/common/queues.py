@@ -1,4 +1,4 @@
-"""What a policy keeps between rollout steps: its observation windows and the action chunk it is executing.
+"""What a policy keeps between rollout steps: its observation windows and the action chunk it is executing."""
 
 from collections import deque
 from typing import Mapping
