@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import logging
 import os
 import re
@@ -26,6 +27,9 @@ from cli.seed_flags import config_keys, hydra_flag_words, names_nerfacto, transl
 from config.ranges import check_ranges
 
 _MULTIRUN = {"--multirun", "-m"}
+# The overrides prepare_argv added for the user (family_switch, env_dataset), as a JSON list: a run's name
+# (training.run.run_name) leaves them out, since the command typed did not spell them.
+ADDED_OVERRIDES_ENV = "HYDRABOT_ADDED_OVERRIDES"
 _HYDRA_NO_COMPOSE = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--multirun", "-m",
                      "--info", "-i", "--cfg", "-c", "--resolve", "--run", "-r"}
 
@@ -46,7 +50,9 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
         notes.append("nerfstudio's flags name nerfacto: added model=nerfacto")
     for note in notes:
         print(note, file=sys.stderr)
+    typed = list(args)
     args = env_dataset(family_switch(args, config_dir), config_dir)
+    os.environ[ADDED_OVERRIDES_ENV] = json.dumps([a for a in args if a not in typed])
     overrides, i = [], 0
     while i < len(args):
         words = hydra_flag_words(args, i)
@@ -60,6 +66,11 @@ def prepare_argv(argv: list[str], config_dir: str, config_name: str) -> list[str
     elif any(a in _MULTIRUN for a in args) and not any(a in _HYDRA_NO_COMPOSE - _MULTIRUN for a in args):
         check_writable(check_sweep(config_dir, config_name, overrides), multirun=True)
     return [argv[0], *args]
+
+
+def added_overrides() -> list[str]:
+    """What prepare_argv added to the command typed in this process or the one that launched it."""
+    return json.loads(os.environ.get(ADDED_OVERRIDES_ENV, "[]"))
 
 
 def check_writable(cfg, multirun: bool) -> None:

@@ -79,7 +79,7 @@ def run(cfg: DictConfig) -> dict:
     ckpt_lib.clean_partial(run_dir)
     choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in RUN_GROUPS})
     ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt, warm,
-                     run_name=run_name(str(cfg.job_name), list(hc.overrides.task), swept_keys()))
+                     run_name=run_name(str(cfg.job_name), typed_overrides(list(hc.overrides.task)), swept_keys()))
     try:
         return launch(cfg.machine, partial(train_rank, cfg, ctx)) or {}
     except termination.Terminated:
@@ -203,6 +203,15 @@ def swept_keys() -> list[str] | None:
     from sweeps.mlflow_parent import SWEEP_KEYS_ENV, swept_keys_from_env
 
     return swept_keys_from_env() if SWEEP_KEYS_ENV in os.environ and in_multirun_job() else None
+
+
+def typed_overrides(overrides: list[str]) -> list[str]:
+    """The overrides less those the entry point added (`optimizer=preset/nerfacto` for an experiment that
+    picks nerfacto: cli.entry.family_switch)."""
+    from cli.entry import added_overrides
+
+    added = set(added_overrides())
+    return [o for o in overrides if o not in added]
 
 
 def run_name(job_name: str, overrides: list[str], swept: list[str] | None = None,

@@ -37,3 +37,22 @@ def test_swept_keys_of_a_command_line_and_of_an_optuna_search_space():
                                          "sweeper": {"params": {"optimizer.lr": "interval(1e-5, 1e-3)",
                                                                 "batch_size": "choice(8, 16)"}}}})
     assert swept_keys(optuna) == ["optimizer.lr", "batch_size"]
+
+
+def test_what_the_entry_point_added_is_not_in_the_name(monkeypatch, tmp_path):
+    """`experiment=nerfacto_quickstart` makes the entry add `~policy data=synthetic optimizer=preset/nerfacto
+    scheduler=preset/nerfacto`; the name keeps what was typed."""
+    from cli.entry import ADDED_OVERRIDES_ENV, prepare_argv
+    from config.store import register_schemas
+    from helpers import CONF_DIR
+    from training.run import typed_overrides
+
+    register_schemas()
+    monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path))
+    monkeypatch.setenv(ADDED_OVERRIDES_ENV, "[]")  # restored after the test
+    typed = ["experiment=nerfacto_quickstart", "steps=10", f"hydra.run.dir={tmp_path / 'run'}"]
+    argv = prepare_argv(["train.py", *typed], CONF_DIR, "train")
+    assert "optimizer=preset/nerfacto" in argv and "data=synthetic" in argv
+    assert typed_overrides(argv[1:]) == typed
+    name = run_name("nerfacto_quickstart", typed_overrides(argv[1:]), started=T1)
+    assert name.startswith("nerfacto_quickstart steps=10 ")
