@@ -425,6 +425,7 @@ PRESET_FLAG = "--use_policy_training_preset"
 LOAD_CONFIG_FLAG = "--load-config"
 _NERF = "nerfacto"
 VIS_FLAG = "--vis"
+SHARE_URL_FLAG = "--viewer.make-share-url"  # False (nerfstudio's default) changes nothing; True is refused
 # nerfstudio's --vis names the viewer and the experiment tracker at once: value -> (viewer, logger) options.
 # MLflow stands in for wandb, tensorboard and comet (one tracker for both families); there is one viewer.
 VIS_CHOICES = {
@@ -433,7 +434,8 @@ VIS_CHOICES = {
     **{f"viewer+{tracker}": ("web", "mlflow") for tracker in ("mlflow", "wandb", "tensorboard", "comet")},
 }
 _SHARE_URL = ("it needs the internet: viser's share URL tunnels the viewer through a relay server; reach a remote "
-              "viewer over SSH instead (ssh -L 7007:127.0.0.1:7007 <host>, then http://127.0.0.1:7007)")
+              "viewer over SSH instead (ssh -L 7007:127.0.0.1:7007 <host>, then http://127.0.0.1:7007); "
+              "False, nerfstudio's default, is accepted and changes nothing")
 _FROM_DATASET = "filled from the dataset's features when the policy is built, never by hand"
 
 
@@ -584,6 +586,10 @@ def translate_argv(args: list[str]) -> tuple[list[str], list[str]]:
             overrides, note = load_config_overrides(words[0])
             out += overrides
             notes.append(note)
+        elif seed == SHARE_URL_FLAG:
+            if _bool(flag, words) == "true":
+                raise ValueError(f"{flag} is not supported yet: {_SHARE_URL} (docs/FLAGS.md lists every seed flag)")
+            notes.append(f"{flag}=False is how this viewer always runs (no share URL); nothing to add")
         elif seed == VIS_FLAG:
             overrides, note = vis_overrides(words[0])
             out += overrides
@@ -749,6 +755,8 @@ def _resolve(flag: str) -> tuple[str | None, Rule | None, str | None, str]:
             return seed, None, None, "bool"
         if seed in (LOAD_CONFIG_FLAG, VIS_FLAG):
             return seed, None, None, "scalar"
+        if seed == SHARE_URL_FLAG:
+            return seed, None, None, "bool"
         rule = rule_for(seed)
         key = target_key(seed, rule)
         if key is None:

@@ -44,11 +44,17 @@ def test_every_viewer_flag_of_ns_train_reaches_its_key(compose):
 
 
 def test_make_share_url_is_refused_because_it_needs_the_internet():
-    for value in ("True", "False"):
+    for args in (["--viewer.make-share-url", "True"], ["--viewer.make-share-url"], ["--viewer.make-share-url=true"]):
         with pytest.raises(ValueError) as e:
-            translate_argv(["--viewer.make-share-url", value])
+            translate_argv(args)
         assert "needs the internet" in str(e.value) and "ssh -L 7007:127.0.0.1:7007" in str(e.value)
         assert "\n" not in str(e.value)
+
+
+def test_make_share_url_false_is_nerfstudios_default_and_changes_nothing():
+    out, notes = translate_argv(["--viewer.make-share-url", "False", "--viewer.websocket-port", "7010"])
+    assert out == ["viewer.websocket_port=7010"]
+    assert any("--viewer.make-share-url=False" in note and "nothing to add" in note for note in notes)
 
 
 @pytest.mark.parametrize("value", list(VIS_CHOICES))
