@@ -21,6 +21,13 @@ from mlflow_server import free_port, start_server, stop_server
 pytestmark = pytest.mark.slow
 
 
+def _default_sigint() -> None:
+    """The child starts with Ctrl-C's default action, as in a terminal. A test runner started in the
+    background of a non-interactive shell (`.ci/run &` in a script) inherits SIGINT ignored, and Python
+    then keeps ignoring it: the run would go on training, as any program launched that way does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _output(out, err) -> str:
     out.seek(0), err.seek(0)
     return f"{out.read()[-3000:]}\n{err.read()[-5000:]}"
@@ -41,7 +48,8 @@ def test_a_signal_mid_run_ends_the_mlflow_run_killed(tmp_path, pusht_root, sig, 
     env.pop("SUBMITIT_EXECUTOR", None)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, str(REPO / "src" / "train.py"), *args], cwd=REPO, env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True, start_new_session=True)
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True, start_new_session=True,
+                                preexec_fn=_default_sigint)
         try:
             # a metrics record means the tracker has started the run and the loop is training
             deadline = time.monotonic() + 300
