@@ -94,7 +94,12 @@ write_conf() {
   cpus=${SLURM_LOCAL_CPUS:-$(nproc)}
   mem=${SLURM_LOCAL_MEM_MB:-$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)}
   mkdir -p "$DIR"/{spool/ctld,spool/d,log,run} "$MUNGE_DIR"
-  local cluster=hydrabot-local ctl_addr=127.0.0.1 per_node="" slurmd_timeout=30 auth_info="" scheduler="" nodes
+  local cluster=hydrabot-local ctl_addr=127.0.0.1 per_node="" slurmd_timeout=30 nodes
+  # A requeued job may start again cred_expire seconds after the requeue (SLURM's default, 120 s,
+  # is made for big clusters' slow prologs), and the scheduler looks at pending jobs every 5 s
+  # rather than every 30-60 s: on one node as on several.
+  local auth_info=",cred_expire=${SLURM_LOCAL_CRED_EXPIRE:-30}"
+  local scheduler="SchedulerParameters=sched_interval=5,bf_interval=5"
   nodes="NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN"
   if [[ $NODES -gt 1 ]]; then
     # The machine split between the nodes; each slurmd has its own spool, pid and log file (%n:
@@ -104,12 +109,7 @@ write_conf() {
     n=$(nproc)
     cpus=${SLURM_LOCAL_CPUS:-$(( n / NODES > 0 ? n / NODES : 1 ))}
     mem=${SLURM_LOCAL_MEM_MB:-$(( mem / NODES ))}
-    # A requeued job may start again cred_expire seconds after the requeue (SLURM's default, 120 s,
-    # is made for big clusters' slow prologs).
     cluster=hydrabot-nodes ctl_addr=$CTL_ADDR slurmd_timeout=${SLURM_LOCAL_SLURMD_TIMEOUT:-20} per_node="-%n"
-    auth_info=",cred_expire=${SLURM_LOCAL_CRED_EXPIRE:-30}"
-    # and the scheduler looks at pending jobs every 5 s rather than every 30-60 s
-    scheduler="SchedulerParameters=sched_interval=5,bf_interval=5"
     nodes=""
     for i in $(seq "$NODES"); do
       nodes+="NodeName=$(node_name "$i") NodeAddr=$(node_addr "$i") CPUs=$cpus RealMemory=$mem State=UNKNOWN"
