@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from config.ranges import check_fields, ranged
-from models.common.feature_access import feature_type_and_shape, feature_type_name
+from models.common.checks import check_chunk
+from models.common.feature_access import feature_type_and_shape, normalization_names
 
 FEATURE_TYPES = ("VISUAL", "STATE", "ENV", "ACTION")
 NORMALIZATION_MODES = ("MEAN_STD", "MIN_MAX", "IDENTITY")
@@ -71,19 +72,13 @@ class ACTConfig:
     output_features: Optional[dict] = None
 
     def __post_init__(self) -> None:
-        self.normalization_mapping = {
-            str(k): feature_type_name(v) for k, v in dict(self.normalization_mapping).items()
-        }
+        self.normalization_mapping = normalization_names(self.normalization_mapping)
         self.validate()
 
     def validate(self) -> None:
         """Checks the options that do not depend on the dataset's features (the fields' ranges first)."""
         check_fields(self, "policy")
-        if self.n_action_steps > self.chunk_size:
-            raise ValueError(
-                f"policy.n_action_steps={self.n_action_steps} exceeds policy.chunk_size={self.chunk_size}, the"
-                " actions predicted per call; lower policy.n_action_steps or raise policy.chunk_size"
-            )
+        check_chunk(self.n_action_steps, self.chunk_size)
         if self.temporal_ensemble_coeff is not None and self.n_action_steps != 1:
             raise ValueError(
                 f"policy.temporal_ensemble_coeff={self.temporal_ensemble_coeff} needs a prediction at every step;"

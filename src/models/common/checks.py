@@ -19,6 +19,15 @@ def check_normalization_mapping(mapping: Mapping[str, str]) -> None:
             )
 
 
+def check_chunk(n_action_steps: int, chunk_size: int) -> None:
+    """A policy that predicts `chunk_size` actions per call executes at most that many of them."""
+    if n_action_steps > chunk_size:
+        raise ValueError(
+            f"policy.n_action_steps={n_action_steps} exceeds policy.chunk_size={chunk_size}, the"
+            " actions predicted per call; lower policy.n_action_steps or raise policy.chunk_size"
+        )
+
+
 def check_vision_options(vision_backbone: str, pretrained_backbone_weights: Optional[str], use_group_norm: bool) -> None:
     if not vision_backbone.startswith("resnet"):
         raise ValueError(f"policy.vision_backbone={vision_backbone} is not a torchvision ResNet; use e.g. resnet18")

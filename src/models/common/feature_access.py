@@ -13,6 +13,12 @@ def feature_type_name(feature_type: Any) -> str:
     return str(getattr(feature_type, "value", feature_type))
 
 
+def normalization_names(mapping: Mapping[Any, Any]) -> dict[str, str]:
+    """A config's `normalization_mapping` as plain names (`{FeatureType.STATE: NormalizationMode.MEAN_STD}`
+    or the same as strings -> `{"STATE": "MEAN_STD"}`), as every policy config keeps it."""
+    return {str(k): feature_type_name(v) for k, v in dict(mapping).items()}
+
+
 def feature_type_and_shape(feature: Any) -> tuple[str, tuple[int, ...]]:
     """Reads a PolicyFeature, or the DictConfig/dict made of one, as (type name, shape)."""
     if isinstance(feature, Mapping):

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 
 from config.ranges import check_fields, ranged
 from models.common.checks import check_images, check_normalization_mapping, check_vision_options
-from models.common.feature_access import feature_type_and_shape, feature_type_name
+from models.common.feature_access import feature_type_and_shape, normalization_names
 
 NOISE_SCHEDULERS = ("DDPM", "DDIM")
 PREDICTION_TYPES = ("epsilon", "sample")
@@ -83,9 +83,7 @@ class DiffusionConfig:
         self.down_dims = tuple(int(d) for d in self.down_dims)
         if self.crop_shape is not None:
             self.crop_shape = tuple(int(s) for s in self.crop_shape)
-        self.normalization_mapping = {
-            str(k): feature_type_name(v) for k, v in dict(self.normalization_mapping).items()
-        }
+        self.normalization_mapping = normalization_names(self.normalization_mapping)
         self.validate()
 
     def validate(self) -> None:

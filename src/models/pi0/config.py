@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from config.ranges import check_fields, ranged
-from models.common.checks import check_normalization_mapping
-from models.common.feature_access import feature_type_and_shape, feature_type_name
+from models.common.checks import check_chunk, check_normalization_mapping
+from models.common.feature_access import feature_type_and_shape, normalization_names
 from models.pi0.variants import VARIANTS, VLM_VARIANTS, expert_width
 
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flex", "fa2")
@@ -100,20 +100,14 @@ class PI0Config:
     def __post_init__(self) -> None:
         if self.resize_imgs_with_padding is not None:
             self.resize_imgs_with_padding = tuple(int(s) for s in self.resize_imgs_with_padding)
-        self.normalization_mapping = {
-            str(k): feature_type_name(v) for k, v in dict(self.normalization_mapping).items()
-        }
+        self.normalization_mapping = normalization_names(self.normalization_mapping)
         self.validate()
 
     def validate(self) -> None:
         """Checks the options that do not depend on the dataset's features (the fields' ranges first)."""
         check_fields(self, "policy")
         check_normalization_mapping(self.normalization_mapping)
-        if self.n_action_steps > self.chunk_size:
-            raise ValueError(
-                f"policy.n_action_steps={self.n_action_steps} exceeds policy.chunk_size={self.chunk_size}, the"
-                " actions predicted per call; lower policy.n_action_steps or raise policy.chunk_size"
-            )
+        check_chunk(self.n_action_steps, self.chunk_size)
         width = expert_width(self.action_expert_variant)
         if self.proj_width != width:
             raise ValueError(

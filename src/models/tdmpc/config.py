@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 
 from config.ranges import check_fields, ranged
 from models.common.checks import check_normalization_mapping
-from models.common.feature_access import feature_type_and_shape, feature_type_name
+from models.common.feature_access import feature_type_and_shape, normalization_names
 
 # The image encoder's four strided convolutions (kernel, stride): LeRobot's and FOWM's.
 IMAGE_CONVS = ((7, 2), (5, 2), (3, 2), (3, 2))
@@ -83,9 +83,7 @@ class TDMPCConfig:
     output_features: Optional[dict] = None
 
     def __post_init__(self) -> None:
-        self.normalization_mapping = {
-            str(k): feature_type_name(v) for k, v in dict(self.normalization_mapping).items()
-        }
+        self.normalization_mapping = normalization_names(self.normalization_mapping)
         self.validate()
 
     def validate(self) -> None:

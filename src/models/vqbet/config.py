@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 
 from config.ranges import check_fields, ranged
 from models.common.checks import check_images, check_normalization_mapping, check_vision_options
-from models.common.feature_access import feature_type_and_shape, feature_type_name
+from models.common.feature_access import feature_type_and_shape, normalization_names
 
 # The residual VQ has two layers (a primary and a secondary code), fixed as in LeRobot and the paper.
 VQ_LAYERS = 2
@@ -79,9 +79,7 @@ class VQBeTConfig:
     def __post_init__(self) -> None:
         if self.crop_shape is not None:
             self.crop_shape = tuple(int(s) for s in self.crop_shape)
-        self.normalization_mapping = {
-            str(k): feature_type_name(v) for k, v in dict(self.normalization_mapping).items()
-        }
+        self.normalization_mapping = normalization_names(self.normalization_mapping)
         self.validate()
 
     @property
