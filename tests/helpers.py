@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -116,3 +117,8 @@ def tmpfs(path: Path, size_bytes: int):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl records, in order."""
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from helpers import copy_as_killed_after, run_train
+from helpers import copy_as_killed_after, read_metrics, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_act_trains_resumes_bit_exactly_and_evaluates(tmp_path, pusht_root):
     r = run_train(act_overrides("pusht", "pusht", pusht_root, full, "steps=4", "eval_freq=4", "eval.max_videos=0",
                                 f"policy.pretrained_backbone_weights={backbone}"))
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(full)
     train = [m for m in lines if "train/loss" in m]
     assert [m["step"] for m in train] == [2, 4] and all("train/kld_loss" in m for m in train), train
     assert any("eval/pc_success" in m and m["step"] == 4 for m in lines)
@@ -105,7 +105,7 @@ def test_act_on_aloha(tmp_path):
     if can_render and r.returncode != 0 and "GL" in r.stderr:
         pytest.skip(f"MuJoCo cannot render here: {r.stderr.strip().splitlines()[-1]}")
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(run)
     assert any("train/l1_loss" in m for m in lines)
     if can_render:
         assert any("eval/pc_success" in m for m in lines)

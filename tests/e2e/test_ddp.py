@@ -7,7 +7,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from helpers import run_train, tiny_overrides
+from helpers import read_metrics, run_train, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ def test_two_ranks_train_and_the_checkpoint_resumes_on_one(tmp_path, pusht_root)
     run = tmp_path / "run"
     r = run_train(tiny_overrides(pusht_root, run, "machine.num_devices=2", "steps=2", "save_freq=2", "eval_freq=2"))
     assert r.returncode == 0, r.stderr[-3000:]
-    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = read_metrics(run)
     assert [m["step"] for m in logged if "train/loss" in m] == [2]  # one writer: rank 0
     assert [m["step"] for m in logged if "eval/pc_success" in m] == [2]
     config = (run / "checkpoints" / "last" / "config.yaml").read_text()

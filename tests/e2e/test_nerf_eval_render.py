@@ -19,16 +19,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from e2e.test_nerf_train import TINY_NERF
-from helpers import one_error_line, run_train
+from helpers import one_error_line, read_metrics, run_train
 
 pytestmark = pytest.mark.slow
 
 CADENCE = ["steps=120", "save_freq=60", "eval.steps_per_eval_batch=40", "eval.steps_per_eval_image=60",
            "eval.steps_per_eval_all_images=120", "data.train_num_rays_per_batch=128"]
-
-
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +41,7 @@ def run(tmp_path_factory, env):
 
 
 def test_eval_cadences_run_at_their_steps(run):
-    lines = _metrics(run)
+    lines = read_metrics(run)
     steps = {name: [m["step"] for m in lines if f"{name}/psnr" in m] for name in ("eval_batch", "eval_image", "eval")}
     assert steps == {"eval_batch": [40, 80, 120], "eval_image": [60, 120], "eval": [120]}
     batch = next(m for m in lines if "eval_batch/loss" in m)
@@ -89,7 +85,7 @@ def test_eval_cli_and_eval_freq_belongs_to_robots(run, env, tmp_path):
     assert json.loads((run / "eval_only" / "step_000120" / "eval.json").read_text())["lpips_status"].startswith(
         "not computed")
     assert all(math.isfinite(res[k]) for k in ("psnr", "ssim", "psnr_std", "ssim_std"))
-    trained = [m for m in _metrics(run) if "eval/psnr" in m][-1]["eval/psnr"]
+    trained = [m for m in read_metrics(run) if "eval/psnr" in m][-1]["eval/psnr"]
     assert abs(res["psnr"] - trained) < 1e-4  # the same views, the same weights
     line = one_error_line(run_train([f"checkpoint={run}", "eval.num_images=0", "machine.device_type=cpu"],
                                      script="eval.py", env=env))
@@ -223,7 +219,7 @@ def test_load_config_starts_a_new_run_with_the_saved_config(run, env, tmp_path):
     saved, loaded = (yaml.safe_load((d / "config.yaml").read_text()) for d in (run, new))
     assert loaded.pop("steps") == 0 and saved.pop("steps") == 120
     assert loaded == saved
-    assert [m for m in _metrics(new) if "eval/psnr" in m]  # steps=0: the all-images eval alone
+    assert [m for m in read_metrics(new) if "eval/psnr" in m]  # steps=0: the all-images eval alone
 
 
 def test_warm_start_onto_a_scene_with_other_image_counts_is_one_line(run, env, tmp_path):

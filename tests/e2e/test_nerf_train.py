@@ -9,7 +9,6 @@ steps (SSIM 0.12 -> 0.43; ~20 steps/s, whole test ~50 s); the test asserts a ris
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from helpers import CONF_DIR, run_train
+from helpers import CONF_DIR, read_metrics, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +45,7 @@ RESUME_TOL = 1e-6  # measured: bitwise equal (data position, RNG, optimizers, sc
 
 
 def _evals(run: Path) -> list[dict]:
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(run)
     return [m for m in lines if "eval/psnr" in m]
 
 

@@ -4,17 +4,12 @@ and eval.py computing the in-training evaluation's numbers on the same checkpoin
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from helpers import one_error_line, run_train
+from helpers import one_error_line, read_metrics, run_train
 
 pytestmark = pytest.mark.slow
-
-
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def run(tmp_path_factory, env):
 def test_the_quickstart_learns_and_renders_an_orbit(run):
     import av
 
-    lines = _metrics(run)
+    lines = read_metrics(run)
     psnr = {m["step"]: m["eval_image/psnr"] for m in lines if "eval_image/psnr" in m}
     assert sorted(psnr) == [50, 100, 150]
     assert psnr[150] >= psnr[50] + 1.5, psnr  # measured: 14.6 -> 16.7 dB (the full 400 steps: 18.9)
@@ -60,7 +55,7 @@ def test_eval_py_computes_the_in_training_evaluation(run, env, tmp_path):
     r = run_train([f"checkpoint={ckpt}", f"output_path={out}", "split=val", "eval.orbit_frames=0"], script="eval.py", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
-    trained = next(m for m in _metrics(run) if m["step"] == 50 and "eval/psnr" in m)
+    trained = next(m for m in read_metrics(run) if m["step"] == 50 and "eval/psnr" in m)
     for key in ("psnr", "psnr_std", "ssim", "ssim_std", "num_images"):
         assert results[key] == pytest.approx(trained[f"eval/{key}"], rel=1e-9, abs=1e-12), key
     # its files go to <run>/eval_only/step_000050 itself, and it prints where they are

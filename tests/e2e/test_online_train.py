@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from data.lerobot_dataset import LeRobotDataset
-from helpers import REPO, TINY_POLICY, copy_as_killed_after, run_train, tdmpc_overrides, tiny_overrides
+from helpers import REPO, TINY_POLICY, copy_as_killed_after, read_metrics, run_train, tdmpc_overrides, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_offline_then_online_fills_the_buffer_logs_and_resumes_exactly_after_a_k
     full = tmp_path / "full"
     r = run_train(tiny_overrides(pusht_root, full, *ONLINE))
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(full)
     online = [m for m in lines if "online/buffer_frames" in m]
     # rollouts before steps 3 and 5 (after the 2 offline steps, then every 2): 2 episodes of 10 steps + final obs
     assert [m["step"] for m in online] == [3, 5]
@@ -106,7 +106,7 @@ def test_a_pure_online_run_with_async_rollouts_resumes_exactly_and_exports_its_b
     run = tmp_path / "run"
     r = run_train(overrides(run))
     assert r.returncode == 0, r.stderr[-3000:]
-    online = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    online = read_metrics(run)
     online = [m for m in online if "online/buffer_frames" in m]
     # step 0: the seeding rollout (waited for), and one started in the other process that enters at step 2
     assert [(m["step"], m["online/buffer_frames"]) for m in online] == [(1, 9), (3, 18)]
@@ -137,7 +137,7 @@ def test_tdmpc_learns_online_from_its_rollouts_rewards_and_resumes_exactly(tmp_p
     full = tmp_path / "full"
     r = run_train(tdmpc_overrides("pusht", pusht_root, full, *ONLINE))
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(full)
     assert [m["step"] for m in lines if "online/buffer_frames" in m] == [3, 5]
     online_steps = [m for m in lines if m.get("train/online_share") == 0.5]
     assert online_steps and all(m["train/reward_loss"] > 0 for m in online_steps)

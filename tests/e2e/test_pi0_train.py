@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import run_train
+from helpers import read_metrics, run_train
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def test_train_resume_exactly_and_evaluate(tmp_path, pusht_root, tokenizer_dir):
     full = tmp_path / "full"
     r = run_train(pi0_overrides(pusht_root, full, tokenizer_dir, "eval_freq=4"))
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(full)
     losses = [m["train/loss"] for m in lines if "train/loss" in m]
     assert len(losses) == 4 and all(0 < loss < 1e3 for loss in losses)
     assert [m["step"] for m in lines if "eval/pc_success" in m] == [4]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from helpers import copy_as_killed_after, one_error_line, run_train, tdmpc_overrides
+from helpers import copy_as_killed_after, one_error_line, read_metrics, run_train, tdmpc_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_tdmpc_trains_resumes_bit_exactly_and_evaluates(tmp_path, pusht_root):
     full = tmp_path / "full"
     r = run_train(tdmpc_overrides("pusht", pusht_root, full, "eval_freq=4"))
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(full)
     train = [m for m in lines if "train/loss" in m]
     assert [m["step"] for m in train] == [2, 4]
     for term in ("consistency_loss", "reward_loss", "Q_value_loss", "V_value_loss", "pi_loss", "Q", "V"):
@@ -123,7 +123,7 @@ def test_lerobot_flags_train_on_xarm_data_and_a_dataset_without_rewards_is_refus
         pytest.skip(f"MuJoCo cannot render here: {r.stderr.strip().splitlines()[-1]}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "translated: python src/train.py policy=tdmpc env=xarm steps=2 policy.horizon=3" in r.stderr
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(run)
     assert any("train/reward_loss" in m for m in lines)
     if can_render:
         assert any("eval/pc_success" in m for m in lines)

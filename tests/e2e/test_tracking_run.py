@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers import run_train, tiny_overrides
+from helpers import read_metrics, run_train, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -83,12 +83,12 @@ def test_a_resume_from_an_earlier_checkpoint_logs_each_step_once(tmp_path, pusht
     last = run_dir / "checkpoints" / "last"
     last.unlink()
     last.symlink_to("000002")
-    first_attempt = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    first_attempt = read_metrics(run_dir)
     assert [m["step"] for m in first_attempt] == [2, 4]
 
     r = run_train(tiny_overrides(pusht_root, run_dir, "steps=4", "save_freq=2", "resume=true"))
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(run_dir)
     assert [m["step"] for m in lines] == [2, 4]
     assert lines[0] == first_attempt[0] and lines[1]["time"] > first_attempt[1]["time"]
 

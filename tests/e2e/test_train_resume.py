@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from helpers import run_train, tiny_overrides
+from helpers import read_metrics, run_train, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def test_metrics_falling_eval_and_checkpoint_only_evaluation(tmp_path, pusht_roo
     run = tmp_path / "run"
     r = run_train(tiny_overrides(pusht_root, run, "steps=4", "eval_freq=4", "eval.max_videos=1"))
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(run)
     train = [m for m in lines if "train/loss" in m]
     assert [m["step"] for m in train] == [2, 4]
     ev = [m for m in lines if "eval/pc_success" in m]
@@ -89,7 +89,7 @@ def test_a_warm_start_continues_another_runs_checkpoint_in_a_new_run(tmp_path, p
     assert r.returncode == 0, r.stderr[-3000:]
     assert "warm start from" in r.stdout + r.stderr
     assert sorted(p.name for p in (new / "checkpoints").iterdir()) == ["000004", "last"]
-    lines = [json.loads(line) for line in (new / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(new)
     assert [m["step"] for m in lines if "train/loss" in m] == [4]  # steps 3 and 4 only (log_freq=2)
     a = _weights(source / "checkpoints" / "000002")
     b = _weights(new / "checkpoints" / "000004")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from helpers import copy_as_killed_after, one_error_line, run_train
+from helpers import copy_as_killed_after, one_error_line, read_metrics, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def test_two_phases_resume_exactly_inside_each_and_evaluate(tmp_path, pusht_root
     full = tmp_path / "full"
     r = run_train(vqbet_overrides(pusht_root, full, "eval_freq=6"))
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(full)
     train = {m["step"]: m for m in lines if "train/loss" in m}
     # steps 1-3 train the VQ-VAE (codes in use are logged), 4-6 the GPT (code and offset losses)
     assert all("train/n_different_codes" in train[s] and "train/offset_loss" not in train[s] for s in (1, 2, 3))
@@ -89,7 +89,7 @@ def test_lerobot_flags_two_ranks_across_the_phase_switch_and_bad_values(tmp_path
     assert "translated: python src/train.py policy=vqbet env=pusht steps=2 policy.n_vqvae_training_steps=1" in r.stderr
     weights = _weights(run / "checkpoints" / "000002")
     assert bool(weights["action_head.vqvae_model.discretized"]) and int(weights["action_head.vqvae_model.steps"]) == 1
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(run)
     assert [("train/n_different_codes" in m, "train/offset_loss" in m) for m in metrics if "train/loss" in m] == [
         (True, False), (False, True)]
 

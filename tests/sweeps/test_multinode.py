@@ -30,7 +30,7 @@ import pytest
 from safetensors.torch import load_file
 
 from e2e.test_nerf_train import TINY_NERF
-from helpers import REPO, run_bounded, run_train, tiny_overrides
+from helpers import REPO, read_metrics, run_bounded, run_train, tiny_overrides
 from slurm_cluster import cluster_report, local_cluster, sweep_runs
 
 pytestmark = pytest.mark.slow
@@ -79,7 +79,7 @@ def ranks(run: Path) -> list[dict]:
 
 
 def train_losses(run: Path) -> dict[int, float]:
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(run)
     losses = [(m["step"], m["train/loss"]) for m in lines if "train/loss" in m]
     assert len(losses) == len({s for s, _ in losses}), f"a step logged twice: {losses}"  # one writer
     return dict(losses)
@@ -253,7 +253,7 @@ def test_two_node_nerfacto_and_its_checkpoint_resumes_on_one_host(slurm_nodes, t
     run = sweep / "0"
     report = assert_both_nodes_trained(run, NERF_STEPS)
     assert_rank0_alone_wrote(sweep, tmp_path / "mlflow.db")
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(run)
     final = [m for m in metrics if "eval/psnr" in m]
     assert [m["step"] for m in final] == [NERF_STEPS]  # rank 0's final evaluation
     print(f"\nnerfacto on two nodes: held-out PSNR {final[0]['eval/psnr']:.2f} dB after {NERF_STEPS} steps")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 
 import pytest
@@ -13,6 +12,7 @@ from toy_pipeline import ToyPipeline, train_toy
 from tracking.base import NullTracker
 from training.distributed import launch
 from training.loop import LoopConfig, Trainer
+from helpers import read_metrics
 
 
 SGD = OmegaConf.create({"_target_": "torch.optim.SGD", "lr": 0.1, "grad_clip_norm": 0.0})
@@ -60,7 +60,7 @@ def test_grad_clip_bounds_the_update(tmp_path):
 def test_log_save_eval_frequencies_and_final_step(tmp_path):
     pipe = ToyPipeline(batch_size=4)
     _trainer(tmp_path, pipe, steps=7, log_freq=3, save_freq=5, eval_freq=3).fit()
-    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = read_metrics(tmp_path)
     assert [m["step"] for m in logged if "train/loss" in m] == [3, 6, 7]
     assert pipe.evaluated_at == [3, 6, 7]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["000005", "000007", "last"]
@@ -88,7 +88,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
     ddp = launch(machine, partial(train_toy, tmp_path / "two", 2, 3))
     for a, b in zip(single, ddp):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    logged = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    logged = read_metrics(tmp_path / "two")
     assert [m["step"] for m in logged] == [1, 2, 3]  # rank 0 alone writes
 
 

@@ -3,7 +3,6 @@ use_grad_scaler and log_gradients, on the toy pipeline."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -14,6 +13,7 @@ from toy_pipeline import ToyPipeline
 from tracking.base import NullTracker
 from training import checkpoint as ck
 from training.loop import LoopConfig, Trainer
+from helpers import read_metrics
 
 SGD = OmegaConf.create({"_target_": "torch.optim.SGD", "lr": 0.1, "grad_clip_norm": 0.0})
 
@@ -23,10 +23,6 @@ def _trainer(run_dir, pipeline, optimizer=SGD, **loop):
     tracker.start(run_dir, params={}, tags={})
     cfg = {"steps": 1, "log_freq": 1, "progress_bar": False, **loop}
     return Trainer(LoopConfig(**cfg), pipeline, optimizer, None, tracker, run_dir, torch.device("cpu"), "x: 1\n")
-
-
-def _logged(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_save_only_latest_checkpoint_keeps_one_step_folder_and_last(tmp_path):
@@ -90,17 +86,17 @@ def test_log_gradients_logs_each_param_groups_norm_at_log_freq(tmp_path):
     loss, _ = reference.loss(reference.model, next(iter(reference.batches)))
     loss.backward()
     _trainer(tmp_path, pipe, optimizer=GROUPED, steps=4, log_freq=2, log_gradients=True).fit()
-    logged = [m for m in _logged(tmp_path) if "train/gradients/total" in m]
+    logged = [m for m in read_metrics(tmp_path) if "train/gradients/total" in m]
     assert [m["step"] for m in logged] == [2, 4]
     for m in logged:
         assert math.isclose(m["train/gradients/total"], math.hypot(m["train/gradients/weight"],
                                                                    m["train/gradients/bias"]), rel_tol=1e-9)
     _trainer(tmp_path / "first", TwoGroups(batch_size=4), optimizer=GROUPED, steps=1, log_gradients=True).fit()
-    first = next(m for m in _logged(tmp_path / "first") if "train/gradients/total" in m)
+    first = next(m for m in read_metrics(tmp_path / "first") if "train/gradients/total" in m)
     assert math.isclose(first["train/gradients/weight"], float(reference.model.weight.grad.norm()), rel_tol=1e-6)
     assert math.isclose(first["train/gradients/bias"], float(reference.model.bias.grad.norm()), rel_tol=1e-6)
     # a plain optimizer: its torch param groups by index; off by default
     _trainer(tmp_path / "plain", ToyPipeline(batch_size=4), steps=2, log_gradients=True).fit()
-    assert {"train/gradients/0", "train/gradients/total"} <= set(_logged(tmp_path / "plain")[-1])
+    assert {"train/gradients/0", "train/gradients/total"} <= set(read_metrics(tmp_path / "plain")[-1])
     _trainer(tmp_path / "off", ToyPipeline(batch_size=4), steps=2).fit()
-    assert not any(k.startswith("train/gradients/") for m in _logged(tmp_path / "off") for k in m)
+    assert not any(k.startswith("train/gradients/") for m in read_metrics(tmp_path / "off") for k in m)
