@@ -59,6 +59,7 @@ def run(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     ckpt = None
+    choices = {g: c for g, c in hc.runtime.choices.items() if g in RUN_GROUPS}
     if not cfg.resume and requeued() and ckpt_lib.last_checkpoint(run_dir) is not None:
         log.info("this job was requeued (SLURM restart %s): resuming from its last checkpoint",
                  os.environ.get("SLURM_RESTART_COUNT", "?"))
@@ -70,14 +71,14 @@ def run(cfg: DictConfig) -> dict:
                 f"resume=true but {run_dir} has no checkpoint (checkpoints/last is missing); pass the directory "
                 "of a run that saved one with hydra.run.dir=<run dir>, or drop resume=true to start afresh")
         ckpt_lib.verify(ckpt)
-        cfg = config_for_resume(ckpt, list(hc.overrides.task))
+        cfg, choices = config_for_resume(ckpt, list(hc.overrides.task))
         log.info("resuming %s from %s", run_dir, ckpt)
     warm = None if cfg.resume else ckpt_lib.warm_start_source(cfg)
     OmegaConf.resolve(cfg)  # ${hydra:...} and ${now:...} resolve here, once, for every rank
     check_ranges(cfg)  # also configs no command line was checked for: sweeper-composed, resumed
     check_viewer(cfg)  # viewer=web on a run it cannot show: refused before a dataset is recorded
     ckpt_lib.clean_partial(run_dir)
-    choices_yaml = OmegaConf.to_yaml({g: c for g, c in hc.runtime.choices.items() if g in RUN_GROUPS})
+    choices_yaml = OmegaConf.to_yaml(choices)
     ctx = RunContext(run_dir, tuple(hc.overrides.task), choices_yaml, ckpt, warm,
                      run_name=run_name(str(cfg.job_name), typed_overrides(list(hc.overrides.task)), swept_keys()))
     try:
@@ -257,11 +258,13 @@ def loop_config(cfg: DictConfig) -> LoopConfig:
                       use_grad_scaler=cfg.get("use_grad_scaler", False), log_gradients=cfg.get("log_gradients", False))
 
 
-def config_for_resume(ckpt: Path, task_overrides: list[str]) -> DictConfig:
+def config_for_resume(ckpt: Path, task_overrides: list[str]) -> tuple[DictConfig, dict]:
     """The checkpoint's own config (data only: its targets come from conf/, see config.saved), with the
     plain `key=value` overrides of the resume command applied on top (so `steps=...` can extend a run).
     Repeating the run's group choices is fine; changing one is refused, since the weights were trained
-    with the other. A group that does not fix the run (config.saved.FREE_GROUPS: the viewer) is picked afresh."""
+    with the other. A group that does not fix the run (config.saved.FREE_GROUPS: the viewer) is picked afresh.
+    Also returns the checkpoint's group choices, which the resumed run's checkpoints record again (not the
+    defaults that a bare `resume=true` command composes)."""
     cfg, choices = ckpt_lib.load_checked_config(ckpt)
     choices_file = ckpt / ckpt_lib.CHOICES_FILE
     parsed = OverridesParser.create().parse_overrides(task_overrides)
@@ -276,4 +279,4 @@ def config_for_resume(ckpt: Path, task_overrides: list[str]) -> DictConfig:
         elif key != "resume":
             set_value(cfg, key, ov.value(), ckpt / ckpt_lib.CONFIG_FILE)
     cfg.resume = True
-    return cfg
+    return cfg, dict(choices)

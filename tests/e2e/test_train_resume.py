@@ -31,9 +31,15 @@ def test_resume_reproduces_uninterrupted_training(tmp_path, pusht_root):
     shutil.rmtree(part / "checkpoints" / "000006")
     (part / "checkpoints" / "last").unlink()
     (part / "checkpoints" / "last").symlink_to("000003")  # as if killed after the step-3 save
-    r = run_train(tiny_overrides(pusht_root, part, "steps=6", "save_freq=3", "resume=true"))
+    # the README's form: the run folder alone; groups and values come from the checkpoint
+    r = run_train(["resume=true", f"hydra.run.dir={part}"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming" in r.stdout
+    # the resumed checkpoint records the run's group choices (logger=none, experiment=quickstart), not
+    # the defaults a bare resume composes: eval.py and later resumes read them
+    saved = (full / "checkpoints" / "000006" / "choices.yaml").read_text()
+    assert (part / "checkpoints" / "000006" / "choices.yaml").read_text() == saved
+    assert "logger: none" in saved
 
     a, b = _weights(full / "checkpoints" / "000006"), _weights(part / "checkpoints" / "000006")
     assert a.keys() == b.keys()

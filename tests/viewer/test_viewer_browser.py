@@ -279,6 +279,6 @@ def test_a_resumed_run_picks_its_viewer_afresh(trained_run, home, monkeypatch):
 
     monkeypatch.setenv("HYDRABOT_HOME", str(home))
     ckpt = last_checkpoint(trained_run)
-    cfg = config_for_resume(ckpt, ["resume=true", "viewer.websocket_port=7011", "viewer=web"])
+    cfg, _ = config_for_resume(ckpt, ["resume=true", "viewer.websocket_port=7011", "viewer=web"])
     assert cfg.viewer._target_ == "viewer.web.WebViewer" and cfg.viewer.websocket_port == 7011
-    assert config_for_resume(ckpt, ["resume=true"]).viewer._target_ == "viewer.NoViewer"
+    assert config_for_resume(ckpt, ["resume=true"])[0].viewer._target_ == "viewer.NoViewer"
