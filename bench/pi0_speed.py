@@ -125,6 +125,9 @@ def bench_ours(args, device: torch.device) -> list[dict]:
 def bench_lerobot(args, device: torch.device) -> list[dict]:
     """LeRobot 0.4.4's PI0Policy on the same shapes, its inputs prepared as its processor would."""
     try:
+        from policy_throughput import _import_lerobot_policies  # its GR00T package breaks `import lerobot.policies`
+
+        _import_lerobot_policies()
         from lerobot.configs.types import FeatureType, PolicyFeature
         from lerobot.policies.pi0.configuration_pi0 import PI0Config
         from lerobot.policies.pi0.modeling_pi0 import PI0Policy
@@ -136,7 +139,7 @@ def bench_lerobot(args, device: torch.device) -> list[dict]:
         config.input_features = {CAMERA: PolicyFeature(FeatureType.VISUAL, (3, *args.image)),
                                  "observation.state": PolicyFeature(FeatureType.STATE, (STATE,))}
         config.output_features = {"action": PolicyFeature(FeatureType.ACTION, (ACTION,))}
-        policy = PI0Policy(config)
+        policy = PI0Policy(config).to(device)
     except Exception as e:  # noqa: BLE001
         return [{"impl": "lerobot", "what": "-", "note": f"cannot build: {type(e).__name__}: {str(e)[:200]}"}]
     rows = []

@@ -32,7 +32,6 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -324,6 +323,8 @@ class _VideoCache:
             for stale in self.dir.glob(f"{self.stem}-*.npy"):
                 if stale not in (self.frames_path, self.times_path):
                     stale.unlink(missing_ok=True)
+            import av  # here, not at import: datasets without videos load where PyAV is absent
+
             try:
                 times = decode_video_to_npy(self.video_path, tmp[self.frames_path])
             except (av.error.FFmpegError, IndexError) as e:

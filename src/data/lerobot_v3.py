@@ -27,7 +27,6 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -151,7 +150,10 @@ class VideoFileEncoder:
         self.rate = _fps_fraction(fps)
         self.frames = 0
         self.bytes = 0
+        import av  # here, not at import: datasets without videos are written where PyAV is absent
+
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._av = av
         self._container = av.open(str(path), "w")
         self._stream = self._container.add_stream(VIDEO_CODEC, rate=self.rate)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, VIDEO_PIX_FMT
@@ -168,7 +170,7 @@ class VideoFileEncoder:
         """Encode uint8 `(N, H, W, 3)` frames; returns the episode's (from_timestamp, to_timestamp)."""
         start = self.frames
         for img in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             frame.pts, frame.time_base = self.frames, self.time_base
             self._mux(self._stream.encode(frame))
             self.frames += 1

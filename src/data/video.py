@@ -15,7 +15,6 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 VIDEO_CODEC = "libx264"
@@ -29,6 +28,7 @@ def _fps_fraction(fps: float) -> Fraction:
 
 def encode_video(frames: np.ndarray, path: str | Path, fps: float) -> None:
     """Write uint8 RGB frames `(N, H, W, 3)` to an mp4, frame i at timestamp i / fps."""
+    import av  # here, not at import: datasets without videos load where PyAV is absent
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"encode_video wants uint8 frames (N, H, W, 3), got {frames.dtype} {frames.shape}")
@@ -53,6 +53,7 @@ def encode_video(frames: np.ndarray, path: str | Path, fps: float) -> None:
 def decode_video(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Decode a whole video: uint8 frames `(N, 3, H, W)` (the layout the dataset serves) and
     their presentation timestamps in seconds `(N,)`."""
+    import av  # here, not at import: datasets without videos load where PyAV is absent
     frames, times = [], []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -70,6 +71,7 @@ def decode_video_to_npy(path: str | Path, frames_path: str | Path) -> np.ndarray
     (written through a memory map, so memory stays flat however long the video) and return the
     frames' timestamps in seconds `(N,)`. N is counted from the packets first (one per frame);
     a file whose last packets do not decode (truncated) gets an array of the frames that did."""
+    import av  # here, not at import: datasets without videos load where PyAV is absent
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         n = sum(1 for packet in container.demux(stream) if packet.size)
@@ -94,6 +96,7 @@ def decode_video_to_npy(path: str | Path, frames_path: str | Path) -> np.ndarray
 
 def video_info(path: str | Path) -> dict:
     """The `info` block LeRobot v2.1 stores with each video feature in `info.json`."""
+    import av  # here, not at import: datasets without videos load where PyAV is absent
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         return {
