@@ -11,6 +11,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import sys
 from typing import Any
@@ -88,6 +89,47 @@ def import_env_package(env_type: str) -> None:
         importlib.import_module(COMPAT_MODULES[env_type])
 
 
+log = logging.getLogger(__name__)
+
+
+def _physics_error_types() -> tuple[type[BaseException], ...]:
+    """The loaded simulators' "physics diverged" errors: dm_control's PhysicsError (gym-aloha)."""
+    control = sys.modules.get("dm_control.rl.control")
+    return (control.PhysicsError,) if control is not None else ()
+
+
+class EndOnUnstablePhysics(gym.Wrapper):
+    """Ends an episode as a failure when the simulator's physics diverges under the policy's actions.
+
+    Why: dm_control (under gym-aloha) raises PhysicsError when actions drive MuJoCo's state to NaN or
+    Inf (mjWARN_BADQACC), as an untrained or diverged policy's can. One such episode would otherwise
+    abort a whole evaluation or online run. The episode ends with its last good observation, reward 0,
+    ``is_success`` False and the error in ``info["physics_error"]``; a warning names it. The next
+    reset starts the simulator afresh.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._last_observation: Any = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._last_observation = observation
+        return observation, info
+
+    def step(self, action):
+        try:
+            observation, reward, terminated, truncated, info = self.env.step(action)
+        except Exception as e:
+            if not isinstance(e, _physics_error_types()):
+                raise
+            log.warning("an episode ended as a failure: the simulator's physics diverged under the policy's "
+                        "actions (%s)", str(e).strip())
+            return self._last_observation, 0.0, True, False, {"is_success": False, "physics_error": str(e)}
+        self._last_observation = observation
+        return observation, reward, terminated, truncated, info
+
+
 class HoldFinished(gym.Wrapper):
     """An env that, once its episode has ended, is neither stepped nor reset until a reset that
     names a seed or options: the vector env's autoreset (an argument-less ``reset()``) and every
@@ -129,7 +171,7 @@ def _make_single_env(env_type: str, gym_id: str, kwargs: dict[str, Any], hold_fi
     worker, about things the features check in ``make_env`` covers.
     """
     import_env_package(env_type)
-    env = gym.make(gym_id, disable_env_checker=True, **kwargs)
+    env = EndOnUnstablePhysics(gym.make(gym_id, disable_env_checker=True, **kwargs))
     return HoldFinished(env) if hold_finished else env
 
 

@@ -308,3 +308,31 @@ def test_async_envs_give_the_sync_results(monkeypatch):
         results.append(evaluate_policy(policy, cfg, n_episodes=3, batch_size=3, use_async=use_async, seed=3,
                                        device="cpu", videos_dir=None, progress=False)["per_episode"])
     assert results[0] == results[1]
+
+
+class DivergingEnv(ScriptedEnv):
+    """Odd seeds' physics diverges at step 3: dm_control's PhysicsError, as gym-aloha raises it."""
+
+    def step(self, action):
+        if self.episode_seed % 2 == 1 and self.t == 2:
+            from dm_control.rl.control import PhysicsError
+
+            raise PhysicsError("Physics state is invalid. Warning(s) raised: mjWARN_BADQACC")
+        return super().step(action)
+
+
+def test_a_diverging_simulator_ends_its_episode_as_a_failure(scripted_cfg, monkeypatch, caplog):
+    """One episode whose physics blows up (an untrained policy's actions) is a failed episode, not a
+    crashed evaluation; the other episodes and the next batch's reset are unaffected."""
+    pytest.importorskip("dm_control.rl.control")
+    gym.register("gym_scripted/Diverging-v0", entry_point=DivergingEnv)
+    monkeypatch.setattr(scripted_cfg, "task", "Diverging-v0")
+    policy = FunctionPolicy(lambda obs: obs["observation.state"].clone())
+    result = evaluate_policy(policy, scripted_cfg, n_episodes=4, batch_size=2, use_async=False, seed=10,
+                             device="cpu", videos_dir=None, progress=False)
+    episodes = result["per_episode"]
+    # seeds 10, 12 succeed at step 2 + seed % 3; 11 and 13 end at their third step, failed, reward 0 there
+    assert [e["length"] for e in episodes] == [3, 3, 2, 3]
+    assert [e["success"] for e in episodes] == [True, False, True, False]
+    assert [e["sum_reward"] for e in episodes] == [3.0, 2.0, 2.0, 2.0]
+    assert caplog.text.count("the simulator's physics diverged") == 2
