@@ -248,5 +248,6 @@ class PI0Policy(PlansActionChunks, nn.Module):
 def _say_random_once() -> None:
     global _said_random
     if not _said_random:
-        log.info("pi0: no policy.pretrained_path, so the model starts from random weights")
+        log.info("pi0: no policy.pretrained_path, so the model is built with random weights (a resume or "
+                 "warm start then loads its checkpoint's)")
         _said_random = True
