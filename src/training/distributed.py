@@ -6,7 +6,9 @@ Three ways a rank comes to exist, all ending in the same `init_process_group`:
 - torchrun: RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT are already set;
 - SLURM (one task per device, `tasks_per_node = machine.num_devices`): SLURM_PROCID /
   SLURM_NTASKS / SLURM_LOCALID, with the first node of the job as the rendezvous host.
-CUDA ranks use NCCL, CPU ranks gloo. `batch_size` is per process: the effective batch is
+When this module spawns the ranks of a single host, the spawning process hosts the rendezvous store
+(as torchrun's agent does) and the ranks are its clients, so a rank that finishes first cannot take the
+store away from one still shutting its process group down. CUDA ranks use NCCL, CPU ranks gloo. `batch_size` is per process: the effective batch is
 batch_size x gradient_accumulation_steps x world_size, and the learning rate is not rescaled.
 When training ends, `check_ranks_agree` compares every rank's weights and writes where each rank
 ran to `<run dir>/ranks.json`.
@@ -22,6 +24,7 @@ import pickle
 import socket
 import subprocess
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -59,10 +62,10 @@ def external_rank() -> Rank | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Set by `launch` for the ranks it spawns on one host: their rendezvous store is served by the spawning
+# process at MASTER_ADDR:MASTER_PORT, and each rank connects to it as a client.
+LAUNCHER_STORE_ENV = "HYDRABOT_LAUNCHER_STORE"
+STORE_TIMEOUT = timedelta(minutes=30)  # torch's default process-group timeout for gloo
 
 
 def rendezvous(machine, rank_info: Rank) -> str:
@@ -84,6 +87,11 @@ def init(machine, rank_info: Rank, device_type: str) -> None:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(rank_info.local_rank)
+    if os.environ.get(LAUNCHER_STORE_ENV) == "1" and machine.dist_url == "auto":
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rank_info.world_size,
+                              is_master=False, timeout=STORE_TIMEOUT)
+        dist.init_process_group(backend, store=store, rank=rank_info.rank, world_size=rank_info.world_size)
+        return
     dist.init_process_group(backend, init_method=rendezvous(machine, rank_info), rank=rank_info.rank,
                             world_size=rank_info.world_size)
 
@@ -107,19 +115,25 @@ def launch(machine, fn: Callable[[Rank], object]) -> object:
     if outside is not None or (n <= 1 and machine.num_machines <= 1):
         set_num_threads(getattr(machine, "num_threads", None), launcher_ranks_on_host() if outside else 1)
         return fn(outside or SINGLE)
+    store, spawn_env = None, {}  # the rendezvous store this process serves its ranks, alive until they are joined
     if machine.dist_url == "auto":
         if machine.num_machines > 1:
             raise ValueError("machine.num_machines > 1 needs machine.dist_url=tcp://<host of machine 0>:<port> "
                              "(or a launcher: SLURM, torchrun)")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        host = os.environ.get("MASTER_ADDR", "127.0.0.1")
+        # Port 0: the OS picks a free one as the store binds it (no window for another process to take it).
+        store = dist.TCPStore(host, int(os.environ.get("MASTER_PORT", 0)), n, is_master=True,
+                              wait_for_workers=False, timeout=STORE_TIMEOUT)
+        spawn_env = {"MASTER_ADDR": host, "MASTER_PORT": str(store.port), LAUNCHER_STORE_ENV: "1"}
     ctx = torch.multiprocessing.get_context("spawn")
     queue = ctx.SimpleQueue()
-    procs = [ctx.Process(target=_worker, args=(fn, machine, local, queue), daemon=False) for local in range(n)]
+    procs = [ctx.Process(target=_worker, args=(fn, machine, local, queue, spawn_env), daemon=False)
+             for local in range(n)]
     for p in procs:
         p.start()
     for p in procs:
         p.join()
+    del store  # every rank has exited
     results = {}
     while not queue.empty():
         rank, ok, value = queue.get()
@@ -134,10 +148,10 @@ def launch(machine, fn: Callable[[Rank], object]) -> object:
     return results.get(machine.machine_rank * n, (True, None))[1]
 
 
-def _worker(fn, machine, local: int, queue) -> None:
+def _worker(fn, machine, local: int, queue, spawn_env: dict[str, str]) -> None:
     n = machine.num_devices
     rank = Rank(machine.machine_rank * n + local, n * machine.num_machines, local)
-    os.environ.update(RANK=str(rank.rank), WORLD_SIZE=str(rank.world_size), LOCAL_RANK=str(local))
+    os.environ.update(RANK=str(rank.rank), WORLD_SIZE=str(rank.world_size), LOCAL_RANK=str(local), **spawn_env)
     # Each rank gets its share of the host's cores (torchrun does the same with OMP_NUM_THREADS):
     # n full-size thread pools oversubscribe the CPU, and spinning OpenMP threads then slow
     # every rank by orders of magnitude (training/threads.py).
