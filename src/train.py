@@ -26,7 +26,6 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from cli.entry import prepare_argv, report_user_errors  # noqa: E402
-from config.store import register_schemas  # noqa: E402
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -43,6 +42,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # Imported here, not above: spawned processes (async env workers, data-parallel ranks) run this
+    # file's top level again as __mp_main__, and the schemas import torch (about 2 s a process).
+    from config.store import register_schemas
+
     register_schemas()
     sys.argv = prepare_argv(sys.argv, CONF_DIR, "train")
     main()

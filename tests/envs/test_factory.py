@@ -178,3 +178,20 @@ def test_async_workers_running_at_once_capped_at_usable_cores(monkeypatch):
         assert env.max_concurrency is None  # fewer envs than cores: no cap
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py", "view.py", "render.py"])
+def test_spawned_env_workers_rerun_the_entry_script_without_torch(script):
+    """An async env worker (spawn) runs the entry script's top level again as __mp_main__: that must stay
+    light (no torch: about 2 s of CPU and hundreds of MB per worker, times the eval batch)."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    code = ("import runpy, sys; sys.argv = [sys.argv[1]]; runpy.run_path(sys.argv[0], run_name='__mp_main__'); "
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code.replace("sys.argv[0]", repr(str(REPO / "src" / script))),
+                        script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "False"
