@@ -8,8 +8,9 @@ Three ways a rank comes to exist, all ending in the same `init_process_group`:
   SLURM_NTASKS / SLURM_LOCALID, with the first node of the job as the rendezvous host.
 When this module spawns the ranks of a single host, the spawning process hosts the rendezvous store
 (as torchrun's agent does) and the ranks are its clients, so a rank that finishes first cannot take the
-store away from one still shutting its process group down. CUDA ranks use NCCL, CPU ranks gloo. `batch_size` is per process: the effective batch is
-batch_size x gradient_accumulation_steps x world_size, and the learning rate is not rescaled.
+store away from one still shutting its process group down. CUDA ranks use NCCL, CPU ranks gloo.
+`batch_size` is per process: the effective batch is batch_size x gradient_accumulation_steps x
+world_size, and the learning rate is not rescaled.
 When training ends, `check_ranks_agree` compares every rank's weights and writes where each rank
 ran to `<run dir>/ranks.json`.
 """
