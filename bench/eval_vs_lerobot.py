@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+if __name__ == "__main__":  # not in the async env workers: spawn re-runs this file's top level in each of them
+    import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
