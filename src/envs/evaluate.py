@@ -79,6 +79,7 @@ def _rollout(
         recorder.observe(obs, np.ones(n_envs, dtype=bool))
     done = np.zeros(n_envs, dtype=bool)
     capped = np.zeros(n_envs, dtype=bool)
+    diverged = np.zeros(n_envs, dtype=bool)  # ended by envs.factory.EndOnUnstablePhysics
     length = np.zeros(n_envs, dtype=np.int64)
     sum_reward = np.zeros(n_envs)
     max_reward = np.full(n_envs, -np.inf)
@@ -104,6 +105,9 @@ def _rollout(
         if reported is not None:
             value, mask = reported
             success[live & mask] = value[live & mask].astype(bool)
+        reported = _info_at(info, "physics_error", n_envs)
+        if reported is not None:
+            diverged |= live & reported[1]
         reported = _info_at(info, "coverage", n_envs)
         if reported is not None:
             value, mask = reported
@@ -134,6 +138,7 @@ def _rollout(
             "success": bool(success[i]),
             "length": int(length[i]),
             "capped": bool(capped[i]),
+            "diverged": bool(diverged[i]),
         }
         if not np.isnan(max_coverage[i]):
             episode["max_coverage"] = float(max_coverage[i])
@@ -225,6 +230,11 @@ def evaluate_policy(
         aggregated["n_capped"] = n_capped
         log.warning("%d of %d eval episodes reached env.episode_length=%d without the env ending them (no "
                     "terminated or truncated); they were ended there", n_capped, n_episodes, cfg.episode_length)
+    n_diverged = sum(e["diverged"] for e in per_episode)
+    if n_diverged:
+        aggregated["n_diverged"] = n_diverged
+        log.warning("%d of %d eval episodes ended early because the simulator's physics diverged under the "
+                    "policy's actions; they count as failures", n_diverged, n_episodes)
     aggregated["n_episodes"] = n_episodes
     aggregated["eval_s"] = time.perf_counter() - start
     result = {"aggregated": aggregated, "per_episode": per_episode, "videos": videos}

@@ -325,7 +325,8 @@ def test_a_diverging_simulator_ends_its_episode_as_a_failure(scripted_cfg, monke
     """One episode whose physics blows up (an untrained policy's actions) is a failed episode, not a
     crashed evaluation; the other episodes and the next batch's reset are unaffected."""
     pytest.importorskip("dm_control.rl.control")
-    gym.register("gym_scripted/Diverging-v0", entry_point=DivergingEnv)
+    if "gym_scripted/Diverging-v0" not in gym.registry:
+        gym.register("gym_scripted/Diverging-v0", entry_point=DivergingEnv)
     monkeypatch.setattr(scripted_cfg, "task", "Diverging-v0")
     policy = FunctionPolicy(lambda obs: obs["observation.state"].clone())
     result = evaluate_policy(policy, scripted_cfg, n_episodes=4, batch_size=2, use_async=False, seed=10,
@@ -335,4 +336,44 @@ def test_a_diverging_simulator_ends_its_episode_as_a_failure(scripted_cfg, monke
     assert [e["length"] for e in episodes] == [3, 3, 2, 3]
     assert [e["success"] for e in episodes] == [True, False, True, False]
     assert [e["sum_reward"] for e in episodes] == [3.0, 2.0, 2.0, 2.0]
-    assert caplog.text.count("the simulator's physics diverged") == 2
+    assert [e["diverged"] for e in episodes] == [False, True, False, True]
+    assert result["aggregated"]["n_diverged"] == 2
+    assert caplog.text.count("an episode ended as a failure") == 2  # the wrapper's, one per episode
+    assert "2 of 4 eval episodes ended early because the simulator's physics diverged" in caplog.text
+
+
+def test_diverged_episodes_are_counted_with_async_envs(scripted_cfg, monkeypatch, tmp_path):
+    """The same in spawned workers: the wrapper runs inside each worker and its info reaches the evaluator.
+    The env comes from a module the workers import themselves (gym_<type> registers it)."""
+    pytest.importorskip("dm_control.rl.control")
+    (tmp_path / "gym_divergetest.py").write_text(
+        "import gymnasium as gym\n"
+        "import numpy as np\n"
+        "from dm_control.rl.control import PhysicsError\n\n\n"
+        "class Diverging(gym.Env):\n"
+        "    metadata = {'render_modes': ['rgb_array']}\n"
+        "    observation_space = gym.spaces.Dict({'pixels': gym.spaces.Box(0, 255, (8, 8, 3), dtype=np.uint8),\n"
+        "                                         'agent_pos': gym.spaces.Box(-1e6, 1e6, (2,), dtype=np.float64)})\n"
+        "    action_space = gym.spaces.Box(-1e6, 1e6, (2,), dtype=np.float32)\n\n"
+        "    def __init__(self, obs_type=None, render_mode=None):\n"
+        "        self.render_mode = render_mode\n\n"
+        "    def _obs(self):\n"
+        "        return {'pixels': np.zeros((8, 8, 3), np.uint8), 'agent_pos': np.array([self.t, self.s], float)}\n\n"
+        "    def reset(self, seed=None, options=None):\n"
+        "        self.t, self.s = 0, seed\n"
+        "        return self._obs(), {}\n\n"
+        "    def step(self, action):\n"
+        "        self.t += 1\n"
+        "        if self.s % 2 == 1 and self.t == 2:\n"
+        "            raise PhysicsError('Physics state is invalid. Warning(s) raised: mjWARN_BADQACC')\n"
+        "        return self._obs(), 1.0, self.t == 4, False, {'is_success': self.t == 4}\n\n\n"
+        "gym.register('gym_divergetest/Diverging-v0', entry_point=Diverging)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(scripted_cfg, "type", "divergetest")
+    monkeypatch.setattr(scripted_cfg, "task", "Diverging-v0")
+    policy = FunctionPolicy(lambda obs: obs["observation.state"].clone())
+    result = evaluate_policy(policy, scripted_cfg, n_episodes=2, batch_size=2, use_async=True, seed=10,
+                             device="cpu", videos_dir=None, progress=False)
+    episodes = result["per_episode"]
+    assert [e["diverged"] for e in episodes] == [False, True]
+    assert [e["length"] for e in episodes] == [4, 2] and [e["success"] for e in episodes] == [True, False]
