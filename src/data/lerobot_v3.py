@@ -153,7 +153,6 @@ class VideoFileEncoder:
         import av  # here, not at import: datasets without videos are written where PyAV is absent
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._av = av
         self._container = av.open(str(path), "w")
         self._stream = self._container.add_stream(VIDEO_CODEC, rate=self.rate)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, VIDEO_PIX_FMT
@@ -168,9 +167,11 @@ class VideoFileEncoder:
 
     def append(self, frames: np.ndarray) -> tuple[float, float]:
         """Encode uint8 `(N, H, W, 3)` frames; returns the episode's (from_timestamp, to_timestamp)."""
+        import av  # loaded by __init__ already: a lookup
+
         start = self.frames
         for img in frames:
-            frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             frame.pts, frame.time_base = self.frames, self.time_base
             self._mux(self._stream.encode(frame))
             self.frames += 1
