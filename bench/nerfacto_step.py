@@ -1,7 +1,8 @@
 """nerfacto training-step throughput at the seed's defaults: rays/s, peak memory, per implementation.
 
-The model's loss, backward and one Adam step on random rays, under the loop's autocast and grad
-scaler (`--amp`: bf16, as train.py's nerfacto runs on CUDA; fp16 with loss scaling; off = fp32).
+The model's loss, backward and one Adam step on random rays (made on the device), the timed steps queued
+back to back and the device synchronised only around them, as the training loop runs them; under the loop's
+autocast and grad scaler (`--amp`: bf16, as train.py's nerfacto runs on CUDA; fp16 with loss scaling; off = fp32).
 bench/nerfacto_quality.py measures the same through train.py, with the data and evaluation.
 
     python bench/nerfacto_step.py --device cuda --rays 4096 --steps 20
@@ -66,26 +67,25 @@ def measure(impl, n_rays, device, use_amp, dtype, args):
     n_params = sum(p.numel() for p in model.parameters())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
     for step in range(args.warmup + args.steps):
+        if step == args.warmup:  # timed steps are queued back to back, as the loop runs them (no host sync)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
         torch.manual_seed(step)
         rb = rays(n_rays, device, 100)
         batch = {"image": torch.rand(n_rays, 3, device=device)}
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
         with autocast(device, use_amp, dtype):
             total, logs = model.loss(rb, batch, step)
         opt.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.step(opt)
         scaler.update()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
     mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return 1e3 * sum(times) / len(times), mem, n_params, logs["rgb_loss"]
+    return 1e3 * seconds / args.steps, mem, n_params, float(logs["rgb_loss"])
 
 
 if __name__ == "__main__":

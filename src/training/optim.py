@@ -82,8 +82,9 @@ class GroupedOptimizer:
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=set_to_none)
 
-    def clip_grad_norms(self) -> float:
-        """Clips each group to its max_norm; returns the global grad norm before clipping."""
+    def clip_grad_norms(self) -> torch.Tensor | float:
+        """Clips each group to its max_norm; returns the global grad norm before clipping, on the device (read
+        back only when the loop logs it)."""
         norms = []
         for name, opt in self.optimizers.items():
             ps = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
@@ -91,7 +92,7 @@ class GroupedOptimizer:
                 continue
             max_norm = self.max_norms.get(name)
             norms.append(torch.nn.utils.clip_grad_norm_(ps, max_norm if max_norm and max_norm > 0 else math.inf))
-        return float(torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))) if norms else 0.0
+        return torch.linalg.vector_norm(torch.stack([n.float() for n in norms])) if norms else 0.0
 
     def state_dict(self) -> dict:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}

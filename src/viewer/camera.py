@@ -16,6 +16,7 @@ import torch
 import viser.transforms as vtf
 
 from data.nerf.cameras import Cameras
+from data.nerf.rays import RayBundle
 
 OPENCV_FROM_OPENGL = np.diag([1.0, -1.0, -1.0])  # the same matrix both ways (a half turn about x)
 
@@ -37,7 +38,16 @@ def viewer_cameras(wxyz, position, fov: float, height: int, width: int, device: 
     c2w = np.concatenate([rotation, np.asarray(position, dtype=np.float64).reshape(3, 1)], axis=1)
     focal = 0.5 * height / math.tan(0.5 * fov)
     return Cameras(torch.as_tensor(c2w, dtype=torch.float32)[None], fx=focal, fy=focal, cx=width / 2.0,
-                   cy=height / 2.0, width=width, height=height).to(device)
+                   cy=height / 2.0, width=width, height=height).to(device, non_blocking=True)
+
+
+def viewer_rays(wxyz, position, fov: float, height: int, width: int, device: torch.device) -> RayBundle:
+    """All rays of that camera's image, row-major, queued on `device` without a host sync (the render thread
+    makes them in a turn between two training steps, whose kernels may still be running)."""
+    cameras = viewer_cameras(wxyz, position, fov, height, width, device)
+    ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    pixels = torch.stack([ys.reshape(-1), xs.reshape(-1)], -1)
+    return cameras.generate_rays(torch.zeros(height * width, dtype=torch.long, device=device), pixels)
 
 
 def frustum_pose(camera_to_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from viewer.camera import render_size, viewer_cameras, z_depth_factor
+from viewer.camera import render_size, viewer_rays, z_depth_factor
 from viewer.scene import ViewerScene
-from viewer.share import DeviceShare, Stopped
+from viewer.share import DeviceShare, Stopped, Turn
 
 FIRST_LEVEL = 64  # long side of the render made while the camera moves
 TURN_S = 0.05  # a chunk is sized to take about this long (at most viewer.num_rays_per_chunk rays), so a turn
@@ -32,6 +32,23 @@ MOVE_SETTLE_S = 0.15  # a camera rests once it has not moved for this long
 REFRESH_S = 1.0  # while training, a finished view is rendered again at most this often
 
 log = logging.getLogger("viewer")
+
+
+class CudaSpan:
+    """A render turn's GPU work, timed by CUDA events on the stream training uses, so the turn needs no host
+    sync: the start event passes once the step's queued kernels are done, the end event once the turn's are."""
+
+    def __init__(self, device: torch.device):
+        self.stream = torch.cuda.current_stream(device)
+        self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        self.start.record(self.stream)
+
+    def close(self) -> None:
+        self.end.record(self.stream)
+
+    def seconds(self) -> float:
+        self.end.synchronize()  # releases the GIL: training runs on meanwhile
+        return self.start.elapsed_time(self.end) / 1000.0
 
 
 def levels(max_res: int) -> list[int]:
@@ -139,8 +156,11 @@ class Renderer(threading.Thread):
             return min(self.chunk, MIN_CHUNK)
         return max(min(self.chunk, MIN_CHUNK), min(self.chunk, int(self.rays_per_s * TURN_S)))
 
-    def _measured(self, rays: int, seconds: float) -> None:
-        rate = rays / max(seconds, 1e-6)
+    def _settled(self, turn: Turn, rays: int) -> None:
+        """Waits for a chunk's device work (its outputs are then in host memory) and measures the speed from
+        what the chunk cost: its turn, or its device time where that was longer."""
+        self.share.settle()
+        rate = rays / max(turn.seconds, 1e-6)
         self.rays_per_s = rate if self.rays_per_s is None else 0.7 * self.rays_per_s + 0.3 * rate
 
     # ------------------------------------------------------------------ targets
@@ -229,26 +249,23 @@ class Renderer(threading.Thread):
             if self._dropped(job):
                 return
             size = self.chunk_size()
-            with self.share.turn():
-                t0 = time.perf_counter()
+            with self.share.turn() as turn:
                 if rays is None:
-                    cameras = viewer_cameras(view.wxyz, view.position, view.fov, height, width, scene.device)
-                    rays = cameras.generate_image_rays(0)
+                    rays = viewer_rays(view.wxyz, view.position, view.fov, height, width, scene.device)
                 out = scene.render(rays[start:start + size], names)
-                seconds = time.perf_counter() - t0
-            busy += seconds
-            self._measured(min(size, height * width - start), seconds)
+            self._settled(turn, min(size, height * width - start))
+            busy += turn.seconds
             start += size
             for name in names:
                 parts[name].append(out[name])
         if self._dropped(job):
             return
-        with self.share.turn():
-            t0 = time.perf_counter()
+        with self.share.turn() as turn:
             outputs = {name: torch.cat(chunks).view(height, width, -1) for name, chunks in parts.items()}
             depth = outputs[scene.depth_output][..., 0].numpy() * z_depth_factor(height, width, view.fov)
             job.target.show(display(outputs[job.output]), depth.astype(np.float32))
-            busy += time.perf_counter() - t0
+        self.share.settle()
+        busy += turn.seconds
         with job.target.lock:
             job.target.done = Done(job.version, job.settings, job.level, step, time.monotonic())
         self.images_shown += 1

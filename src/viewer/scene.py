@@ -35,12 +35,14 @@ class ViewerScene:
 
     @torch.no_grad()
     def render(self, rays: RayBundle, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        """The model's outputs `names` for `rays` in one forward pass, on the CPU. In eval mode (deterministic
-        samples, no pose refinement, no schedule counters advanced); the model's mode is put back after."""
+        """The model's outputs `names` for `rays` in one forward pass, in host memory. In eval mode (deterministic
+        samples, no pose refinement, no schedule counters advanced); the model's mode is put back after. From a
+        GPU the copies are queued without a host sync (into pinned memory): read them once the device's queued
+        work is done (DeviceShare.settle)."""
         was_training = self.model.training
         self.model.eval()
         try:
             outputs = self.model.render_image(rays, len(rays))
         finally:
             self.model.train(was_training)
-        return {name: outputs[name].float().cpu() for name in names}
+        return {name: outputs[name].float().to("cpu", non_blocking=True) for name in names}

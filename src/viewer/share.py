@@ -12,6 +12,12 @@ a long quiet spell stays short; a chunk is charged what it took, so a long one i
 after it. With the credit at or below zero the renderer waits. Over a run, renders therefore take at
 most `1 - train_util` of the wall time, and nothing at all while nobody looks at the viewer. While
 training is paused or finished (or never started: `view.py`), renders run freely.
+
+On a GPU a turn does not wait for the device: its kernels are queued behind the step's and the turn ends
+as soon as they are launched, so training queues its next step while the GPU still renders and the
+CPU/GPU overlap of the loop is never broken. A `span()` (CUDA events) times the turn's device work, and
+`settle()`, called by the renderer outside any turn before it reads what the turn computed, waits for it
+and charges the device time that exceeded the turn's own.
 """
 
 from __future__ import annotations
@@ -20,9 +26,28 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 TRAIN = "train"
 RENDER = "render"
+
+
+class Span(Protocol):
+    """A turn's device work: opened as the turn starts (after the step's queued work), `close()`d as it ends
+    (without waiting), and `seconds()` waits for it and says how long the device spent on it."""
+
+    def close(self) -> None: ...
+
+    def seconds(self) -> float: ...
+
+
+@dataclass
+class Turn:
+    """What one turn cost: `seconds` is its own time, then, once settled, the larger of that and its device time."""
+
+    seconds: float = 0.0
+    span: Span | None = None
 
 
 class Stopped(Exception):
@@ -31,11 +56,12 @@ class Stopped(Exception):
 
 class DeviceShare:
     def __init__(self, train_util: float, training: bool, burst_s: float = 0.1,
-                 clock: Callable[[], float] = time.perf_counter, sync: Callable[[], None] | None = None):
+                 clock: Callable[[], float] = time.perf_counter, span: Callable[[], Span] | None = None):
         self.train_util = float(train_util)
         self.burst_s = burst_s
         self.clock = clock
-        self.sync = sync  # waits for the device's queued work (CUDA), so a turn is charged for its own work only
+        self.span = span  # opens a Span on an asynchronous device (CUDA); None: a turn's work is done when it ends
+        self._unsettled: Turn | None = None
         self._cond = threading.Condition()
         self._owner: str | None = TRAIN if training else None
         self._training = training  # the loop owns the model between its turns
@@ -124,9 +150,11 @@ class DeviceShare:
 
     # ------------------------------------------------------------------ the render thread
     @contextlib.contextmanager
-    def turn(self) -> Iterator[None]:
+    def turn(self) -> Iterator[Turn]:
         """One render chunk with the model: waits for the loop's next turn (and for credit) while training
-        runs, at once otherwise. Raises Stopped when the share is closed meanwhile."""
+        runs, at once otherwise. Raises Stopped when the share is closed meanwhile. The previous turn is
+        settled first, so its device time is charged before another is granted."""
+        self.settle()
         with self._cond:
             self._render_waiting = True
             self._cond.notify_all()
@@ -138,19 +166,35 @@ class DeviceShare:
             if self._closed:
                 raise Stopped
             self._owner = RENDER
-        if self.sync is not None:  # the training step's kernels still queued are training's time, not the render's
-            self.sync()
+        turn = Turn(span=self.span() if self.span is not None else None)
         start = self.clock()
         try:
-            yield
+            yield turn
         finally:
-            spent = self.clock() - start
+            if turn.span is not None:
+                turn.span.close()
+            turn.seconds = self.clock() - start
             with self._cond:
                 self._owner = None
-                self.render_seconds += spent
-                if self.training:
-                    self.credit -= spent
+                self._charge(turn.seconds)
+                self._unsettled = turn if turn.span is not None else None
                 self._cond.notify_all()
+
+    def settle(self) -> None:
+        """Waits for the last turn's device work (the render thread, outside any turn, while training goes on)
+        and charges the device time beyond the turn's own: a turn costs training the larger of the two."""
+        turn, self._unsettled = self._unsettled, None
+        if turn is None:
+            return
+        extra = max(0.0, turn.span.seconds() - turn.seconds)
+        turn.seconds += extra
+        with self._cond:
+            self._charge(extra)
+
+    def _charge(self, seconds: float) -> None:
+        self.render_seconds += seconds
+        if self.training:
+            self.credit -= seconds
 
     def close(self) -> None:
         with self._cond:

@@ -24,7 +24,7 @@ from viewer.camera import frustum_pose
 from viewer.panel import Panel, Ticker
 from viewer.poses import FrustumPoses
 from viewer.server import close_log, open_log, open_server, say_address, serve_until_interrupted, url_of
-from viewer.render import Renderer, Settings, Target, View
+from viewer.render import CudaSpan, Renderer, Settings, Target, View
 from viewer.share import DeviceShare
 
 log = logging.getLogger("train")
@@ -62,8 +62,9 @@ class WebViewer(LoopHooks):
         self.host, self._closed, self._log_handler = websocket_host, False, None
         self.server, self.port, note = open_server(websocket_host, websocket_port, websocket_port_default)
         try:
-            sync = (lambda: torch.cuda.synchronize(self.scene.device)) if self.scene.device.type == "cuda" else None
-            self.share = DeviceShare(train_util, training, sync=sync)
+            device = self.scene.device
+            self.share = DeviceShare(train_util, training,
+                                     span=(lambda: CudaSpan(device)) if device.type == "cuda" else None)
             self.share.step = step
             self.settings = Settings(output=self.scene.outputs[0], max_res=512, image_format=image_format,
                                      jpeg_quality=jpeg_quality)

@@ -8,6 +8,7 @@ the test instead of hanging it.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -137,3 +138,108 @@ def test_credit_is_capped_by_the_burst(util):
     clock.now += 100.0  # a long evaluation between two turns
     share.between_steps(1)
     assert share.credit == pytest.approx(0.1)
+
+
+class DeviceSpan:
+    """A turn's work on an asynchronous device: done when `done` is set, having taken `device_s` seconds."""
+
+    def __init__(self, device_s: float):
+        self.device_s, self.closed, self.done = device_s, False, threading.Event()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def seconds(self) -> float:
+        assert self.done.wait(WAIT_S), "the device work never finished"
+        return self.device_s
+
+
+def render_in_turn(share: DeviceShare, clock: Clock, turn_s: float, step: int):
+    """A renderer thread waits for a turn; the loop's `between_steps(step)` lends it one chunk of `turn_s`
+    seconds. Returns the chunk's Turn once the loop has the model back."""
+    turns = []
+
+    def render():
+        with share.turn() as turn:
+            clock.now += turn_s  # the chunk's kernels are launched; the device has not run them yet
+        turns.append(turn)
+
+    thread = threading.Thread(target=render, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not share._render_waiting:  # noqa: SLF001 - the renderer asks for its turn
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    share.between_steps(step)
+    thread.join(WAIT_S)
+    assert turns, "the loop did not lend the model"
+    return turns[0]
+
+
+def test_a_turn_ends_without_waiting_for_the_device_and_is_charged_its_device_time_when_settled():
+    clock, spans = Clock(), []
+
+    def span():
+        spans.append(DeviceSpan(device_s=0.04))
+        return spans[-1]
+
+    share = DeviceShare(train_util=0.5, training=True, burst_s=1.0, clock=clock, span=span)
+    share.claim(0)
+    clock.now += 0.2  # 0.2 s of training earns 0.2 s of renders at train_util 0.5
+    turn = render_in_turn(share, clock, 0.01, step=1)
+    assert spans[0].closed and turn.seconds == pytest.approx(0.01)
+    assert share.credit == pytest.approx(0.19)
+    # the loop has the model back although the chunk's device work is not done: it goes on training
+    clock.now += 0.1
+    share.between_steps(2)
+    assert share.step == 2
+    settled = threading.Thread(target=share.settle, daemon=True)
+    settled.start()
+    settled.join(0.2)
+    assert settled.is_alive()  # the renderer waits for the device, outside any turn
+    spans[0].done.set()
+    settled.join(WAIT_S)
+    assert not settled.is_alive()
+    # the turn cost training the larger of its own 0.01 s and the device's 0.04 s
+    assert turn.seconds == pytest.approx(0.04)
+    assert share.render_seconds == pytest.approx(0.04)
+    assert share.credit == pytest.approx(0.19 + 0.1 - 0.03)
+
+
+def test_the_next_turn_settles_the_last_one_first():
+    clock = Clock()
+
+    def span():
+        done = DeviceSpan(device_s=0.5)
+        done.done.set()
+        return done
+
+    share = DeviceShare(train_util=0.5, training=True, burst_s=1.0, clock=clock, span=span)
+    share.claim(0)
+    clock.now += 0.3
+    render_in_turn(share, clock, 0.01, step=1)
+    assert share.credit == pytest.approx(0.29)
+    # the device took 0.5 s, more than the credit left: asking for the next turn charges it, and the
+    # renderer then waits until training has earned the overdraft back
+    clock.now += 0.1
+    share.between_steps(2)
+    assert share.credit == pytest.approx(0.39)  # not settled yet: no turn was asked for
+    entered = threading.Event()
+
+    def render():
+        with share.turn():
+            entered.set()
+
+    thread = threading.Thread(target=render, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not share._render_waiting:  # noqa: SLF001
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert share.credit == pytest.approx(0.39 - 0.49)
+    share.between_steps(3)  # no time has passed: still overdrawn, the loop does not lend
+    assert not entered.is_set()
+    clock.now += 0.2
+    share.between_steps(4)  # +0.2 s: credit 0.1 > 0, and the waiting renderer takes its turn
+    thread.join(WAIT_S)
+    assert entered.is_set()

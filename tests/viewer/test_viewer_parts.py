@@ -14,7 +14,7 @@ import torch
 
 from config.errors import ConfigError
 from data.nerf.cameras import Cameras
-from viewer.camera import frustum_pose, render_size, viewer_cameras, z_depth_factor
+from viewer.camera import frustum_pose, render_size, viewer_cameras, viewer_rays, z_depth_factor
 from viewer.panel import MetricsFeed
 from viewer.ports import choose_port
 from viewer.render import Renderer, Settings, Target, View, display, levels
@@ -45,6 +45,17 @@ def test_a_browser_camera_at_a_frustum_sees_what_the_training_camera_sees(seed):
 
     forward = vtf.SO3(wxyz).as_matrix()[:, 2]
     assert np.allclose(forward, -c2w[:, 2].numpy(), atol=1e-6)
+
+
+def test_viewer_rays_are_the_browser_cameras_image_rays():
+    """The renderer's rays (pixel grid made where they are cast, no read of the camera's size back from the
+    device) are the camera's own image rays, in the same row-major order."""
+    wxyz, position = frustum_pose(_random_c2w(4).numpy())
+    expected = viewer_cameras(wxyz, position, 0.8, 6, 10, torch.device("cpu")).generate_image_rays(0)
+    rays = viewer_rays(wxyz, position, 0.8, 6, 10, torch.device("cpu"))
+    assert len(rays) == 60
+    for name in ("origins", "directions", "pixel_area", "camera_indices", "directions_norm"):
+        assert torch.equal(getattr(rays, name), getattr(expected, name)), name
 
 
 def test_z_depth_factor_turns_ray_distance_into_depth_along_the_axis():
@@ -450,3 +461,33 @@ def test_a_pose_copy_request_never_waits_for_the_device():
     assert follow.apply() and follow.step == 1
     expected = opt.corrected_poses(c2w, torch.arange(64, device=device)).detach().cpu().numpy()
     assert np.allclose(_drawn_c2w(follow.handles[5]), expected[5], atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the check is that no host sync occurs")
+def test_a_render_turn_never_waits_for_the_device(compose, tmp_path, monkeypatch):
+    """A render chunk's turn is lent between two training steps: its rays, forward pass and copy to host memory
+    are queued behind the step's kernels without a host sync (CUDA's sync debug mode makes one an error), and
+    what it copied, read once the share has settled the turn, is the render a synchronous path makes."""
+    from pipelines.nerf import NerfPipeline
+    from viewer.render import CudaSpan
+
+    monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path / "home"))
+    device = torch.device("cuda")
+    pipe = NerfPipeline(compose([o for o in TINY if o != "machine.device_type=cpu"] + ["machine.device_type=cuda"]),
+                        device)
+    scene = pipe.viewer_scene()
+    wxyz, position = frustum_pose(scene.cameras.camera_to_worlds[0].cpu().numpy())
+    names = ("rgb", "depth")
+    expected = scene.render(viewer_cameras(wxyz, position, 0.9, 24, 32, device).generate_image_rays(0), names)
+    share = DeviceShare(train_util=0.5, training=False, span=lambda: CudaSpan(device))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with share.turn() as turn:
+            out = scene.render(viewer_rays(wxyz, position, 0.9, 24, 32, device), names)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    share.settle()
+    assert turn.seconds > 0 and share.render_seconds == turn.seconds
+    for name in names:
+        assert out[name].device.type == "cpu" and torch.allclose(out[name], expected[name], atol=1e-5), name

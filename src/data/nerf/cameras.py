@@ -117,8 +117,16 @@ class Cameras:
             index = [index]
         return self._map(lambda t: t[index])
 
-    def to(self, device) -> "Cameras":
-        return self._map(lambda t: t.to(device))
+    def to(self, device, non_blocking: bool = False) -> "Cameras":
+        """`non_blocking`: host tensors go through pinned memory and the copies are queued without a host sync."""
+        device = torch.device(device)
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            if non_blocking and t.device.type == "cpu" and device.type == "cuda":
+                t = t.pin_memory()
+            return t.to(device, non_blocking=non_blocking)
+
+        return self._map(move)
 
     def rescale_output_resolution(self, scale: float) -> "Cameras":
         """A copy for images resized by `scale` (nerfstudio: intrinsics scaled, sizes truncated)."""

@@ -219,7 +219,7 @@ class NerfactoModel(nn.Module):
         return self.renderer_rgb.blend_background(image)
 
     def loss(self, ray_bundle: RayBundle, batch: Mapping[str, torch.Tensor], step: int, forward=None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`forward`: what runs the model on the rays, when not the model itself (a
         DistributedDataParallel wrapper of it, which averages the gradients over the ranks)."""
         if self.training and self._callback_step != step:
@@ -227,8 +227,8 @@ class NerfactoModel(nn.Module):
         outputs = (forward or self)(ray_bundle)
         loss_dict = self.get_loss_dict(outputs, batch, step)
         total = sum(loss_dict.values())
-        logs = {k: float(v.detach()) for k, v in loss_dict.items()}
-        logs["psnr"] = float(-10.0 * torch.log10(loss_dict["rgb_loss"].detach().clamp_min(1e-10)))
+        logs = {k: v.detach() for k, v in loss_dict.items()}  # 0-d tensors: the loop reads them every log_freq steps
+        logs["psnr"] = -10.0 * torch.log10(logs["rgb_loss"].float().clamp_min(1e-10))
         return total, logs
 
     # ---- optimisation / evaluation --------------------------------------------------------------
