@@ -15,12 +15,13 @@ TINY = ["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=pre
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the check is that no host sync occurs")
-def test_a_nerfacto_step_never_waits_for_the_device(compose, tmp_path, monkeypatch):
+@pytest.mark.parametrize("images_on_gpu", [False, True])
+def test_a_nerfacto_step_never_waits_for_the_device(compose, tmp_path, monkeypatch, images_on_gpu):
     from pipelines.nerf import NerfPipeline
     from training.optim import build_optimizer
 
     monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path / "home"))
-    cfg = compose(TINY)
+    cfg = compose(TINY + [f"data.images_on_gpu={str(images_on_gpu).lower()}"])
     pipe = NerfPipeline(cfg, torch.device("cuda"))
     optimizer, _ = build_optimizer(cfg.optimizer, pipe.model.get_param_groups())
     batches = iter(pipe.batches)

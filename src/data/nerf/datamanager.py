@@ -223,7 +223,7 @@ class NerfDataManager:
 
     # ------------------------------------------------------------------ batches
     def _batch(self, split: _Split, indices: torch.Tensor) -> tuple[RayBundle, dict]:
-        idx_img = indices.to(split.images.device)
+        idx_img = _to_device(indices, split.images.device)
         rgb = split.images[idx_img[:, 0], idx_img[:, 1], idx_img[:, 2]]
         rgb = _to_device(rgb, self.device).float() / 255.0
         idx_dev = _to_device(indices, self.device)
