@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import viser.transforms as vtf
 
-from data.nerf.cameras import Cameras
+from data.nerf.cameras import Cameras, pixel_grid
 from data.nerf.rays import RayBundle
 
 OPENCV_FROM_OPENGL = np.diag([1.0, -1.0, -1.0])  # the same matrix both ways (a half turn about x)
@@ -45,9 +45,8 @@ def viewer_rays(wxyz, position, fov: float, height: int, width: int, device: tor
     """All rays of that camera's image, row-major, queued on `device` without a host sync (the render thread
     makes them in a turn between two training steps, whose kernels may still be running)."""
     cameras = viewer_cameras(wxyz, position, fov, height, width, device)
-    ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
-    pixels = torch.stack([ys.reshape(-1), xs.reshape(-1)], -1)
-    return cameras.generate_rays(torch.zeros(height * width, dtype=torch.long, device=device), pixels)
+    return cameras.generate_rays(torch.zeros(height * width, dtype=torch.long, device=device),
+                                 pixel_grid(height, width, device))
 
 
 def frustum_pose(camera_to_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

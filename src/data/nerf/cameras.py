@@ -118,15 +118,9 @@ class Cameras:
         return self._map(lambda t: t[index])
 
     def to(self, device, non_blocking: bool = False) -> "Cameras":
-        """`non_blocking`: host tensors go through pinned memory and the copies are queued without a host sync."""
+        """`non_blocking`: the copies are queued without a host sync (`to_device_nowait`)."""
         device = torch.device(device)
-
-        def move(t: torch.Tensor) -> torch.Tensor:
-            if non_blocking and t.device.type == "cpu" and device.type == "cuda":
-                t = t.pin_memory()
-            return t.to(device, non_blocking=non_blocking)
-
-        return self._map(move)
+        return self._map(lambda t: to_device_nowait(t, device) if non_blocking else t.to(device))
 
     def rescale_output_resolution(self, scale: float) -> "Cameras":
         """A copy for images resized by `scale` (nerfstudio: intrinsics scaled, sizes truncated)."""
@@ -189,16 +183,27 @@ class Cameras:
 
     def image_pixel_coords(self, camera_index: int) -> torch.Tensor:
         """(H*W, 2) `[y, x]` pixel indices of one camera's image, row-major."""
-        h, w = int(self.height[camera_index, 0]), int(self.width[camera_index, 0])
-        ys, xs = torch.meshgrid(torch.arange(h, device=self.device), torch.arange(w, device=self.device),
-                                indexing="ij")
-        return torch.stack([ys.reshape(-1), xs.reshape(-1)], -1)
+        return pixel_grid(int(self.height[camera_index, 0]), int(self.width[camera_index, 0]), self.device)
 
     def generate_image_rays(self, camera_index: int) -> RayBundle:
         """All rays of one camera, flattened row-major: `(H*W,)`; reshape to `(H, W)`."""
         coords = self.image_pixel_coords(camera_index)
         idx = torch.full((coords.shape[0],), camera_index, dtype=torch.long, device=self.device)
         return self.generate_rays(idx, coords)
+
+
+def pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(H*W, 2) `[y, x]` pixel indices of an image, row-major, made on `device`."""
+    ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    return torch.stack([ys.reshape(-1), xs.reshape(-1)], -1)
+
+
+def to_device_nowait(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`, a copy from host memory queued through pinned memory, so the caller never waits for the
+    device (a plain copy from pageable memory synchronises)."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 # ---------------------------------------------------------------------- distortion

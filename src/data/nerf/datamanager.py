@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from data.nerf.cameras import Cameras
+from data.nerf.cameras import Cameras, to_device_nowait
 from data.nerf.dataparsers import DataparserOutputs, SceneError
 from data.nerf.pixel_sampler import PixelSampler
 from data.nerf.rays import RayBundle
@@ -223,15 +223,15 @@ class NerfDataManager:
 
     # ------------------------------------------------------------------ batches
     def _batch(self, split: _Split, indices: torch.Tensor) -> tuple[RayBundle, dict]:
-        idx_img = _to_device(indices, split.images.device)
+        idx_img = to_device_nowait(indices, split.images.device)
         rgb = split.images[idx_img[:, 0], idx_img[:, 1], idx_img[:, 2]]
-        rgb = _to_device(rgb, self.device).float() / 255.0
-        idx_dev = _to_device(indices, self.device)
+        rgb = to_device_nowait(rgb, self.device).float() / 255.0
+        idx_dev = to_device_nowait(indices, self.device)
         rays = split.cameras.generate_rays(idx_dev[:, 0], idx_dev[:, 1:])
         batch = {"rgb": rgb, "indices": idx_dev}
         if split.depths is not None:
             depth = split.depths[idx_img[:, 0], idx_img[:, 1], idx_img[:, 2]]
-            batch["depth_image"] = _to_device(depth, self.device)[:, None]
+            batch["depth_image"] = to_device_nowait(depth, self.device)[:, None]
         return rays, batch
 
     def _ray_batch(self, split: _Split, stream: _Stream) -> tuple[RayBundle, dict]:
@@ -306,11 +306,3 @@ def _equirectangular(split: _Split, flag: bool | None, name: str) -> bool:
 
 
 __all__ = ["NerfDataManager", "SceneError"]
-
-
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch tensor on the training device, its copy from host memory queued through pinned memory so the
-    step never waits for the device (a plain copy from pageable memory synchronises)."""
-    if device.type == "cuda" and t.device.type == "cpu":
-        t = t.pin_memory()
-    return t.to(device, non_blocking=True)
