@@ -135,13 +135,30 @@ def same_actions(ours: torch.nn.Module, parts, device: str) -> float:
     return float((a.cpu() - b.cpu()).abs().max())
 
 
-def run_ours(args, policy, use_async: bool, n_episodes: int, episode_length: int) -> dict:
+def graphed_against_eager(ours: torch.nn.Module, device: str) -> float:
+    """Largest difference between three consecutive plans replayed from CUDA graphs and the same plans
+    made eagerly from the same RNG state (the graphs must draw the same noise)."""
+    g = torch.Generator().manual_seed(3)
+    windows = ours.normalizer.normalize({IMAGE: torch.rand(4, ours.config.n_obs_steps, *SHAPES[IMAGE], generator=g),
+                                         STATE: 512 * torch.rand(4, ours.config.n_obs_steps, 2, generator=g)})
+    windows = {k: v.to(device) for k, v in windows.items()}
+    results = []
+    for graphs in (True, False):
+        ours.use_cuda_graphs(graphs)
+        torch.manual_seed(4)
+        with torch.inference_mode():
+            results.append(torch.stack([ours.generate_actions(windows) for _ in range(3)]))
+    return float((results[0] - results[1]).abs().max())
+
+
+def run_ours(args, policy, use_async: bool, graphs: bool, n_episodes: int, episode_length: int) -> dict:
     from envs.configs import PushtEnvConfig
     from envs.evaluate import evaluate_policy
 
     start = time.perf_counter()
     result = evaluate_policy(policy, PushtEnvConfig(episode_length=episode_length), n_episodes, args.batch_size,
-                             use_async, seed=0, device=args.device, videos_dir=None, progress=False)
+                             use_async, seed=0, device=args.device, videos_dir=None, progress=False,
+                             cuda_graphs=graphs)
     seconds = time.perf_counter() - start
     lengths = [e["length"] for e in result["per_episode"]]
     return {"s": seconds, "success": result["aggregated"]["pc_success"], "steps": sum(lengths)}
@@ -175,6 +192,9 @@ def main() -> None:
     parser.add_argument("--inference-steps", type=int, default=100, help="denoising steps, both policies")
     parser.add_argument("--envs", nargs="+", default=["sync", "async"], choices=["sync", "async"],
                         help="our rows (LeRobot's is sync)")
+    parser.add_argument("--graphs", nargs="+", default=["on", "off"], choices=["on", "off"],
+                        help="our rows with the denoising loop replayed from CUDA graphs (eval.cuda_graphs), and not;"
+                             " CUDA only")
     parser.add_argument("--small", action="store_true", help="tiny U-Net widths: a smoke run")
     parser.add_argument("--hide-transformers", action="store_true")
     args = parser.parse_args()
@@ -186,13 +206,16 @@ def main() -> None:
 
     lerobot_eval, reason = import_lerobot(args.hide_transformers)
     ours = ours_policy(args).to(args.device).eval()
-    runs = [(f"ours, {kind} envs", lambda n, length, kind=kind: run_ours(args, ours, kind == "async", n, length))
-            for kind in args.envs]
+    graph_settings = args.graphs if args.device.startswith("cuda") else ["off"]
+    runs = [(f"ours, {kind} envs, CUDA graphs {graphs}",
+             lambda n, length, kind=kind, graphs=graphs: run_ours(args, ours, kind == "async", graphs == "on", n, length))
+            for graphs in graph_settings for kind in args.envs]
     if lerobot_eval is not None:
         parts = lerobot_policy(args, ours, args.device)
         runs.append(("LeRobot 0.4.4 eval_policy, sync envs",
                      lambda n, length: run_lerobot(args, lerobot_eval, parts, n, length)))
     difference = same_actions(ours, parts, args.device) if lerobot_eval is not None else None
+    graphs_difference = graphed_against_eager(ours, args.device) if "on" in graph_settings else None
     rows = []
     for name, run in runs:
         run(min(args.batch_size, args.episodes), 2)  # warm-up: one batch of 2-step episodes
@@ -210,6 +233,9 @@ def main() -> None:
     if difference is not None:
         print(f"same weights: the two policies' first actions on one observation batch, same RNG, differ by at "
               f"most {difference:.2e} px")
+    if graphs_difference is not None:
+        print(f"CUDA graphs: three consecutive plans replayed from graphs and made eagerly, same RNG, differ by at "
+              f"most {graphs_difference:.2e} (normalised actions)")
     reference = next((r for name, r in rows if name.startswith("LeRobot")), None)
     print("| evaluator | seconds | episodes/min | success % | ours / LeRobot |")
     print("|---|---:|---:|---:|---:|")

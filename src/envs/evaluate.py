@@ -158,6 +158,7 @@ def evaluate_policy(
     max_videos: int = 1,
     progress: bool = True,
     keep_frames: Mapping[str, str] | None = None,
+    cuda_graphs: bool | None = None,
 ) -> dict[str, Any]:
     """Runs ``n_episodes`` episodes of ``policy`` and returns aggregated and per-episode metrics.
 
@@ -167,6 +168,8 @@ def evaluate_policy(
     The first ``max_videos`` episodes are rendered (at the env's visualization size, one frame at
     reset and one per step) into ``videos_dir/eval_episode_<i>.mp4``. ``keep_frames`` (dataset key
     -> dtype) also returns every episode's frames under ``"episode_frames"`` (``envs.episodes``).
+    ``cuda_graphs`` (None: on for CUDA) replays the planning of a policy that offers it
+    (``use_cuda_graphs``) from CUDA graphs during these rollouts.
     """
     if n_episodes < 1 or batch_size < 1:
         raise ValueError(f"n_episodes and batch_size must be >= 1, got {n_episodes} and {batch_size}")
@@ -178,6 +181,10 @@ def evaluate_policy(
     was_training = getattr(policy, "training", None)
     if was_training is not None:
         policy.eval()
+    graphs_toggle = getattr(policy, "use_cuda_graphs", None)
+    graphs_before = None
+    if graphs_toggle is not None:
+        graphs_before = graphs_toggle(device.type == "cuda" if cuda_graphs is None else cuda_graphs)
     per_episode: list[dict[str, Any]] = []
     episode_frames: list[dict[str, np.ndarray]] = []
     videos: list[str] = []
@@ -216,6 +223,8 @@ def evaluate_policy(
             env.close()
         if was_training:
             policy.train()
+        if graphs_before is not None:
+            graphs_toggle(graphs_before)
 
     aggregated: dict[str, Any] = {
         "avg_sum_reward": float(np.mean([e["sum_reward"] for e in per_episode])),

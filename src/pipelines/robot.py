@@ -277,7 +277,7 @@ class RobotPipeline:
         result = evaluate_policy(self.model, self.cfg.env, n_episodes=ev.n_episodes, batch_size=ev.batch_size,
                                  use_async=ev.use_async_envs, seed=self.cfg.machine.seed, device=self.device,
                                  videos_dir=eval_dir, max_videos=ev.max_videos,
-                                 progress=self.cfg.progress_bar and sys.stderr.isatty())
+                                 progress=self.cfg.progress_bar and sys.stderr.isatty(), cuda_graphs=ev.cuda_graphs)
         eval_dir.mkdir(parents=True, exist_ok=True)
         (eval_dir / "eval_info.json").write_text(json.dumps(result["per_episode"], indent=1, default=float))
         metrics = {k: float(v) for k, v in result["aggregated"].items() if isinstance(v, (int, float))}

@@ -377,3 +377,28 @@ def test_diverged_episodes_are_counted_with_async_envs(scripted_cfg, monkeypatch
     episodes = result["per_episode"]
     assert [e["diverged"] for e in episodes] == [False, True]
     assert [e["length"] for e in episodes] == [4, 2] and [e["success"] for e in episodes] == [True, False]
+
+
+@pytest.mark.parametrize("cuda_graphs, expected", [(None, False), (True, True), (False, False)])
+def test_cuda_graphs_are_set_for_the_rollouts_and_the_previous_setting_restored(scripted_cfg, cuda_graphs,
+                                                                                 expected):
+    class Graphable(FunctionPolicy):
+        """Records the graph setting it plans under; None (default) on a CPU device means off."""
+
+        def __init__(self):
+            super().__init__(lambda obs: obs["observation.state"].clone())
+            self.graphs = "before"
+            self.seen: set = set()
+
+        def use_cuda_graphs(self, enabled):
+            previous, self.graphs = self.graphs, enabled
+            return previous
+
+        def select_action(self, obs):
+            self.seen.add(self.graphs)
+            return super().select_action(obs)
+
+    policy = Graphable()
+    evaluate_policy(policy, scripted_cfg, 2, 2, False, 0, "cpu", None, progress=False, cuda_graphs=cuda_graphs)
+    assert policy.seen == {expected}
+    assert policy.graphs == "before"

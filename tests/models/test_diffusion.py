@@ -1,4 +1,4 @@
-"""Diffusion Policy: config checks, training signal, rollout queues, schedulers, checkpoints.
+"""Diffusion Policy: config checks, training signal, rollout queues, schedulers, checkpoints, CUDA-graph plans.
 
 Everything runs on tiny configs (UNet widths 16/32, 3x48x48 images cropped to 40, big enough
 for a ResNet feature map of more than one pixel) so the file takes seconds on a CPU; the
@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
+from models.common.cuda_graph import GraphedCalls
 from models.diffusion.config import DiffusionConfig
 from models.diffusion.modeling import DiffusionPolicy
 
@@ -314,3 +315,106 @@ def test_hydra_instantiate_from_structured_config():
     assert policy.config.input_features["observation.image"] == {"type": "VISUAL", "shape": [3, 48, 48]}
     torch.manual_seed(0)
     assert torch.isfinite(policy(make_batch(policy))[0])
+
+
+# ----------------------------------------------------------------------------- CUDA graphs
+# Planning replayed from CUDA graphs (models/common/cuda_graph.py) plans what eager planning plans. The
+# GPU tests compare a graphed policy with the same policy planning eagerly, from the same RNG state, over
+# several plans (each replay must advance the generator as an eager plan does), across batch sizes, after
+# an in-place optimizer step and after the weights moved; they skip without CUDA.
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+
+
+def plans(policy, batch_size, n, seed):
+    """n consecutive plans from one seeded RNG state, on observation windows from make_batch."""
+    torch.manual_seed(seed)
+    windows = {k: v.to("cuda" if next(policy.parameters()).is_cuda else "cpu")
+               for k, v in make_batch(policy, batch_size, seed).items() if k in policy.observation_keys}
+    windows = policy.normalizer.normalize(windows)
+    return [policy.generate_actions(windows) for _ in range(n)]
+
+
+def test_on_cpu_the_switch_changes_nothing_and_reports_the_previous_setting():
+    torch.manual_seed(0)
+    policy = make_policy().eval()
+    assert policy.use_cuda_graphs(True) is False
+    obs = make_obs(policy)
+    torch.manual_seed(3)
+    graphed = policy.select_action(obs)
+    assert policy.use_cuda_graphs(False) is True
+    policy.reset()
+    torch.manual_seed(3)
+    assert torch.equal(policy.select_action(obs), graphed)
+    assert policy._graphs is None
+
+
+@cuda
+def test_graphed_plans_equal_eager_plans_across_calls_batch_sizes_and_weight_updates():
+    torch.manual_seed(0)
+    policy = make_policy(num_train_timesteps=20).cuda().eval()
+    unet_calls = []
+    policy.unet.register_forward_hook(lambda *_: unet_calls.append(1))
+
+    eager = plans(policy, 3, 3, seed=5)
+    policy.use_cuda_graphs(True)
+    graphed = plans(policy, 3, 3, seed=5)
+    for a, b in zip(graphed, eager):
+        torch.testing.assert_close(a, b)
+    assert not torch.equal(graphed[0], graphed[1])  # each replay drew new noise
+
+    calls = len(unet_calls)
+    plans(policy, 3, 2, seed=6)
+    assert len(unet_calls) == calls  # replays: no Python-level UNet call
+
+    graphed = plans(policy, 5, 2, seed=7)  # a second batch size: a second graph
+    assert len(policy._graphs._graphs) == 2
+    policy.use_cuda_graphs(False)
+    torch.testing.assert_close(graphed, plans(policy, 5, 2, seed=7))
+
+    # an in-place optimizer step is seen by the next replay
+    policy.use_cuda_graphs(True)
+    plans(policy, 3, 1, seed=8)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
+    policy.train()
+    batch = {k: v.cuda() for k, v in make_batch(policy, 4, seed=9).items()}
+    loss, _ = policy(batch)
+    loss.backward()
+    optimizer.step()
+    policy.eval()
+    graphed = plans(policy, 3, 2, seed=10)
+    policy.use_cuda_graphs(False)
+    torch.testing.assert_close(graphed, plans(policy, 3, 2, seed=10))
+
+
+@cuda
+def test_moved_weights_are_captured_again():
+    policy = make_policy().cuda().eval()
+    policy.use_cuda_graphs(True)
+    first = plans(policy, 2, 1, seed=1)
+    graphs = policy._graphs
+    assert len(graphs._graphs) == 1
+    policy.cpu().cuda()  # new storage for every weight
+    again = plans(policy, 2, 1, seed=1)
+    torch.testing.assert_close(again, first)
+    assert len(graphs._graphs) == 1 and graphs._weights_at == tuple(
+        t.data_ptr() for t in list(policy.parameters()) + list(policy.buffers()))
+
+
+@cuda
+def test_one_capture_per_input_signature():
+    calls = []
+    weight = torch.ones(4, device="cuda")
+
+    def fn(x):
+        calls.append(tuple(x.shape))
+        return (x * weight).sum(-1) + torch.randn(x.shape[0], device="cuda")
+
+    graphed = GraphedCalls(fn, weights=lambda: [weight], warmup=2)
+    torch.manual_seed(0)
+    x = torch.rand(3, 4, device="cuda")
+    first = [graphed(x) for _ in range(3)]
+    assert calls == [(3, 4)] * 3  # two warm-up calls and the capture, then replays
+    graphed(torch.rand(2, 4, device="cuda"))
+    assert calls[3:] == [(2, 4)] * 3
+    torch.manual_seed(0)
+    torch.testing.assert_close(first, [fn(x) for _ in range(3)])

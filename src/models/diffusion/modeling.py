@@ -7,6 +7,7 @@ features per camera + robot state). At rollout time the policy plans a chunk, ex
 
 import math
 from collections import deque
+from itertools import chain
 from typing import Any, Mapping, Optional
 
 import torch
@@ -15,6 +16,7 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from torch import Tensor, nn
 
+from models.common.cuda_graph import GraphedCalls
 from models.common.normalize import Normalizer
 from models.common.policy_config import build_policy_config
 from models.common.queues import ActionQueue, PlansActionChunks, check_observations, push_observations
@@ -221,7 +223,20 @@ class DiffusionPolicy(PlansActionChunks, nn.Module):
 
         self.noise_scheduler = make_noise_scheduler(config)
         self.num_inference_steps = config.num_inference_steps or config.num_train_timesteps
+        self._graphs: GraphedCalls | None = None
         self.reset()
+
+    def use_cuda_graphs(self, enabled: bool) -> bool:
+        """Plans replayed from CUDA graphs (models/common/cuda_graph.py) from now on, or not (their
+        memory is freed); returns the previous setting. They apply in eval mode, on CUDA, without an
+        explicit generator: one plan is 100 UNet passes of small kernels, bound by launching them."""
+        previous = self._graphs is not None
+        if enabled and self._graphs is None:
+            self._graphs = GraphedCalls(self._plan, weights=lambda: chain(self.parameters(), self.buffers()))
+        elif not enabled and self._graphs is not None:
+            self._graphs.clear()
+            self._graphs = None
+        return previous
 
     def get_optim_params(self) -> list[dict]:
         """One group: the paper trains encoder and UNet with the same learning rate."""
@@ -287,7 +302,14 @@ class DiffusionPolicy(PlansActionChunks, nn.Module):
     def generate_actions(self, batch: Mapping[str, Tensor], generator: Optional[torch.Generator] = None) -> Tensor:
         """Reverse diffusion from noise; returns the normalised actions the policy will execute,
         (B, n_action_steps, action_dim), starting at the current (last observed) step."""
-        global_cond = self._global_conditioning(batch)
+        inputs = [batch[k] for k in self.observation_keys]
+        if self._graphs is not None and not self.training and generator is None and inputs[0].is_cuda:
+            return self._graphs(*inputs)
+        return self._plan(*inputs, generator=generator)
+
+    def _plan(self, *inputs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """generate_actions on the observation windows in `observation_keys` order."""
+        global_cond = self._global_conditioning(dict(zip(self.observation_keys, inputs)))
         param = next(self.unet.parameters())
         sample = torch.randn(
             (global_cond.shape[0], self.config.horizon, self.action_dim),

@@ -68,7 +68,7 @@ def build_online(cfg, model: torch.nn.Module, offline: BatchStream | None, fps: 
                            tag_seeds=uint8_images and image_transforms is not None)
     settings = RolloutSettings(env=as_env_config(cfg.env), n_episodes=online.rollout_n_episodes,
                                batch_size=online.rollout_batch_size, use_async_envs=cfg.eval.use_async_envs,
-                               features=buffer.features)
+                               cuda_graphs=cfg.eval.cuda_graphs, features=buffer.features)
     env_seed = online.env_seed if online.env_seed is not None else cfg.machine.seed
     phase = OnlinePhase(online, cfg.steps, model, buffer, batches, settings, device, env_seed, make_policy)
     return batches, phase

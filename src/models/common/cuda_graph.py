@@ -1,0 +1,69 @@
+"""Inference replayed from CUDA graphs: a policy's planning is hundreds of small kernels (Diffusion
+Policy's 100 denoising steps run its UNet 100 times), so on a GPU it is bound by the host launching
+them; a captured graph launches them all at once.
+
+PyTorch gives the capture (`torch.cuda.graph`) and no cache around it for functions whose inputs
+change shape (`torch.cuda.make_graphed_callables` is for training modules of one shape), so the cache
+is written here: one graph per input signature, static input and output tensors, a warm-up on a side
+stream before capture (cuDNN's autotuning and lazy initialisation may not run inside one).
+
+Random draws inside the graph come from the default CUDA generator, as they would eagerly: the
+generator's state is put back after the warm-up and the capture, so the first replay draws what an
+eager call would have drawn, and each replay advances the generator as an eager call does.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+
+class GraphedCalls:
+    """`fn(*tensors) -> Tensor` replayed from a CUDA graph captured per input signature.
+
+    The graph reads `weights` in place: an optimizer step that updates them in place is seen by the
+    next replay; weights that moved (`.to()`, a new tensor) make every graph be captured again.
+    """
+
+    def __init__(self, fn: Callable[..., Tensor], weights: Callable[[], Iterable[Tensor]], warmup: int = 2) -> None:
+        self.fn = fn
+        self.weights = weights
+        self.warmup = warmup
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[Tensor], Tensor]] = {}
+        self._weights_at: tuple[int, ...] | None = None
+
+    def clear(self) -> None:
+        """Frees the graphs and their memory."""
+        self._graphs.clear()
+        self._weights_at = None
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        weights_at = tuple(w.data_ptr() for w in self.weights())
+        if weights_at != self._weights_at:
+            self.clear()
+            self._weights_at = weights_at
+        key = tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(inputs)
+        graph, static_inputs, output = self._graphs[key]
+        for static, x in zip(static_inputs, inputs):
+            static.copy_(x)
+        graph.replay()
+        return output.clone()
+
+    def _capture(self, inputs: tuple[Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, list[Tensor], Tensor]:
+        static_inputs = [x.clone() for x in inputs]
+        rng = torch.cuda.get_rng_state(inputs[0].device)
+        side = torch.cuda.Stream(inputs[0].device)
+        side.wait_stream(torch.cuda.current_stream(inputs[0].device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.fn(*static_inputs)
+        torch.cuda.current_stream(inputs[0].device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            output = self.fn(*static_inputs)
+        torch.cuda.set_rng_state(rng, inputs[0].device)
+        return graph, static_inputs, output
