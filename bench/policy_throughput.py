@@ -20,13 +20,14 @@ horizon 16, batch 64, Adam 1e-4 with LeRobot's cosine schedule, clip 10) is time
 step (forward, backward, clip, optimizer, scheduler), ours once per set of speed levers (`--levers`):
 `none` (torch's defaults: foreach Adam, NCHW, no TF32 matmuls, no cudnn.benchmark), `fused`
 (fused Adam), `channels_last`, `tf32` (TF32 matmuls + cudnn.benchmark, machine.tf32/cudnn_benchmark),
-`compile` (torch.compile of the policy), `all` (every lever but compile), `all+compile`. LeRobot's
+`compile` (torch.compile of the policy), `all` (every lever but compile), `all+compile`, `graph` (fused, tf32
+and the whole step replayed from one CUDA graph: training/step_graph.py). LeRobot's
 row runs its update_policy's sequence with its training script's backend choices (TF32 matmuls and
 cudnn.benchmark on), including its per-step `loss.item()` and `grad_norm.item()`. Ours reads nothing
 back inside the step (the loop reads metrics every log_freq steps).
 
     python bench/policy_throughput.py --device cuda --policies diffusion --levers none fused channels_last tf32 all
-    python bench/policy_throughput.py --device cuda --policies diffusion --loss-curve 2000   # levers on vs off
+    python bench/policy_throughput.py --device cuda --policies diffusion --loss-curve 2000 --curve-levers none graph
 
 LeRobot is used when `import lerobot` works (e.g. `pip install --no-deps lerobot==0.4.4 draccus==0.10.0`
 and their few imports); without it only our rows are printed.
@@ -64,7 +65,8 @@ SMALL = {"act": {"dim_model": 64, "dim_feedforward": 128, "n_encoder_layers": 1,
          "tdmpc": {"mlp_dim": 64, "latent_dim": 16, "state_encoder_hidden_dim": 32, "image_encoder_hidden_dim": 8}}
 LEVERS = {"none": set(), "fused": {"fused"}, "channels_last": {"channels_last"}, "tf32": {"tf32"},
           "compile": {"compile"}, "all": {"fused", "channels_last", "tf32"},
-          "all+compile": {"fused", "channels_last", "tf32", "compile"}}
+          "all+compile": {"fused", "channels_last", "tf32", "compile"},
+          "graph": {"fused", "tf32", "graph"}}
 
 
 def batch_for(name: str, device: torch.device, small: bool) -> dict:
@@ -179,11 +181,31 @@ def make_step(policy: torch.nn.Module, name: str, device: torch.device, args, im
     kind, kwargs = SHAPES[name]["optimizer"]
     params = policy.get_optim_params()
     fused = impl == "ours" and "fused" in levers and fused_default(params)
-    optimizer = getattr(torch.optim, kind)(params, **kwargs, **({"fused": True} if fused else {}))
+    graphed = impl == "ours" and "graph" in levers and device.type == "cuda"
+    optimizer = getattr(torch.optim, kind)(params, **kwargs, **({"fused": True} if fused else {}),
+                                           **({"capturable": True} if graphed else {}))
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=500, num_training_steps=100_000) \
         if name == "diffusion" else None
     flat = [p for group in optimizer.param_groups for p in group["params"]]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
+
+    if graphed:  # the whole step from one CUDA graph (training/step_graph.py)
+        from training.step_graph import StepGraph
+
+        def body(batch):
+            with autocast:
+                loss, _ = policy.forward(batch)
+            loss.backward()
+            return {"loss": loss.detach(), "grad_norm": torch.nn.utils.clip_grad_norm_(flat, 10.0)}
+
+        graph = StepGraph(body, policy, optimizer)
+
+        def graphed_step(batch):
+            loss = graph(batch)["loss"].clone()
+            if scheduler is not None:
+                graph.scheduler_step(scheduler)
+            return loss
+        return graphed_step
 
     def step(batch):
         with autocast:
@@ -224,10 +246,12 @@ def measure(policy: torch.nn.Module, name: str, batch: dict, args, impl: str = "
 
 
 def loss_curve(args, device: torch.device) -> None:
-    """Ours on the same seed and the same sequence of batches, every lever on vs off: windowed mean losses."""
+    """Ours on the same seed and the same sequence of batches under two sets of levers: windowed mean losses."""
     window = max(1, args.loss_curve // 20)
+    first, second = args.curve_levers
     curves = {}
-    for label, levers in (("off", LEVERS["none"]), ("on", LEVERS["all+compile" if args.compile_curve else "all"])):
+    for label in (first, second):
+        levers = LEVERS[label]
         torch.manual_seed(0)
         policy = ours_policy("diffusion", batch_for("diffusion", device, args.small), args.small, 1)
         set_backends(device, "tf32" in levers)
@@ -243,11 +267,11 @@ def loss_curve(args, device: torch.device) -> None:
         del policy, step
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    print(f"loss curve, Diffusion Policy, {args.loss_curve} steps, mean per {window} steps; levers off vs on "
-          f"({'all+compile' if args.compile_curve else 'all'}), same seed and batches")
-    print("| steps | levers off | levers on | on - off |")
+    print(f"loss curve, Diffusion Policy, {args.loss_curve} steps, mean per {window} steps; levers {first} vs "
+          f"{second}, same seed and batches")
+    print(f"| steps | {first} | {second} | {second} - {first} |")
     print("|---:|---:|---:|---:|")
-    for i, (a, b) in enumerate(zip(curves["off"].tolist(), curves["on"].tolist())):
+    for i, (a, b) in enumerate(zip(curves[first].tolist(), curves[second].tolist())):
         print(f"| {(i + 1) * window} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
 
 
@@ -280,7 +304,8 @@ def main() -> None:
     parser.add_argument("--levers", nargs="+", default=["none", "all"], choices=sorted(LEVERS),
                         help="Diffusion Policy: our rows, one per set of speed levers")
     parser.add_argument("--loss-curve", type=int, default=0, help="Diffusion Policy: steps of the levers on/off curve")
-    parser.add_argument("--compile-curve", action="store_true", help="the loss curve's 'on' run compiles too")
+    parser.add_argument("--curve-levers", nargs=2, default=["none", "all"], choices=sorted(LEVERS),
+                        help="Diffusion Policy: the two sets of levers the loss curve compares")
     args = parser.parse_args()
     if args.warmup < 2:
         parser.error("--warmup must be >= 2 (VQ-BeT's VQ-VAE phase is spent in it)")

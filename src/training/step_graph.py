@@ -1,0 +1,116 @@
+"""A whole training step (forward, backward, gradient clipping, optimizer step) replayed from one CUDA
+graph: Diffusion Policy's step is about 1,600 small kernels, and on a GPU a fifth to a third of it is
+the host launching them (docs/ROBOT_LEARNING.md, "Training speed").
+
+PyTorch documents this "whole-network capture" (torch.cuda.graphs) and gives the parts: capturable
+fused Adam/AdamW (its step count and learning rate live on the device), graph-safe random draws from
+the default CUDA generator. What it leaves to the caller is written here: a warm-up before the capture
+that does not change the training (weights, optimizer state, buffers and RNG are put back, so replay
+`n` is eager step `n`), and static input tensors that each batch is copied into.
+
+Requirements, checked: every parameter on one CUDA device, an Adam or AdamW built with `fused=True,
+capturable=True`, batches of one shape. The learning rate becomes a device tensor the graph reads;
+step the scheduler through `scheduler_step`, which writes its new value there. Not for AMP's grad
+scaler, gradient accumulation or DDP.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+def check_capturable(optimizer: torch.optim.Optimizer) -> None:
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+        raise ValueError(f"a graphed training step needs Adam or AdamW, got {type(optimizer).__name__}")
+    for group in optimizer.param_groups:
+        if not (group.get("fused") and group.get("capturable")):
+            raise ValueError("a graphed training step needs the optimizer built with fused=True and capturable=True")
+
+
+class StepGraph:
+    """`step(batch) -> {name: 0-d tensor}` captured once and replayed for every batch of the same shape.
+
+    `step` runs forward, backward and clipping, and the graph then `optimizer.step()`; `step` must not
+    zero the gradients (the graph's backward writes them afresh each replay). The returned tensors are the graph's own outputs,
+    overwritten by the next replay: read or clone them before.
+    """
+
+    def __init__(self, step: Callable[[dict[str, Tensor]], dict[str, Tensor]], model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, warmup: int = 3) -> None:
+        check_capturable(optimizer)
+        self.step, self.model, self.optimizer, self.warmup = step, model, optimizer, warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs: dict[str, Tensor] = {}
+        self.outputs: dict[str, Tensor] = {}
+        for group in optimizer.param_groups:
+            if not isinstance(group["lr"], Tensor):
+                group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
+
+    def scheduler_step(self, scheduler) -> None:
+        """`scheduler.step()`, its learning rates written into the tensors the graph reads (a scheduler
+        may assign a float where it finds a tensor)."""
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        scheduler.step()
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            if group["lr"] is not lr:
+                lr.fill_(float(group["lr"]))
+                group["lr"] = lr
+
+    def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.graph is None:
+            self._capture(batch)
+        elif batch.keys() != self.inputs.keys() or any(
+                v.shape != self.inputs[k].shape or v.dtype != self.inputs[k].dtype for k, v in batch.items()):
+            raise ValueError("a graphed training step needs batches of one shape (drop_last=True)")
+        for key, value in batch.items():
+            self.inputs[key].copy_(value, non_blocking=True)
+        self.graph.replay()
+        return self.outputs
+
+    def _state_tensors(self) -> list[Tensor]:
+        tensors = [p.data for p in self.model.parameters()] + list(self.model.buffers())
+        for state in self.optimizer.state.values():
+            tensors.extend(v for v in state.values() if isinstance(v, Tensor))
+        return tensors
+
+    def _capture(self, batch: dict[str, Tensor]) -> None:
+        device = next(iter(batch.values())).device
+        self.inputs = {k: v.clone() for k, v in batch.items()}
+        saved = [t.clone() for t in self._state_tensors()]
+        had_state = bool(self.optimizer.state)
+        rng = torch.cuda.get_rng_state(device), torch.get_rng_state()
+
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step(self.inputs)
+                self.optimizer.step()
+        torch.cuda.current_stream(device).wait_stream(side)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.outputs = self.step(self.inputs)
+            self.optimizer.step()
+        self.graph = graph
+
+        # the warm-up trained: put weights, buffers, optimizer state and RNG back (a first step creates
+        # Adam's state: zero moments and step count, as a fresh optimizer has them)
+        with torch.no_grad():
+            current = self._state_tensors()
+            if had_state:
+                for tensor, value in zip(current, saved):
+                    tensor.copy_(value)
+            else:
+                n_model = len(saved)
+                for tensor, value in zip(current[:n_model], saved):
+                    tensor.copy_(value)
+                for tensor in current[n_model:]:
+                    tensor.zero_()
+        torch.cuda.set_rng_state(rng[0], device)
+        torch.set_rng_state(rng[1])
