@@ -260,6 +260,7 @@ class MachineConfig:
     cudnn_benchmark: bool = True  # cuDNN times its algorithms per input shape once (LeRobot's choice too)
     channels_last: bool = False   # 4-D weights and images in NHWC: cuDNN's native layout, no conversions
     compile: bool = False         # torch.compile of the model (its forward and backward), on first use
+    cuda_graph: bool = False      # the whole training step replayed from one CUDA graph (training/step_graph.py)
     # camera frames leave the loader as uint8, float + image_transforms on the device; null: on CUDA
     # when dataset.image_transforms are off (pipelines.robot.uses_uint8_transport)
     uint8_transport: Optional[bool] = None

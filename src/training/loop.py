@@ -18,12 +18,15 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from config.errors import ConfigError
+
 from training import checkpoint as ckpt_lib
 from training import distributed as dist_lib
 from training.device import autocast, grad_scaler
 from training.optim import GroupedOptimizer, build_optimizer, build_scheduler
 from training.progress import Progress
 from training.rng import get_rng_state, seed_everything, set_rng_state
+from training.step_graph import StepGraph, portable_state, set_capturable
 
 log = logging.getLogger("train")
 
@@ -45,6 +48,7 @@ class LoopConfig:
     relative_model_dir: str = ckpt_lib.DEFAULT_MODEL_DIR
     use_grad_scaler: bool = False
     log_gradients: bool = False
+    cuda_graph: bool = False  # machine.cuda_graph: the step replayed from one CUDA graph (training/step_graph.py)
 
 
 def _due(step: int, freq: int, last: int) -> bool:
@@ -109,9 +113,12 @@ class Trainer:
             self.train_model = DistributedDataParallel(
                 self.model, device_ids=ids,
                 find_unused_parameters=bool(getattr(self.model, "ddp_find_unused_parameters", False)))
-        self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params())
-        self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)
         self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype, force=loop.use_grad_scaler)
+        if loop.cuda_graph:
+            self._check_graphable()
+        self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params(),
+                                                    capturable=loop.cuda_graph)
+        self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)
         ckpt_lib.check_model_dir(loop.relative_model_dir)  # a bad one stops the run before training
         self.step = 0
         self.evaluations = tuple(pipeline.evaluations()) if hasattr(pipeline, "evaluations") else (
@@ -122,11 +129,92 @@ class Trainer:
         if self.online is not None:
             self.online.attach(self.run_dir)
 
+    def _check_graphable(self) -> None:
+        """machine.cuda_graph=true: the settings a captured step cannot honour are refused up front."""
+        loop, why = self.loop, None
+        if self.device.type != "cuda":
+            why = f"a CUDA device (this run trains on {self.device.type})"
+        elif self.rank.distributed:
+            why = "one device (machine.num_devices=1, num_machines=1)"
+        elif loop.gradient_accumulation_steps != 1:
+            why = "gradient_accumulation_steps=1"
+        elif self.scaler.is_enabled():
+            why = "no grad scaler (use_amp with amp_dtype=bf16 and use_grad_scaler=false, or use_amp=false)"
+        elif not getattr(self.model, "capturable_step", False):
+            why = f"a policy that declares a capturable step ({type(self.model).__name__} does not)"
+        if why:
+            raise ConfigError(f"machine.cuda_graph=true needs {why}; set machine.cuda_graph=false")
+
+    def _eager_step(self, batches, params: list[torch.Tensor], finite: "_FiniteLoss"):
+        """One optimizer step over `gradient_accumulation_steps` batches; returns (mean loss, gradient
+        norm, the policy's metrics, per-group gradient norms when logged, seconds waiting for data)."""
+        loop = self.loop
+        data_time, loss_sum, infos = 0.0, 0.0, {}
+        for micro in range(loop.gradient_accumulation_steps):
+            td = time.perf_counter()
+            batch = self.pipeline.to_device(next(batches))
+            data_time += time.perf_counter() - td
+            last_micro = micro == loop.gradient_accumulation_steps - 1
+            sync = contextlib.nullcontext() if last_micro or not self.rank.distributed \
+                else self.train_model.no_sync()  # all-reduce gradients once per step
+            with sync, autocast(self.device, loop.use_amp, loop.amp_dtype):
+                loss, info = self.pipeline.loss(self.train_model, batch)
+            finite.add(loss, self.step + 1)
+            with sync:
+                self.scaler.scale(loss / loop.gradient_accumulation_steps).backward()
+            loss_sum = loss_sum + loss.detach()
+            infos = info
+        if isinstance(self.optimizer, GroupedOptimizer):  # per-group optimizers and clipping
+            for opt in self.optimizer.optimizers.values():
+                self.scaler.unscale_(opt)
+            grad_norm = self.optimizer.clip_grad_norms()
+            for opt in self.optimizer.optimizers.values():
+                self.scaler.step(opt)
+        else:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip or math.inf)
+            self.scaler.step(self.optimizer)
+        gradients = self.gradient_norms() if loop.log_gradients and _due(
+            self.step + 1, loop.log_freq, loop.steps) else {}
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss_sum / loop.gradient_accumulation_steps, grad_norm, infos, gradients, data_time
+
+    def _graphed_step(self, graph: StepGraph, batches, finite: "_FiniteLoss"):
+        """`_eager_step`'s work replayed from the CUDA graph (machine.cuda_graph); the same returns."""
+        td = time.perf_counter()
+        batch = self.pipeline.to_device(next(batches))
+        data_time = time.perf_counter() - td
+        out = {k: v.clone() for k, v in graph(batch).items()}
+        loss, grad_norm = out.pop("loss"), out.pop("grad_norm")
+        finite.add(loss, self.step + 1)
+        gradients = self.gradient_norms() if self.loop.log_gradients and _due(
+            self.step + 1, self.loop.log_freq, self.loop.steps) else {}
+        if self.scheduler is not None:
+            graph.scheduler_step(self.scheduler)
+        return loss, grad_norm, out, gradients, data_time
+
+    def _graph_body(self, params: list[torch.Tensor]):
+        """The captured part of a step: loss, backward, clipping (the graph adds the optimizer step);
+        a policy's tensor metrics come out of the graph beside the loss, its float ones are dropped."""
+        loop = self.loop
+
+        def body(batch: dict) -> dict[str, torch.Tensor]:
+            with autocast(self.device, loop.use_amp, loop.amp_dtype):
+                loss, info = self.pipeline.loss(self.train_model, batch)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip or math.inf)
+            return {**{k: v.detach() for k, v in info.items() if isinstance(v, torch.Tensor)},
+                    "loss": loss.detach(), "grad_norm": grad_norm}
+        return body
+
     # ------------------------------------------------------------------ state
     def training_state(self) -> dict:
         return {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": portable_state(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.scaler.state_dict(),
             "rng": dist_lib.all_gather_objects(get_rng_state()),  # one per rank
@@ -140,6 +228,7 @@ class Trainer:
         ckpt_lib.load_weights(ckpt, self.model)
         state = ckpt_lib.load_training_state(ckpt)
         self.optimizer.load_state_dict(state["optimizer"])
+        set_capturable(self.optimizer, self.loop.cuda_graph)
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -172,6 +261,8 @@ class Trainer:
                 continue
             try:
                 obj.load_state_dict(state[name])
+                if obj is self.optimizer:
+                    set_capturable(self.optimizer, self.loop.cuda_graph)
             except (ValueError, KeyError, RuntimeError, TypeError) as e:
                 raise ckpt_lib.CheckpointError(
                     f"{ckpt / ckpt_lib.STATE_FILE}: its {name} state does not fit this run's {name} ({e}); warm "
@@ -224,51 +315,25 @@ class Trainer:
                             interval_s=loop.progress_interval_s)
         batches = iter(self.pipeline.batches)
         acc, finite, shown = _Meter(), _FiniteLoss(), {}
+        graph = StepGraph(self._graph_body(params), self.model, self.optimizer) if loop.cuda_graph else None
         self.model.train()
         try:
             while self.step < loop.steps:
                 if self.online is not None:
                     self.online.before_step(self.step, self.tracker)
                 t0 = time.perf_counter()
-                data_time, loss_sum, infos = 0.0, 0.0, {}
-                for micro in range(loop.gradient_accumulation_steps):
-                    td = time.perf_counter()
-                    batch = self.pipeline.to_device(next(batches))
-                    data_time += time.perf_counter() - td
-                    last_micro = micro == loop.gradient_accumulation_steps - 1
-                    sync = contextlib.nullcontext() if last_micro or not self.rank.distributed \
-                        else self.train_model.no_sync()  # all-reduce gradients once per step
-                    with sync, autocast(self.device, loop.use_amp, loop.amp_dtype):
-                        loss, info = self.pipeline.loss(self.train_model, batch)
-                    finite.add(loss, self.step + 1)
-                    with sync:
-                        self.scaler.scale(loss / loop.gradient_accumulation_steps).backward()
-                    loss_sum = loss_sum + loss.detach()
-                    infos = info
-                if isinstance(self.optimizer, GroupedOptimizer):  # per-group optimizers and clipping
-                    for opt in self.optimizer.optimizers.values():
-                        self.scaler.unscale_(opt)
-                    grad_norm = self.optimizer.clip_grad_norms()
-                    for opt in self.optimizer.optimizers.values():
-                        self.scaler.step(opt)
+                if graph is not None:
+                    loss, grad_norm, infos, gradients, data_time = self._graphed_step(graph, batches, finite)
                 else:
-                    self.scaler.unscale_(self.optimizer)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip or math.inf)
-                    self.scaler.step(self.optimizer)
-                gradients = self.gradient_norms() if loop.log_gradients and _due(
-                    self.step + 1, loop.log_freq, loop.steps) else {}
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scheduler is not None:
-                    self.scheduler.step()
+                    loss, grad_norm, infos, gradients, data_time = self._eager_step(batches, params, finite)
                 self.step += 1
                 if hasattr(self.model, "on_optimizer_step"):  # step-counted model state (VQ-BeT's phases)
                     self.model.on_optimizer_step()
                 step_time = time.perf_counter() - t0
-                acc.add(loss=loss_sum / loop.gradient_accumulation_steps, grad_norm=grad_norm,
+                acc.add(loss=loss, grad_norm=grad_norm,
                         step_time=step_time, data_time=data_time,
                         **{k: v for k, v in infos.items() if k != "loss"})
-                lr = self.optimizer.param_groups[0]["lr"]
+                lr = self.optimizer.param_groups[0]["lr"] if graph is None else graph.lrs[0]
                 progress.update(self.step, {**shown, "lr": f"{lr:.2e}", "data": f"{data_time / step_time:.0%}"})
                 if self.device.type != "cuda" or any(_due(self.step, f, loop.steps) for f in (
                         loop.log_freq, loop.save_freq if loop.save_checkpoint else 0,

@@ -9,19 +9,31 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from config.errors import ConfigError
 
-def build_optimizer(cfg: DictConfig, params: Iterable) -> tuple[torch.optim.Optimizer, float | None]:
+
+def build_optimizer(cfg: DictConfig, params: Iterable, capturable: bool = False
+                    ) -> tuple[torch.optim.Optimizer, float | None]:
     """Returns the optimizer and the grad-norm clip (None or <= 0: no clipping).
 
-    `grad_clip_norm` belongs to the loop, so it is taken out before torch sees the kwargs.
+    `grad_clip_norm` belongs to the loop, so it is taken out before torch sees the kwargs. `capturable`
+    (machine.cuda_graph) builds a fused Adam/AdamW whose step can be captured in a CUDA graph.
     """
     if is_grouped(cfg):
+        if capturable:
+            raise ConfigError("machine.cuda_graph=true needs one optimizer, not per-group ones; set "
+                              "machine.cuda_graph=false")
         return GroupedOptimizer(cfg, params), None
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     clip = kwargs.pop("grad_clip_norm", None)
     params = list(params)
     if "fused" in kwargs and kwargs["fused"] is None:
-        kwargs["fused"] = fused_default(params)
+        kwargs["fused"] = fused_default(params) or capturable
+    if capturable:
+        if kwargs.get("fused") is not True:
+            raise ConfigError(f"machine.cuda_graph=true needs a fused Adam or AdamW (optimizer={kwargs['_target_']}, "
+                              f"fused={kwargs.get('fused')}); set optimizer.fused=null or machine.cuda_graph=false")
+        kwargs["capturable"] = True
     optimizer = instantiate(kwargs, params=params, _convert_="all")
     return optimizer, (clip if clip and clip > 0 else None)
 

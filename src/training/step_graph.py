@@ -9,9 +9,10 @@ that does not change the training (weights, optimizer state, buffers and RNG are
 `n` is eager step `n`), and static input tensors that each batch is copied into.
 
 Requirements, checked: every parameter on one CUDA device, an Adam or AdamW built with `fused=True,
-capturable=True`, batches of one shape. The learning rate becomes a device tensor the graph reads;
-step the scheduler through `scheduler_step`, which writes its new value there. Not for AMP's grad
-scaler, gradient accumulation or DDP.
+capturable=True`, batches of one shape (a batch's non-tensor entries are read at the capture only). The
+learning rate becomes a device tensor the graph reads; step the scheduler through `scheduler_step`,
+which writes its new value there without reading the device. Not for AMP's grad scaler, gradient
+accumulation or DDP (the loop refuses those: training/loop.py).
 """
 
 from __future__ import annotations
@@ -30,12 +31,30 @@ def check_capturable(optimizer: torch.optim.Optimizer) -> None:
             raise ValueError("a graphed training step needs the optimizer built with fused=True and capturable=True")
 
 
+def portable_state(optimizer_state: dict) -> dict:
+    """An optimizer's state_dict as an uncaptured optimizer saves it (learning rates as floats, not
+    capturable), so a checkpoint resumes with or without machine.cuda_graph (`set_capturable` after
+    loading restores the run's own choice)."""
+    for group in optimizer_state.get("param_groups", []):
+        if isinstance(group.get("lr"), Tensor):
+            group["lr"] = float(group["lr"])
+        if group.get("capturable"):
+            group["capturable"] = False
+    return optimizer_state
+
+
+def set_capturable(optimizer, capturable: bool) -> None:
+    for group in optimizer.param_groups:
+        if "capturable" in group:
+            group["capturable"] = capturable
+
+
 class StepGraph:
     """`step(batch) -> {name: 0-d tensor}` captured once and replayed for every batch of the same shape.
 
-    `step` runs forward, backward and clipping, and the graph then `optimizer.step()`; `step` must not
-    zero the gradients (the graph's backward writes them afresh each replay). The returned tensors are the graph's own outputs,
-    overwritten by the next replay: read or clone them before.
+    `step` runs forward, backward and clipping, and the graph then `optimizer.step()`; nothing may zero
+    the gradients (the graph's backward writes them afresh each replay, into the tensors it captured).
+    The returned tensors are the graph's own outputs, overwritten by the next replay: clone them first.
     """
 
     def __init__(self, step: Callable[[dict[str, Tensor]], dict[str, Tensor]], model: torch.nn.Module,
@@ -45,27 +64,34 @@ class StepGraph:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.inputs: dict[str, Tensor] = {}
         self.outputs: dict[str, Tensor] = {}
+        self.lrs = [float(group["lr"]) for group in optimizer.param_groups]  # host copies: read without a sync
         for group in optimizer.param_groups:
-            if not isinstance(group["lr"], Tensor):
-                group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
+            group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
 
     def scheduler_step(self, scheduler) -> None:
-        """`scheduler.step()`, its learning rates written into the tensors the graph reads (a scheduler
-        may assign a float where it finds a tensor)."""
-        lrs = [group["lr"] for group in self.optimizer.param_groups]
-        scheduler.step()
-        for group, lr in zip(self.optimizer.param_groups, lrs):
-            if group["lr"] is not lr:
-                lr.fill_(float(group["lr"]))
-                group["lr"] = lr
+        """`scheduler.step()` on the host values of the learning rates, then written into the tensors the
+        graph reads (a fill from a Python float: no read-back)."""
+        groups = self.optimizer.param_groups
+        tensors = [group["lr"] for group in groups]
+        for group, lr in zip(groups, self.lrs):
+            group["lr"] = lr
+        try:
+            scheduler.step()
+            self.lrs = [float(group["lr"]) for group in groups]
+        finally:
+            for group, tensor, lr in zip(groups, tensors, self.lrs):
+                tensor.fill_(lr)
+                group["lr"] = tensor
 
-    def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def __call__(self, batch: dict) -> dict[str, Tensor]:
+        tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor)}
         if self.graph is None:
             self._capture(batch)
-        elif batch.keys() != self.inputs.keys() or any(
-                v.shape != self.inputs[k].shape or v.dtype != self.inputs[k].dtype for k, v in batch.items()):
-            raise ValueError("a graphed training step needs batches of one shape (drop_last=True)")
-        for key, value in batch.items():
+        elif tensors.keys() != self.inputs.keys() or any(
+                v.shape != self.inputs[k].shape or v.dtype != self.inputs[k].dtype for k, v in tensors.items()):
+            raise ValueError("a graphed training step needs batches of one shape and keys (drop_last=True); "
+                             "set machine.cuda_graph=false for this run")
+        for key, value in tensors.items():
             self.inputs[key].copy_(value, non_blocking=True)
         self.graph.replay()
         return self.outputs
@@ -76,9 +102,10 @@ class StepGraph:
             tensors.extend(v for v in state.values() if isinstance(v, Tensor))
         return tensors
 
-    def _capture(self, batch: dict[str, Tensor]) -> None:
-        device = next(iter(batch.values())).device
-        self.inputs = {k: v.clone() for k, v in batch.items()}
+    def _capture(self, batch: dict) -> None:
+        self.inputs = {k: v.clone() for k, v in batch.items() if isinstance(v, Tensor)}
+        device = next(iter(self.inputs.values())).device
+        static = {**batch, **self.inputs}
         saved = [t.clone() for t in self._state_tensors()]
         had_state = bool(self.optimizer.state)
         rng = torch.cuda.get_rng_state(device), torch.get_rng_state()
@@ -88,14 +115,14 @@ class StepGraph:
         with torch.cuda.stream(side):
             for _ in range(self.warmup):
                 self.optimizer.zero_grad(set_to_none=True)
-                self.step(self.inputs)
+                self.step(static)
                 self.optimizer.step()
         torch.cuda.current_stream(device).wait_stream(side)
 
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.outputs = self.step(self.inputs)
+            self.outputs = self.step(static)
             self.optimizer.step()
         self.graph = graph
 

@@ -121,3 +121,50 @@ def test_a_model_hears_of_each_optimizer_step_and_metrics_average_over_the_steps
     trainer.fit()
     assert pipe.model.calls == 3
     assert logged[0]["train/early"] == 4.0 and logged[0]["train/late"] == 1.0
+
+
+# ----------------------------------------------------------------------------- machine.cuda_graph
+ADAMW = OmegaConf.create({"_target_": "torch.optim.AdamW", "lr": 1e-3, "fused": None, "grad_clip_norm": 1.0})
+
+
+@pytest.mark.parametrize("device, loop, fragment", [
+    ("cpu", {}, "needs a CUDA device"),
+    ("cuda", {"gradient_accumulation_steps": 2}, "gradient_accumulation_steps=1"),
+    ("cuda", {}, "a policy that declares a capturable step"),  # the toy model does not
+])
+def test_a_captured_step_is_refused_where_it_cannot_run(tmp_path, device, loop, fragment):
+    """Refused before anything is built on the device (so the CUDA cases run without one)."""
+    from config.errors import ConfigError
+
+    tracker = NullTracker()
+    tracker.start(tmp_path, params={}, tags={})
+    with pytest.raises(ConfigError, match=fragment):
+        Trainer(LoopConfig(steps=1, progress_bar=False, cuda_graph=True, **loop), ToyPipeline(batch_size=4), ADAMW,
+                None, tracker, tmp_path, torch.device(device), "x: 1\n")
+
+
+def test_a_captured_step_needs_a_fused_adam():
+    from config.errors import ConfigError
+    from training.optim import build_optimizer
+
+    params = list(torch.nn.Linear(2, 1).parameters())
+    for cfg, fragment in ((SGD, "fused Adam or AdamW"), (OmegaConf.merge(ADAMW, {"fused": False}), "fused=False"),
+                          (OmegaConf.create({"a": ADAMW}), "one optimizer")):
+        with pytest.raises(ConfigError, match=fragment):
+            build_optimizer(cfg, params if "a" not in cfg else {"a": params}, capturable=True)
+
+
+def test_checkpoints_hold_the_optimizer_as_an_uncaptured_one_saves_it():
+    from training.step_graph import portable_state, set_capturable
+
+    params = list(torch.nn.Linear(2, 1).parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    optimizer.param_groups[0]["lr"] = torch.tensor(5e-4)
+    optimizer.param_groups[0]["capturable"] = True
+    saved = portable_state(optimizer.state_dict())
+    assert saved["param_groups"][0]["lr"] == pytest.approx(5e-4) and not saved["param_groups"][0]["capturable"]
+    assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)  # the live optimizer is untouched
+    fresh = torch.optim.AdamW(params, lr=1e-3)
+    fresh.load_state_dict(saved)
+    set_capturable(fresh, True)
+    assert fresh.param_groups[0]["capturable"] and fresh.param_groups[0]["lr"] == pytest.approx(5e-4)

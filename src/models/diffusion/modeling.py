@@ -181,6 +181,9 @@ class DiffusionPolicy(PlansActionChunks, nn.Module):
     # Imitates its own rollouts too, as LeRobot's online loop trains any policy (training/online).
     learns_online = True
     init_only_options = ("pretrained_backbone_weights",)  # replaced by a checkpoint's weights
+    # machine.cuda_graph may capture its training step: fixed shapes, nothing read back to the host, random
+    # draws (crop, noise, timesteps) from the default generator
+    capturable_step = True
 
     def __init__(self, features: Mapping[str, Any], stats: Optional[Mapping] = None, **config_kwargs: Any) -> None:
         super().__init__()
