@@ -54,7 +54,8 @@ class GraphedCalls:
         return output.clone()
 
     def _capture(self, inputs: tuple[Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, list[Tensor], Tensor]:
-        static_inputs = [x.clone() for x in inputs]
+        with torch.inference_mode(False):  # normal tensors: later copies into them work in any grad mode
+            static_inputs = [x.clone() for x in inputs]
         rng = torch.cuda.get_rng_state(inputs[0].device)
         side = torch.cuda.Stream(inputs[0].device)
         side.wait_stream(torch.cuda.current_stream(inputs[0].device))
