@@ -139,9 +139,9 @@ def graphed_against_eager(ours: torch.nn.Module, device: str) -> float:
     """Largest difference between three consecutive plans replayed from CUDA graphs and the same plans
     made eagerly from the same RNG state (the graphs must draw the same noise)."""
     g = torch.Generator().manual_seed(3)
-    windows = ours.normalizer.normalize({IMAGE: torch.rand(4, ours.config.n_obs_steps, *SHAPES[IMAGE], generator=g),
-                                         STATE: 512 * torch.rand(4, ours.config.n_obs_steps, 2, generator=g)})
-    windows = {k: v.to(device) for k, v in windows.items()}
+    raw = {IMAGE: torch.rand(4, ours.config.n_obs_steps, *SHAPES[IMAGE], generator=g),
+           STATE: 512 * torch.rand(4, ours.config.n_obs_steps, 2, generator=g)}
+    windows = ours.normalizer.normalize({k: v.to(device) for k, v in raw.items()})
     results = []
     for graphs in (True, False):
         ours.use_cuda_graphs(graphs)
