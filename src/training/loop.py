@@ -138,6 +138,8 @@ class Trainer:
             why = "one device (machine.num_devices=1, num_machines=1)"
         elif loop.gradient_accumulation_steps != 1:
             why = "gradient_accumulation_steps=1"
+        elif getattr(self.pipeline, "online", None) is not None:
+            why = "offline training (online.steps=0: the online phase's batches change their keys)"
         elif self.scaler.is_enabled():
             why = "no grad scaler (use_amp with amp_dtype=bf16 and use_grad_scaler=false, or use_amp=false)"
         elif not getattr(self.model, "capturable_step", False):

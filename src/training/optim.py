@@ -30,7 +30,7 @@ def build_optimizer(cfg: DictConfig, params: Iterable, capturable: bool = False
     if "fused" in kwargs and kwargs["fused"] is None:
         kwargs["fused"] = fused_default(params) or capturable
     if capturable:
-        if kwargs.get("fused") is not True:
+        if kwargs.get("_target_") not in ("torch.optim.Adam", "torch.optim.AdamW") or kwargs.get("fused") is not True:
             raise ConfigError(f"machine.cuda_graph=true needs a fused Adam or AdamW (optimizer={kwargs['_target_']}, "
                               f"fused={kwargs.get('fused')}); set optimizer.fused=null or machine.cuda_graph=false")
         kwargs["capturable"] = True

@@ -44,9 +44,12 @@ def portable_state(optimizer_state: dict) -> dict:
 
 
 def set_capturable(optimizer, capturable: bool) -> None:
+    """After `load_state_dict` (which takes every setting from the saved groups): this run's choice."""
     for group in optimizer.param_groups:
         if "capturable" in group:
             group["capturable"] = capturable
+            if capturable:
+                group["fused"] = True
 
 
 class StepGraph:
@@ -121,7 +124,7 @@ class StepGraph:
 
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.outputs = self.step(static)
             self.optimizer.step()
         self.graph = graph

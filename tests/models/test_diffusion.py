@@ -392,11 +392,14 @@ def test_moved_weights_are_captured_again():
     policy.use_cuda_graphs(True)
     first = plans(policy, 2, 1, seed=1)
     graphs = policy._graphs
-    assert len(graphs._graphs) == 1
-    policy.cpu().cuda()  # new storage for every weight
+    (captured,) = graphs._graphs.values()
+    old = [t.data for t in list(policy.parameters()) + list(policy.buffers())]  # alive: new addresses below
+    policy.cpu().cuda()
+    assert all(t.data_ptr() != o.data_ptr() for t, o in zip(list(policy.parameters()) + list(policy.buffers()), old))
     again = plans(policy, 2, 1, seed=1)
     torch.testing.assert_close(again, first)
-    assert len(graphs._graphs) == 1 and graphs._weights_at == tuple(
+    (recaptured,) = graphs._graphs.values()
+    assert recaptured is not captured and graphs._weights_at == tuple(
         t.data_ptr() for t in list(policy.parameters()) + list(policy.buffers()))
 
 
@@ -410,8 +413,8 @@ def test_one_capture_per_input_signature():
         return (x * weight).sum(-1) + torch.randn(x.shape[0], device="cuda")
 
     graphed = GraphedCalls(fn, weights=lambda: [weight], warmup=2)
-    torch.manual_seed(0)
     x = torch.rand(3, 4, device="cuda")
+    torch.manual_seed(0)
     first = [graphed(x) for _ in range(3)]
     assert calls == [(3, 4)] * 3  # two warm-up calls and the capture, then replays
     graphed(torch.rand(2, 4, device="cuda"))

@@ -127,19 +127,23 @@ def test_a_model_hears_of_each_optimizer_step_and_metrics_average_over_the_steps
 ADAMW = OmegaConf.create({"_target_": "torch.optim.AdamW", "lr": 1e-3, "fused": None, "grad_clip_norm": 1.0})
 
 
-@pytest.mark.parametrize("device, loop, fragment", [
-    ("cpu", {}, "needs a CUDA device"),
-    ("cuda", {"gradient_accumulation_steps": 2}, "gradient_accumulation_steps=1"),
-    ("cuda", {}, "a policy that declares a capturable step"),  # the toy model does not
+@pytest.mark.parametrize("device, loop, online, fragment", [
+    ("cpu", {}, False, "needs a CUDA device"),
+    ("cuda", {"gradient_accumulation_steps": 2}, False, "gradient_accumulation_steps=1"),
+    ("cuda", {}, True, "offline training"),
+    ("cuda", {}, False, "a policy that declares a capturable step"),  # the toy model does not
 ])
-def test_a_captured_step_is_refused_where_it_cannot_run(tmp_path, device, loop, fragment):
+def test_a_captured_step_is_refused_where_it_cannot_run(tmp_path, device, loop, online, fragment):
     """Refused before anything is built on the device (so the CUDA cases run without one)."""
     from config.errors import ConfigError
 
     tracker = NullTracker()
     tracker.start(tmp_path, params={}, tags={})
+    pipeline = ToyPipeline(batch_size=4)
+    if online:
+        pipeline.online = object()  # an online phase (training/online)
     with pytest.raises(ConfigError, match=fragment):
-        Trainer(LoopConfig(steps=1, progress_bar=False, cuda_graph=True, **loop), ToyPipeline(batch_size=4), ADAMW,
+        Trainer(LoopConfig(steps=1, progress_bar=False, cuda_graph=True, **loop), pipeline, ADAMW,
                 None, tracker, tmp_path, torch.device(device), "x: 1\n")
 
 
@@ -149,6 +153,7 @@ def test_a_captured_step_needs_a_fused_adam():
 
     params = list(torch.nn.Linear(2, 1).parameters())
     for cfg, fragment in ((SGD, "fused Adam or AdamW"), (OmegaConf.merge(ADAMW, {"fused": False}), "fused=False"),
+                          (OmegaConf.merge(SGD, {"fused": True}), "optimizer=torch.optim.SGD"),
                           (OmegaConf.create({"a": ADAMW}), "one optimizer")):
         with pytest.raises(ConfigError, match=fragment):
             build_optimizer(cfg, params if "a" not in cfg else {"a": params}, capturable=True)

@@ -221,10 +221,11 @@ def test_the_loop_with_a_captured_step_trains_as_the_eager_loop_and_resumes_eith
         loop = LoopConfig(steps=steps, log_freq=1, save_freq=3, progress_bar=False, cuda_graph=graph)
         trainer = Trainer(loop, pipeline, adamw, cosine, tracker, run_dir, torch.device("cuda"), "x: 1\n")
         if resume is not None:
-            trainer.restore(resume)
-        torch.manual_seed(5)
+            trainer.restore(resume)  # restores the RNG streams too
+        else:
+            torch.manual_seed(5)
         trainer.fit()
-        rows = [(m["train/loss"], m["train/grad_norm"], m["train/lr"]) for m in read_metrics(run_dir / "metrics.jsonl")
+        rows = [(m["train/loss"], m["train/grad_norm"], m["train/lr"]) for m in read_metrics(run_dir)
                 if "train/loss" in m]
         return rows, [p.detach().clone() for p in pipeline.model.parameters()]
 

@@ -64,7 +64,7 @@ class GraphedCalls:
                 self.fn(*static_inputs)
         torch.cuda.current_stream(inputs[0].device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             output = self.fn(*static_inputs)
         torch.cuda.set_rng_state(rng, inputs[0].device)
         return graph, static_inputs, output
