@@ -306,7 +306,7 @@ class RolloutEvalConfig:
     batch_size: int = ranged(50, ge=1, why="envs run at once")
     use_async_envs: bool = False
     max_videos: int = ranged(1, ge=0)
-    cuda_graphs: Optional[bool] = None
+    cuda_graphs: Optional[bool] = False  # null: on for CUDA
 
 
 @dataclass

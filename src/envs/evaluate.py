@@ -158,7 +158,7 @@ def evaluate_policy(
     max_videos: int = 1,
     progress: bool = True,
     keep_frames: Mapping[str, str] | None = None,
-    cuda_graphs: bool | None = None,
+    cuda_graphs: bool | None = False,
 ) -> dict[str, Any]:
     """Runs ``n_episodes`` episodes of ``policy`` and returns aggregated and per-episode metrics.
 
@@ -168,7 +168,7 @@ def evaluate_policy(
     The first ``max_videos`` episodes are rendered (at the env's visualization size, one frame at
     reset and one per step) into ``videos_dir/eval_episode_<i>.mp4``. ``keep_frames`` (dataset key
     -> dtype) also returns every episode's frames under ``"episode_frames"`` (``envs.episodes``).
-    ``cuda_graphs`` (None: on for CUDA) replays the planning of a policy that offers it
+    ``cuda_graphs`` (True, or None: on for CUDA) replays the planning of a policy that offers it
     (``use_cuda_graphs``) from CUDA graphs during these rollouts.
     """
     if n_episodes < 1 or batch_size < 1:
