@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from models.common.cuda_graph import capture
+
 
 def check_capturable(optimizer: torch.optim.Optimizer) -> None:
     if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
@@ -110,37 +112,25 @@ class StepGraph:
         device = next(iter(self.inputs.values())).device
         static = {**batch, **self.inputs}
         saved = [t.clone() for t in self._state_tensors()]
-        had_state = bool(self.optimizer.state)
-        rng = torch.cuda.get_rng_state(device), torch.get_rng_state()
+        cpu_rng = torch.get_rng_state()
 
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step(static)
-                self.optimizer.step()
-        torch.cuda.current_stream(device).wait_stream(side)
-
-        self.optimizer.zero_grad(set_to_none=True)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self.outputs = self.step(static)
+        def run() -> dict[str, Tensor]:
+            # set_to_none only drops Python references: inside the capture, backward then writes fresh
+            # gradients into the graph's memory
+            self.optimizer.zero_grad(set_to_none=True)
+            outputs = self.step(static)
             self.optimizer.step()
-        self.graph = graph
+            return outputs
 
-        # the warm-up trained: put weights, buffers, optimizer state and RNG back (a first step creates
-        # Adam's state: zero moments and step count, as a fresh optimizer has them)
+        self.graph, self.outputs = capture(run, device, self.warmup)  # puts the CUDA generator back
+
+        # the warm-up trained: put weights, buffers, optimizer state and CPU RNG back (a first step creates
+        # Adam's state, listed after the saved tensors: zero moments and step count, as a fresh optimizer
+        # has them)
         with torch.no_grad():
             current = self._state_tensors()
-            if had_state:
-                for tensor, value in zip(current, saved):
-                    tensor.copy_(value)
-            else:
-                n_model = len(saved)
-                for tensor, value in zip(current[:n_model], saved):
-                    tensor.copy_(value)
-                for tensor in current[n_model:]:
-                    tensor.zero_()
-        torch.cuda.set_rng_state(rng[0], device)
-        torch.set_rng_state(rng[1])
+            for tensor, value in zip(current, saved):
+                tensor.copy_(value)
+            for tensor in current[len(saved):]:
+                tensor.zero_()
+        torch.set_rng_state(cpu_rng)

@@ -14,10 +14,31 @@ eager call would have drawn, and each replay advances the generator as an eager 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import Tensor
+
+T = TypeVar("T")
+
+
+def capture(run: Callable[[], T], device: torch.device, warmup: int) -> tuple[torch.cuda.CUDAGraph, T]:
+    """`run()` warmed up `warmup` times on a side stream, then captured; returns the graph and what the
+    captured call returned (its tensors are the graph's outputs). The CUDA generator is put back as it
+    was before the warm-up. The capture is thread-local: another thread (a loader's pin-memory thread)
+    may allocate pinned memory meanwhile."""
+    rng = torch.cuda.get_rng_state(device)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            run()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        output = run()
+    torch.cuda.set_rng_state(rng, device)
+    return graph, output
 
 
 class GraphedCalls:
@@ -56,15 +77,5 @@ class GraphedCalls:
     def _capture(self, inputs: tuple[Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, list[Tensor], Tensor]:
         with torch.inference_mode(False):  # normal tensors: later copies into them work in any grad mode
             static_inputs = [x.clone() for x in inputs]
-        rng = torch.cuda.get_rng_state(inputs[0].device)
-        side = torch.cuda.Stream(inputs[0].device)
-        side.wait_stream(torch.cuda.current_stream(inputs[0].device))
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                self.fn(*static_inputs)
-        torch.cuda.current_stream(inputs[0].device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            output = self.fn(*static_inputs)
-        torch.cuda.set_rng_state(rng, inputs[0].device)
+        graph, output = capture(lambda: self.fn(*static_inputs), inputs[0].device, self.warmup)
         return graph, static_inputs, output
