@@ -12,7 +12,9 @@ choices (TF32 matmuls and cudnn.benchmark on, for both). Untrained weights never
 episode runs its full length in both: the comparison is of equal work. A warm-up batch of 2-step
 episodes runs first for each (cudnn autotuning, lazy init). The timed span includes building and
 closing the envs (ours builds them inside evaluate_policy). LeRobot's rows use its sync envs: its
-0.4.4 async eval fails (``'AsyncVectorEnv' object has no attribute 'envs'``).
+0.4.4 async eval fails (``'AsyncVectorEnv' object has no attribute 'envs'``). LeRobot's envs are
+gym-pusht's class; ours read the same pixels faster (envs/pusht_pixels.py), and the env step of
+each is printed.
 
     python bench/eval_vs_lerobot.py                                  # a CUDA machine: 50 x 300 steps, batch 50
     python bench/eval_vs_lerobot.py --device cpu --small --episodes 2 --episode-length 20 --batch-size 2
@@ -183,6 +185,26 @@ def run_lerobot(args, lerobot_eval, parts, n_episodes: int, episode_length: int)
     return {"s": seconds, "success": result["aggregated"]["pc_success"], "steps": None}
 
 
+def env_step_ms(ours: bool, steps: int = 300) -> float:
+    """Milliseconds per step of one PushT env (pixels and state, 96x96) under seeded random actions:
+    gym-pusht's class, or ours with the faster pixel readout (envs/pusht_pixels.py)."""
+    import gymnasium as gym
+
+    from envs.factory import import_env_package, make_gym_env
+
+    import_env_package("pusht")
+    kwargs = {"obs_type": "pixels_agent_pos", "disable_env_checker": True}
+    env = make_gym_env("gym_pusht/PushT-v0", **kwargs) if ours else gym.make("gym_pusht/PushT-v0", **kwargs)
+    actions = np.random.default_rng(0).uniform(50, 460, size=(steps, 2))
+    env.reset(seed=0)
+    start = time.perf_counter()
+    for action in actions:
+        env.step(action)
+    seconds = time.perf_counter() - start
+    env.close()
+    return 1e3 * seconds / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -222,6 +244,8 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         rows.append((name, run(args.episodes, args.episode_length)))
+        print(f"measured: {name}, {rows[-1][1]['s']:.1f} s", flush=True)
+    step_ms = {"gym-pusht": env_step_ms(False), "ours": env_step_ms(True)}
 
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(f"PushT eval, {args.episodes} episodes of {args.episode_length} steps, batch {args.batch_size}, "
@@ -236,6 +260,8 @@ def main() -> None:
     if graphs_difference is not None:
         print(f"CUDA graphs: three consecutive plans replayed from graphs and made eagerly, same RNG, differ by at "
               f"most {graphs_difference:.2e} (normalised actions)")
+    print(f"one PushT env step (physics, reward, 96x96 pixels), 300 seeded random actions: gym-pusht's class "
+          f"{step_ms['gym-pusht']:.2f} ms, ours {step_ms['ours']:.2f} ms (same observations: envs/pusht_pixels.py)")
     reference = next((r for name, r in rows if name.startswith("LeRobot")), None)
     print("| evaluator | seconds | episodes/min | success % | ours / LeRobot |")
     print("|---|---:|---:|---:|---:|")

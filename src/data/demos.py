@@ -172,12 +172,11 @@ def record_pusht(root: Path, n_episodes: int, seed: int = 0, keep_failed: bool =
                  max_attempts_factor: int = 3, progress: bool = True, codebase_version: str = CODEBASE_VERSION) -> Path:
     """Runs the scripted PushT expert until `n_episodes` are kept (only successes unless
     `keep_failed`), seeds `seed, seed+1, ...`, and writes them as one LeRobotDataset at `root`."""
-    import gymnasium as gym
-    import gym_pusht  # noqa: F401  (registers the env)
-
+    from envs.factory import import_env_package, make_gym_env
     from envs.pusht_expert import PushTExpert
 
-    env = gym.make("gym_pusht/PushT-v0", obs_type="pixels_agent_pos", max_episode_steps=300)
+    import_env_package("pusht")
+    env = make_gym_env("gym_pusht/PushT-v0", obs_type="pixels_agent_pos", max_episode_steps=300)
     writer = LeRobotDatasetWriter(root, fps=env.metadata.get("render_fps", 10), features=pusht_features(use_videos),
                                   robot_type="2d pointer", use_videos=use_videos, codebase_version=codebase_version)
     expert = PushTExpert()
@@ -253,9 +252,7 @@ def make_expert_env(expert: str, render: bool = True):
     ``render=False`` skips camera rendering, for success-rate runs (xarm: ``obs_type="state"``;
     aloha: black frames); gym-aloha otherwise renders only the ``top`` camera it returns (it would
     render two more). The experts read the simulator's state, never the observation."""
-    import gymnasium as gym
-
-    from envs.factory import import_env_package
+    from envs.factory import import_env_package, make_gym_env
 
     env_type, task, length, _, _, _, _, _, _ = MUJOCO_EXPERTS[expert]
     import_env_package(env_type)
@@ -264,7 +261,7 @@ def make_expert_env(expert: str, render: bool = True):
         kwargs.update(observation_width=84, observation_height=84)
         if not render:
             kwargs["obs_type"] = "state"
-    env = gym.make(f"gym_{env_type}/{task}", disable_env_checker=True, **kwargs)
+    env = make_gym_env(f"gym_{env_type}/{task}", disable_env_checker=True, **kwargs)
     if env_type == "aloha":
         from envs.aloha_expert import EXPERTS as ALOHA_EXPERTS, render_only
 
