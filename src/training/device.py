@@ -43,11 +43,12 @@ def check_device_options(device_type: str, dtype_name: str) -> None:
     amp_dtype(dtype_name)
 
 
-def autocast(device: torch.device, use_amp: bool, dtype_name: str):
-    """A real autocast region when AMP is on, a no-op otherwise."""
+def autocast(device: torch.device, use_amp: bool, dtype_name: str, cache_enabled: bool = True):
+    """A real autocast region when AMP is on, a no-op otherwise. `cache_enabled=False` inside a CUDA
+    graph capture (torch.cuda.graphs asks it: cached casts would outlive the capture)."""
     if not use_amp:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype(dtype_name))
+    return torch.autocast(device_type=device.type, dtype=amp_dtype(dtype_name), cache_enabled=cache_enabled)
 
 
 def grad_scaler(device: torch.device, use_amp: bool, dtype_name: str, force: bool = False) -> torch.amp.GradScaler:

@@ -143,7 +143,8 @@ class Trainer:
         elif self.scaler.is_enabled():
             why = "no grad scaler (use_amp with amp_dtype=bf16 and use_grad_scaler=false, or use_amp=false)"
         elif not getattr(self.model, "capturable_step", False):
-            why = f"a policy that declares a capturable step ({type(self.model).__name__} does not)"
+            why = (f"a model that declares a capturable step ({type(self.model).__name__} does not, or not with "
+                   "these settings: its capturable_step says why)")
         if why:
             raise ConfigError(f"machine.cuda_graph=true needs {why}; set machine.cuda_graph=false")
 
@@ -189,7 +190,9 @@ class Trainer:
         td = time.perf_counter()
         batch = self.pipeline.to_device(next(batches))
         data_time = time.perf_counter() - td
-        out = {k: v.clone() for k, v in graph(batch).items()}
+        # a model whose step holds host-side schedules (nerfacto's) runs them here and names the variant
+        variant = self.model.graph_variant(self.step) if hasattr(self.model, "graph_variant") else None
+        out = {k: v.clone() for k, v in graph(batch, variant).items()}
         loss, grad_norm = out.pop("loss"), out.pop("grad_norm")
         finite.add(loss, self.step + 1)
         gradients = self.gradient_norms() if self.loop.log_gradients and _due(
@@ -203,11 +206,15 @@ class Trainer:
         a policy's tensor metrics come out of the graph beside the loss, its float ones are dropped."""
         loop = self.loop
 
-        def body(batch: dict) -> dict[str, torch.Tensor]:
-            with autocast(self.device, loop.use_amp, loop.amp_dtype):
+        def body(batch) -> dict[str, torch.Tensor]:
+            # autocast's cast cache would keep tensors made during the capture: off, as torch's docs ask
+            with autocast(self.device, loop.use_amp, loop.amp_dtype, cache_enabled=False):
                 loss, info = self.pipeline.loss(self.train_model, batch)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip or math.inf)
+            if isinstance(self.optimizer, GroupedOptimizer):  # per-group clipping, as _eager_step does
+                grad_norm = self.optimizer.clip_grad_norms()
+            else:
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip or math.inf)
             return {**{k: v.detach() for k, v in info.items() if isinstance(v, torch.Tensor)},
                     "loss": loss.detach(), "grad_norm": grad_norm}
         return body

@@ -20,22 +20,24 @@ def build_optimizer(cfg: DictConfig, params: Iterable, capturable: bool = False
     (machine.cuda_graph) builds a fused Adam/AdamW whose step can be captured in a CUDA graph.
     """
     if is_grouped(cfg):
-        if capturable:
-            raise ConfigError("machine.cuda_graph=true needs one optimizer, not per-group ones; set "
-                              "machine.cuda_graph=false")
-        return GroupedOptimizer(cfg, params), None
+        return GroupedOptimizer(cfg, params, capturable=capturable), None
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     clip = kwargs.pop("grad_clip_norm", None)
     params = list(params)
     if "fused" in kwargs and kwargs["fused"] is None:
         kwargs["fused"] = fused_default(params) or capturable
     if capturable:
-        if kwargs.get("_target_") not in ("torch.optim.Adam", "torch.optim.AdamW") or kwargs.get("fused") is not True:
-            raise ConfigError(f"machine.cuda_graph=true needs a fused Adam or AdamW (optimizer={kwargs['_target_']}, "
-                              f"fused={kwargs.get('fused')}); set optimizer.fused=null or machine.cuda_graph=false")
-        kwargs["capturable"] = True
+        _make_capturable(kwargs, "optimizer")
     optimizer = instantiate(kwargs, params=params, _convert_="all")
     return optimizer, (clip if clip and clip > 0 else None)
+
+
+def _make_capturable(kwargs: dict, name: str) -> None:
+    """An Adam/AdamW config made fused and capturable (machine.cuda_graph); any other is refused."""
+    if kwargs.get("_target_") not in ("torch.optim.Adam", "torch.optim.AdamW") or kwargs.get("fused", True) is False:
+        raise ConfigError(f"machine.cuda_graph=true needs a fused Adam or AdamW ({name}={kwargs.get('_target_')}, "
+                          f"fused={kwargs.get('fused')}); set {name}.fused=null or machine.cuda_graph=false")
+    kwargs.update(fused=True, capturable=True)
 
 
 def fused_default(params: list) -> bool:
@@ -63,10 +65,11 @@ def is_grouped(cfg) -> bool:
 class GroupedOptimizer:
     """One torch optimizer per named parameter group (nerfstudio's Optimizers), stepped together.
 
-    Quacks like a torch optimizer for the loop (param_groups, step, zero_grad, state_dict) and keeps
-    each group's `max_norm` for per-group gradient clipping (`clip_grad_norms`)."""
+    Quacks like a torch optimizer for the loop (param_groups, state, step, zero_grad, state_dict) and
+    keeps each group's `max_norm` for per-group gradient clipping (`clip_grad_norms`). `capturable`
+    (machine.cuda_graph) builds every group's Adam fused and capturable."""
 
-    def __init__(self, cfg: DictConfig, params: dict):
+    def __init__(self, cfg: DictConfig, params: dict, capturable: bool = False):
         kwargs = OmegaConf.to_container(cfg, resolve=True)
         unknown = sorted(set(params) ^ set(kwargs))
         if unknown:
@@ -80,11 +83,17 @@ class GroupedOptimizer:
             group_params = list(params[name])
             if not group_params:  # e.g. camera_opt with mode=off: nothing to optimise
                 continue
+            if capturable:
+                _make_capturable(kw, f"optimizer.{name}")
             self.optimizers[name] = instantiate(kw, params=group_params, _convert_="all")
 
     @property
     def param_groups(self) -> list[dict]:
         return [g for opt in self.optimizers.values() for g in opt.param_groups]
+
+    @property
+    def state(self) -> dict:
+        return {p: st for opt in self.optimizers.values() for p, st in opt.state.items()}
 
     def step(self) -> None:
         for opt in self.optimizers.values():

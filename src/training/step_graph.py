@@ -9,7 +9,8 @@ that does not change the training (weights, optimizer state, buffers and RNG are
 `n` is eager step `n`), and static input tensors that each batch is copied into.
 
 Requirements, checked: every parameter on one CUDA device, an Adam or AdamW built with `fused=True,
-capturable=True`, batches of one shape (a batch's non-tensor entries are read at the capture only). The
+capturable=True` (or a GroupedOptimizer of them), batches of one structure and shape (a batch's
+non-tensor entries are read at the capture only). The
 learning rate becomes a device tensor the graph reads; step the scheduler through `scheduler_step`,
 which writes its new value there without reading the device. Not for AMP's grad scaler, gradient
 accumulation or DDP (the loop refuses those: training/loop.py).
@@ -17,27 +18,35 @@ accumulation or DDP (the loop refuses those: training/loop.py).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Hashable, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten  # torch's own (torch.export uses it)
 
 from models.common.cuda_graph import capture
 
 
-def check_capturable(optimizer: torch.optim.Optimizer) -> None:
-    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
-        raise ValueError(f"a graphed training step needs Adam or AdamW, got {type(optimizer).__name__}")
-    for group in optimizer.param_groups:
-        if not (group.get("fused") and group.get("capturable")):
-            raise ValueError("a graphed training step needs the optimizer built with fused=True and capturable=True")
+def check_capturable(optimizer) -> None:
+    """Adam or AdamW built fused and capturable; a GroupedOptimizer's (nerfacto's) every optimizer so."""
+    for opt in getattr(optimizer, "optimizers", {"": optimizer}).values():
+        if type(opt) not in (torch.optim.Adam, torch.optim.AdamW):
+            raise ValueError(f"a graphed training step needs Adam or AdamW, got {type(opt).__name__}")
+        for group in opt.param_groups:
+            if not (group.get("fused") and group.get("capturable")):
+                raise ValueError("a graphed training step needs the optimizer built with fused=True and "
+                                 "capturable=True")
 
 
 def portable_state(optimizer_state: dict) -> dict:
     """An optimizer's state_dict as an uncaptured optimizer saves it (learning rates as floats, not
     capturable), so a checkpoint resumes with or without machine.cuda_graph (`set_capturable` after
-    loading restores the run's own choice)."""
-    for group in optimizer_state.get("param_groups", []):
+    loading restores the run's own choice). A GroupedOptimizer's ({group: state_dict}) per group."""
+    if "param_groups" not in optimizer_state:
+        for state in optimizer_state.values():
+            portable_state(state)
+        return optimizer_state
+    for group in optimizer_state["param_groups"]:
         if isinstance(group.get("lr"), Tensor):
             group["lr"] = float(group["lr"])
         if group.get("capturable"):
@@ -54,21 +63,32 @@ def set_capturable(optimizer, capturable: bool) -> None:
                 group["fused"] = True
 
 
+class _Captured(NamedTuple):
+    graph: torch.cuda.CUDAGraph
+    spec: TreeSpec  # the batch's structure; its non-tensor leaves are the capture's
+    inputs: list[Tensor | None]  # static copies of the batch's tensor leaves (None: not a tensor)
+    outputs: dict[str, Tensor]
+    grads: list[Tensor | None]  # the gradients this graph writes, one per parameter
+
+
 class StepGraph:
-    """`step(batch) -> {name: 0-d tensor}` captured once and replayed for every batch of the same shape.
+    """`step(batch) -> {name: 0-d tensor}` captured once per variant and replayed for every batch of the
+    same structure and shapes.
 
     `step` runs forward, backward and clipping, and the graph then `optimizer.step()`; nothing may zero
     the gradients (the graph's backward writes them afresh each replay, into the tensors it captured).
+    A batch is any nesting of dicts, tuples, lists and registered dataclasses (nerfacto's RayBundle);
+    its tensors are copied into the graph's static inputs, its other leaves (a step number) are read at
+    the capture only. A model whose step differs by a host decision (nerfacto's proposal networks with
+    or without gradients) names the variant per call: each variant has its own graph.
     The returned tensors are the graph's own outputs, overwritten by the next replay: clone them first.
     """
 
-    def __init__(self, step: Callable[[dict[str, Tensor]], dict[str, Tensor]], model: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, warmup: int = 3) -> None:
+    def __init__(self, step: Callable[[Any], dict[str, Tensor]], model: torch.nn.Module, optimizer,
+                 warmup: int = 3) -> None:
         check_capturable(optimizer)
         self.step, self.model, self.optimizer, self.warmup = step, model, optimizer, warmup
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.inputs: dict[str, Tensor] = {}
-        self.outputs: dict[str, Tensor] = {}
+        self.captured: dict[Hashable, _Captured] = {}
         self.lrs = [float(group["lr"]) for group in optimizer.param_groups]  # host copies: read without a sync
         for group in optimizer.param_groups:
             group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
@@ -88,30 +108,40 @@ class StepGraph:
                 tensor.fill_(lr)
                 group["lr"] = tensor
 
-    def __call__(self, batch: dict) -> dict[str, Tensor]:
-        tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor)}
-        if self.graph is None:
-            self._capture(batch)
-        elif tensors.keys() != self.inputs.keys() or any(
-                v.shape != self.inputs[k].shape or v.dtype != self.inputs[k].dtype for k, v in tensors.items()):
-            raise ValueError("a graphed training step needs batches of one shape and keys (drop_last=True); "
+    def __call__(self, batch: Any, variant: Hashable = None) -> dict[str, Tensor]:
+        leaves, spec = tree_flatten(batch)
+        if variant not in self.captured:
+            self.captured[variant] = self._capture(leaves, spec)
+        captured = self.captured[variant]
+        if spec != captured.spec or any(
+                (x is not None) != isinstance(leaf, Tensor) or (x is not None and (x.shape != leaf.shape or x.dtype != leaf.dtype))
+                for x, leaf in zip(captured.inputs, leaves)):
+            raise ValueError("a graphed training step needs batches of one structure and shape (drop_last=True); "
                              "set machine.cuda_graph=false for this run")
-        for key, value in tensors.items():
-            self.inputs[key].copy_(value, non_blocking=True)
-        self.graph.replay()
-        return self.outputs
+        for static, leaf in zip(captured.inputs, leaves):
+            if static is not None:
+                static.copy_(leaf, non_blocking=True)
+        captured.graph.replay()
+        if len(self.captured) > 1:  # point .grad at what this graph wrote (gradient logging reads it)
+            for p, grad in zip(self._params(), captured.grads):
+                p.grad = grad
+        return captured.outputs
+
+    def _params(self) -> list[Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def _state_tensors(self) -> list[Tensor]:
-        tensors = [p.data for p in self.model.parameters()] + list(self.model.buffers())
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
         for state in self.optimizer.state.values():
             tensors.extend(v for v in state.values() if isinstance(v, Tensor))
         return tensors
 
-    def _capture(self, batch: dict) -> None:
-        self.inputs = {k: v.clone() for k, v in batch.items() if isinstance(v, Tensor)}
-        device = next(iter(self.inputs.values())).device
-        static = {**batch, **self.inputs}
-        saved = [t.clone() for t in self._state_tensors()]
+    def _capture(self, leaves: list, spec: TreeSpec) -> _Captured:
+        inputs = [leaf.clone() if isinstance(leaf, Tensor) else None for leaf in leaves]
+        static = tree_unflatten([x if x is not None else leaf for x, leaf in zip(inputs, leaves)], spec)
+        device = next(x for x in inputs if x is not None).device
+        with torch.no_grad():
+            saved = [(t, t.clone()) for t in self._state_tensors()]
         cpu_rng = torch.get_rng_state()
 
         def run() -> dict[str, Tensor]:
@@ -122,15 +152,17 @@ class StepGraph:
             self.optimizer.step()
             return outputs
 
-        self.graph, self.outputs = capture(run, device, self.warmup)  # puts the CUDA generator back
+        graph, outputs = capture(run, device, self.warmup)  # puts the CUDA generator back
 
-        # the warm-up trained: put weights, buffers, optimizer state and CPU RNG back (a first step creates
-        # Adam's state, listed after the saved tensors: zero moments and step count, as a fresh optimizer
-        # has them)
+        # the warm-up trained: put weights, buffers, optimizer state and CPU RNG back; state the warm-up
+        # created (a first step makes Adam's) is zeroed: zero moments and step count, as a fresh
+        # optimizer has them
         with torch.no_grad():
-            current = self._state_tensors()
-            for tensor, value in zip(current, saved):
+            kept = {id(t) for t, _ in saved}
+            for tensor, value in saved:
                 tensor.copy_(value)
-            for tensor in current[len(saved):]:
-                tensor.zero_()
+            for tensor in self._state_tensors():
+                if id(tensor) not in kept:
+                    tensor.zero_()
         torch.set_rng_state(cpu_rng)
+        return _Captured(graph, spec, inputs, outputs, [p.grad for p in self._params()])

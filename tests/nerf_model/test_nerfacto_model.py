@@ -126,11 +126,11 @@ def test_render_image_in_chunks_matches_one_pass():
 def test_step_callback_anneals_and_schedules():
     model = NerfactoModel(3, None, **TINY)
     model.step_callback(0)
-    assert model.proposal_sampler._anneal == 0.0
+    assert model.proposal_sampler.anneal == 0.0
     model.step_callback(100)  # frac 0.1: 10 * 0.1 / (9 * 0.1 + 1)
-    assert model.proposal_sampler._anneal == pytest.approx(1.0 / 1.9)
+    assert model.proposal_sampler.anneal == pytest.approx(1.0 / 1.9)
     model.step_callback(5000)
-    assert model.proposal_sampler._anneal == 1.0 and model.proposal_sampler._step == 4999
+    assert model.proposal_sampler.anneal == 1.0 and model.proposal_sampler._step == 4999
 
 
 def _sphere_target(rays, radius=0.6, color=(0.9, 0.3, 0.1)):

@@ -131,7 +131,7 @@ ADAMW = OmegaConf.create({"_target_": "torch.optim.AdamW", "lr": 1e-3, "fused": 
     ("cpu", {}, False, "needs a CUDA device"),
     ("cuda", {"gradient_accumulation_steps": 2}, False, "gradient_accumulation_steps=1"),
     ("cuda", {}, True, "offline training"),
-    ("cuda", {}, False, "a policy that declares a capturable step"),  # the toy model does not
+    ("cuda", {}, False, "a model that declares a capturable step"),  # the toy model does not
 ])
 def test_a_captured_step_is_refused_where_it_cannot_run(tmp_path, device, loop, online, fragment):
     """Refused before anything is built on the device (so the CUDA cases run without one)."""
@@ -154,9 +154,32 @@ def test_a_captured_step_needs_a_fused_adam():
     params = list(torch.nn.Linear(2, 1).parameters())
     for cfg, fragment in ((SGD, "fused Adam or AdamW"), (OmegaConf.merge(ADAMW, {"fused": False}), "fused=False"),
                           (OmegaConf.merge(SGD, {"fused": True}), "optimizer=torch.optim.SGD"),
-                          (OmegaConf.create({"a": ADAMW}), "one optimizer")):
+                          (OmegaConf.create({"a": ADAMW, "b": SGD}), "optimizer.b=torch.optim.SGD")):
         with pytest.raises(ConfigError, match=fragment):
-            build_optimizer(cfg, params if "a" not in cfg else {"a": params}, capturable=True)
+            build_optimizer(cfg, params if "a" not in cfg else {"a": params[:1], "b": params[1:]}, capturable=True)
+
+
+def test_a_captured_step_takes_per_group_adams_and_checkpoints_them_portably():
+    """nerfacto's grouped optimizer under machine.cuda_graph: every group's Adam fused and capturable; its
+    checkpoint state holds plain floats and capturable=False in every group, as an uncaptured run's does."""
+    from training.optim import GroupedOptimizer, build_optimizer
+    from training.step_graph import check_capturable, portable_state
+
+    params = list(torch.nn.Linear(2, 1).parameters())
+    adam = {"_target_": "torch.optim.Adam", "lr": 1e-2, "eps": 1e-15}
+    optimizer, _ = build_optimizer(OmegaConf.create({"a": adam, "b": adam}), {"a": params[:1], "b": params[1:]},
+                                   capturable=True)
+    assert isinstance(optimizer, GroupedOptimizer)
+    check_capturable(optimizer)
+    for group in optimizer.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]))  # as StepGraph leaves them
+    sum(p.sum() for p in params).backward()
+    optimizer.step()
+    assert set(optimizer.state) == set(params)  # the groups' Adam states, keyed by parameter
+    saved = portable_state(optimizer.state_dict())
+    for name in ("a", "b"):
+        group = saved[name]["param_groups"][0]
+        assert type(group["lr"]) is float and group["capturable"] is False
 
 
 def test_checkpoints_hold_the_optimizer_as_an_uncaptured_one_saves_it():

@@ -35,3 +35,8 @@ class RayBundle:
 
     def __getitem__(self, index) -> "RayBundle":
         return self._map(lambda t: t[index])
+
+
+# a pytree node (torch.utils._pytree): a training step replayed from a CUDA graph copies a batch's
+# tensors, these included, into the graph's inputs (training/step_graph.py)
+torch.export.register_dataclass(RayBundle)

@@ -171,7 +171,9 @@ class ProposalNetworkSampler(nn.Module):
     Proposal densities run with gradients only on "update" steps: every step for the first 10, then
     when more steps than update_sched(step) have passed since the last update
     (update_sched ramps 1 -> proposal_update_every over proposal_warmup steps). Weights are raised to
-    `anneal` (set by the model each step) before resampling.
+    `anneal` (set by the model each step) before resampling. The anneal lives in a device tensor and
+    `decide_update` can settle the update ahead of the forward, so that a training step replayed from a
+    CUDA graph (machine.cuda_graph) reads both without any host value frozen into it.
     """
 
     def __init__(self, num_proposal_samples_per_ray: Sequence[int] = (256, 96), num_nerf_samples_per_ray: int = 48,
@@ -186,21 +188,38 @@ class ProposalNetworkSampler(nn.Module):
         self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
         self.pdf_sampler = PDFSampler(include_original=False, single_jitter=single_jitter)
         self.update_sched = update_sched or (lambda step: 1)
-        self._anneal = 1.0
+        self.register_buffer("_anneal", torch.ones(()), persistent=False)
         self._steps_since_update = 0
         self._step = 0
+        self._decided: bool | None = None  # decide_update's answer for the step under way
+
+    @property
+    def anneal(self) -> float:
+        return float(self._anneal)
 
     def set_anneal(self, anneal: float) -> None:
-        self._anneal = float(anneal)
+        self._anneal.fill_(float(anneal))  # no read-back: a fill from a host value
 
     def step_cb(self, step: int) -> None:
         self._step = step
         self._steps_since_update += 1
 
+    def _due(self) -> bool:
+        return self._steps_since_update > self.update_sched(self._step) or self._step < 10
+
+    def decide_update(self) -> bool:
+        """Settles, on the host and once, whether this step updates the proposal networks (and restarts
+        the count if so); every forward until the next decision follows it. Without a decision each
+        training forward decides for itself, as nerfstudio's sampler does."""
+        self._decided = self._due()
+        if self._decided:
+            self._steps_since_update = 0
+        return self._decided
+
     def forward(self, ray_bundle: RayBundle, density_fns: Sequence[Callable[[torch.Tensor], torch.Tensor]]):
         weights_list, ray_samples_list = [], []
         n = self.num_proposal_network_iterations
-        updated = self._steps_since_update > self.update_sched(self._step) or self._step < 10
+        updated = self._due() if self._decided is None else self._decided
         weights = ray_samples = None
         for i_level in range(n + 1):
             is_prop = i_level < n
@@ -219,7 +238,7 @@ class ProposalNetworkSampler(nn.Module):
                 weights = ray_samples.get_weights(density)
                 weights_list.append(weights)
                 ray_samples_list.append(ray_samples)
-        if updated and self.training:
+        if updated and self.training and self._decided is None:
             self._steps_since_update = 0
         return ray_samples, weights_list, ray_samples_list
 

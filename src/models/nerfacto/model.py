@@ -96,6 +96,7 @@ class NerfactoModel(nn.Module):
         self.collider = NearFarCollider(cfg.near_plane, cfg.far_plane) if cfg.enable_collider else None
         self.renderer_rgb = RGBRenderer(cfg.background_color)
         self._callback_step: int | None = None
+        self._schedule_driven = False  # graph_variant runs the schedules: loss leaves them alone
 
     def describe_parameter(self, name: str, saved: tuple[int, ...], here: tuple[int, ...]) -> str | None:
         """What a parameter's shape depends on, for a checkpoint whose shapes do not fit (warm starts)."""
@@ -121,6 +122,21 @@ class NerfactoModel(nn.Module):
             self.proposal_sampler.step_cb(step - 1)
         self.set_step(step)
         self._callback_step = step
+
+    @property
+    def capturable_step(self) -> bool:
+        """Whether machine.cuda_graph can capture this model's training step: not with the depth loss
+        (its sigma is a host value of the step) or predicted normals (a second autograd pass, untried)."""
+        return not self.needs_depth and not self.config.predict_normals
+
+    def graph_variant(self, step: int) -> bool:
+        """The host part of training step `step` when its device work is replayed from a CUDA graph
+        (machine.cuda_graph): the schedules advance, the anneal is written to the device, and the
+        proposal update is settled here. Returns the captured variant the step replays: with or
+        without the proposal networks' gradients."""
+        self._schedule_driven = True
+        self.step_callback(step)
+        return self.proposal_sampler.decide_update()
 
     def set_step(self, step: int) -> None:
         """The proposal weight annealing of step `step`. It is a function of the step, not a weight, so
@@ -222,7 +238,7 @@ class NerfactoModel(nn.Module):
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`forward`: what runs the model on the rays, when not the model itself (a
         DistributedDataParallel wrapper of it, which averages the gradients over the ranks)."""
-        if self.training and self._callback_step != step:
+        if self.training and not self._schedule_driven and self._callback_step != step:
             self.step_callback(step)
         outputs = (forward or self)(ray_bundle)
         loss_dict = self.get_loss_dict(outputs, batch, step)
