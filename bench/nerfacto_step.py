@@ -54,6 +54,8 @@ def main():
     args = p.parse_args()
     if "on" in args.graph and (args.device != "cuda" or args.amp == "fp16"):
         p.error("--graph on needs --device cuda and --amp off or bf16 (a captured step takes no grad scaler)")
+    if "on" in args.graph and "tcnn" in args.implementations:
+        p.error("--graph on cannot take tcnn: its memory arena synchronises the device while a capture runs")
     device, use_amp, dtype = torch.device(args.device), args.amp != "off", "bf16" if args.amp == "off" else args.amp
     print(f"device {args.device} ({torch.cuda.get_device_name(0) if args.device == 'cuda' else 'cpu'}), "
           f"torch {torch.__version__}, amp {args.amp}, 100 cameras, {args.steps} timed steps after {args.warmup}")

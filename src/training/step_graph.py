@@ -36,6 +36,11 @@ def check_capturable(optimizer) -> None:
             if not (group.get("fused") and group.get("capturable")):
                 raise ValueError("a graphed training step needs the optimizer built with fused=True and "
                                  "capturable=True")
+            for p in group["params"]:
+                step = opt.state.get(p, {}).get("step")
+                if isinstance(step, Tensor) and step.device != p.device:
+                    raise ValueError(f"a graphed training step needs Adam's step counts on the parameters' device "
+                                     f"({step.device} against {p.device}): call set_capturable after loading")
 
 
 def portable_state(optimizer_state: dict) -> dict:
@@ -55,12 +60,19 @@ def portable_state(optimizer_state: dict) -> dict:
 
 
 def set_capturable(optimizer, capturable: bool) -> None:
-    """After `load_state_dict` (which takes every setting from the saved groups): this run's choice."""
+    """After `load_state_dict` (which takes every setting from the saved groups): this run's choice. A
+    capturable Adam keeps its step counts on the parameters' device; a checkpoint saved uncaptured holds
+    them on the CPU, where `load_state_dict` leaves them (torch moves them only for a saved group that
+    was fused or capturable), and a captured step would read host memory."""
     for group in optimizer.param_groups:
         if "capturable" in group:
             group["capturable"] = capturable
             if capturable:
                 group["fused"] = True
+                for p in group["params"]:
+                    state = optimizer.state.get(p, {})
+                    if isinstance(state.get("step"), Tensor):
+                        state["step"] = state["step"].to(p.device, torch.float32)
 
 
 class _Captured(NamedTuple):

@@ -143,3 +143,7 @@ def test_nerfacto_declares_a_capturable_step_only_without_host_valued_losses():
     assert NerfactoModel(2, None, **tiny).capturable_step
     assert not NerfactoModel(2, None, depth_loss_mult=1e-3, **tiny).capturable_step
     assert not NerfactoModel(2, None, predict_normals=True, **tiny).capturable_step
+    tcnn = NerfactoModel.__new__(NerfactoModel)  # tinycudann is not installed here: the declaration alone
+    tcnn.config = NerfactoModel(2, None, **tiny).config
+    tcnn.config.implementation = "tcnn"
+    assert not NerfactoModel.capturable_step.fget(tcnn)

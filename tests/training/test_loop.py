@@ -159,6 +159,27 @@ def test_a_captured_step_needs_a_fused_adam():
             build_optimizer(cfg, params if "a" not in cfg else {"a": params[:1], "b": params[1:]}, capturable=True)
 
 
+def test_a_captured_run_resumed_from_an_uncaptured_checkpoint_keeps_adams_steps_on_the_parameters_device():
+    """A plain Adam saves its step counts as CPU tensors and load_state_dict leaves them there; a captured
+    step would read them from host memory. set_capturable moves them; check_capturable refuses any left."""
+    from training.step_graph import check_capturable, set_capturable
+
+    params = [torch.nn.Parameter(torch.zeros(3, device="meta"))]  # a device that is not the CPU
+    eager = torch.optim.Adam(params)
+    eager.state[params[0]] = {"step": torch.tensor(7.0), "exp_avg": torch.zeros(3, device="meta"),
+                              "exp_avg_sq": torch.zeros(3, device="meta")}
+    captured = torch.optim.Adam(params, fused=True, capturable=True)
+    captured.load_state_dict(eager.state_dict())
+    captured.param_groups[0].update(fused=True, capturable=True)
+    assert captured.state[params[0]]["step"].device.type == "cpu"
+    with pytest.raises(ValueError, match="step counts on the parameters' device"):
+        check_capturable(captured)
+    set_capturable(captured, True)
+    step = captured.state[params[0]]["step"]
+    assert step.device.type == "meta" and step.dtype == torch.float32
+    check_capturable(captured)
+
+
 def test_a_captured_step_takes_per_group_adams_and_checkpoints_them_portably():
     """nerfacto's grouped optimizer under machine.cuda_graph: every group's Adam fused and capturable; its
     checkpoint state holds plain floats and capturable=False in every group, as an uncaptured run's does."""

@@ -207,10 +207,13 @@ class ProposalNetworkSampler(nn.Module):
     def _due(self) -> bool:
         return self._steps_since_update > self.update_sched(self._step) or self._step < 10
 
+    def let_forward_decide(self) -> None:
+        """Drops a decision of decide_update: each training forward decides, as nerfstudio's sampler does."""
+        self._decided = None
+
     def decide_update(self) -> bool:
         """Settles, on the host and once, whether this step updates the proposal networks (and restarts
-        the count if so); every forward until the next decision follows it. Without a decision each
-        training forward decides for itself, as nerfstudio's sampler does."""
+        the count if so); every forward until the next decision follows it."""
         self._decided = self._due()
         if self._decided:
             self._steps_since_update = 0

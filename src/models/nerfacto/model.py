@@ -120,21 +120,23 @@ class NerfactoModel(nn.Module):
         update schedule past the previous step (nerfstudio's BEFORE/AFTER_TRAIN_ITERATION callbacks)."""
         if step > 0:
             self.proposal_sampler.step_cb(step - 1)
+        self.proposal_sampler.let_forward_decide()  # graph_variant settles it after this, for a captured step
         self.set_step(step)
         self._callback_step = step
 
     @property
     def capturable_step(self) -> bool:
         """Whether machine.cuda_graph can capture this model's training step: not with the depth loss
-        (its sigma is a host value of the step) or predicted normals (a second autograd pass, untried)."""
-        return not self.needs_depth and not self.config.predict_normals
+        (its sigma is a host value of the step), predicted normals (a second autograd pass, untried) or
+        tiny-cuda-nn (its memory arena synchronises the device when it grows, which a capture forbids)."""
+        return not (self.needs_depth or self.config.predict_normals or self.config.implementation == "tcnn")
 
     def graph_variant(self, step: int) -> bool:
         """The host part of training step `step` when its device work is replayed from a CUDA graph
         (machine.cuda_graph): the schedules advance, the anneal is written to the device, and the
         proposal update is settled here. Returns the captured variant the step replays: with or
         without the proposal networks' gradients."""
-        self._schedule_driven = True
+        self._schedule_driven = True  # from now on, for this model's training: the loop runs the schedules
         self.step_callback(step)
         return self.proposal_sampler.decide_update()
 
