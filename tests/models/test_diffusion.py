@@ -383,7 +383,9 @@ def test_graphed_plans_equal_eager_plans_across_calls_batch_sizes_and_weight_upd
     policy.eval()
     graphed = plans(policy, 3, 2, seed=10)
     policy.use_cuda_graphs(False)
-    torch.testing.assert_close(graphed, plans(policy, 3, 2, seed=10))
+    # after the large SGD step the two differ by ~2e-5 (measured on an H200: kernel choices for the new
+    # weights); a replay that missed the update would differ by the update itself
+    torch.testing.assert_close(graphed, plans(policy, 3, 2, seed=10), rtol=1e-3, atol=1e-4)
 
 
 @cuda

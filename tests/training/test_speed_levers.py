@@ -147,16 +147,20 @@ def test_a_graphed_step_trains_as_the_eager_step_does():
                 scheduler.step()
             seen.append((out["loss"].item(), out["grad_norm"].item(), float(optimizer.param_groups[0]["lr"])))
         if graphed:
-            with pytest.raises(ValueError, match="one shape"):
+            with pytest.raises(ValueError, match="one structure and shape"):
                 graph({k: v[:2] for k, v in batches[0].items()})
         return seen, [p.detach().clone() for p in params]
 
     eager, eager_weights = run(False)
     graphed, graphed_weights = run(True)
     assert len({s[0] for s in eager}) == len(eager)  # the losses move: the steps trained
-    np.testing.assert_allclose(np.array(graphed), np.array(eager), rtol=1e-4, atol=1e-6)
+    # two eager runs of these 6 steps on an H200 already differ by up to 3.2e-4 (relative: cuDNN's
+    # nondeterministic convolution backward, measured 2026-12-05), and a replay by up to 1.5e-3; AdamW
+    # moves a weight by up to lr (1e-3) a step whatever its gradient's size, so near-zero gradients turn
+    # those last bits into weight differences up to 5.1e-4 (measured): weights are held to lr
+    np.testing.assert_allclose(np.array(graphed), np.array(eager), rtol=5e-3, atol=1e-6)
     for a, b in zip(graphed_weights, eager_weights):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=5e-3, atol=1e-3)
 
 
 class _Items(torch.utils.data.Dataset):
@@ -232,12 +236,16 @@ def test_the_loop_with_a_captured_step_trains_as_the_eager_loop_and_resumes_eith
     eager, eager_weights = train(tmp_path / "eager", False, 6)
     graphed, graphed_weights = train(tmp_path / "graph", True, 6)
     assert len(eager) == 6 and len({r[0] for r in eager}) == 6
-    np.testing.assert_allclose(np.array(graphed), np.array(eager), rtol=1e-4, atol=1e-6)
+    # two eager runs of these 6 steps on an H200 already differ by up to 3.2e-4 (relative: cuDNN's
+    # nondeterministic convolution backward, measured 2026-12-05), and a replay by up to 1.5e-3; AdamW
+    # moves a weight by up to lr (1e-3) a step whatever its gradient's size, so near-zero gradients turn
+    # those last bits into weight differences up to 5.1e-4 (measured): weights are held to lr
+    np.testing.assert_allclose(np.array(graphed), np.array(eager), rtol=5e-3, atol=1e-6)
     for a, b in zip(graphed_weights, eager_weights):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=5e-3, atol=1e-3)
 
     resumed, resumed_weights = train(tmp_path / "resumed", False, 6,
                                      resume=tmp_path / "graph" / "checkpoints" / "000003")
-    np.testing.assert_allclose(np.array(resumed)[-3:], np.array(eager)[3:], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.array(resumed)[-3:], np.array(eager)[3:], rtol=5e-3, atol=1e-6)
     for a, b in zip(resumed_weights, eager_weights):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=5e-3, atol=1e-3)
