@@ -64,13 +64,14 @@ def set_capturable(optimizer, capturable: bool) -> None:
     capturable Adam keeps its step counts on the parameters' device; a checkpoint saved uncaptured holds
     them on the CPU, where `load_state_dict` leaves them (torch moves them only for a saved group that
     was fused or capturable), and a captured step would read host memory."""
+    states = optimizer.state  # a GroupedOptimizer merges its optimizers' states on each access: once
     for group in optimizer.param_groups:
         if "capturable" in group:
             group["capturable"] = capturable
             if capturable:
                 group["fused"] = True
                 for p in group["params"]:
-                    state = optimizer.state.get(p, {})
+                    state = states.get(p, {})
                     if isinstance(state.get("step"), Tensor):
                         state["step"] = state["step"].to(p.device, torch.float32)
 
