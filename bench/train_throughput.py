@@ -9,10 +9,12 @@ a batch carries from the loader to the device, peak memory.
     python bench/train_throughput.py --device cuda --amp off bf16 fp16 --steps 60 --warmup 20
     python bench/train_throughput.py --device cuda --steps 100 --warmup 20 --num-workers 8 machine.channels_last=true
     python bench/train_throughput.py --device cuda --steps 100 --warmup 20 --num-workers 8 --transport float32 uint8
+    python bench/train_throughput.py --device cuda --steps 100 --warmup 20 --num-workers 8 --graph off on
     python bench/train_throughput.py --device cuda --steps 100 --warmup 20 --num-workers 8 --transport float32 uint8 \
         dataset.image_transforms.enable=true
 
-`--transport` is `machine.uint8_transport` (false: float32 frames made in the workers, as before it).
+`--transport` is `machine.uint8_transport` (false: float32 frames made in the workers, as before it);
+`--graph` is `machine.cuda_graph` (auto: null, the step captured wherever the run allows it).
 
 Speed levers are the `machine.*` / `optimizer.fused` overrides (training/speed.py), applied as train.py does.
 
@@ -33,7 +35,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 sys.path.insert(0, str(SRC))
 
 
-def measure(amp: str, transport: str, args) -> dict:
+def measure(amp: str, transport: str, graph: str, args) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
@@ -50,7 +52,8 @@ def measure(amp: str, transport: str, args) -> dict:
     register_schemas()
     overrides = [f"batch_size={args.batch_size}", f"num_workers={args.num_workers}", "logger=none",
                  f"dataset.demos.n_episodes={args.episodes}", f"machine.device_type={args.device}",
-                 f"machine.uint8_transport={str(transport == 'uint8').lower()}", *args.overrides]
+                 f"machine.uint8_transport={str(transport == 'uint8').lower()}",
+                 f"machine.cuda_graph={dict(auto='null', on='true', off='false')[graph]}", *args.overrides]
     with initialize_config_dir(config_dir=str(SRC.parent / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
@@ -73,7 +76,8 @@ def measure(amp: str, transport: str, args) -> dict:
     tracker = NullTracker()
     tracker.start(run_dir, params={}, tags={})
     loop = LoopConfig(steps=args.warmup + args.steps, use_amp=amp != "off", amp_dtype=amp if amp != "off" else "bf16",
-                      log_freq=args.warmup, eval_freq=0, save_freq=0, save_checkpoint=False, progress_bar=False)
+                      log_freq=args.warmup, eval_freq=0, save_freq=0, save_checkpoint=False, progress_bar=False,
+                      cuda_graph=cfg.machine.cuda_graph)
     if args.steps % args.warmup:
         raise SystemExit("--steps must be a multiple of --warmup (metrics are averaged per log interval)")
     trainer = Trainer(loop, pipeline, cfg.optimizer, cfg.scheduler, tracker, run_dir, device, "")
@@ -86,7 +90,7 @@ def measure(amp: str, transport: str, args) -> dict:
     peak = (torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
-            "amp": amp, "transport": transport, "batch": args.batch_size,
+            "amp": amp, "transport": transport, "graph": trainer.graphed, "batch": args.batch_size,
             "params_M": sum(p.numel() for p in pipeline.model.parameters()) / 1e6,
             "samples_per_s": mean("train/samples_per_s"), "steps_per_s": mean("train/steps_per_s"),
             "data_share": mean("train/data_share"), "batch_MB": max(carried) / 1e6, "peak_mem_GiB": peak,
@@ -99,6 +103,8 @@ def main() -> None:
     p.add_argument("--amp", nargs="+", default=["off"], choices=["off", "bf16", "fp16"])
     p.add_argument("--transport", nargs="+", default=["uint8"], choices=["float32", "uint8"],
                    help="how camera frames travel from the loader (machine.uint8_transport)")
+    p.add_argument("--graph", nargs="+", default=["auto"], choices=["auto", "on", "off"],
+                   help="machine.cuda_graph: null (wherever the run allows it), true, false")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=6, help="measured steps (a multiple of --warmup)")
     p.add_argument("--warmup", type=int, default=2)
@@ -107,8 +113,9 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the rows here")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. policy.down_dims=[256,512,1024]")
     args = p.parse_args()
-    rows = [measure(amp, transport, args) for amp in args.amp for transport in args.transport]
-    cols = ["device", "amp", "transport", "batch", "params_M", "samples_per_s", "steps_per_s", "data_share",
+    rows = [measure(amp, transport, graph, args) for amp in args.amp for transport in args.transport
+            for graph in args.graph]
+    cols = ["device", "amp", "transport", "graph", "batch", "params_M", "samples_per_s", "steps_per_s", "data_share",
             "batch_MB", "peak_mem_GiB", "peak_kind"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))

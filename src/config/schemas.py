@@ -260,7 +260,9 @@ class MachineConfig:
     cudnn_benchmark: bool = True  # cuDNN times its algorithms per input shape once (LeRobot's choice too)
     channels_last: bool = False   # 4-D weights and images in NHWC: cuDNN's native layout, no conversions
     compile: bool = False         # torch.compile of the model (its forward and backward), on first use
-    cuda_graph: bool = False      # the whole training step replayed from one CUDA graph (training/step_graph.py)
+    # the whole training step replayed from one CUDA graph (training/step_graph.py); null: wherever the
+    # run allows it (CUDA, one device, a model that declares a capturable step, no grad scaler, ...)
+    cuda_graph: Optional[bool] = None
     # camera frames leave the loader as uint8, float + image_transforms on the device; null: on CUDA
     # when dataset.image_transforms are off (pipelines.robot.uses_uint8_transport)
     uint8_transport: Optional[bool] = None
@@ -306,7 +308,7 @@ class RolloutEvalConfig:
     batch_size: int = ranged(50, ge=1, why="envs run at once")
     use_async_envs: bool = False
     max_videos: int = ranged(1, ge=0)
-    cuda_graphs: Optional[bool] = False  # null: on for CUDA
+    cuda_graphs: Optional[bool] = None  # plans replayed from CUDA graphs; null: on for CUDA
 
 
 @dataclass

@@ -158,7 +158,7 @@ def evaluate_policy(
     max_videos: int = 1,
     progress: bool = True,
     keep_frames: Mapping[str, str] | None = None,
-    cuda_graphs: bool | None = False,
+    cuda_graphs: bool | None = None,
 ) -> dict[str, Any]:
     """Runs ``n_episodes`` episodes of ``policy`` and returns aggregated and per-episode metrics.
 

@@ -48,7 +48,9 @@ class LoopConfig:
     relative_model_dir: str = ckpt_lib.DEFAULT_MODEL_DIR
     use_grad_scaler: bool = False
     log_gradients: bool = False
-    cuda_graph: bool = False  # machine.cuda_graph: the step replayed from one CUDA graph (training/step_graph.py)
+    # machine.cuda_graph: the step replayed from one CUDA graph (training/step_graph.py); None: wherever
+    # the run allows it (Trainer.graph_blocker), True: refused where it does not
+    cuda_graph: bool | None = None
 
 
 def _due(step: int, freq: int, last: int) -> bool:
@@ -114,10 +116,9 @@ class Trainer:
                 self.model, device_ids=ids,
                 find_unused_parameters=bool(getattr(self.model, "ddp_find_unused_parameters", False)))
         self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype, force=loop.use_grad_scaler)
-        if loop.cuda_graph:
-            self._check_graphable()
+        self.graphed = self._resolve_graph(loop.cuda_graph)
         self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params(),
-                                                    capturable=loop.cuda_graph)
+                                                    capturable=self.graphed)
         self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)
         ckpt_lib.check_model_dir(loop.relative_model_dir)  # a bad one stops the run before training
         self.step = 0
@@ -129,8 +130,19 @@ class Trainer:
         if self.online is not None:
             self.online.attach(self.run_dir)
 
-    def _check_graphable(self) -> None:
-        """machine.cuda_graph=true: the settings a captured step cannot honour are refused up front."""
+    def _resolve_graph(self, asked: bool | None) -> bool:
+        """Whether steps replay from a CUDA graph: machine.cuda_graph=null takes it wherever the run allows
+        it (measured faster with the same loss curve: docs/ROBOT_LEARNING.md, docs/NEURAL_FIELDS.md), true
+        refuses a run that does not allow it, with the reason."""
+        if asked is False:
+            return False
+        why = self.graph_blocker()
+        if why and asked:
+            raise ConfigError(f"machine.cuda_graph=true needs {why}; set machine.cuda_graph=false")
+        return why is None
+
+    def graph_blocker(self) -> str | None:
+        """What keeps this run's step from being captured (None: nothing)."""
         loop, why = self.loop, None
         if self.device.type != "cuda":
             why = f"a CUDA device (this run trains on {self.device.type})"
@@ -145,8 +157,7 @@ class Trainer:
         elif not getattr(self.model, "capturable_step", False):
             why = (f"a model that declares a capturable step ({type(self.model).__name__} does not, or not with "
                    "these settings: its capturable_step says why)")
-        if why:
-            raise ConfigError(f"machine.cuda_graph=true needs {why}; set machine.cuda_graph=false")
+        return why
 
     def _eager_step(self, batches, params: list[torch.Tensor], finite: "_FiniteLoss"):
         """One optimizer step over `gradient_accumulation_steps` batches; returns (mean loss, gradient
@@ -237,7 +248,7 @@ class Trainer:
         ckpt_lib.load_weights(ckpt, self.model)
         state = ckpt_lib.load_training_state(ckpt)
         self.optimizer.load_state_dict(state["optimizer"])
-        set_capturable(self.optimizer, self.loop.cuda_graph)
+        set_capturable(self.optimizer, self.graphed)
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -271,7 +282,7 @@ class Trainer:
             try:
                 obj.load_state_dict(state[name])
                 if obj is self.optimizer:
-                    set_capturable(self.optimizer, self.loop.cuda_graph)
+                    set_capturable(self.optimizer, self.graphed)
             except (ValueError, KeyError, RuntimeError, TypeError) as e:
                 raise ckpt_lib.CheckpointError(
                     f"{ckpt / ckpt_lib.STATE_FILE}: its {name} state does not fit this run's {name} ({e}); warm "
@@ -324,7 +335,7 @@ class Trainer:
                             interval_s=loop.progress_interval_s)
         batches = iter(self.pipeline.batches)
         acc, finite, shown = _Meter(), _FiniteLoss(), {}
-        graph = StepGraph(self._graph_body(params), self.model, self.optimizer) if loop.cuda_graph else None
+        graph = StepGraph(self._graph_body(params), self.model, self.optimizer) if self.graphed else None
         self.model.train()
         try:
             while self.step < loop.steps:

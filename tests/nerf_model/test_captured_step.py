@@ -79,7 +79,7 @@ def test_a_captured_nerfacto_step_trains_as_the_eager_one_and_resumes_eagerly(co
     monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path / "home"))
     if device == "cpu":
         monkeypatch.setattr("training.step_graph.capture", _replaying_capture)
-        monkeypatch.setattr(Trainer, "_check_graphable", lambda self: None)  # it refuses a CPU
+        monkeypatch.setattr(Trainer, "graph_blocker", lambda self: None)  # it refuses a CPU
     eager, eager_weights, _ = _train(compose, tmp_path / "eager", device, False, STEPS)
     CAPTURES.clear()
     graphed, graphed_weights, model = _train(compose, tmp_path / "graph", device, True, STEPS)

@@ -147,6 +147,27 @@ def test_a_captured_step_is_refused_where_it_cannot_run(tmp_path, device, loop, 
                 None, tracker, tmp_path, torch.device(device), "x: 1\n")
 
 
+@pytest.mark.parametrize("device, loop", [("cpu", {}), ("cuda", {"gradient_accumulation_steps": 2}), ("cuda", {})])
+def test_the_default_captures_the_step_only_where_the_run_allows_it(tmp_path, monkeypatch, device, loop):
+    """machine.cuda_graph=null: the cases the explicit true refuses (a CPU, accumulation, a model without a
+    capturable step) train eagerly instead; once nothing blocks it, the step is captured, its optimizer
+    built fused and capturable. false never captures."""
+    tracker = NullTracker()
+    tracker.start(tmp_path, params={}, tags={})
+    pipeline = ToyPipeline(batch_size=4)
+
+    def trainer(cuda_graph):
+        return Trainer(LoopConfig(steps=1, progress_bar=False, cuda_graph=cuda_graph, **loop), pipeline, ADAMW,
+                       None, tracker, tmp_path, torch.device(device), "x: 1\n")
+
+    eager = trainer(None)
+    assert eager.graphed is False and not any(g.get("capturable") for g in eager.optimizer.param_groups)
+    monkeypatch.setattr(Trainer, "graph_blocker", lambda self: None)
+    graphed = trainer(None)
+    assert graphed.graphed is True and all(g["capturable"] and g["fused"] for g in graphed.optimizer.param_groups)
+    assert trainer(False).graphed is False
+
+
 def test_a_captured_step_needs_a_fused_adam():
     from config.errors import ConfigError
     from training.optim import build_optimizer

@@ -50,7 +50,7 @@ class RolloutSettings:
     batch_size: int
     use_async_envs: bool
     features: Mapping[str, Mapping]  # what the buffer stores (data.online_buffer)
-    cuda_graphs: bool | None = False  # eval.cuda_graphs
+    cuda_graphs: bool | None = None  # eval.cuda_graphs
 
 
 @contextmanager
