@@ -349,15 +349,19 @@ class Trainer:
                 self.step += 1
                 if hasattr(self.model, "on_optimizer_step"):  # step-counted model state (VQ-BeT's phases)
                     self.model.on_optimizer_step()
+                waits = self.device.type != "cuda" or any(_due(self.step, f, loop.steps) for f in (
+                    loop.log_freq, loop.save_freq if loop.save_checkpoint else 0, *(e.every for e in self.evaluations)))
+                if waits and self.device.type == "cuda":
+                    # the host runs ahead of the GPU between the loop's sync points; the wait for the steps
+                    # still queued belongs to the step times, else steps/s would be the host's launch rate
+                    torch.cuda.synchronize(self.device)
                 step_time = time.perf_counter() - t0
                 acc.add(loss=loss, grad_norm=grad_norm,
                         step_time=step_time, data_time=data_time,
                         **{k: v for k, v in infos.items() if k != "loss"})
                 lr = self.optimizer.param_groups[0]["lr"] if graph is None else graph.lrs[0]
                 progress.update(self.step, {**shown, "lr": f"{lr:.2e}", "data": f"{data_time / step_time:.0%}"})
-                if self.device.type != "cuda" or any(_due(self.step, f, loop.steps) for f in (
-                        loop.log_freq, loop.save_freq if loop.save_checkpoint else 0,
-                        *(e.every for e in self.evaluations))):
+                if waits:
                     finite.check()  # reads the GPU: only where the loop waits for it anyway
                 if _due(self.step, loop.log_freq, loop.steps):
                     m = acc.mean()

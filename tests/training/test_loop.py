@@ -69,6 +69,38 @@ def test_log_save_eval_frequencies_and_final_step(tmp_path):
         assert key in first
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the host runs ahead of the GPU there")
+def test_logged_steps_per_second_count_the_gpu_time_not_the_hosts_launch_rate(tmp_path):
+    """Between its sync points the loop only launches work; steps/s must still be what the GPU achieves."""
+    device = torch.device("cuda")
+    spin = 20_000_000  # clock cycles a step keeps the GPU busy
+    spans = []  # each step's busy time, timed on the GPU at the clocks it ran at
+
+    class Busy(ToyPipeline):
+        def to_device(self, batch):
+            return {k: v.to(device) for k, v in batch.items()}
+
+        def loss(self, model, batch):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            torch.cuda._sleep(spin)
+            end.record()
+            spans.append((start, end))
+            loss = ((model(batch["x"]).squeeze(-1) - batch["y"]) ** 2).mean()
+            return loss, {}  # nothing read back to the host
+
+    pipe = Busy(batch_size=4)
+    pipe.model.to(device)
+    tracker = NullTracker()
+    tracker.start(tmp_path, params={}, tags={})
+    Trainer(LoopConfig(steps=20, log_freq=10, progress_bar=False, cuda_graph=False), pipe, SGD, None, tracker,
+            tmp_path, device, "x: 1\n").fit()
+    torch.cuda.synchronize()
+    gpu_step_s = min(start.elapsed_time(end) for start, end in spans) / 1000
+    rates = [m["train/steps_per_s"] for m in read_metrics(tmp_path) if "train/steps_per_s" in m]
+    assert len(rates) == 2 and all(r <= 1.05 / gpu_step_s for r in rates), (rates, 1 / gpu_step_s)
+
+
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
     pipe = ToyPipeline(batch_size=4, scale=float("nan"))
     with pytest.raises(FloatingPointError, match="loss is nan at step 1"):
