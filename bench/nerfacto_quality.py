@@ -208,9 +208,8 @@ def main() -> None:
     inv = run_dir / INVOCATIONS  # where the run trained (its last piece), else this machine
     where = json.loads(inv.read_text().splitlines()[-1]) if inv.exists() else {}
     where = where if "gpu" in where else machine()
-    extra = f", {' '.join(args.overrides)}" if args.overrides else ""
-    print(f"nerfacto (experiment=nerfacto_blender, implementation=torch, AMP bf16{extra}); {where['gpu']}, "
-          f"torch {where['torch']}")
+    settings = dict(o.split("=", 1) for o in [*BASE[1:5], *args.overrides] if "=" in o)  # the overrides win
+    print(f"nerfacto ({', '.join(f'{k}={v}' for k, v in settings.items())}); {where['gpu']}, torch {where['torch']}")
     rows = table(run_dir, args.report_steps)
     print_table(rows, run_dir)
     if args.json:
