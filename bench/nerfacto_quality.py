@@ -208,7 +208,8 @@ def main() -> None:
     inv = run_dir / INVOCATIONS  # where the run trained (its last piece), else this machine
     where = json.loads(inv.read_text().splitlines()[-1]) if inv.exists() else {}
     where = where if "gpu" in where else machine()
-    settings = dict(o.split("=", 1) for o in [*BASE[1:5], *args.overrides] if "=" in o)  # the overrides win
+    # the overrides win; with --report these are this command's, not necessarily the run's
+    settings = dict(o.split("=", 1) for o in [*BASE[1:5], "machine.cuda_graph=null", *args.overrides] if "=" in o)
     print(f"nerfacto ({', '.join(f'{k}={v}' for k, v in settings.items())}); {where['gpu']}, torch {where['torch']}")
     rows = table(run_dir, args.report_steps)
     print_table(rows, run_dir)

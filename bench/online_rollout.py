@@ -81,8 +81,10 @@ def measure(mode: str, args) -> dict:
     try:
         tracker = NullTracker()
         tracker.start(run_dir, params={}, tags={})
+        # eager in every row: the online rows cannot capture their step (their batches change keys), so the
+        # offline row does not either, and the rows compare rollouts, not step capture
         loop = LoopConfig(steps=args.steps, log_freq=args.steps_between_rollouts, eval_freq=0, save_freq=0,
-                          save_checkpoint=False, progress_bar=False)
+                          save_checkpoint=False, progress_bar=False, cuda_graph=False)
         trainer = Trainer(loop, pipeline, cfg.optimizer, cfg.scheduler, tracker, run_dir, device, "")
         start = time.perf_counter()
         trainer.fit()

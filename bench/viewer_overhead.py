@@ -157,8 +157,11 @@ def run_mode(mode: str, cfg, steps: int, warmup: int, train_util: float, chunk: 
     hooks = Stamps(viewer or LoopHooks())
     tracker = NullTracker()
     tracker.start(run_dir, params={}, tags={})
+    # eager steps, as in the measurements in docs/NEURAL_FIELDS.md: each fit() would capture its step
+    # again inside the timed window (machine.cuda_graph's default); the viewer beside a captured step
+    # is not measured by this bench
     loop = LoopConfig(steps=warmup, use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, log_freq=0, eval_freq=0,
-                      save_freq=0, save_checkpoint=False, progress_bar=False)
+                      save_freq=0, save_checkpoint=False, progress_bar=False, cuda_graph=False)
     trainer = Trainer(loop, pipe, cfg.optimizer, cfg.scheduler, tracker, run_dir, device, "", hooks=hooks)
     try:
         trainer.fit()  # warm-up: kernels, allocator, the first renders

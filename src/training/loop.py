@@ -23,7 +23,7 @@ from config.errors import ConfigError
 from training import checkpoint as ckpt_lib
 from training import distributed as dist_lib
 from training.device import autocast, grad_scaler
-from training.optim import GroupedOptimizer, build_optimizer, build_scheduler
+from training.optim import GroupedOptimizer, build_optimizer, build_scheduler, capture_blocker
 from training.progress import Progress
 from training.rng import get_rng_state, seed_everything, set_rng_state
 from training.step_graph import StepGraph, portable_state, set_capturable
@@ -116,7 +116,7 @@ class Trainer:
                 self.model, device_ids=ids,
                 find_unused_parameters=bool(getattr(self.model, "ddp_find_unused_parameters", False)))
         self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype, force=loop.use_grad_scaler)
-        self.graphed = self._resolve_graph(loop.cuda_graph)
+        self.graphed = self._resolve_graph(loop.cuda_graph, optimizer_cfg)
         self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params(),
                                                     capturable=self.graphed)
         self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)
@@ -130,15 +130,18 @@ class Trainer:
         if self.online is not None:
             self.online.attach(self.run_dir)
 
-    def _resolve_graph(self, asked: bool | None) -> bool:
+    def _resolve_graph(self, asked: bool | None, optimizer_cfg) -> bool:
         """Whether steps replay from a CUDA graph: machine.cuda_graph=null takes it wherever the run allows
         it (measured faster with the same loss curve: docs/ROBOT_LEARNING.md, docs/NEURAL_FIELDS.md), true
         refuses a run that does not allow it, with the reason."""
         if asked is False:
             return False
-        why = self.graph_blocker()
+        why = self.graph_blocker() or capture_blocker(optimizer_cfg)
         if why and asked:
             raise ConfigError(f"machine.cuda_graph=true needs {why}; set machine.cuda_graph=false")
+        if self.device.type == "cuda" and self.rank.is_main:
+            log.info("training step: %s", "replayed from a CUDA graph (machine.cuda_graph)" if why is None
+                     else f"eager (machine.cuda_graph={asked} and a captured step needs {why})")
         return why is None
 
     def graph_blocker(self) -> str | None:
@@ -154,6 +157,8 @@ class Trainer:
             why = "offline training (online.steps=0: the online phase's batches change their keys)"
         elif self.scaler.is_enabled():
             why = "no grad scaler (use_amp with amp_dtype=bf16 and use_grad_scaler=false, or use_amp=false)"
+        elif getattr(self.model, "_compiled_call_impl", None) is not None:
+            why = "an uncompiled model (machine.compile=false: compiling and capturing together is untested)"
         elif not getattr(self.model, "capturable_step", False):
             why = (f"a model that declares a capturable step ({type(self.model).__name__} does not, or not with "
                    "these settings: its capturable_step says why)")

@@ -32,11 +32,23 @@ def build_optimizer(cfg: DictConfig, params: Iterable, capturable: bool = False
     return optimizer, (clip if clip and clip > 0 else None)
 
 
+def capture_blocker(cfg, name: str = "optimizer") -> str | None:
+    """Why this optimizer config cannot step inside a CUDA graph (machine.cuda_graph), or None: only a
+    fused Adam/AdamW can (every group's, for a grouped optimizer)."""
+    if is_grouped(cfg):
+        return next(filter(None, (capture_blocker(kw, f"{name}.{group}") for group, kw in cfg.items())), None)
+    target, fused = cfg.get("_target_"), cfg.get("fused", True)
+    if target in ("torch.optim.Adam", "torch.optim.AdamW") and fused is not False:
+        return None
+    fix = f"{name}.fused=null" if target in ("torch.optim.Adam", "torch.optim.AdamW") else "an Adam or AdamW optimizer"
+    return f"a fused Adam or AdamW ({name}={target}, fused={fused}; use {fix})"
+
+
 def _make_capturable(kwargs: dict, name: str) -> None:
     """An Adam/AdamW config made fused and capturable (machine.cuda_graph); any other is refused."""
-    if kwargs.get("_target_") not in ("torch.optim.Adam", "torch.optim.AdamW") or kwargs.get("fused", True) is False:
-        raise ConfigError(f"machine.cuda_graph=true needs a fused Adam or AdamW ({name}={kwargs.get('_target_')}, "
-                          f"fused={kwargs.get('fused')}); set {name}.fused=null or machine.cuda_graph=false")
+    why = capture_blocker(kwargs, name)
+    if why:
+        raise ConfigError(f"machine.cuda_graph=true needs {why}, or machine.cuda_graph=false")
     kwargs.update(fused=True, capturable=True)
 
 

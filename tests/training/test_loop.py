@@ -77,8 +77,8 @@ def test_logged_steps_per_second_count_the_gpu_time_not_the_hosts_launch_rate(tm
     spans = []  # each step's busy time, timed on the GPU at the clocks it ran at
 
     class Busy(ToyPipeline):
-        def to_device(self, batch):
-            return {k: v.to(device) for k, v in batch.items()}
+        def to_device(self, batch):  # as the pipelines copy: pinned, so the host does not wait for the GPU
+            return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
         def loss(self, model, batch):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -183,7 +183,10 @@ def test_a_captured_step_is_refused_where_it_cannot_run(tmp_path, device, loop, 
 def test_the_default_captures_the_step_only_where_the_run_allows_it(tmp_path, monkeypatch, device, loop):
     """machine.cuda_graph=null: the cases the explicit true refuses (a CPU, accumulation, a model without a
     capturable step) train eagerly instead; once nothing blocks it, the step is captured, its optimizer
-    built fused and capturable. false never captures."""
+    built fused and capturable. false never captures. An optimizer that cannot be captured (not a fused
+    Adam/AdamW) trains eagerly under null and is refused under true."""
+    from config.errors import ConfigError
+
     tracker = NullTracker()
     tracker.start(tmp_path, params={}, tags={})
     pipeline = ToyPipeline(batch_size=4)
@@ -198,6 +201,13 @@ def test_the_default_captures_the_step_only_where_the_run_allows_it(tmp_path, mo
     graphed = trainer(None)
     assert graphed.graphed is True and all(g["capturable"] and g["fused"] for g in graphed.optimizer.param_groups)
     assert trainer(False).graphed is False
+    for optimizer in (SGD, OmegaConf.merge(ADAMW, {"fused": False})):  # nothing else blocks; the optimizer does
+        eager = Trainer(LoopConfig(steps=1, progress_bar=False, cuda_graph=None, **loop), pipeline, optimizer,
+                        None, tracker, tmp_path, torch.device(device), "x: 1\n")
+        assert eager.graphed is False and not any(g.get("capturable") for g in eager.optimizer.param_groups)
+        with pytest.raises(ConfigError, match="needs a fused Adam or AdamW"):
+            Trainer(LoopConfig(steps=1, progress_bar=False, cuda_graph=True, **loop), pipeline, optimizer,
+                    None, tracker, tmp_path, torch.device(device), "x: 1\n")
 
 
 def test_a_captured_step_needs_a_fused_adam():
