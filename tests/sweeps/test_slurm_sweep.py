@@ -137,10 +137,11 @@ def test_interrupted_job_is_requeued_and_resumes(pusht_root, slurm_cluster, tmp_
     job's time limit (submitit's handler checkpoints the launcher and requeues the job, as on a real
     timeout); `preemption` is `scontrol requeue`, what a preempting scheduler does. Either way the
     requeued job resumes from its last checkpoint into the same MLflow run and finishes."""
-    # Event-driven, not timed: the signal goes out once a checkpoint past step 2 exists, whatever the
-    # machine's speed; 40 steps leave the job still training then on any CPU.
-    steps = 40
-    args = sweep_args(pusht_root, tmp_path, "seed=1", f"steps={steps}", "save_freq=2", "log_freq=2")
+    # Event-driven, not timed: the signal goes out once the first checkpoint (step 4) exists, whatever the
+    # machine's speed. 120 steps leave the job training for ~20 s more on the fastest CPU seen (9.5 steps/s;
+    # 40 steps once finished before a requeue landed), and the test checks that it still was.
+    steps = 120
+    args = sweep_args(pusht_root, tmp_path, "seed=1", f"steps={steps}", "save_freq=4", "log_freq=2")
     args = [a for a in args if a != "hydra/launcher=submitit_slurm"] + ["hydra/launcher=slurm", "machine.cpus_per_task=1"]
     sweep = tmp_path / "sweep"
     proc = _start_sweep(args, slurm_cluster, tmp_path)
@@ -148,6 +149,8 @@ def test_interrupted_job_is_requeued_and_resumes(pusht_root, slurm_cluster, tmp_
         _wait_for(lambda: any(int(p.name) >= 4 for p in (sweep / "0" / "checkpoints").glob("[0-9]*")),
                   300, "a checkpoint at step 4 or later", slurm_cluster)
         job_id = next(p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+(_0)?", p.name))
+        assert not (sweep / "0" / "checkpoints" / f"{steps:06d}").exists(), \
+            "the job finished before it could be interrupted: raise `steps`"
         env = {**os.environ, **slurm_cluster}
         cmd = (["scancel", "--signal=USR2", job_id] if interruption == "timeout_signal"
                else ["scontrol", "requeue", job_id])
