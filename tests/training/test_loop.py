@@ -210,6 +210,20 @@ def test_the_default_captures_the_step_only_where_the_run_allows_it(tmp_path, mo
                     None, tracker, tmp_path, torch.device(device), "x: 1\n")
 
 
+def test_a_compiled_model_is_not_captured(tmp_path):
+    """machine.compile and a captured step together are untested: refused under true, eager under null."""
+    from config.errors import ConfigError
+
+    tracker = NullTracker()
+    tracker.start(tmp_path, params={}, tags={})
+    pipeline = ToyPipeline(batch_size=4)
+    pipeline.model.capturable_step = True
+    pipeline.model.compile()  # what machine.compile=true does (training/speed.py), before the Trainer
+    with pytest.raises(ConfigError, match="an uncompiled model"):
+        Trainer(LoopConfig(steps=1, progress_bar=False, cuda_graph=True), pipeline, ADAMW, None, tracker, tmp_path,
+                torch.device("cuda"), "x: 1\n")
+
+
 def test_a_captured_step_needs_a_fused_adam():
     from config.errors import ConfigError
     from training.optim import build_optimizer
