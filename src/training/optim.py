@@ -38,9 +38,10 @@ def capture_blocker(cfg, name: str = "optimizer") -> str | None:
     if is_grouped(cfg):
         return next(filter(None, (capture_blocker(kw, f"{name}.{group}") for group, kw in cfg.items())), None)
     target, fused = cfg.get("_target_"), cfg.get("fused", True)
-    if target in ("torch.optim.Adam", "torch.optim.AdamW") and fused is not False:
+    adam = target in ("torch.optim.Adam", "torch.optim.AdamW")
+    if adam and fused is not False:
         return None
-    fix = f"{name}.fused=null" if target in ("torch.optim.Adam", "torch.optim.AdamW") else "an Adam or AdamW optimizer"
+    fix = f"{name}.fused=null" if adam else "an Adam or AdamW optimizer"
     return f"a fused Adam or AdamW ({name}={target}, fused={fused}; use {fix})"
 
 
