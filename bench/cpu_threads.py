@@ -39,22 +39,14 @@ def one_setting(threads: int, steps: int, warmup: int, overrides: list[str]) -> 
     import torch
 
     torch.set_num_threads(threads)
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
 
-    from config.store import register_schemas
+    from composed import compose_train
     from pipelines import build_pipeline
     from training.optim import build_optimizer
     from training.rng import seed_everything
 
-    register_schemas()
-    with initialize_config_dir(config_dir=str(SRC.parent / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=quickstart", "logger=none", "machine.device_type=cpu",
-                                          "num_workers=0", *overrides], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
+    cfg = compose_train(["experiment=quickstart", "logger=none", "machine.device_type=cpu", "num_workers=0",
+                         *overrides])
     seed_everything(0)
     pipeline = build_pipeline(cfg, torch.device("cpu"))
     optimizer, _ = build_optimizer(cfg.optimizer, pipeline.optim_params())

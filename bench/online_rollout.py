@@ -46,19 +46,15 @@ DATASETS = {"pusht": "pusht", "xarm": "xarm_lift"}
 
 def measure(mode: str, args) -> dict:
     import torch
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
 
     from config.ranges import check_ranges
-    from config.store import register_schemas
+    from composed import compose_train
     from pipelines import build_pipeline
     from tracking.base import NullTracker
     from tracking.local_log import read_metrics
     from training.loop import LoopConfig, Trainer
     from training.rng import seed_everything
 
-    register_schemas()
     online = [] if mode == "offline" else [
         f"online.steps={args.steps}", f"online.steps_between_rollouts={args.steps_between_rollouts}",
         f"online.rollout_n_episodes={args.rollout_episodes}", f"online.rollout_batch_size={args.rollout_batch_size}",
@@ -68,11 +64,7 @@ def measure(mode: str, args) -> dict:
                  f"dataset.repo_id=local/{args.env}_scripted_bench_online", f"dataset.demos.n_episodes={args.episodes}", f"machine.device_type={args.device}",
                  f"env.episode_length={args.episode_length}", f"steps={args.steps if mode == 'offline' else 0}",
                  *(TINY[args.policy] if args.size == "tiny" else []), *online, *args.overrides]
-    with initialize_config_dir(config_dir=str(SRC.parent / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
+    cfg = compose_train(overrides)
     check_ranges(cfg)
     seed_everything(0)
     device = torch.device(args.device)

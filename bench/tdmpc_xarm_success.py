@@ -42,23 +42,12 @@ EVAL_SEED = 100_000
 
 
 def compose_config(args):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from composed import compose_train
 
-    from config.store import register_schemas
-
-    register_schemas()
-    overrides = ["experiment=tdmpc_xarm", "online.steps=0", "logger=none", f"batch_size={args.batch_size}",
-                 f"num_workers={args.num_workers}", f"dataset.demos.n_episodes={args.episodes}",
-                 "dataset.demos.use_videos=false", f"machine.device_type={args.device}", f"seed={args.seed}",
-                 *args.overrides]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-    return cfg
+    return compose_train(["experiment=tdmpc_xarm", "online.steps=0", "logger=none", f"batch_size={args.batch_size}",
+                          f"num_workers={args.num_workers}", f"dataset.demos.n_episodes={args.episodes}",
+                          "dataset.demos.use_videos=false", f"machine.device_type={args.device}", f"seed={args.seed}",
+                          *args.overrides])
 
 
 class LeRobotTwin:

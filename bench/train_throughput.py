@@ -37,11 +37,8 @@ sys.path.insert(0, str(SRC))
 
 def measure(amp: str, transport: str, graph: str, args) -> dict:
     import torch
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
 
-    from config.store import register_schemas
+    from composed import compose_train
     from pipelines import build_pipeline
     from tracking.base import NullTracker
     from tracking.local_log import read_metrics
@@ -49,16 +46,11 @@ def measure(amp: str, transport: str, graph: str, args) -> dict:
     from training.rng import seed_everything
     from training.speed import apply_backend_choices, prepare_model
 
-    register_schemas()
     overrides = [f"batch_size={args.batch_size}", f"num_workers={args.num_workers}", "logger=none",
                  f"dataset.demos.n_episodes={args.episodes}", f"machine.device_type={args.device}",
                  f"machine.uint8_transport={str(transport == 'uint8').lower()}",
                  f"machine.cuda_graph={dict(auto='null', on='true', off='false')[graph]}", *args.overrides]
-    with initialize_config_dir(config_dir=str(SRC.parent / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
+    cfg = compose_train(overrides)
     seed_everything(0)
     device = torch.device(args.device)
     apply_backend_choices(cfg.machine, device)

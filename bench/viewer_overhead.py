@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from composed import compose_train  # noqa: E402
 from training.loop import LoopConfig, LoopHooks, Trainer  # noqa: E402
 
 MODES = ("off", "idle", "static", "moving")
@@ -50,24 +51,6 @@ TINY = ["machine.device_type=cpu", "data.scene.name=bench_tiny32", "data.scene.n
         "data.train_num_rays_per_batch=256", "model.num_levels=6", "model.base_res=8", "model.max_res=64",
         "model.log2_hashmap_size=12", "model.hidden_dim=32", "model.hidden_dim_color=32",
         "model.num_proposal_samples_per_ray=[32,16]", "model.num_nerf_samples_per_ray=16", "use_amp=false"]
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
-
-    from config.store import register_schemas
-
-    register_schemas()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        OmegaConf.resolve(cfg)
-        return cfg
 
 
 def free_port() -> int:
@@ -196,7 +179,7 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="a tiny model on the CPU (a smoke run)")
     p.add_argument("overrides", nargs="*", help="more Hydra overrides (data.scene.size=128, ...)")
     args = p.parse_args()
-    cfg = compose([*NERF, *(TINY if args.tiny else []), *args.overrides])
+    cfg = compose_train([*NERF, *(TINY if args.tiny else []), *args.overrides], resolve=True)
     results = {mode: [] for mode in MODES}
     for r in range(args.repeats):
         for mode in (MODES if r % 2 == 0 else MODES[::-1]):  # alternate the order against drift
