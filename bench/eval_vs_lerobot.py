@@ -153,17 +153,54 @@ def graphed_against_eager(ours: torch.nn.Module, device: str) -> float:
     return float((results[0] - results[1]).abs().max())
 
 
-def run_ours(args, policy, use_async: bool, graphs: bool, n_episodes: int, episode_length: int) -> dict:
-    from envs.configs import PushtEnvConfig
-    from envs.evaluate import evaluate_policy
+class Stopwatch:
+    """Where an evaluation's time goes: seconds in the policy's select_action (the GPU waited for, so a plan
+    counts in full), in the vector env's step (the workers' stepping and the round trip to them), and the
+    number of calls to each; the rest of the wall time is building the envs, resets and the evaluator's own work."""
 
-    start = time.perf_counter()
-    result = evaluate_policy(policy, PushtEnvConfig(episode_length=episode_length), n_episodes, args.batch_size,
-                             use_async, seed=0, device=args.device, videos_dir=None, progress=False,
-                             cuda_graphs=graphs)
-    seconds = time.perf_counter() - start
+    def __init__(self, device: str):
+        self.sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        self.seconds = {"policy": 0.0, "env": 0.0}
+        self.calls = {"policy": 0, "env": 0}
+
+    def wrap(self, part: str, call):
+        def timed(*args, **kwargs):
+            self.sync()
+            start = time.perf_counter()
+            out = call(*args, **kwargs)
+            self.sync()
+            self.seconds[part] += time.perf_counter() - start
+            self.calls[part] += 1
+            return out
+        return timed
+
+
+def run_ours(args, policy, use_async: bool, graphs: bool, n_episodes: int, episode_length: int) -> dict:
+    import envs.evaluate
+    from envs.configs import PushtEnvConfig
+
+    watch = Stopwatch(args.device)
+    make_env = envs.evaluate.make_env
+
+    def timed_env(*a, **kw):
+        env = make_env(*a, **kw)
+        env.step = watch.wrap("env", env.step)
+        return env
+
+    envs.evaluate.make_env = timed_env
+    policy.select_action = watch.wrap("policy", type(policy).select_action.__get__(policy))
+    try:
+        start = time.perf_counter()
+        result = envs.evaluate.evaluate_policy(policy, PushtEnvConfig(episode_length=episode_length), n_episodes,
+                                               args.batch_size, use_async, seed=0, device=args.device,
+                                               videos_dir=None, progress=False, cuda_graphs=graphs)
+        seconds = time.perf_counter() - start
+    finally:
+        envs.evaluate.make_env = make_env
+        del policy.select_action
     lengths = [e["length"] for e in result["per_episode"]]
-    return {"s": seconds, "success": result["aggregated"]["pc_success"], "steps": sum(lengths)}
+    return {"s": seconds, "success": result["aggregated"]["pc_success"], "steps": sum(lengths),
+            "parts": dict(watch.seconds), "calls": dict(watch.calls)}
 
 
 def run_lerobot(args, lerobot_eval, parts, n_episodes: int, episode_length: int) -> dict:
@@ -269,6 +306,14 @@ def main() -> None:
         per_min = 60 * args.episodes / r["s"]
         ratio = f"{reference['s'] / r['s']:.2f}x" if reference is not None and r is not reference else ""
         print(f"| {name} | {r['s']:.1f} | {per_min:.1f} | {r['success']:.0f} | {ratio} |")
+    print("where our rows' time goes (seconds; select_action includes waiting for the GPU, env.step the workers' "
+          "stepping and the round trip to them):")
+    print("| evaluator | select_action | env.step | rest | vector steps |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in rows:
+        if "parts" in r:
+            policy_s, env_s = r["parts"]["policy"], r["parts"]["env"]
+            print(f"| {name} | {policy_s:.1f} | {env_s:.1f} | {r['s'] - policy_s - env_s:.1f} | {r['calls']['env']} |")
 
 
 if __name__ == "__main__":

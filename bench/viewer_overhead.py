@@ -10,9 +10,12 @@ Modes, each on a fresh pipeline built from the same seed (same work), repeated i
 The cameras are scripted targets of the viewer's own renderer whose pictures are encoded and sent through
 viser as a browser's would be (to no one), so no browser is needed. Per mode: steps/s, the slowdown against
 `off`, the share of the wall time spent rendering, the renders shown, and the median and 99th percentile
-of the time between two steps (a render chunk lent between two steps lengthens that interval).
+of the time between two steps (a render chunk lent between two steps lengthens that interval). Each mode is
+one training run: the warm-up steps (kernels, the allocator, the step's capture into a CUDA graph where the
+run captures it, the first renders), then the timed steps, from a point where the GPU has been waited for.
 
     python bench/viewer_overhead.py                                   # CUDA: nerfacto's defaults, 300 steps x 3
+    python bench/viewer_overhead.py --graph on off                    # captured step and eager step, a table each
     python bench/viewer_overhead.py --train-util 0.85                 # nerfstudio's default share
     OMP_WAIT_POLICY=PASSIVE python bench/viewer_overhead.py --tiny   # CPU (tiny model)
 
@@ -44,6 +47,7 @@ from composed import compose_train  # noqa: E402
 from training.loop import LoopConfig, LoopHooks, Trainer  # noqa: E402
 
 MODES = ("off", "idle", "static", "moving")
+GRAPH = {"auto": None, "on": True, "off": False}
 NERF = ["model=nerfacto", "~policy", "optimizer=preset/nerfacto", "scheduler=preset/nerfacto", "data=synthetic",
         "logger=none", "eval.steps_per_eval_batch=0", "eval.steps_per_eval_image=0",
         "eval.steps_per_eval_all_images=0"]
@@ -60,16 +64,27 @@ def free_port() -> int:
 
 
 class Stamps(LoopHooks):
-    """The viewer's hooks (or none), with the time of each finished step."""
+    """The viewer's hooks (or none), with the time of each finished step after the warm-up. At the last
+    warm-up step the GPU is waited for (the host runs ahead of it) and the viewer's counters are read:
+    the timed window starts there."""
 
-    def __init__(self, inner: LoopHooks):
-        self.inner, self.times = inner, []
+    def __init__(self, inner: LoopHooks, warmup: int, device: torch.device, viewer):
+        self.inner, self.warmup, self.device, self.viewer = inner, warmup, device, viewer
+        self.times: list[float] = []
+        self.start, self.shown0, self.render0 = None, 0, 0.0
 
     def fit_started(self, step):
         self.inner.fit_started(step)
 
     def step_done(self, step):
-        self.times.append(time.perf_counter())
+        if step == self.warmup:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            if self.viewer is not None:
+                self.shown0, self.render0 = self.viewer.renderer.images_shown, self.viewer.share.render_seconds
+            self.start = time.perf_counter()
+        elif step > self.warmup:
+            self.times.append(time.perf_counter())
         self.inner.step_done(step)
 
     def fit_ended(self):
@@ -118,7 +133,7 @@ def scripted_camera(viewer, moving: bool, stop: threading.Event) -> threading.Th
     return thread
 
 
-def run_mode(mode: str, cfg, steps: int, warmup: int, train_util: float, chunk: int) -> dict:
+def run_mode(mode: str, cfg, steps: int, warmup: int, train_util: float, chunk: int, graph: bool | None) -> dict:
     from pipelines.nerf import NerfPipeline
     from tracking.base import NullTracker
     from training.rng import seed_everything
@@ -137,36 +152,29 @@ def run_mode(mode: str, cfg, steps: int, warmup: int, train_util: float, chunk: 
                            image_format="jpeg", jpeg_quality=90, train_util=train_util)
         if mode in ("static", "moving"):
             scripted_camera(viewer, mode == "moving", stop)
-    hooks = Stamps(viewer or LoopHooks())
+    hooks = Stamps(viewer or LoopHooks(), warmup, device, viewer)
     tracker = NullTracker()
     tracker.start(run_dir, params={}, tags={})
-    # eager steps, as in the measurements in docs/NEURAL_FIELDS.md: each fit() would capture its step
-    # again inside the timed window (machine.cuda_graph's default); the viewer beside a captured step
-    # is not measured by this bench
-    loop = LoopConfig(steps=warmup, use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, log_freq=0, eval_freq=0,
-                      save_freq=0, save_checkpoint=False, progress_bar=False, cuda_graph=False)
+    # one fit: the warm-up steps (kernels, allocator, the step's capture where it is captured, the first
+    # renders) and then the timed ones
+    loop = LoopConfig(steps=warmup + steps, use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, log_freq=0, eval_freq=0,
+                      save_freq=0, save_checkpoint=False, progress_bar=False, cuda_graph=graph)
     trainer = Trainer(loop, pipe, cfg.optimizer, cfg.scheduler, tracker, run_dir, device, "", hooks=hooks)
     try:
-        trainer.fit()  # warm-up: kernels, allocator, the first renders
-        shown0 = viewer.renderer.images_shown if viewer else 0
-        render0 = viewer.share.render_seconds if viewer else 0.0
-        trainer.loop.steps = warmup + steps
-        hooks.times.clear()
-        start = time.perf_counter()
         trainer.fit()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        wall = time.perf_counter() - start
+        wall = time.perf_counter() - hooks.start
     finally:
         stop.set()
         if viewer is not None:
             viewer.close()
-    gaps = np.diff([start, *hooks.times])
-    return {"steps_per_s": steps / wall, "render_share": ((viewer.share.render_seconds - render0) / wall
+    gaps = np.diff([hooks.start, *hooks.times])
+    return {"steps_per_s": steps / wall, "render_share": ((viewer.share.render_seconds - hooks.render0) / wall
                                                           if viewer else 0.0),
-            "shown": (viewer.renderer.images_shown - shown0) if viewer else 0,
+            "shown": (viewer.renderer.images_shown - hooks.shown0) if viewer else 0,
             "gap_median_ms": float(np.median(gaps)) * 1e3, "gap_p99_ms": float(np.percentile(gaps, 99)) * 1e3,
-            "device": str(device)}
+            "device": str(device), "captured": trainer.graphed}
 
 
 def main() -> None:
@@ -177,19 +185,31 @@ def main() -> None:
     p.add_argument("--train-util", type=float, default=0.95, help="the viewer's train_util (its default: 0.95)")
     p.add_argument("--chunk", type=int, default=32768, help="viewer.num_rays_per_chunk (default 32768)")
     p.add_argument("--tiny", action="store_true", help="a tiny model on the CPU (a smoke run)")
+    p.add_argument("--graph", nargs="+", default=["auto"], choices=list(GRAPH),
+                   help="machine.cuda_graph for the training step: auto (the default: captured where the run allows "
+                        "it), on, off; one table each")
     p.add_argument("overrides", nargs="*", help="more Hydra overrides (data.scene.size=128, ...)")
     args = p.parse_args()
     cfg = compose_train([*NERF, *(TINY if args.tiny else []), *args.overrides], resolve=True)
-    results = {mode: [] for mode in MODES}
-    for r in range(args.repeats):
-        for mode in (MODES if r % 2 == 0 else MODES[::-1]):  # alternate the order against drift
-            results[mode].append(run_mode(mode, cfg, args.steps, args.warmup, args.train_util, args.chunk))
-            print(f"  repeat {r + 1} {mode:>7}: {results[mode][-1]['steps_per_s']:.2f} steps/s", file=sys.stderr)
+    for setting in args.graph:
+        graph = GRAPH[setting]
+        results = {mode: [] for mode in MODES}
+        for r in range(args.repeats):
+            for mode in (MODES if r % 2 == 0 else MODES[::-1]):  # alternate the order against drift
+                results[mode].append(run_mode(mode, cfg, args.steps, args.warmup, args.train_util, args.chunk, graph))
+                print(f"  graph {setting}, repeat {r + 1} {mode:>7}: {results[mode][-1]['steps_per_s']:.2f} steps/s",
+                      file=sys.stderr)
+        print_table(results, cfg, args, setting)
+
+
+def print_table(results: dict, cfg, args, setting: str) -> None:
     device = results["off"][0]["device"]
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
+    captured = {m["captured"] for runs in results.values() for m in runs}
     print(f"device {device} ({name}), torch {torch.__version__}, rays/batch {cfg.data.train_num_rays_per_batch}, "
-          f"amp {cfg.use_amp}, train_util {args.train_util}, chunk {args.chunk}, {args.steps} steps x "
-          f"{args.repeats} (after {args.warmup} warm-up steps)")
+          f"amp {cfg.use_amp}, implementation {cfg.model.implementation}, train_util {args.train_util}, chunk "
+          f"{args.chunk}, {args.steps} steps x {args.repeats} (after {args.warmup} warm-up steps), --graph {setting}: "
+          f"step {'captured' if captured == {True} else 'eager' if captured == {False} else 'mixed'}")
     base = statistics.mean(m["steps_per_s"] for m in results["off"])
     print(f"{'mode':>8}{'steps/s':>10}{'min':>8}{'max':>8}{'slowdown':>10}{'render share':>14}{'renders':>9}"
           f"{'gap med ms':>12}{'gap p99 ms':>12}")
@@ -201,7 +221,6 @@ def main() -> None:
               f"{statistics.mean(m['shown'] for m in runs):>9.1f}"
               f"{statistics.mean(m['gap_median_ms'] for m in runs):>12.1f}"
               f"{statistics.mean(m['gap_p99_ms'] for m in runs):>12.1f}")
-
 
 if __name__ == "__main__":
     main()
