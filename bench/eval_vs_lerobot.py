@@ -14,7 +14,9 @@ episodes runs first for each (cudnn autotuning, lazy init). The timed span inclu
 closing the envs (ours builds them inside evaluate_policy). LeRobot's rows use its sync envs: its
 0.4.4 async eval fails (``'AsyncVectorEnv' object has no attribute 'envs'``). LeRobot's envs are
 gym-pusht's class; ours read the same pixels faster (envs/pusht_pixels.py), and the env step of
-each is printed.
+each is printed, as is a vector step of the batch's envs alone: sync, our async envs (a worker per core,
+envs/grouped_async.py) and gymnasium's AsyncVectorEnv (a process per env). Our rows also print where their
+time went: in select_action (the GPU waited for), in env.step, and the rest.
 
     python bench/eval_vs_lerobot.py                                  # a CUDA machine: 50 x 300 steps, batch 50
     python bench/eval_vs_lerobot.py --device cpu --small --episodes 2 --episode-length 20 --batch-size 2
@@ -242,6 +244,42 @@ def env_step_ms(ours: bool, steps: int = 300) -> float:
     return 1e3 * seconds / steps
 
 
+def vector_step_ms(kind: str, n_envs: int, steps: int = 100) -> float:
+    """Milliseconds per step of ``n_envs`` PushT envs (ours, held when finished) under seeded random actions:
+    ``sync`` (one process), ``grouped`` (our async envs: one worker per usable core, each stepping a group;
+    envs/grouped_async.py) or ``gymnasium`` (gymnasium's AsyncVectorEnv, one process per env, at most as many
+    stepping at once as there are cores: what our async envs were before)."""
+    import functools
+    import inspect
+
+    from gymnasium.vector import AsyncVectorEnv
+
+    import envs.factory as factory
+    from envs.configs import PushtEnvConfig
+
+    cfg = PushtEnvConfig(episode_length=10 * steps)
+    if kind == "gymnasium":
+        factory.import_env_package("pusht")
+        env_fn = functools.partial(factory._make_single_env, cfg.type, cfg.gym_id, cfg.make_kwargs, True)
+        cores = factory.usable_cores()
+        cap = ({"max_concurrency": cores} if n_envs > cores and "max_concurrency" in
+               inspect.signature(AsyncVectorEnv.__init__).parameters else {})
+        env = AsyncVectorEnv([env_fn] * n_envs, context="spawn", autoreset_mode=factory.AUTORESET_MODE, **cap)
+    else:
+        env = factory.make_env(cfg, n_envs, use_async=kind == "grouped", hold_finished=True)
+    actions = np.random.default_rng(0).uniform(50, 460, size=(steps + 10, n_envs, 2))
+    try:
+        env.reset(seed=list(range(n_envs)))
+        for action in actions[:10]:
+            env.step(action)
+        start = time.perf_counter()
+        for action in actions[10:]:
+            env.step(action)
+        return 1e3 * (time.perf_counter() - start) / steps
+    finally:
+        env.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -283,6 +321,7 @@ def main() -> None:
         rows.append((name, run(args.episodes, args.episode_length)))
         print(f"measured: {name}, {rows[-1][1]['s']:.1f} s", flush=True)
     step_ms = {"gym-pusht": env_step_ms(False), "ours": env_step_ms(True)}
+    vector_ms = {kind: vector_step_ms(kind, args.batch_size) for kind in ("sync", "grouped", "gymnasium")}
 
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(f"PushT eval, {args.episodes} episodes of {args.episode_length} steps, batch {args.batch_size}, "
@@ -299,6 +338,11 @@ def main() -> None:
               f"most {graphs_difference:.2e} (normalised actions)")
     print(f"one PushT env step (physics, reward, 96x96 pixels), 300 seeded random actions: gym-pusht's class "
           f"{step_ms['gym-pusht']:.2f} ms, ours {step_ms['ours']:.2f} ms (same observations: envs/pusht_pixels.py)")
+    from envs.factory import usable_cores
+
+    print(f"{args.batch_size} PushT envs alone, ms per vector step (100 seeded random steps, {usable_cores()} usable "
+          f"cores): sync {vector_ms['sync']:.1f}, our async (a worker per core) {vector_ms['grouped']:.1f}, gymnasium's "
+          f"AsyncVectorEnv (a process per env) {vector_ms['gymnasium']:.1f}")
     reference = next((r for name, r in rows if name.startswith("LeRobot")), None)
     print("| evaluator | seconds | episodes/min | success % | ours / LeRobot |")
     print("|---|---:|---:|---:|---:|")

@@ -1,7 +1,7 @@
 """Vectorised gym environments built from an ``EnvConfig``.
 
-This module imports no torch: ``AsyncVectorEnv`` workers are started with ``spawn`` and import it
-to unpickle ``_make_single_env``, so keeping it light keeps the worker start cheap.
+This module imports no torch: async env workers are started with ``spawn`` and import it to
+unpickle ``_make_single_env``, so keeping it light keeps the worker start cheap.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
-import inspect
 import logging
 import os
 import sys
@@ -19,9 +18,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from envs.configs import EnvConfig, as_env_config
+from envs.grouped_async import GroupedAsyncVectorEnv
 
 # NEXT_STEP (gymnasium's default, named so it cannot change under us): the step that ends an
 # episode returns that episode's own reward, terminated/truncated and info directly (no
@@ -215,10 +215,6 @@ def check_env_features(cfg: EnvConfig, env: VectorEnv) -> None:
         raise ValueError(f"{cfg.gym_id} emits {emitted} but the env config describes {described}")
 
 
-# AsyncVectorEnv's cap on workers running at once (gymnasium 1.4; the project accepts gymnasium >= 1.0)
-_HAS_MAX_CONCURRENCY = "max_concurrency" in inspect.signature(AsyncVectorEnv.__init__).parameters
-
-
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity mask: a container's or SLURM's
     allocation, not the machine's count)."""
@@ -230,13 +226,12 @@ def usable_cores() -> int:
 def make_env(cfg: Any, n_envs: int, use_async: bool = False, hold_finished: bool = False) -> VectorEnv:
     """``n_envs`` copies of the configured env in one vector env (autoreset mode ``NEXT_STEP``).
 
-    ``use_async`` runs each copy in its own process, started with ``spawn``: the parent may hold
-    CUDA state and torch's thread pools, which ``fork`` would copy into the children half-alive.
-    The price is one fresh interpreter per env (about a second, in parallel); a script that
-    evaluates with async envs must guard its entry point with ``if __name__ == "__main__"``.
-    At most ``usable_cores()`` of those processes reset or step at once (``max_concurrency``, from
-    gymnasium 1.4; older ones run them all): more envs than cores would otherwise time-slice every
-    step. Gymnasium has no worker that hosts several envs, so the process count stays one per env.
+    ``use_async`` steps them in ``min(n_envs, usable_cores())`` worker processes, each stepping a
+    contiguous group of envs (``envs.grouped_async``: one process per core rather than per env, since
+    the round trip to each process costs more than a PushT step), started with ``spawn``: the parent
+    may hold CUDA state and torch's thread pools, which ``fork`` would copy into the children
+    half-alive. The price is one fresh interpreter per worker (about a second, in parallel); a script
+    that evaluates with async envs must guard its entry point with ``if __name__ == "__main__"``.
     ``hold_finished`` wraps each env in ``HoldFinished`` (an ended episode is not stepped again).
     """
     cfg = as_env_config(cfg)
@@ -245,9 +240,7 @@ def make_env(cfg: Any, n_envs: int, use_async: bool = False, hold_finished: bool
     import_env_package(cfg.type)
     env_fn = functools.partial(_make_single_env, cfg.type, cfg.gym_id, cfg.make_kwargs, hold_finished)
     if use_async:
-        cores = usable_cores()
-        cap = {"max_concurrency": cores} if n_envs > cores and _HAS_MAX_CONCURRENCY else {}
-        env = AsyncVectorEnv([env_fn] * n_envs, context="spawn", autoreset_mode=AUTORESET_MODE, **cap)
+        env = GroupedAsyncVectorEnv([env_fn] * n_envs, workers=usable_cores())
     else:
         env = SyncVectorEnv([env_fn] * n_envs, autoreset_mode=AUTORESET_MODE)
     try:

@@ -296,8 +296,8 @@ def test_pusht_results_unchanged_and_finished_envs_never_stepped(monkeypatch):
 
 
 def test_async_envs_give_the_sync_results(monkeypatch):
-    """Async envs, held when finished and capped at fewer concurrent workers than envs (one core
-    here), give the per-episode results of sync envs."""
+    """Async envs, held when finished and grouped into fewer worker processes than envs (one core here:
+    one worker steps all three), give the per-episode results of sync envs."""
     import envs.factory
 
     monkeypatch.setattr(envs.factory, "usable_cores", lambda: 1)

@@ -159,25 +159,30 @@ def test_preprocess_on_cuda_equals_cpu():
         assert torch.equal(cuda[key].cpu(), value), key
 
 
-def test_async_workers_running_at_once_capped_at_usable_cores(monkeypatch):
+def test_async_envs_share_one_worker_per_usable_core_and_step_as_sync_envs(monkeypatch):
+    """More envs than cores: each worker process steps a group of them (envs/grouped_async.py); PushT's
+    observations, rewards and flags are those of sync envs, episode ends and held envs included."""
     import envs.factory
 
-    if not envs.factory._HAS_MAX_CONCURRENCY:
-        pytest.skip("gymnasium < 1.4 has no AsyncVectorEnv(max_concurrency)")
-    monkeypatch.setattr(envs.factory, "usable_cores", lambda: 1)
-    env = make_env(_pusht(), n_envs=2, use_async=True)
+    monkeypatch.setattr(envs.factory, "usable_cores", lambda: 2)
+    cfg = _pusht(episode_length=4)
+    grouped = make_env(cfg, n_envs=5, use_async=True, hold_finished=True)
+    plain = make_env(cfg, n_envs=5, use_async=False, hold_finished=True)
     try:
-        assert env.max_concurrency == 1
-        env.reset(seed=[0, 1])
-        assert env.step(np.full((2, 2), 256.0, dtype=np.float32))[1].shape == (2,)
+        assert grouped.groups == [[0, 1, 2], [3, 4]]
+        a, b = grouped.reset(seed=list(range(5))), plain.reset(seed=list(range(5)))
+        np.testing.assert_array_equal(a[0]["pixels"], b[0]["pixels"])
+        actions = np.random.default_rng(0).uniform(100, 400, size=(6, 5, 2))
+        for action in actions:  # past the 4-step limit: held envs return their last step
+            a, b = grouped.step(action), plain.step(action)
+            for key in ("pixels", "agent_pos"):
+                np.testing.assert_array_equal(a[0][key], b[0][key])
+            for x, y in zip(a[1:4], b[1:4]):
+                np.testing.assert_array_equal(x, y)
+        assert a[3].all()  # truncated at the limit
     finally:
-        env.close()
-    monkeypatch.setattr(envs.factory, "usable_cores", lambda: 4)
-    env = make_env(_pusht(), n_envs=2, use_async=True)
-    try:
-        assert env.max_concurrency is None  # fewer envs than cores: no cap
-    finally:
-        env.close()
+        grouped.close()
+        plain.close()
 
 
 @pytest.mark.parametrize("script", ["train.py", "eval.py", "view.py", "render.py"])

@@ -1,0 +1,196 @@
+"""How close the Diffusion Policy's hot kernels run to the GPU's limits (issue 14, goal 4).
+
+Two workloads at the PushT recipe's shapes: one full training step (batch 64, fp32 with TF32, fused Adam;
+forward, backward, clip, optimizer) and one evaluation plan (batch 50, the ResNet once and 100 UNet
+passes). Each is profiled eagerly (a captured step runs the same kernels without the launch gaps, so the
+kernels' own rates are the same). The kernels are grouped by what they do, from their names, and each
+group's work is counted from the model itself:
+
+  conv/gemm    FLOPs of every Conv/Linear layer (2 x output elements x inputs per output; a training
+               step's backward counted as twice its forward), against the TF32 tensor-core peak
+  optimizer    fused Adam's bytes: parameter, gradient and both moments read, parameter and moments
+               written (28 bytes a float32 parameter), against HBM bandwidth
+  norm         GroupNorm: input read and output written forward, input, output gradient and input
+               gradient backward (5 passes over the activations a training step, 2 a pass at evaluation)
+  layout, elementwise, reduce, other: time only (no work model)
+
+Peaks are the datasheet's dense figures for the SXM parts (H100: 3.35 TB/s, 495 TF32 TFLOP/s; H200:
+4.8 TB/s, 495 TF32 TFLOP/s); issue 14 quotes ~4.3 TB/s as the H200's reachable bandwidth, so the table
+gives both where it matters. A rate is "nominal": work divided by the group's kernel time.
+
+    python bench/kernel_roofline.py                  # a CUDA machine
+    python bench/kernel_roofline.py --device cpu --small --plan-steps 2   # a smoke run (CPU op times)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+from torch.autograd import DeviceType
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# (HBM bytes/s, TF32 dense FLOP/s), SXM datasheets
+PEAKS = {"H100": (3.35e12, 494.7e12), "H200": (4.8e12, 494.7e12)}
+GROUPS = ("conv/gemm", "optimizer", "norm", "layout", "elementwise", "reduce", "other")
+
+
+def group_of(kernel: str) -> str:
+    """The group of a kernel (or, on a CPU, an operator) by its name."""
+    name = kernel.lower()
+    if "nchwtonhwc" in name or "nhwctonchw" in name or "transpose" in name:
+        return "layout"
+    if "adam" in name:
+        return "optimizer"
+    if "group_norm" in name or "groupnorm" in name or "batch_norm" in name or "layer_norm" in name:
+        return "norm"
+    if any(k in name for k in ("gemm", "conv", "cutlass", "xmma", "sm90_", "sm80_", "cudnn", "wgrad", "dgrad",
+                               "fprop", "aten::mm", "aten::addmm", "linear")):
+        return "conv/gemm"
+    if "reduce" in name or "norm" in name:
+        return "reduce"
+    if "elementwise" in name or "vectorized" in name or "unrolled" in name or "aten::" in name:
+        return "elementwise"
+    return "other"
+
+
+class Work:
+    """FLOPs of Conv/Linear layers and bytes of GroupNorm passes, counted by forward hooks."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.flops = 0.0
+        self.norm_bytes = 0.0
+        self.handles = []
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)):
+                per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+                self.handles.append(module.register_forward_hook(self._counter(per_output)))
+            elif isinstance(module, torch.nn.Linear):
+                self.handles.append(module.register_forward_hook(self._counter(module.in_features)))
+            elif isinstance(module, torch.nn.GroupNorm):
+                self.handles.append(module.register_forward_hook(self._norm))
+
+    def _counter(self, per_output: int):
+        def hook(module, inputs, output):
+            self.flops += 2.0 * output.numel() * per_output
+        return hook
+
+    def _norm(self, module, inputs, output):
+        self.norm_bytes += 2.0 * output.numel() * output.element_size()  # read x, write y
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def kernel_times(prof, device: torch.device) -> dict[str, float]:
+    """Seconds per group: CUDA kernels on a GPU, operators' own CPU time on a CPU."""
+    times = dict.fromkeys(GROUPS, 0.0)
+    for event in prof.key_averages():
+        if device.type == "cuda":
+            if event.device_type != DeviceType.CUDA:
+                continue
+            us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0.0)
+        else:
+            us = event.self_cpu_time_total
+        times[group_of(event.key)] += us * 1e-6
+    return times
+
+
+def profile(run, device: torch.device, repeats: int):
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+    run()  # warm-up: cuDNN autotuning, the allocator
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    with torch_profile(activities=activities) as prof:
+        for _ in range(repeats):
+            run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return {k: v / repeats for k, v in kernel_times(prof, device).items()}
+
+
+def table(title: str, times: dict[str, float], flops: float, adam_bytes: float, norm_bytes: float, peaks) -> None:
+    total = sum(times.values())
+    bandwidth, tf32 = peaks if peaks else (None, None)
+    print(f"\n{title}: {total * 1e3:.2f} ms of kernels")
+    print("| group | kernel ms | share | work | nominal rate | of peak |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for group in GROUPS:
+        seconds = times[group]
+        if seconds == 0:
+            continue
+        work = rate = of_peak = ""
+        if group == "conv/gemm" and flops:
+            work, rate = f"{flops / 1e9:.1f} GFLOP", f"{flops / seconds / 1e12:.1f} TFLOP/s"
+            of_peak = f"{100 * flops / seconds / tf32:.0f}% of TF32" if tf32 else ""
+        elif group in ("optimizer", "norm") and (adam_bytes if group == "optimizer" else norm_bytes):
+            nbytes = adam_bytes if group == "optimizer" else norm_bytes
+            work, rate = f"{nbytes / 1e9:.2f} GB", f"{nbytes / seconds / 1e12:.2f} TB/s"
+            if bandwidth:
+                of_peak = (f"{100 * nbytes / seconds / bandwidth:.0f}% (of 4.3 TB/s: "
+                           f"{100 * nbytes / seconds / 4.3e12:.0f}%)" if bandwidth == PEAKS["H200"][0]
+                           else f"{100 * nbytes / seconds / bandwidth:.0f}%")
+        print(f"| {group} | {seconds * 1e3:.2f} | {100 * seconds / total:.0f}% | {work} | {rate} | {of_peak} |")
+
+
+def main() -> None:
+    from policy_throughput import SHAPES, batch_for, make_step, ours_policy, set_backends
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5, help="profiled training steps (and plans / 5)")
+    parser.add_argument("--plan-steps", type=int, default=100, help="denoising steps of the plan")
+    parser.add_argument("--plan-batch", type=int, default=50)
+    parser.add_argument("--small", action="store_true", help="tiny U-Net widths: a smoke run")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    set_backends(device, True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peaks = next((p for key, p in PEAKS.items() if key in name), None)
+    print(f"{name}, torch {torch.__version__}; peaks used: "
+          + (f"{peaks[0] / 1e12:.2f} TB/s, {peaks[1] / 1e12:.0f} TF32 TFLOP/s" if peaks else "none (unknown GPU)"))
+
+    # the training step
+    torch.manual_seed(0)
+    batch = batch_for("diffusion", device, args.small)
+    policy = ours_policy("diffusion", batch, args.small, 1)
+    step_args = argparse.Namespace(amp="fp32")
+    step = make_step(policy, "diffusion", device, step_args, "ours", {"fused", "tf32"})
+    work = Work(policy)
+    step(batch)
+    forward_flops, norm_pass = work.flops, work.norm_bytes
+    work.close()
+    params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    times = profile(lambda: step(batch), device, args.repeats)
+    table(f"training step, batch {SHAPES['diffusion']['batch']}, fp32 + TF32, fused Adam ({params:,} parameters)",
+          times, 3 * forward_flops, 28.0 * params, 2.5 * norm_pass, peaks)
+
+    # the evaluation plan
+    policy.eval()
+    policy.num_inference_steps = args.plan_steps
+    g = torch.Generator().manual_seed(3)
+    n_obs = policy.config.n_obs_steps
+    raw = {"observation.image": torch.rand(args.plan_batch, n_obs, 3, 96, 96, generator=g),
+           "observation.state": 512 * torch.rand(args.plan_batch, n_obs, 2, generator=g)}
+    windows = policy.normalizer.normalize({k: v.to(device) for k, v in raw.items()})
+    with torch.inference_mode():
+        work = Work(policy)
+        policy.generate_actions(windows)
+        plan_flops, plan_norm = work.flops, work.norm_bytes
+        work.close()
+        times = profile(lambda: policy.generate_actions(windows), device, max(1, args.repeats // 5))
+    table(f"evaluation plan, batch {args.plan_batch}, {args.plan_steps} denoising steps, fp32 + TF32",
+          times, plan_flops, 0.0, plan_norm, peaks)
+
+
+if __name__ == "__main__":
+    main()
