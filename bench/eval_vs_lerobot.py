@@ -58,14 +58,15 @@ def config_kwargs(args) -> dict:
     return {**(SMALL["diffusion"] if args.small else {}), "num_inference_steps": args.inference_steps}
 
 
-def ours_policy(args) -> torch.nn.Module:
+def ours_policy(args, unet_conv: str = "native") -> torch.nn.Module:
+    """Our policy from seed 0: the same weights whatever ``unet_conv`` (policy.unet_conv) computes them with."""
     from data.features import FeatureType, PolicyFeature
     from models.diffusion.modeling import DiffusionPolicy
 
     kinds = {IMAGE: FeatureType.VISUAL, STATE: FeatureType.STATE, ACTION: FeatureType.ACTION}
     features = {key: PolicyFeature(kinds[key], shape) for key, shape in SHAPES.items()}
     torch.manual_seed(0)
-    return DiffusionPolicy(features=features, stats=STATS, **config_kwargs(args))
+    return DiffusionPolicy(features=features, stats=STATS, unet_conv=unet_conv, **config_kwargs(args))
 
 
 def import_lerobot(hide_transformers: bool):
@@ -175,6 +176,21 @@ class Stopwatch:
             self.calls[part] += 1
             return out
         return timed
+
+
+def convs_against_native(matmul: torch.nn.Module, native: torch.nn.Module, device: str) -> float:
+    """Largest difference between one plan with the UNet's convolutions as matrix multiplies and the same plan
+    with torch's conv1d, from the same RNG state and weights."""
+    g = torch.Generator().manual_seed(5)
+    raw = {IMAGE: torch.rand(4, native.config.n_obs_steps, *SHAPES[IMAGE], generator=g),
+           STATE: 512 * torch.rand(4, native.config.n_obs_steps, 2, generator=g)}
+    windows = native.normalizer.normalize({k: v.to(device) for k, v in raw.items()})
+    plans = []
+    for policy in (matmul, native):
+        torch.manual_seed(6)
+        with torch.inference_mode():
+            plans.append(policy.generate_actions(windows))
+    return float((plans[0] - plans[1]).abs().max())
 
 
 def run_ours(args, policy, use_async: bool, graphs: bool, n_episodes: int, episode_length: int) -> dict:
@@ -292,6 +308,9 @@ def main() -> None:
     parser.add_argument("--graphs", nargs="+", default=["on", "off"], choices=["on", "off"],
                         help="our rows with the denoising loop replayed from CUDA graphs (eval.cuda_graphs), and not;"
                              " CUDA only")
+    parser.add_argument("--unet-conv", nargs="+", default=["native"], choices=["native", "matmul"],
+                        help="our rows with the UNet's convolutions as torch's conv1d, or as matrix multiplies "
+                             "(policy.unet_conv); same weights")
     parser.add_argument("--small", action="store_true", help="tiny U-Net widths: a smoke run")
     parser.add_argument("--hide-transformers", action="store_true")
     args = parser.parse_args()
@@ -302,17 +321,21 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
 
     lerobot_eval, reason = import_lerobot(args.hide_transformers)
-    ours = ours_policy(args).to(args.device).eval()
+    policies = {conv: ours_policy(args, conv).to(args.device).eval() for conv in args.unet_conv}
+    ours = policies[args.unet_conv[0]]
     graph_settings = args.graphs if args.device.startswith("cuda") else ["off"]
-    runs = [(f"ours, {kind} envs, CUDA graphs {graphs}",
-             lambda n, length, kind=kind, graphs=graphs: run_ours(args, ours, kind == "async", graphs == "on", n, length))
-            for graphs in graph_settings for kind in args.envs]
+    runs = [(f"ours, {kind} envs, CUDA graphs {graphs}" + (", matmul convs" if conv == "matmul" else ""),
+             lambda n, length, kind=kind, graphs=graphs, policy=policy: run_ours(args, policy, kind == "async",
+                                                                                 graphs == "on", n, length))
+            for conv, policy in policies.items() for graphs in graph_settings for kind in args.envs]
     if lerobot_eval is not None:
         parts = lerobot_policy(args, ours, args.device)
         runs.append(("LeRobot 0.4.4 eval_policy, sync envs",
                      lambda n, length: run_lerobot(args, lerobot_eval, parts, n, length)))
     difference = same_actions(ours, parts, args.device) if lerobot_eval is not None else None
     graphs_difference = graphed_against_eager(ours, args.device) if "on" in graph_settings else None
+    conv_difference = (convs_against_native(policies["matmul"], policies["native"], args.device)
+                       if len(policies) == 2 else None)
     rows = []
     for name, run in runs:
         run(min(args.batch_size, args.episodes), 2)  # warm-up: one batch of 2-step episodes
@@ -336,6 +359,9 @@ def main() -> None:
     if graphs_difference is not None:
         print(f"CUDA graphs: three consecutive plans replayed from graphs and made eagerly, same RNG, differ by at "
               f"most {graphs_difference:.2e} (normalised actions)")
+    if conv_difference is not None:
+        print(f"matmul convs: a plan from the same RNG differs from the native convolutions' by at most "
+              f"{conv_difference:.2e} (normalised actions)")
     print(f"one PushT env step (physics, reward, 96x96 pixels), 300 seeded random actions: gym-pusht's class "
           f"{step_ms['gym-pusht']:.2f} ms, ours {step_ms['ours']:.2f} ms (same observations: envs/pusht_pixels.py)")
     from envs.factory import usable_cores

@@ -19,6 +19,7 @@ Peaks are the datasheet's dense figures for the SXM parts (H100: 3.35 TB/s, 495 
 gives both where it matters. A rate is "nominal": work divided by the group's kernel time.
 
     python bench/kernel_roofline.py                  # a CUDA machine
+    python bench/kernel_roofline.py --unet-conv matmul   # the UNet's convolutions as matrix multiplies
     python bench/kernel_roofline.py --device cpu --small --plan-steps 2   # a smoke run (CPU op times)
 """
 
@@ -150,6 +151,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="profiled training steps (and plans / 5)")
     parser.add_argument("--plan-steps", type=int, default=100, help="denoising steps of the plan")
     parser.add_argument("--plan-batch", type=int, default=50)
+    parser.add_argument("--unet-conv", default="native", choices=["native", "matmul"],
+                        help="policy.unet_conv: the UNet's convolutions as torch's conv1d or as matrix multiplies")
     parser.add_argument("--small", action="store_true", help="tiny U-Net widths: a smoke run")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -162,7 +165,7 @@ def main() -> None:
     # the training step
     torch.manual_seed(0)
     batch = batch_for("diffusion", device, args.small)
-    policy = ours_policy("diffusion", batch, args.small, 1)
+    policy = ours_policy("diffusion", batch, args.small, 1, frozenset({args.unet_conv}))
     step_args = argparse.Namespace(amp="fp32")
     step = make_step(policy, "diffusion", device, step_args, "ours", {"fused", "tf32"})
     work = Work(policy)
@@ -171,7 +174,8 @@ def main() -> None:
     work.close()
     params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     times = profile(lambda: step(batch), device, args.repeats)
-    table(f"training step, batch {SHAPES['diffusion']['batch']}, fp32 + TF32, fused Adam ({params:,} parameters)",
+    table(f"training step, batch {SHAPES['diffusion']['batch']}, fp32 + TF32, fused Adam, unet_conv={args.unet_conv} "
+          f"({params:,} parameters)",
           times, 3 * forward_flops, 28.0 * params, 2.5 * norm_pass, peaks)
 
     # the evaluation plan
@@ -188,7 +192,8 @@ def main() -> None:
         plan_flops, plan_norm = work.flops, work.norm_bytes
         work.close()
         times = profile(lambda: policy.generate_actions(windows), device, max(1, args.repeats // 5))
-    table(f"evaluation plan, batch {args.plan_batch}, {args.plan_steps} denoising steps, fp32 + TF32",
+    table(f"evaluation plan, batch {args.plan_batch}, {args.plan_steps} denoising steps, fp32 + TF32, "
+          f"unet_conv={args.unet_conv}",
           times, plan_flops, 0.0, plan_norm, peaks)
 
 

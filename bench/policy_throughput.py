@@ -21,7 +21,8 @@ step (forward, backward, clip, optimizer, scheduler), ours once per set of speed
 `none` (torch's defaults: foreach Adam, NCHW, no TF32 matmuls, no cudnn.benchmark), `fused`
 (fused Adam), `channels_last`, `tf32` (TF32 matmuls + cudnn.benchmark, machine.tf32/cudnn_benchmark),
 `compile` (torch.compile of the policy), `all` (every lever but compile), `all+compile`, `graph` (fused, tf32
-and the whole step replayed from one CUDA graph: training/step_graph.py). LeRobot's
+and the whole step replayed from one CUDA graph: training/step_graph.py), `matmul` (fused, tf32 and the UNet's
+convolutions as matrix multiplies: policy.unet_conv=matmul), `graph+matmul`. LeRobot's
 row runs its update_policy's sequence with its training script's backend choices (TF32 matmuls and
 cudnn.benchmark on), including its per-step `loss.item()` and `grad_norm.item()`. Ours reads nothing
 back inside the step (the loop reads metrics every log_freq steps).
@@ -66,7 +67,8 @@ SMALL = {"act": {"dim_model": 64, "dim_feedforward": 128, "n_encoder_layers": 1,
 LEVERS = {"none": set(), "fused": {"fused"}, "channels_last": {"channels_last"}, "tf32": {"tf32"},
           "compile": {"compile"}, "all": {"fused", "channels_last", "tf32"},
           "all+compile": {"fused", "channels_last", "tf32", "compile"},
-          "graph": {"fused", "tf32", "graph"}}
+          "graph": {"fused", "tf32", "graph"}, "matmul": {"fused", "tf32", "matmul"},
+          "graph+matmul": {"fused", "tf32", "graph", "matmul"}}
 
 
 def batch_for(name: str, device: torch.device, small: bool) -> dict:
@@ -81,7 +83,7 @@ def _features(name: str, batch: dict, cls, kinds) -> dict:
     return feats
 
 
-def ours_policy(name: str, batch: dict, small: bool, vq_steps: int) -> torch.nn.Module:
+def ours_policy(name: str, batch: dict, small: bool, vq_steps: int, levers: frozenset = frozenset()) -> torch.nn.Module:
     from data.features import FeatureType, PolicyFeature
     from models.act.modeling import ACTPolicy
     from models.diffusion.modeling import DiffusionPolicy
@@ -98,7 +100,8 @@ def ours_policy(name: str, batch: dict, small: bool, vq_steps: int) -> torch.nn.
     if name == "act":
         return ACTPolicy(features=feats, stats=stats, pretrained_backbone_weights=None, **extra)
     if name == "diffusion":
-        return DiffusionPolicy(features=feats, stats=stats, **extra)
+        return DiffusionPolicy(features=feats, stats=stats, **extra,
+                               unet_conv="matmul" if "matmul" in levers else "native")
     if name == "tdmpc":
         return TDMPCPolicy(features=feats, stats=stats, **extra)
     return VQBeTPolicy(features=feats, stats=stats, n_vqvae_training_steps=vq_steps, **extra)
@@ -253,7 +256,7 @@ def loss_curve(args, device: torch.device) -> None:
     for label in (first, second):
         levers = LEVERS[label]
         torch.manual_seed(0)
-        policy = ours_policy("diffusion", batch_for("diffusion", device, args.small), args.small, 1)
+        policy = ours_policy("diffusion", batch_for("diffusion", device, args.small), args.small, 1, levers)
         set_backends(device, "tf32" in levers)
         step = make_step(policy, "diffusion", device, args, "ours", levers)
         torch.manual_seed(1)
@@ -329,8 +332,10 @@ def main() -> None:
             runs.append(("lerobot", frozenset(), ""))
         for impl, levers, label in runs:
             torch.manual_seed(0)
-            build = ours_policy if impl == "ours" else lerobot_policy
-            result = measure(build(name, batch, args.small, max(1, args.warmup // 2)), name, batch, args, impl, levers)
+            vq_steps = max(1, args.warmup // 2)
+            policy = ours_policy(name, batch, args.small, vq_steps, levers) if impl == "ours" \
+                else lerobot_policy(name, batch, args.small, vq_steps)
+            result = measure(policy, name, batch, args, impl, levers)
             rows.append((name, impl, label, result))
             if device.type == "cuda":
                 torch.cuda.empty_cache()

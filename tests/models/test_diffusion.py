@@ -145,6 +145,7 @@ def test_parameter_count_at_defaults_matches_lerobot():
         ({"normalization_mapping": {"STATE": "ZSCORE"}}, "policy.normalization_mapping.STATE=ZSCORE"),
         ({"down_dims": (12, 24)}, "policy.n_groups=8"),
         ({"kernel_size": 4}, "policy.kernel_size=4"),
+        ({"unet_conv": "winograd"}, "policy.unet_conv=winograd is unknown"),
         ({"vision_backbone": "vit_b_16"}, "policy.vision_backbone=vit_b_16"),
         ({"pretrained_backbone_weights": "ResNet18_Weights.IMAGENET1K_V1"}, "policy.use_group_norm=false"),
     ],
@@ -301,6 +302,62 @@ def test_state_dict_round_trip_through_safetensors_reproduces_actions(tmp_path):
     torch.manual_seed(7)
     actual = restored.select_action(obs)
     torch.testing.assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, length", [(5, 1, 2, 16), (3, 2, 1, 8), (1, 1, 0, 4), (3, 2, 1, 7)])
+def test_matmul_conv_is_the_convolution(kernel, stride, padding, length):
+    """MatmulConv1d gives nn.Conv1d's outputs and gradients (input, weight, bias) for the UNet's kinds of layer:
+    the length-keeping kernel-5 conv, the stride-2 downsampling conv (odd lengths too) and the 1x1 convs."""
+    from models.diffusion.matmul_conv import MatmulConv1d
+
+    torch.manual_seed(0)
+    native = torch.nn.Conv1d(6, 10, kernel, stride, padding).double()
+    matmul = MatmulConv1d(6, 10, kernel, stride, padding).double()
+    matmul.load_state_dict(native.state_dict())
+    x = torch.randn(3, 6, length, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    expected, out = native(x), matmul(x2)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    out.backward(grad)
+    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-12, atol=1e-12)
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(getattr(matmul, name).grad, getattr(native, name).grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="groups 1 only"):
+        MatmulConv1d(4, 4, 3, groups=2)
+
+
+def test_unet_conv_matmul_keeps_the_checkpoint_and_the_policy():
+    """policy.unet_conv=matmul builds the same parameters under the same names (native checkpoints load), every
+    UNet conv is a MatmulConv1d, and the loss, gradients and plans are the native policy's to float rounding."""
+    from models.diffusion.matmul_conv import MatmulConv1d
+
+    torch.manual_seed(0)
+    native = make_policy()
+    matmul = make_policy(unet_conv="matmul")
+    assert native.state_dict().keys() == matmul.state_dict().keys()
+    matmul.load_state_dict(native.state_dict())
+    convs = [m for m in matmul.unet.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert convs and all(isinstance(m, MatmulConv1d) for m in convs)
+    assert not any(isinstance(m, MatmulConv1d) for m in native.modules())
+    batch = make_batch(native)
+    losses = []
+    for policy in (native, matmul):
+        torch.manual_seed(3)
+        loss, _ = policy(batch)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=0)
+    for (name, a), b in zip(native.named_parameters(), matmul.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+    obs = make_obs(native)
+    plans = []
+    for policy in (native, matmul):
+        policy.eval()
+        torch.manual_seed(7)
+        plans.append(policy.select_action(obs))
+    torch.testing.assert_close(plans[1], plans[0], rtol=1e-4, atol=1e-3)  # actions in pixels (10-500)
 
 
 def test_hydra_instantiate_from_structured_config():

@@ -16,6 +16,7 @@ from models.common.feature_access import feature_type_and_shape, normalization_n
 NOISE_SCHEDULERS = ("DDPM", "DDIM")
 PREDICTION_TYPES = ("epsilon", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+UNET_CONVS = ("native", "matmul")
 
 
 @dataclass
@@ -57,6 +58,10 @@ class DiffusionConfig:
     n_groups: int = ranged(8, ge=1)
     diffusion_step_embed_dim: int = ranged(128, ge=4, why="even")
     use_film_scale_modulation: bool = True
+    # How the UNet's Conv1d layers run: "native" (torch's conv1d: cuDNN on CUDA) or "matmul" (the window
+    # unfolded and one matrix multiply per layer: models/diffusion/matmul_conv.py). Same parameters and
+    # checkpoints either way; the outputs agree to float rounding.
+    unet_conv: str = "native"
 
     # Noise scheduler.
     noise_scheduler_type: str = "DDPM"
@@ -128,6 +133,8 @@ class DiffusionConfig:
             raise ValueError(
                 f"policy.prediction_type={self.prediction_type} is unknown; use one of {list(PREDICTION_TYPES)}"
             )
+        if self.unet_conv not in UNET_CONVS:
+            raise ValueError(f"policy.unet_conv={self.unet_conv} is unknown; use one of {list(UNET_CONVS)}")
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"policy.beta_schedule={self.beta_schedule} is unknown; use one of {list(BETA_SCHEDULES)}")
         if self.num_inference_steps is not None and not 1 <= self.num_inference_steps <= self.num_train_timesteps:

@@ -22,6 +22,7 @@ from models.common.policy_config import build_policy_config
 from models.common.queues import ActionQueue, PlansActionChunks, check_observations, push_observations
 from models.common.vision import ResNetImageEncoder
 from models.diffusion.config import DiffusionConfig
+from models.diffusion.matmul_conv import conv1d_class
 
 
 def make_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler | DDIMScheduler:
@@ -54,9 +55,10 @@ class SinusoidalPosEmb(nn.Module):
 class Conv1dBlock(nn.Sequential):
     """Conv1d -> GroupNorm -> Mish, length-preserving."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_groups: int = 8) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_groups: int = 8,
+                 conv: type[nn.Conv1d] = nn.Conv1d) -> None:
         super().__init__(
-            nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+            conv(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
             nn.GroupNorm(n_groups, out_channels),
             nn.Mish(),
         )
@@ -74,16 +76,17 @@ class ConditionalResidualBlock1d(nn.Module):
         kernel_size: int = 3,
         n_groups: int = 8,
         use_film_scale_modulation: bool = False,
+        conv: type[nn.Conv1d] = nn.Conv1d,
     ) -> None:
         super().__init__()
         self.out_channels = out_channels
         self.use_film_scale_modulation = use_film_scale_modulation
-        self.conv1 = Conv1dBlock(in_channels, out_channels, kernel_size, n_groups)
+        self.conv1 = Conv1dBlock(in_channels, out_channels, kernel_size, n_groups, conv)
         cond_channels = out_channels * 2 if use_film_scale_modulation else out_channels
         self.cond_encoder = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, cond_channels))
-        self.conv2 = Conv1dBlock(out_channels, out_channels, kernel_size, n_groups)
+        self.conv2 = Conv1dBlock(out_channels, out_channels, kernel_size, n_groups, conv)
         self.residual_conv = (
-            nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+            conv(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
@@ -109,11 +112,13 @@ class ConditionalUnet1d(nn.Module):
             nn.Mish(),
             nn.Linear(embed_dim * 4, embed_dim),
         )
+        conv = conv1d_class(config.unet_conv)
         block_kwargs = {
             "cond_dim": embed_dim + global_cond_dim,
             "kernel_size": config.kernel_size,
             "n_groups": config.n_groups,
             "use_film_scale_modulation": config.use_film_scale_modulation,
+            "conv": conv,
         }
         dims = config.down_dims
         in_out = [(action_dim, dims[0])] + list(zip(dims[:-1], dims[1:]))
@@ -126,7 +131,7 @@ class ConditionalUnet1d(nn.Module):
                     [
                         ConditionalResidualBlock1d(dim_in, dim_out, **block_kwargs),
                         ConditionalResidualBlock1d(dim_out, dim_out, **block_kwargs),
-                        nn.Conv1d(dim_out, dim_out, 3, 2, 1) if not is_last else nn.Identity(),
+                        conv(dim_out, dim_out, 3, 2, 1) if not is_last else nn.Identity(),
                     ]
                 )
             )
@@ -148,8 +153,8 @@ class ConditionalUnet1d(nn.Module):
                 )
             )
         self.final_conv = nn.Sequential(
-            Conv1dBlock(dims[0], dims[0], config.kernel_size, config.n_groups),
-            nn.Conv1d(dims[0], action_dim, 1),
+            Conv1dBlock(dims[0], dims[0], config.kernel_size, config.n_groups, conv),
+            conv(dims[0], action_dim, 1),
         )
 
     def forward(self, x: Tensor, timestep: Tensor, global_cond: Tensor) -> Tensor:
