@@ -193,7 +193,22 @@ def convs_against_native(matmul: torch.nn.Module, native: torch.nn.Module, devic
     return float((plans[0] - plans[1]).abs().max())
 
 
-def run_ours(args, policy, use_async: bool, graphs: bool, n_episodes: int, episode_length: int) -> dict:
+def bf16_against_fp32(policy: torch.nn.Module, device: str) -> float:
+    """Largest difference between one plan under bf16 autocast and the same plan in float32, same RNG state."""
+    g = torch.Generator().manual_seed(5)
+    raw = {IMAGE: torch.rand(4, policy.config.n_obs_steps, *SHAPES[IMAGE], generator=g),
+           STATE: 512 * torch.rand(4, policy.config.n_obs_steps, 2, generator=g)}
+    windows = policy.normalizer.normalize({k: v.to(device) for k, v in raw.items()})
+    plans = []
+    for enabled in (True, False):
+        torch.manual_seed(6)
+        with torch.inference_mode(), torch.autocast(torch.device(device).type, torch.bfloat16, enabled=enabled):
+            plans.append(policy.generate_actions(windows).float())
+    return float((plans[0] - plans[1]).abs().max())
+
+
+def run_ours(args, policy, use_async: bool, graphs: bool, n_episodes: int, episode_length: int,
+             amp: str = "off") -> dict:
     import envs.evaluate
     from envs.configs import PushtEnvConfig
 
@@ -211,7 +226,8 @@ def run_ours(args, policy, use_async: bool, graphs: bool, n_episodes: int, episo
         start = time.perf_counter()
         result = envs.evaluate.evaluate_policy(policy, PushtEnvConfig(episode_length=episode_length), n_episodes,
                                                args.batch_size, use_async, seed=0, device=args.device,
-                                               videos_dir=None, progress=False, cuda_graphs=graphs)
+                                               videos_dir=None, progress=False, cuda_graphs=graphs,
+                                               amp_dtype=torch.bfloat16 if amp == "bf16" else None)
         seconds = time.perf_counter() - start
     finally:
         envs.evaluate.make_env = make_env
@@ -311,6 +327,8 @@ def main() -> None:
     parser.add_argument("--unet-conv", nargs="+", default=["native"], choices=["native", "matmul"],
                         help="our rows with the UNet's convolutions as torch's conv1d, or as matrix multiplies "
                              "(policy.unet_conv); same weights")
+    parser.add_argument("--amp", nargs="+", default=["off"], choices=["off", "bf16"],
+                        help="our rows in float32, or under bf16 autocast (use_amp=true); LeRobot's stays float32")
     parser.add_argument("--small", action="store_true", help="tiny U-Net widths: a smoke run")
     parser.add_argument("--hide-transformers", action="store_true")
     args = parser.parse_args()
@@ -324,10 +342,12 @@ def main() -> None:
     policies = {conv: ours_policy(args, conv).to(args.device).eval() for conv in args.unet_conv}
     ours = policies[args.unet_conv[0]]
     graph_settings = args.graphs if args.device.startswith("cuda") else ["off"]
-    runs = [(f"ours, {kind} envs, CUDA graphs {graphs}" + (", matmul convs" if conv == "matmul" else ""),
-             lambda n, length, kind=kind, graphs=graphs, policy=policy: run_ours(args, policy, kind == "async",
-                                                                                 graphs == "on", n, length))
-            for conv, policy in policies.items() for graphs in graph_settings for kind in args.envs]
+    runs = [(f"ours, {kind} envs, CUDA graphs {graphs}" + (", matmul convs" if conv == "matmul" else "")
+             + (", bf16 autocast" if amp == "bf16" else ""),
+             lambda n, length, kind=kind, graphs=graphs, policy=policy, amp=amp: run_ours(
+                 args, policy, kind == "async", graphs == "on", n, length, amp))
+            for conv, policy in policies.items() for amp in args.amp for graphs in graph_settings
+            for kind in args.envs]
     if lerobot_eval is not None:
         parts = lerobot_policy(args, ours, args.device)
         runs.append(("LeRobot 0.4.4 eval_policy, sync envs",
@@ -336,6 +356,7 @@ def main() -> None:
     graphs_difference = graphed_against_eager(ours, args.device) if "on" in graph_settings else None
     conv_difference = (convs_against_native(policies["matmul"], policies["native"], args.device)
                        if len(policies) == 2 else None)
+    amp_difference = bf16_against_fp32(ours, args.device) if "bf16" in args.amp else None
     rows = []
     for name, run in runs:
         run(min(args.batch_size, args.episodes), 2)  # warm-up: one batch of 2-step episodes
@@ -359,6 +380,9 @@ def main() -> None:
     if graphs_difference is not None:
         print(f"CUDA graphs: three consecutive plans replayed from graphs and made eagerly, same RNG, differ by at "
               f"most {graphs_difference:.2e} (normalised actions)")
+    if amp_difference is not None:
+        print(f"bf16 autocast: a plan from the same RNG differs from the float32 plan by at most {amp_difference:.2e}"
+              f" (normalised actions, in [-1, 1])")
     if conv_difference is not None:
         print(f"matmul convs: a plan from the same RNG differs from the native convolutions' by at most "
               f"{conv_difference:.2e} (normalised actions)")

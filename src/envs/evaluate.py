@@ -16,6 +16,7 @@ must not make evaluation hang. Such episodes are marked ``capped``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -68,9 +69,11 @@ def _rollout(
     progress_bar: tqdm,
     running: dict[str, int],
     recorder: EpisodeRecorder | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> tuple[list[dict[str, Any]], dict[int, list[np.ndarray]]]:
     """One batch of episodes, one per env, each at most ``cfg.episode_length`` steps; returns
-    per-episode stats and the frames of ``record``; ``recorder`` keeps every step's data."""
+    per-episode stats and the frames of ``record``; ``recorder`` keeps every step's data. The policy
+    acts under autocast to ``amp_dtype`` when one is given."""
     n_envs = env.num_envs
     task = task_description(cfg)
     obs, _ = env.reset(seed=seeds)
@@ -90,8 +93,11 @@ def _rollout(
     while not done.all():
         batch = preprocess_observation(obs, cfg.features_map, device)
         batch[TASK_KEY] = [task] * n_envs
-        with torch.inference_mode():
+        amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+        with torch.inference_mode(), amp:
             action = policy.select_action(batch)
+        if action.dtype in (torch.bfloat16, torch.float16):  # a policy's last op run in the autocast dtype
+            action = action.float()
         action = action.to("cpu").numpy()
         if action.shape != (n_envs, *env.single_action_space.shape):
             raise ValueError(f"policy returned actions of shape {action.shape} for {n_envs} envs")
@@ -159,6 +165,7 @@ def evaluate_policy(
     progress: bool = True,
     keep_frames: Mapping[str, str] | None = None,
     cuda_graphs: bool | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Runs ``n_episodes`` episodes of ``policy`` and returns aggregated and per-episode metrics.
 
@@ -169,7 +176,9 @@ def evaluate_policy(
     reset and one per step) into ``videos_dir/eval_episode_<i>.mp4``. ``keep_frames`` (dataset key
     -> dtype) also returns every episode's frames under ``"episode_frames"`` (``envs.episodes``).
     ``cuda_graphs`` (True, or None: on for CUDA) replays the planning of a policy that offers it
-    (``use_cuda_graphs``) from CUDA graphs during these rollouts.
+    (``use_cuda_graphs``) from CUDA graphs during these rollouts. ``amp_dtype`` (a run's ``use_amp``:
+    ``torch.bfloat16`` or ``torch.float16``) runs the policy under autocast, as LeRobot evaluates a
+    policy with ``use_amp``.
     """
     if n_episodes < 1 or batch_size < 1:
         raise ValueError(f"n_episodes and batch_size must be >= 1, got {n_episodes} and {batch_size}")
@@ -208,7 +217,8 @@ def evaluate_policy(
                 leave=False,
             ) as bar:
                 recorder = EpisodeRecorder(n_envs, cfg.features_map, keep_frames) if keep_frames else None
-                episodes, frames = _rollout(env, policy, cfg, seeds, device, record, bar, running, recorder)
+                episodes, frames = _rollout(env, policy, cfg, seeds, device, record, bar, running, recorder,
+                                            amp_dtype)
             if recorder is not None:
                 episode_frames.extend(recorder.episodes())
             for i, episode in enumerate(episodes):

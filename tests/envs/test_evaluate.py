@@ -402,3 +402,27 @@ def test_cuda_graphs_are_set_for_the_rollouts_and_the_previous_setting_restored(
     evaluate_policy(policy, scripted_cfg, 2, 2, False, 0, "cpu", None, progress=False, cuda_graphs=cuda_graphs)
     assert policy.seen == {expected}
     assert policy.graphs == "before"
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
+def test_the_policy_acts_under_autocast_when_asked_and_its_low_precision_actions_step_the_env(scripted_cfg,
+                                                                                              amp_dtype):
+    """use_amp evaluates under autocast (as LeRobot's eval does with policy.use_amp): select_action runs in the
+    autocast region, and actions that come out in bf16 are stepped as float32."""
+
+    class Autocasting(FunctionPolicy):
+        def __init__(self):
+            super().__init__(lambda obs: obs["observation.state"].clone())
+            self.seen: set = set()
+
+        def select_action(self, obs):
+            enabled = torch.is_autocast_enabled("cpu")
+            self.seen.add((enabled, torch.get_autocast_dtype("cpu") if enabled else None))
+            action = super().select_action(obs)
+            return action.to(torch.get_autocast_dtype("cpu")) if enabled else action
+
+    policy = Autocasting()
+    result = evaluate_policy(policy, scripted_cfg, 2, 2, False, 0, "cpu", None, progress=False, amp_dtype=amp_dtype)
+    assert policy.seen == {(amp_dtype is not None, amp_dtype)}
+    assert not torch.is_autocast_enabled("cpu")
+    assert len(result["per_episode"]) == 2 and all(e["length"] > 0 for e in result["per_episode"])

@@ -480,3 +480,32 @@ def test_one_capture_per_input_signature():
     assert calls[3:] == [(2, 4)] * 3
     torch.manual_seed(0)
     torch.testing.assert_close(first, [fn(x) for _ in range(3)])
+
+
+def test_a_graph_is_captured_per_autocast_state(monkeypatch):
+    """A plan captured under autocast replays bf16 kernels: outside autocast (or under another dtype) the
+    same input shapes get their own graph. On a CPU a stand-in capture reruns the call on each replay."""
+    import models.common.cuda_graph as cuda_graph
+
+    captured = []
+
+    def replaying_capture(run, device, warmup):
+        output = run()
+        captured.append(output.dtype)
+
+        class Replay:
+            def replay(self):
+                output.copy_(run())
+
+        return Replay(), output
+
+    monkeypatch.setattr(cuda_graph, "capture", replaying_capture)
+    weight = torch.randn(4, 4)
+    calls = GraphedCalls(lambda x: x @ weight, weights=lambda: [weight])
+    x = torch.randn(3, 4)
+    plain = calls(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = calls(x)
+        assert calls(x).dtype == torch.bfloat16 and len(captured) == 2  # replayed, not captured again
+    assert plain.dtype == torch.float32 and low.dtype == torch.bfloat16
+    assert calls(x).dtype == torch.float32 and captured == [torch.float32, torch.bfloat16]

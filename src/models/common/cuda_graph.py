@@ -42,7 +42,7 @@ def capture(run: Callable[[], T], device: torch.device, warmup: int) -> tuple[to
 
 
 class GraphedCalls:
-    """`fn(*tensors) -> Tensor` replayed from a CUDA graph captured per input signature.
+    """`fn(*tensors) -> Tensor` replayed from a CUDA graph captured per input signature (and autocast state).
 
     The graph reads `weights` in place: an optimizer step that updates them in place is seen by the
     next replay; weights that moved (`.to()`, a new tensor) make every graph be captured again.
@@ -65,7 +65,10 @@ class GraphedCalls:
         if weights_at != self._weights_at:
             self.clear()
             self._weights_at = weights_at
-        key = tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
+        kind = inputs[0].device.type
+        # a graph replays the kernels it captured: one captured under autocast is not the eager call outside it
+        key = (tuple((tuple(x.shape), x.dtype, x.device) for x in inputs),
+               torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind))
         if key not in self._graphs:
             self._graphs[key] = self._capture(inputs)
         graph, static_inputs, output = self._graphs[key]

@@ -51,6 +51,7 @@ class RolloutSettings:
     use_async_envs: bool
     features: Mapping[str, Mapping]  # what the buffer stores (data.online_buffer)
     cuda_graphs: bool | None = None  # eval.cuda_graphs
+    amp_dtype: torch.dtype | None = None  # use_amp's dtype: the policy acts under autocast, as in evaluation
 
 
 @contextmanager
@@ -80,7 +81,7 @@ def roll_out(policy, settings: RolloutSettings, job: RolloutJob, device: torch.d
         result = evaluate_policy(policy, settings.env, n_episodes=settings.n_episodes,
                                  batch_size=settings.batch_size, use_async=settings.use_async_envs,
                                  seed=job.first_seed, device=device, videos_dir=None, progress=False,
-                                 keep_frames=keys, cuda_graphs=settings.cuda_graphs)
+                                 keep_frames=keys, cuda_graphs=settings.cuda_graphs, amp_dtype=settings.amp_dtype)
     rollout_s = time.perf_counter() - start
     chunk = write_chunk(folder, job.index, settings.features, result["episode_frames"])
     episodes = result["per_episode"]
