@@ -290,4 +290,5 @@ class RobotPipeline:
         (viewer/rollout.py); the env must be one viser can draw (`viewer.rollout.check_replayable`)."""
         from viewer.rollout import record_rollout
 
-        return record_rollout(self.model, self.cfg.env, episode, self.cfg.machine.seed, self.device)
+        return record_rollout(self.model, self.cfg.env, episode, self.cfg.machine.seed, self.device,
+                              amp_dtype(self.cfg.amp_dtype) if self.cfg.use_amp else None)

@@ -74,8 +74,10 @@ def _info_state(info: dict, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     return {k: np.asarray(info[k], dtype=np.float64)[0] for k in keys}
 
 
-def record_rollout(policy, env_cfg, episode: int, seed: int, device: torch.device) -> Rollout:
-    """Runs evaluation's episode `episode` (env seed `seed + episode`) of `policy` and records it."""
+def record_rollout(policy, env_cfg, episode: int, seed: int, device: torch.device,
+                   amp_dtype: torch.dtype | None = None) -> Rollout:
+    """Runs evaluation's episode `episode` (env seed `seed + episode`) of `policy` and records it; the policy
+    acts under autocast to `amp_dtype` when given, as in evaluation (a run's use_amp)."""
     from envs.configs import as_env_config
     from envs.evaluate import TASK_KEY, task_description
     from envs.factory import make_env
@@ -97,7 +99,8 @@ def record_rollout(policy, env_cfg, episode: int, seed: int, device: torch.devic
         while len(actions) < cfg.episode_length:
             batch = {k: v.to(device) for k, v in preprocess_observation(obs, cfg.features_map).items()}
             batch[TASK_KEY] = [task_description(cfg)]
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                                          enabled=amp_dtype is not None):
                 action = policy.select_action(batch)
             plan = plans() if plans is not None else None
             action = action.float().cpu().numpy()
