@@ -31,6 +31,7 @@ is not used here).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -140,22 +141,6 @@ def same_actions(ours: torch.nn.Module, parts, device: str) -> float:
     return float((a.cpu() - b.cpu()).abs().max())
 
 
-def graphed_against_eager(ours: torch.nn.Module, device: str) -> float:
-    """Largest difference between three consecutive plans replayed from CUDA graphs and the same plans
-    made eagerly from the same RNG state (the graphs must draw the same noise)."""
-    g = torch.Generator().manual_seed(3)
-    raw = {IMAGE: torch.rand(4, ours.config.n_obs_steps, *SHAPES[IMAGE], generator=g),
-           STATE: 512 * torch.rand(4, ours.config.n_obs_steps, 2, generator=g)}
-    windows = ours.normalizer.normalize({k: v.to(device) for k, v in raw.items()})
-    results = []
-    for graphs in (True, False):
-        ours.use_cuda_graphs(graphs)
-        torch.manual_seed(4)
-        with torch.inference_mode():
-            results.append(torch.stack([ours.generate_actions(windows) for _ in range(3)]))
-    return float((results[0] - results[1]).abs().max())
-
-
 class Stopwatch:
     """Where an evaluation's time goes: seconds in the policy's select_action (the GPU waited for, so a plan
     counts in full), in the vector env's step (the workers' stepping and the round trip to them), and the
@@ -178,33 +163,46 @@ class Stopwatch:
         return timed
 
 
+def _windows(policy: torch.nn.Module, device: str, seed: int) -> dict[str, torch.Tensor]:
+    """Normalised observation windows of 4 random PushT observations."""
+    g = torch.Generator().manual_seed(seed)
+    raw = {IMAGE: torch.rand(4, policy.config.n_obs_steps, *SHAPES[IMAGE], generator=g),
+           STATE: 512 * torch.rand(4, policy.config.n_obs_steps, 2, generator=g)}
+    return policy.normalizer.normalize({k: v.to(device) for k, v in raw.items()})
+
+
+def _plans(variants, windows, plans: int = 1) -> float:
+    """Largest difference between the plans of two variants (``(policy, context)`` pairs), each from the same
+    RNG state: ``plans`` consecutive plans each."""
+    results = []
+    for policy, context in variants:
+        torch.manual_seed(4)
+        with torch.inference_mode(), context():
+            results.append(torch.stack([policy.generate_actions(windows).float() for _ in range(plans)]))
+    return float((results[0] - results[1]).abs().max())
+
+
+def graphed_against_eager(ours: torch.nn.Module, device: str) -> float:
+    """Three consecutive plans replayed from CUDA graphs against the same plans made eagerly (the graphs must
+    draw the same noise)."""
+    @contextlib.contextmanager
+    def graphs(enabled: bool):
+        ours.use_cuda_graphs(enabled)
+        yield
+
+    return _plans([(ours, lambda: graphs(True)), (ours, lambda: graphs(False))], _windows(ours, device, 3), plans=3)
+
+
 def convs_against_native(matmul: torch.nn.Module, native: torch.nn.Module, device: str) -> float:
-    """Largest difference between one plan with the UNet's convolutions as matrix multiplies and the same plan
-    with torch's conv1d, from the same RNG state and weights."""
-    g = torch.Generator().manual_seed(5)
-    raw = {IMAGE: torch.rand(4, native.config.n_obs_steps, *SHAPES[IMAGE], generator=g),
-           STATE: 512 * torch.rand(4, native.config.n_obs_steps, 2, generator=g)}
-    windows = native.normalizer.normalize({k: v.to(device) for k, v in raw.items()})
-    plans = []
-    for policy in (matmul, native):
-        torch.manual_seed(6)
-        with torch.inference_mode():
-            plans.append(policy.generate_actions(windows))
-    return float((plans[0] - plans[1]).abs().max())
+    """A plan with the UNet's convolutions as matrix multiplies against the same plan with torch's conv1d."""
+    return _plans([(matmul, contextlib.nullcontext), (native, contextlib.nullcontext)], _windows(native, device, 5))
 
 
 def bf16_against_fp32(policy: torch.nn.Module, device: str) -> float:
-    """Largest difference between one plan under bf16 autocast and the same plan in float32, same RNG state."""
-    g = torch.Generator().manual_seed(5)
-    raw = {IMAGE: torch.rand(4, policy.config.n_obs_steps, *SHAPES[IMAGE], generator=g),
-           STATE: 512 * torch.rand(4, policy.config.n_obs_steps, 2, generator=g)}
-    windows = policy.normalizer.normalize({k: v.to(device) for k, v in raw.items()})
-    plans = []
-    for enabled in (True, False):
-        torch.manual_seed(6)
-        with torch.inference_mode(), torch.autocast(torch.device(device).type, torch.bfloat16, enabled=enabled):
-            plans.append(policy.generate_actions(windows).float())
-    return float((plans[0] - plans[1]).abs().max())
+    """A plan under bf16 autocast against the same plan in float32."""
+    kind = torch.device(device).type
+    return _plans([(policy, lambda: torch.autocast(kind, torch.bfloat16)), (policy, contextlib.nullcontext)],
+                  _windows(policy, device, 5))
 
 
 def run_ours(args, policy, use_async: bool, graphs: bool, n_episodes: int, episode_length: int,
