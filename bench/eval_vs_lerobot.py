@@ -144,10 +144,13 @@ def same_actions(ours: torch.nn.Module, parts, device: str) -> float:
 class Stopwatch:
     """Where an evaluation's time goes: seconds in the policy's select_action (the GPU waited for, so a plan
     counts in full), in the vector env's step (the workers' stepping and the round trip to them), and the
-    number of calls to each; the rest of the wall time is building the envs, resets and the evaluator's own work."""
+    number of calls to each; the rest of the wall time is building the envs, resets and the evaluator's own work.
+    Its waits for the GPU sit inside our rows' timed span (LeRobot's rows have none); the action's copy to the
+    host waits for the GPU right after anyway."""
 
     def __init__(self, device: str):
-        self.sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        cuda = torch.device(device)
+        self.sync = (lambda: torch.cuda.synchronize(cuda)) if cuda.type == "cuda" else (lambda: None)
         self.seconds = {"policy": 0.0, "env": 0.0}
         self.calls = {"policy": 0, "env": 0}
 
@@ -274,8 +277,9 @@ def env_step_ms(ours: bool, steps: int = 300) -> float:
     return 1e3 * seconds / steps
 
 
-def vector_step_ms(kind: str, n_envs: int, steps: int = 100) -> float:
-    """Milliseconds per step of ``n_envs`` PushT envs (ours, held when finished) under seeded random actions:
+def vector_step_ms(kind: str, n_envs: int, steps: int = 100, repeats: int = 3) -> float:
+    """Milliseconds per step of ``n_envs`` PushT envs (ours, held when finished) under seeded random actions, the
+    median of ``repeats`` runs of ``steps`` steps on one vector env:
     ``sync`` (one process), ``grouped`` (our async envs: one worker per usable core, each stepping a group;
     envs/grouped_async.py) or ``gymnasium`` (gymnasium's AsyncVectorEnv, one process per env, at most as many
     stepping at once as there are cores: what our async envs were before)."""
@@ -298,16 +302,19 @@ def vector_step_ms(kind: str, n_envs: int, steps: int = 100) -> float:
     else:
         env = factory.make_env(cfg, n_envs, use_async=kind == "grouped", hold_finished=True)
     actions = np.random.default_rng(0).uniform(50, 460, size=(steps + 10, n_envs, 2))
+    times = []
     try:
-        env.reset(seed=list(range(n_envs)))
-        for action in actions[:10]:
-            env.step(action)
-        start = time.perf_counter()
-        for action in actions[10:]:
-            env.step(action)
-        return 1e3 * (time.perf_counter() - start) / steps
+        for _ in range(repeats):
+            env.reset(seed=list(range(n_envs)))
+            for action in actions[:10]:
+                env.step(action)
+            start = time.perf_counter()
+            for action in actions[10:]:
+                env.step(action)
+            times.append(1e3 * (time.perf_counter() - start) / steps)
     finally:
         env.close()
+    return float(np.median(times))
 
 
 def main() -> None:
@@ -388,7 +395,7 @@ def main() -> None:
           f"{step_ms['gym-pusht']:.2f} ms, ours {step_ms['ours']:.2f} ms (same observations: envs/pusht_pixels.py)")
     from envs.factory import usable_cores
 
-    print(f"{args.batch_size} PushT envs alone, ms per vector step (100 seeded random steps, {usable_cores()} usable "
+    print(f"{args.batch_size} PushT envs alone, ms per vector step (median of 3 x 100 seeded random steps, {usable_cores()} usable "
           f"cores): sync {vector_ms['sync']:.1f}, our async (a worker per core) {vector_ms['grouped']:.1f}, gymnasium's "
           f"AsyncVectorEnv (a process per env) {vector_ms['gymnasium']:.1f}")
     reference = next((r for name, r in rows if name.startswith("LeRobot")), None)

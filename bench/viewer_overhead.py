@@ -10,7 +10,8 @@ Modes, each on a fresh pipeline built from the same seed (same work), repeated i
 The cameras are scripted targets of the viewer's own renderer whose pictures are encoded and sent through
 viser as a browser's would be (to no one), so no browser is needed. Per mode: steps/s, the slowdown against
 `off`, the share of the wall time spent rendering, the renders shown, and the median and 99th percentile
-of the time between two steps (a render chunk lent between two steps lengthens that interval). Each mode is
+of the time between two steps as the host sees them (a render chunk lent between two steps lengthens that
+interval; on CUDA the host runs ahead of the GPU between renders, so these are launch intervals there). Each mode is
 one training run: the warm-up steps (kernels, the allocator, the step's capture into a CUDA graph where the
 run captures it, the first renders), then the timed steps, from a point where the GPU has been waited for.
 
@@ -190,6 +191,8 @@ def main() -> None:
                         "it), on, off; one table each")
     p.add_argument("overrides", nargs="*", help="more Hydra overrides (data.scene.size=128, ...)")
     args = p.parse_args()
+    if args.warmup < 1 or args.steps < 1:
+        p.error("--warmup and --steps must be >= 1 (the timed window starts at the last warm-up step)")
     cfg = compose_train([*NERF, *(TINY if args.tiny else []), *args.overrides], resolve=True)
     for setting in args.graph:
         graph = GRAPH[setting]

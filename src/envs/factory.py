@@ -252,13 +252,14 @@ def make_env(cfg: Any, n_envs: int, use_async: bool = False, hold_finished: bool
 
 
 def render_envs(env: VectorEnv, indices: list[int]) -> list[np.ndarray]:
-    """Frames of the envs at ``indices``; a sync env renders only those, an async one renders all
-    (gymnasium has no per-worker call) and the rest are dropped. Nothing is rendered when no frame is
-    wanted (no video recorded, or the recorded episodes have ended): rendering an async env costs a
-    384x384 frame per worker per step."""
+    """Frames of the envs at ``indices``, rendered by those envs only (sync envs, and our async envs'
+    ``render_only``); another vector env renders all of its envs and the rest are dropped. Nothing is
+    rendered when no frame is wanted (no video recorded, or the recorded episodes have ended)."""
     if not indices:
         return []
     if isinstance(env, SyncVectorEnv):
         return [env.envs[i].render() for i in indices]
+    if isinstance(env, GroupedAsyncVectorEnv):
+        return env.render_only(indices)
     frames = env.render()
     return [frames[i] for i in indices]

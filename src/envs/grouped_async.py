@@ -17,6 +17,7 @@ This module imports no torch: workers are spawned and import it to run ``_worker
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 import traceback
 from copy import deepcopy
 from typing import Any, Callable, Sequence
@@ -24,7 +25,8 @@ from typing import Any, Callable, Sequence
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space, create_shared_memory, read_from_shared_memory, write_to_shared_memory
+from gymnasium.vector.utils import (batch_space, create_shared_memory, iterate, read_from_shared_memory,
+                                    write_to_shared_memory)
 
 
 def _worker(env_fns: Sequence[Callable[[], gym.Env]], first: int, pipe, parent_pipe, shared_memory, space) -> None:
@@ -40,16 +42,16 @@ def _worker(env_fns: Sequence[Callable[[], gym.Env]], first: int, pipe, parent_p
             try:
                 if command == "reset":
                     seeds, options = data
+                    autoreset = [False] * len(envs)
                     infos = []
                     for i, env in enumerate(envs):
                         observation, info = env.reset(seed=seeds[i], options=options)
                         write_to_shared_memory(space, first + i, observation, shared_memory)
                         infos.append(info)
-                    autoreset = [False] * len(envs)
                     pipe.send((True, infos))
                 elif command == "step":
                     out = []
-                    for i, (env, action) in enumerate(zip(envs, data)):
+                    for i, (env, action) in enumerate(zip(envs, data, strict=True)):
                         if autoreset[i]:
                             observation, info = env.reset()
                             reward, terminated, truncated = 0.0, False, False
@@ -60,7 +62,7 @@ def _worker(env_fns: Sequence[Callable[[], gym.Env]], first: int, pipe, parent_p
                         out.append((reward, terminated, truncated, info))
                     pipe.send((True, out))
                 elif command == "render":
-                    pipe.send((True, [env.render() for env in envs]))
+                    pipe.send((True, [envs[i].render() for i in data]))
                 elif command == "close":
                     pipe.send((True, None))
                     break
@@ -78,7 +80,15 @@ def _worker(env_fns: Sequence[Callable[[], gym.Env]], first: int, pipe, parent_p
 
 
 class WorkerError(RuntimeError):
-    """An env raised inside a worker process; the message carries its type, text and traceback."""
+    """An env raised inside a worker process (the message carries its type, text and traceback), or a worker
+    died (``fatal``: the vector env cannot be used again)."""
+
+    def __init__(self, message: str, fatal: bool = False):
+        super().__init__(message)
+        self.fatal = fatal
+
+
+CLOSE_TIMEOUT_S = 10.0  # for all workers together to close their envs and exit, then they are terminated
 
 
 class GroupedAsyncVectorEnv(VectorEnv):
@@ -86,16 +96,23 @@ class GroupedAsyncVectorEnv(VectorEnv):
 
     Returns what ``SyncVectorEnv(env_fns, autoreset_mode=NEXT_STEP)`` returns for the same actions and
     seeds: observations (copied out of the shared buffer), rewards, terminated, truncated and infos in
-    gymnasium's vectorised form. ``render()`` returns every env's frame.
+    gymnasium's vectorised form. ``render()`` returns every env's frame, ``render_only(indices)`` those
+    envs' frames. A call that did not complete (interrupted, a worker that died) leaves the workers out of
+    step with the parent: every later call but ``close`` then raises.
     """
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], workers: int):
+        self.closed = True  # until the workers run: nothing for close() or __del__ to do
+        self._pipes: list[Any] = []
+        self._processes: list[Any] = []
+        self._broken: str | None = None
         if not env_fns:
             raise ValueError("GroupedAsyncVectorEnv needs at least one env")
         self.num_envs = len(env_fns)
         workers = max(1, min(int(workers), self.num_envs))
         dummy = env_fns[0]()  # the spaces and metadata, as gymnasium's AsyncVectorEnv reads them
-        self.metadata = {**dummy.metadata, "autoreset_mode": AutoresetMode.NEXT_STEP}
+        self.autoreset_mode = AutoresetMode.NEXT_STEP
+        self.metadata = {**dummy.metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = dummy.render_mode
         self.single_observation_space = dummy.observation_space
         self.single_action_space = dummy.action_space
@@ -107,7 +124,6 @@ class GroupedAsyncVectorEnv(VectorEnv):
         shared = create_shared_memory(self.single_observation_space, n=self.num_envs, ctx=ctx)
         self._observations = read_from_shared_memory(self.single_observation_space, shared, n=self.num_envs)
         self.groups = [g.tolist() for g in np.array_split(np.arange(self.num_envs), workers)]
-        self._pipes, self._processes = [], []
         self.closed = False
         try:
             for group in self.groups:
@@ -119,81 +135,127 @@ class GroupedAsyncVectorEnv(VectorEnv):
                 child.close()
                 self._pipes.append(parent)
                 self._processes.append(process)
-            self._gather()  # every worker has built its envs
+            self._exchange(None, [])  # every worker has built its envs
         except BaseException:
             self.close(terminate=True)
             raise
 
+    @staticmethod
+    def _died(process) -> WorkerError:
+        process.join(1.0)
+        code = process.exitcode
+        how = "is unresponsive" if code is None else (f"was killed by signal {-code}" if code < 0 else
+                                                      f"exited with code {code}")
+        return WorkerError(f"env worker {process.name} {how}", fatal=True)
+
     def _gather(self) -> list[Any]:
-        """Each worker's reply, in worker order; raises the first error a worker reported."""
+        """Each worker's reply, in worker order; raises the first error a worker reported or met."""
         replies, error = [], None
         for pipe, process in zip(self._pipes, self._processes):
             try:
                 ok, payload = pipe.recv()
-            except EOFError:
-                ok, payload = False, ("EOFError", f"worker {process.name} exited (code {process.exitcode})", "")
+            except (EOFError, OSError):
+                error = error or self._died(process)
+                replies.append(None)
+                continue
             if not ok and error is None:
-                error = payload
+                name, message, trace = payload
+                error = WorkerError(f"{name} in an env worker: {message}\n{trace}")
             replies.append(payload if ok else None)
         if error is not None:
-            name, message, trace = error
-            raise WorkerError(f"{name} in an env worker: {message}\n{trace}")
+            raise error
         return replies
 
-    def _send(self, command: str, data_per_worker: Sequence[Any]) -> list[Any]:
+    def _exchange(self, command: str | None, data_per_worker: Sequence[Any]) -> list[Any]:
+        """Sends ``command`` with each worker's data (None: only waits for a reply each) and gathers the replies."""
         if self.closed:
             raise RuntimeError("the vector env is closed")
-        for pipe, data in zip(self._pipes, data_per_worker):
-            pipe.send((command, data))
-        return self._gather()
+        if self._broken is not None:
+            raise RuntimeError(f"the vector env cannot be used after {self._broken}; close it and make a new one")
+        try:
+            if command is not None:
+                for pipe, process, data in zip(self._pipes, self._processes, data_per_worker, strict=True):
+                    try:
+                        pipe.send((command, data))
+                    except (BrokenPipeError, OSError):
+                        raise self._died(process) from None
+            return self._gather()
+        except WorkerError as err:
+            if err.fatal:
+                self._broken = f"a worker died ({err})"
+            raise
+        except BaseException as err:  # interrupted between sending and gathering: replies are pending
+            self._broken = f"an interrupted {command or 'start'} ({type(err).__name__})"
+            raise
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
+        if options and "reset_mask" in options:
+            raise NotImplementedError("GroupedAsyncVectorEnv resets every env: reset_mask is not supported")
         if seed is None or isinstance(seed, (int, np.integer)):
             seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
         else:
             seeds = list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"reset got {len(seeds)} seeds for {self.num_envs} envs")
-        replies = self._send("reset", [([seeds[i] for i in group], options) for group in self.groups])
+        replies = self._exchange("reset", [([seeds[i] for i in group], options) for group in self.groups])
         infos: dict[str, Any] = {}
         for group, group_infos in zip(self.groups, replies):
-            for i, info in zip(group, group_infos):
+            for i, info in zip(group, group_infos, strict=True):
                 infos = self._add_info(infos, info, i)
         return deepcopy(self._observations), infos
 
     def step(self, actions):
-        actions = np.asarray(actions)
-        replies = self._send("step", [actions[group[0]: group[-1] + 1] for group in self.groups])
+        per_env = list(iterate(self.action_space, actions))
+        if len(per_env) != self.num_envs:
+            raise ValueError(f"step got {len(per_env)} actions for {self.num_envs} envs")
+        replies = self._exchange("step", [[per_env[i] for i in group] for group in self.groups])
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=np.bool_)
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
         infos: dict[str, Any] = {}
         for group, results in zip(self.groups, replies):
-            for i, (reward, term, trunc, info) in zip(group, results):
+            for i, (reward, term, trunc, info) in zip(group, results, strict=True):
                 rewards[i], terminated[i], truncated[i] = reward, term, trunc
                 infos = self._add_info(infos, info, i)
         return deepcopy(self._observations), rewards, terminated, truncated, infos
 
     def render(self) -> tuple[Any, ...]:
-        return tuple(frame for frames in self._send("render", [None] * len(self.groups)) for frame in frames)
+        return tuple(self.render_only(range(self.num_envs)))
+
+    def render_only(self, indices: Sequence[int]) -> list[Any]:
+        """The frames of the envs at ``indices`` (in that order); the other envs render nothing."""
+        wanted = [int(i) for i in indices]
+        local = [[i - group[0] for i in wanted if group[0] <= i <= group[-1]] for group in self.groups]
+        frames = {}
+        for group, ids, replies in zip(self.groups, local, self._exchange("render", local)):
+            frames.update({group[0] + i: frame for i, frame in zip(ids, replies, strict=True)})
+        return [frames[i] for i in wanted]
 
     def close(self, terminate: bool = False, **kwargs: Any) -> None:
-        if getattr(self, "closed", True):
+        """Asks each worker to close its envs and exit (all within CLOSE_TIMEOUT_S), then terminates any left;
+        ``terminate`` (or a call left incomplete) terminates them at once."""
+        if self.closed:
             return
         self.closed = True
-        if not terminate:
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        polite = not terminate and self._broken is None
+        if polite:
             for pipe, process in zip(self._pipes, self._processes):
-                if process.is_alive():
-                    try:
-                        pipe.send(("close", None))
+                try:
+                    pipe.send(("close", None))
+                except (BrokenPipeError, OSError):
+                    pass
+            for pipe in self._pipes:
+                try:
+                    if pipe.poll(max(0.0, deadline - time.monotonic())):
                         pipe.recv()
-                    except (BrokenPipeError, EOFError, OSError):
-                        pass
+                except (EOFError, OSError):
+                    pass
         for pipe, process in zip(self._pipes, self._processes):
-            process.join(timeout=10 if not terminate else 0.1)
+            process.join(timeout=max(0.0, deadline - time.monotonic()) if polite else 0.0)
             if process.is_alive():
                 process.terminate()
-                process.join()
+                process.join(1.0)
             pipe.close()
 
     def __del__(self):

@@ -179,6 +179,9 @@ def test_async_envs_share_one_worker_per_usable_core_and_step_as_sync_envs(monke
                 np.testing.assert_array_equal(a[0][key], b[0][key])
             for x, y in zip(a[1:4], b[1:4]):
                 np.testing.assert_array_equal(x, y)
+            assert a[4].keys() == b[4].keys()
+            for key in a[4]:
+                np.testing.assert_array_equal(a[4][key], b[4][key], err_msg=key)
         assert a[3].all()  # truncated at the limit
     finally:
         grouped.close()

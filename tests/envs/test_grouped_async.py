@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -33,11 +35,13 @@ class Counter(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.t, self.total = 0, 0.0
+        self.t, self.total = 0, float((options or {}).get("offset", 0.0))
         self.length = 2 + int(self.np_random.integers(0, 5))
         return self._obs(), {"length": self.length}
 
     def step(self, action):
+        if action[0] > 9.9:
+            os._exit(3)  # a simulator that crashes its process
         if action[0] > 9.5:
             raise ValueError(f"action {action[0]:.2f} out of the scripted range")
         self.t += 1
@@ -80,8 +84,10 @@ def test_steps_resets_and_autoresets_as_a_sync_vector_env(n_envs, workers):
         assert grouped.action_space == plain.action_space
         assert grouped.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
         rng = np.random.default_rng(0)
-        for seeds in (list(range(10, 10 + n_envs)), 7):
-            _assert_same(grouped.reset(seed=seeds), plain.reset(seed=seeds), f"reset {seeds}")
+        for seeds, options in ((list(range(10, 10 + n_envs)), None), (7, {"offset": 2.5})):
+            first = grouped.reset(seed=seeds, options=options)
+            _assert_same(first, plain.reset(seed=seeds, options=options), f"reset {seeds}")
+            kept = {key: value.copy() for key, value in first[0].items()}
             ended = 0
             for t in range(12):  # past every episode's end: autoresets included
                 actions = rng.uniform(-2, 2, size=(n_envs, 2))
@@ -89,10 +95,20 @@ def test_steps_resets_and_autoresets_as_a_sync_vector_env(n_envs, workers):
                 _assert_same(out, expected, f"step {t}")
                 ended += int(expected[2].sum())
             assert ended >= n_envs
+            _assert_same(first[0], kept, "observations returned earlier")  # copies, not the shared buffer
         frames = grouped.render()
         assert len(frames) == n_envs
         for frame, env in zip(frames, plain.envs):
             np.testing.assert_array_equal(frame, env.render())
+        for indices in ([n_envs - 1, 0], [], [n_envs // 2]):
+            frames = grouped.render_only(indices)
+            assert len(frames) == len(indices)
+            for frame, i in zip(frames, indices):
+                np.testing.assert_array_equal(frame, plain.envs[i].render())
+        with pytest.raises(ValueError, match=f"step got {n_envs - 1} actions for {n_envs} envs"):
+            grouped.step(np.zeros((n_envs - 1, 2)))
+        with pytest.raises(NotImplementedError, match="reset_mask"):
+            grouped.reset(options={"reset_mask": np.ones(n_envs, dtype=bool)})
     finally:
         grouped.close()
         plain.close()
@@ -124,3 +140,55 @@ def _broken(index):
     if index == 1:
         raise RuntimeError("no simulator here")
     return Counter(index)
+
+
+def test_a_worker_that_dies_is_named_and_the_env_refuses_further_calls_then_closes():
+    env = GroupedAsyncVectorEnv(_fns(4), workers=2)
+    try:
+        env.reset(seed=0)
+        actions = np.zeros((4, 2))
+        actions[3, 0] = 9.95
+        with pytest.raises(WorkerError, match="env worker envs-2-3 exited with code 3"):
+            env.step(actions)
+        with pytest.raises(RuntimeError, match="cannot be used after a worker died"):
+            env.reset(seed=0)
+    finally:
+        start = time.monotonic()
+        env.close()
+        assert time.monotonic() - start < 5
+    assert not any(process.is_alive() for process in env._processes)
+
+
+def test_a_call_interrupted_before_its_replies_leaves_the_env_refusing_calls(monkeypatch):
+    """Replies left in the pipes would be read as the next call's: after an interruption every call but close
+    raises, and close terminates the workers at once."""
+    env = GroupedAsyncVectorEnv(_fns(3), workers=2)
+    try:
+        env.reset(seed=0)
+        real = env._gather
+
+        def interrupted():
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(env, "_gather", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            env.step(np.zeros((3, 2)))
+        monkeypatch.setattr(env, "_gather", real)
+        with pytest.raises(RuntimeError, match=r"cannot be used after an interrupted step \(KeyboardInterrupt\)"):
+            env.step(np.zeros((3, 2)))
+    finally:
+        env.close()
+    assert not any(process.is_alive() for process in env._processes)
+
+
+def test_a_failed_construction_leaves_nothing_behind(monkeypatch):
+    """No error from __del__ on an env whose construction failed before any worker started."""
+    import gc
+    import sys
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(ValueError, match="at least one env"):
+        GroupedAsyncVectorEnv([], workers=2)
+    gc.collect()
+    assert unraisable == []
