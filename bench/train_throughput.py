@@ -2,8 +2,10 @@
 
 Runs the project's own loop (pipeline + Trainer, no tracking service) for each setting and prints
 one table: samples/s, steps/s, the share of step time spent waiting for data (the loader, plus the
-batch's copy to the device and, with uint8 transport, its conversion and augmentation there), the bytes
-a batch carries from the loader to the device, peak memory.
+batch's copy to the device and, with uint8 transport, its conversion and augmentation there, as the host
+sees it), on CUDA the share of the GPU's time it had no step queued (train/gpu_idle_share: what the wait for
+data costs once the host runs ahead of the GPU), the bytes a batch carries from the loader to the device,
+peak memory.
 
     python bench/train_throughput.py --device cpu --steps 6 --warmup 2
     python bench/train_throughput.py --device cuda --amp off bf16 fp16 --steps 60 --warmup 20
@@ -85,7 +87,9 @@ def measure(amp: str, transport: str, graph: str, args) -> dict:
             "amp": amp, "transport": transport, "graph": trainer.graphed, "batch": args.batch_size,
             "params_M": sum(p.numel() for p in pipeline.model.parameters()) / 1e6,
             "samples_per_s": mean("train/samples_per_s"), "steps_per_s": mean("train/steps_per_s"),
-            "data_share": mean("train/data_share"), "batch_MB": max(carried) / 1e6, "peak_mem_GiB": peak,
+            "data_share": mean("train/data_share"),
+            "gpu_idle_share": mean("train/gpu_idle_share") if all("train/gpu_idle_share" in m for m in logs) else "-",
+            "batch_MB": max(carried) / 1e6, "peak_mem_GiB": peak,
             "peak_kind": "CUDA allocated" if device.type == "cuda" else "process RSS"}
 
 
@@ -108,7 +112,7 @@ def main() -> None:
     rows = [measure(amp, transport, graph, args) for amp in args.amp for transport in args.transport
             for graph in args.graph]
     cols = ["device", "amp", "transport", "graph", "batch", "params_M", "samples_per_s", "steps_per_s", "data_share",
-            "batch_MB", "peak_mem_GiB", "peak_kind"]
+            "gpu_idle_share", "batch_MB", "peak_mem_GiB", "peak_kind"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

@@ -23,6 +23,7 @@ from config.errors import ConfigError
 from training import checkpoint as ckpt_lib
 from training import distributed as dist_lib
 from training.device import autocast, grad_scaler
+from training.gpu_idle import GpuIdle
 from training.optim import GroupedOptimizer, build_optimizer, build_scheduler, capture_blocker
 from training.progress import Progress
 from training.rng import get_rng_state, seed_everything, set_rng_state
@@ -127,6 +128,7 @@ class Trainer:
         self.eval_artifacts: dict[str, list[Path]] = {}  # the latest of each evaluation (the run's summary)
         # training/online: rollouts before steps, the buffer in checkpoints (None: offline training)
         self.online = getattr(pipeline, "online", None)
+        self._gpu_idle: GpuIdle | None = None  # set by fit() on CUDA
         if self.online is not None:
             self.online.attach(self.run_dir)
 
@@ -171,7 +173,10 @@ class Trainer:
         data_time, loss_sum, infos = 0.0, 0.0, {}
         for micro in range(loop.gradient_accumulation_steps):
             td = time.perf_counter()
-            batch = self.pipeline.to_device(next(batches))
+            raw = next(batches)
+            if micro == 0 and self._gpu_idle is not None:
+                self._gpu_idle.start()
+            batch = self.pipeline.to_device(raw)
             data_time += time.perf_counter() - td
             last_micro = micro == loop.gradient_accumulation_steps - 1
             sync = contextlib.nullcontext() if last_micro or not self.rank.distributed \
@@ -204,7 +209,10 @@ class Trainer:
     def _graphed_step(self, graph: StepGraph, batches, finite: "_FiniteLoss"):
         """`_eager_step`'s work replayed from the CUDA graph (machine.cuda_graph); the same returns."""
         td = time.perf_counter()
-        batch = self.pipeline.to_device(next(batches))
+        raw = next(batches)
+        if self._gpu_idle is not None:
+            self._gpu_idle.start()
+        batch = self.pipeline.to_device(raw)
         data_time = time.perf_counter() - td
         # a model whose step holds host-side schedules (nerfacto's) runs them here and names the variant
         variant = self.model.graph_variant(self.step) if hasattr(self.model, "graph_variant") else None
@@ -341,6 +349,8 @@ class Trainer:
         batches = iter(self.pipeline.batches)
         acc, finite, shown = _Meter(), _FiniteLoss(), {}
         graph = StepGraph(self._graph_body(params), self.model, self.optimizer) if self.graphed else None
+        # the GPU's idle time between steps (training/gpu_idle.py); an online phase's rollouts sit between steps
+        self._gpu_idle = GpuIdle() if self.device.type == "cuda" and self.online is None else None
         self.model.train()
         try:
             while self.step < loop.steps:
@@ -352,6 +362,8 @@ class Trainer:
                 else:
                     loss, grad_norm, infos, gradients, data_time = self._eager_step(batches, params, finite)
                 self.step += 1
+                if self._gpu_idle is not None:
+                    self._gpu_idle.end()
                 if hasattr(self.model, "on_optimizer_step"):  # step-counted model state (VQ-BeT's phases)
                     self.model.on_optimizer_step()
                 waits = self.device.type != "cuda" or any(_due(self.step, f, loop.steps) for f in (
@@ -382,18 +394,25 @@ class Trainer:
                         metrics.update(self.online.train_metrics())
                     if self.device.type == "cuda":  # GiB; this process's peak so far (training and evals)
                         metrics["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+                    idle = self._gpu_idle.share() if self._gpu_idle is not None else None
+                    if idle is not None:
+                        metrics["gpu_idle_share"] = idle
                     if self.rank.is_main:
                         self.tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=self.step)
                         progress.log_line(self.step, metrics)
                     acc, shown = _Meter(), {"loss": f"{metrics['loss']:.4f}"}
                 if loop.save_checkpoint and _due(self.step, loop.save_freq, loop.steps):
                     self.save()
+                    if self._gpu_idle is not None:
+                        self._gpu_idle.cut()
                 for evaluation in self.evaluations:
                     if _due(self.step, evaluation.every, loop.steps):
                         progress.note(f"{evaluation.name} at step {self.step} ...")
                         result = self.evaluate(evaluation)
                         last_eval = result if evaluation.final else last_eval
                         self.model.train()
+                        if self._gpu_idle is not None:
+                            self._gpu_idle.cut()
                 self.hooks.step_done(self.step)
             finite.check()
         finally:
