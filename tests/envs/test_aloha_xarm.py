@@ -193,3 +193,27 @@ def test_unknown_expert_lists_the_available_ones():
                               "use_videos": True})
     with pytest.raises(DatasetError, match="pusht, aloha_transfer_cube, aloha_insertion, xarm_lift"):
         record("/tmp/unused", demos)
+
+
+def test_async_workers_that_host_several_mujoco_envs_render_what_sync_envs_render(sims, monkeypatch):
+    """Three xArm envs in two worker processes (one hosts two MuJoCo renderers) give the sync envs' pixels,
+    states and rewards, and render the frame asked for."""
+    import envs.factory
+    from envs.factory import make_env, render_envs
+
+    monkeypatch.setattr(envs.factory, "usable_cores", lambda: 2)
+    cfg = _env_cfg("xarm", task="XarmLift-v0")
+    grouped, plain = make_env(cfg, n_envs=3, use_async=True), make_env(cfg, n_envs=3)
+    try:
+        assert grouped.groups == [[0, 1], [2]]
+        a, b = grouped.reset(seed=[0, 1, 2]), plain.reset(seed=[0, 1, 2])
+        for step in range(3):
+            for key in a[0]:
+                np.testing.assert_array_equal(a[0][key], b[0][key], err_msg=f"{key} at step {step}")
+            action = np.random.default_rng(step).uniform(-1, 1, size=(3, 4)).astype(np.float32)
+            a, b = grouped.step(action), plain.step(action)
+            np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(render_envs(grouped, [1])[0], render_envs(plain, [1])[0])
+    finally:
+        grouped.close()
+        plain.close()
