@@ -6,8 +6,9 @@ while the host waits for the next batch the GPU is often still busy with the pre
 a step's last kernel and the next step's first one. Two CUDA events a step measure it on the GPU's clock:
 one recorded when the host starts queueing the step (after it has the batch, before the copy to the
 device), one after the step's last work. The gap from one step's end to the next one's start is idle
-time: the GPU had nothing queued because the host was waiting for data or doing its own work (host-side
-schedules, a log line). Gaps across an evaluation or a checkpoint are not counted (`cut`).
+time: the GPU had nothing queued because the host was waiting for data or doing its own work between steps
+(host-side schedules). Gaps after a log step (the loop waits for the GPU there, then writes the log), an
+evaluation or a checkpoint are not counted (`cut`), and neither are the steps that follow them.
 """
 
 from __future__ import annotations
@@ -40,14 +41,12 @@ class GpuIdle:
 
     def share(self) -> float | None:
         """Idle time / (idle + busy time) over the steps since the last call, once their events have completed
-        (call it where the loop has synchronised); None without two steps to compare. Keeps the last step, so
-        the gap to the next window's first step counts in that window."""
-        if len(self._steps) < 2:
-            return None
-        busy = sum(start.elapsed_time(end) for start, end in self._steps[1:])
-        idle = sum(max(0.0, self._steps[i][1].elapsed_time(self._steps[i + 1][0]))
-                   for i in range(len(self._steps) - 1) if i not in self._cuts)
+        (call it where the loop has synchronised): each counted gap with the step that follows it; None without
+        a gap to count. Keeps the last step, so the gap to the next window's first step counts in that window."""
+        counted = [i for i in range(len(self._steps) - 1) if i not in self._cuts]
+        busy = sum(self._steps[i + 1][0].elapsed_time(self._steps[i + 1][1]) for i in counted)
+        idle = sum(max(0.0, self._steps[i][1].elapsed_time(self._steps[i + 1][0])) for i in counted)
         last = len(self._steps) - 1
         self._steps = self._steps[-1:]
         self._cuts = {0} if last in self._cuts else set()
-        return idle / (idle + busy) if idle + busy > 0 else None
+        return idle / (idle + busy) if counted and idle + busy > 0 else None

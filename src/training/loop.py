@@ -166,6 +166,14 @@ class Trainer:
                    "these settings: its capturable_step says why)")
         return why
 
+    def _gpu_idle_clock(self) -> GpuIdle | None:
+        """The clock of train/gpu_idle_share (training/gpu_idle.py), where its gaps are the wait for data: on CUDA,
+        with a log to read it at, one batch a step, and nothing else queueing GPU work or holding the host
+        between steps (no online rollouts, no viewer hooks)."""
+        plain = (self.device.type == "cuda" and self.loop.log_freq > 0 and self.loop.gradient_accumulation_steps == 1
+                 and self.online is None and type(self.hooks) is LoopHooks)
+        return GpuIdle() if plain else None
+
     def _eager_step(self, batches, params: list[torch.Tensor], finite: "_FiniteLoss"):
         """One optimizer step over `gradient_accumulation_steps` batches; returns (mean loss, gradient
         norm, the policy's metrics, per-group gradient norms when logged, seconds waiting for data)."""
@@ -349,8 +357,7 @@ class Trainer:
         batches = iter(self.pipeline.batches)
         acc, finite, shown = _Meter(), _FiniteLoss(), {}
         graph = StepGraph(self._graph_body(params), self.model, self.optimizer) if self.graphed else None
-        # the GPU's idle time between steps (training/gpu_idle.py); an online phase's rollouts sit between steps
-        self._gpu_idle = GpuIdle() if self.device.type == "cuda" and self.online is None else None
+        self._gpu_idle = self._gpu_idle_clock()
         self.model.train()
         try:
             while self.step < loop.steps:
@@ -394,9 +401,11 @@ class Trainer:
                         metrics.update(self.online.train_metrics())
                     if self.device.type == "cuda":  # GiB; this process's peak so far (training and evals)
                         metrics["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-                    idle = self._gpu_idle.share() if self._gpu_idle is not None else None
-                    if idle is not None:
-                        metrics["gpu_idle_share"] = idle
+                    if self._gpu_idle is not None:
+                        idle = self._gpu_idle.share()
+                        if idle is not None:
+                            metrics["gpu_idle_share"] = idle
+                        self._gpu_idle.cut()  # the wait for this log is the loop's, not the data's
                     if self.rank.is_main:
                         self.tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=self.step)
                         progress.log_line(self.step, metrics)

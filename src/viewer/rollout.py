@@ -12,6 +12,7 @@ Which simulators can be replayed: `SCENES` (env.type -> what viser draws). A pol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -99,8 +100,8 @@ def record_rollout(policy, env_cfg, episode: int, seed: int, device: torch.devic
         while len(actions) < cfg.episode_length:
             batch = {k: v.to(device) for k, v in preprocess_observation(obs, cfg.features_map).items()}
             batch[TASK_KEY] = [task_description(cfg)]
-            with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                                          enabled=amp_dtype is not None):
+            amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+            with torch.inference_mode(), amp:
                 action = policy.select_action(batch)
             plan = plans() if plans is not None else None
             action = action.float().cpu().numpy()

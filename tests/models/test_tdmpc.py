@@ -412,6 +412,17 @@ def test_select_action_repeats_each_plan_and_unnormalises():
     assert len(plans) == 4  # a new episode plans afresh
 
 
+def test_under_autocast_the_planner_keeps_its_distribution_in_float32():
+    """Evaluation with use_amp runs the model in bf16; the CEM mean carried to the next plan stays float32 (as
+    LeRobot's planner keeps it), and the actions come out in float32."""
+    features = make_features()
+    policy = make_policy(features).eval()
+    obs = observations(make_batch(features, batch_size=2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        action = policy.select_action(obs)
+    assert policy._prev_mean.dtype == torch.float32 and action.dtype == torch.float32
+
+
 def test_n_action_steps_executes_the_plan_in_order():
     features = make_features()
     policy = make_policy(features, n_action_repeats=1, n_action_steps=3).eval()

@@ -80,5 +80,15 @@ class GraphedCalls:
     def _capture(self, inputs: tuple[Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, list[Tensor], Tensor]:
         with torch.inference_mode(False):  # normal tensors: later copies into them work in any grad mode
             static_inputs = [x.clone() for x in inputs]
-        graph, output = capture(lambda: self.fn(*static_inputs), inputs[0].device, self.warmup)
+        kind = inputs[0].device.type
+        # under the caller's autocast, without its cast cache: a capture that hit the cache would replay reads of
+        # weight copies the cache frees when the caller's region ends (and miss in-place weight updates)
+        uncached = torch.autocast(kind, dtype=torch.get_autocast_dtype(kind), enabled=torch.is_autocast_enabled(kind),
+                                  cache_enabled=False)
+
+        def run() -> Tensor:
+            with uncached:
+                return self.fn(*static_inputs)
+
+        graph, output = capture(run, inputs[0].device, self.warmup)
         return graph, static_inputs, output

@@ -54,7 +54,10 @@ def plan(model: LatentModel, config: TDMPCConfig, z: Tensor, action_dim: int,
     units, this plan's mean for the next call)."""
     horizon, batch = config.horizon, z.shape[0]
     n_gauss, n_pi = config.n_gaussian_samples, config.n_pi_samples
-    pi_actions = torch.empty(horizon, n_pi, batch, action_dim, device=z.device, dtype=z.dtype)
+    # the sampling distribution in float32 (or float64) also when the model runs under autocast, as LeRobot's
+    # planner keeps it: a bf16 mean would quantise the warm start carried from plan to plan
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    pi_actions = torch.empty(horizon, n_pi, batch, action_dim, device=z.device, dtype=dtype)
     if n_pi > 0:
         latent = z.expand(n_pi, *z.shape)
         for t in range(horizon):
@@ -62,12 +65,12 @@ def plan(model: LatentModel, config: TDMPCConfig, z: Tensor, action_dim: int,
             latent = model.latent_dynamics(latent, pi_actions[t])
     z = z.expand(n_gauss + n_pi, *z.shape)
 
-    mean = torch.zeros(horizon, batch, action_dim, device=z.device, dtype=z.dtype)
+    mean = torch.zeros(horizon, batch, action_dim, device=z.device, dtype=dtype)
     if prev_mean is not None:
         mean[:-1] = prev_mean[1:]
     std = torch.full_like(mean, config.max_std)
     for _ in range(config.cem_iterations):
-        noise = torch.randn(horizon, n_gauss, batch, action_dim, device=z.device, dtype=z.dtype)
+        noise = torch.randn(horizon, n_gauss, batch, action_dim, device=z.device, dtype=dtype)
         gaussian = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(-1, 1)
         actions = torch.cat([gaussian, pi_actions], dim=1)  # (horizon, samples, B, A)
         value = estimate_value(model, config, z, actions).nan_to_num_(0)  # (samples, B)
