@@ -113,6 +113,7 @@ def _import_lerobot_policies() -> None:
     submodules stay importable: the config the registry imports loads as published); ACT and VQ-BeT
     load untouched."""
     import importlib
+    import importlib.machinery
     import importlib.util
     import types
 
@@ -123,6 +124,7 @@ def _import_lerobot_policies() -> None:
         # default argument); nothing here decodes video, so a stand-in lets the policies import
         # on a machine without PyAV's 35 MB wheel.
         av = types.ModuleType("av")
+        av.__spec__ = importlib.machinery.ModuleSpec("av", None)  # importlib.util.find_spec("av") (diffusers) reads it
         av.logging = types.SimpleNamespace(WARNING=30, restore_default_callback=lambda: None)
         sys.modules["av"] = av
     root = Path(importlib.util.find_spec("lerobot").submodule_search_locations[0])
