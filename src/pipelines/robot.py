@@ -28,7 +28,7 @@ from data.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 from data.multi_dataset import MultiLeRobotDataset, MultiLeRobotDatasetMetadata
 from data.transforms import build_image_transforms
 from training.data_position import BatchStream
-from training.device import amp_dtype
+from training.device import acting_dtype
 from training.distributed import SINGLE, Rank
 
 log = logging.getLogger("train")
@@ -279,7 +279,7 @@ class RobotPipeline:
                                  use_async=ev.use_async_envs, seed=self.cfg.machine.seed, device=self.device,
                                  videos_dir=eval_dir, max_videos=ev.max_videos,
                                  progress=self.cfg.progress_bar and sys.stderr.isatty(), cuda_graphs=ev.cuda_graphs,
-                                 amp_dtype=amp_dtype(self.cfg.amp_dtype) if self.cfg.use_amp else None)
+                                 amp_dtype=acting_dtype(self.cfg))
         eval_dir.mkdir(parents=True, exist_ok=True)
         (eval_dir / "eval_info.json").write_text(json.dumps(result["per_episode"], indent=1, default=float))
         metrics = {k: float(v) for k, v in result["aggregated"].items() if isinstance(v, (int, float))}
@@ -291,4 +291,4 @@ class RobotPipeline:
         from viewer.rollout import record_rollout
 
         return record_rollout(self.model, self.cfg.env, episode, self.cfg.machine.seed, self.device,
-                              amp_dtype(self.cfg.amp_dtype) if self.cfg.use_amp else None)
+                              acting_dtype(self.cfg))

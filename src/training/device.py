@@ -37,6 +37,11 @@ def amp_dtype(name: str) -> torch.dtype:
     return _AMP_DTYPES[name]
 
 
+def acting_dtype(cfg) -> torch.dtype | None:
+    """The autocast dtype a run's policy acts under in evaluation and rollouts (`use_amp`'s `amp_dtype`), or None."""
+    return amp_dtype(cfg.amp_dtype) if cfg.use_amp else None
+
+
 def check_device_options(device_type: str, dtype_name: str) -> None:
     """Raises ConfigError for a device or AMP dtype this machine cannot use (checked before a run starts)."""
     select_device(device_type)

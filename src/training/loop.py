@@ -182,7 +182,7 @@ class Trainer:
         for micro in range(loop.gradient_accumulation_steps):
             td = time.perf_counter()
             raw = next(batches)
-            if micro == 0 and self._gpu_idle is not None:
+            if self._gpu_idle is not None:  # made only without gradient accumulation: one batch a step
                 self._gpu_idle.start()
             batch = self.pipeline.to_device(raw)
             data_time += time.perf_counter() - td

@@ -16,7 +16,7 @@ from data.online_buffer import OnlineBuffer
 from envs.configs import as_env_config
 from envs.space_stats import dataset_key
 from training.data_position import BatchStream
-from training.device import amp_dtype
+from training.device import acting_dtype
 from training.online.mixing import MixedBatches
 from training.online.phase import OnlinePhase
 from training.online.rollouts import RolloutSettings
@@ -70,7 +70,7 @@ def build_online(cfg, model: torch.nn.Module, offline: BatchStream | None, fps: 
     settings = RolloutSettings(env=as_env_config(cfg.env), n_episodes=online.rollout_n_episodes,
                                batch_size=online.rollout_batch_size, use_async_envs=cfg.eval.use_async_envs,
                                cuda_graphs=cfg.eval.cuda_graphs, features=buffer.features,
-                               amp_dtype=amp_dtype(cfg.amp_dtype) if cfg.use_amp else None)
+                               amp_dtype=acting_dtype(cfg))
     env_seed = online.env_seed if online.env_seed is not None else cfg.machine.seed
     phase = OnlinePhase(online, cfg.steps, model, buffer, batches, settings, device, env_seed, make_policy)
     return batches, phase
