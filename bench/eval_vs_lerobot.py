@@ -355,8 +355,8 @@ def main() -> None:
             for kind in args.envs]
     if lerobot_eval is not None:
         parts = lerobot_policy(args, ours, args.device)
-        runs.append(("LeRobot 0.4.4 eval_policy, sync envs",
-                     lambda n, length: run_lerobot(args, lerobot_eval, parts, n, length)))
+        runs.insert(0, ("LeRobot 0.4.4 eval_policy, sync envs",  # first: a run cut short still has the reference
+                        lambda n, length: run_lerobot(args, lerobot_eval, parts, n, length)))
     difference = same_actions(ours, parts, args.device) if lerobot_eval is not None else None
     graphs_difference = graphed_against_eager(ours, args.device) if "on" in graph_settings else None
     conv_difference = (convs_against_native(policies["matmul"], policies["native"], args.device)
@@ -368,7 +368,10 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         rows.append((name, run(args.episodes, args.episode_length)))
-        print(f"measured: {name}, {rows[-1][1]['s']:.1f} s", flush=True)
+        r = rows[-1][1]
+        split = (f" (select_action {r['parts']['policy']:.1f} s, env.step {r['parts']['env']:.1f} s)"
+                 if "parts" in r else "")
+        print(f"measured: {name}, {r['s']:.1f} s{split}", flush=True)
     step_ms = {"gym-pusht": env_step_ms(False), "ours": env_step_ms(True)}
     vector_ms = {kind: vector_step_ms(kind, args.batch_size) for kind in ("sync", "grouped", "gymnasium")}
 
