@@ -277,6 +277,10 @@ def env_step_ms(ours: bool, steps: int = 300) -> float:
     return 1e3 * seconds / steps
 
 
+VECTOR_ENVS = {"sync": "sync", "grouped": "our async (a worker per core)",
+               "gymnasium": "gymnasium's AsyncVectorEnv (a process per env)"}
+
+
 def vector_step_ms(kind: str, n_envs: int, steps: int = 100, repeats: int = 3) -> float:
     """Milliseconds per step of ``n_envs`` PushT envs (ours, held when finished) under seeded random actions, the
     median of ``repeats`` runs of ``steps`` steps on one vector env:
@@ -334,6 +338,8 @@ def main() -> None:
                              "(policy.unet_conv); same weights")
     parser.add_argument("--amp", nargs="+", default=["off"], choices=["off", "bf16"],
                         help="our rows in float32, or under bf16 autocast (use_amp=true); LeRobot's stays float32")
+    parser.add_argument("--vector-envs", nargs="*", default=list(VECTOR_ENVS), choices=list(VECTOR_ENVS),
+                        help="vector envs whose step alone is timed after the rows (none: skip)")
     parser.add_argument("--small", action="store_true", help="tiny U-Net widths: a smoke run")
     parser.add_argument("--hide-transformers", action="store_true")
     args = parser.parse_args()
@@ -373,7 +379,7 @@ def main() -> None:
                  if "parts" in r else "")
         print(f"measured: {name}, {r['s']:.1f} s{split}", flush=True)
     step_ms = {"gym-pusht": env_step_ms(False), "ours": env_step_ms(True)}
-    vector_ms = {kind: vector_step_ms(kind, args.batch_size) for kind in ("sync", "grouped", "gymnasium")}
+    vector_ms = {kind: vector_step_ms(kind, args.batch_size) for kind in args.vector_envs}
 
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(f"PushT eval, {args.episodes} episodes of {args.episode_length} steps, batch {args.batch_size}, "
@@ -398,9 +404,10 @@ def main() -> None:
           f"{step_ms['gym-pusht']:.2f} ms, ours {step_ms['ours']:.2f} ms (same observations: envs/pusht_pixels.py)")
     from envs.factory import usable_cores
 
-    print(f"{args.batch_size} PushT envs alone, ms per vector step (median of 3 x 100 seeded random steps, {usable_cores()} usable "
-          f"cores): sync {vector_ms['sync']:.1f}, our async (a worker per core) {vector_ms['grouped']:.1f}, gymnasium's "
-          f"AsyncVectorEnv (a process per env) {vector_ms['gymnasium']:.1f}")
+    if vector_ms:
+        print(f"{args.batch_size} PushT envs alone, ms per vector step (median of 3 x 100 seeded random steps, "
+              f"{usable_cores()} usable cores): "
+              + ", ".join(f"{VECTOR_ENVS[kind]} {ms:.1f}" for kind, ms in vector_ms.items()))
     reference = next((r for name, r in rows if name.startswith("LeRobot")), None)
     print("| evaluator | seconds | episodes/min | success % | ours / LeRobot |")
     print("|---|---:|---:|---:|---:|")
