@@ -59,7 +59,7 @@ def config_kwargs(args) -> dict:
     return {**(SMALL["diffusion"] if args.small else {}), "num_inference_steps": args.inference_steps}
 
 
-def ours_policy(args, unet_conv: str = "native") -> torch.nn.Module:
+def ours_policy(args, unet_conv: str = "auto") -> torch.nn.Module:
     """Our policy from seed 0: the same weights whatever ``unet_conv`` (policy.unet_conv) computes them with."""
     from data.features import FeatureType, PolicyFeature
     from models.diffusion.modeling import DiffusionPolicy
@@ -197,7 +197,7 @@ def graphed_against_eager(ours: torch.nn.Module, device: str) -> float:
 
 
 def convs_against_native(matmul: torch.nn.Module, native: torch.nn.Module, device: str) -> float:
-    """A plan with the UNet's convolutions as matrix multiplies against the same plan with torch's conv1d."""
+    """A plan with the UNet's convolutions as `matmul` computes them against the same plan with torch's conv1d."""
     return _plans([(matmul, contextlib.nullcontext), (native, contextlib.nullcontext)], _windows(native, device, 5))
 
 
@@ -333,9 +333,10 @@ def main() -> None:
     parser.add_argument("--graphs", nargs="+", default=["on", "off"], choices=["on", "off"],
                         help="our rows with the denoising loop replayed from CUDA graphs (eval.cuda_graphs), and not;"
                              " CUDA only")
-    parser.add_argument("--unet-conv", nargs="+", default=["native"], choices=["native", "matmul"],
-                        help="our rows with the UNet's convolutions as torch's conv1d, or as matrix multiplies "
-                             "(policy.unet_conv); same weights")
+    parser.add_argument("--unet-conv", nargs="+", default=["auto"], choices=["auto", "native", "matmul"],
+                        help="our rows with the UNet's convolutions as policy.unet_conv computes them: auto (the "
+                             "default: matrix multiplies on CUDA, torch's conv1d elsewhere), native (torch's conv1d), "
+                             "matmul; same weights")
     parser.add_argument("--amp", nargs="+", default=["off"], choices=["off", "bf16"],
                         help="our rows in float32, or under bf16 autocast (use_amp=true); LeRobot's stays float32")
     parser.add_argument("--vector-envs", nargs="*", default=list(VECTOR_ENVS), choices=list(VECTOR_ENVS),
@@ -353,7 +354,7 @@ def main() -> None:
     policies = {conv: ours_policy(args, conv).to(args.device).eval() for conv in args.unet_conv}
     ours = policies[args.unet_conv[0]]
     graph_settings = args.graphs if args.device.startswith("cuda") else ["off"]
-    runs = [(f"ours, {kind} envs, CUDA graphs {graphs}" + (", matmul convs" if conv == "matmul" else "")
+    runs = [(f"ours, {kind} envs, CUDA graphs {graphs}" + (f", {conv} convs" if conv != "auto" else "")
              + (", bf16 autocast" if amp == "bf16" else ""),
              lambda n, length, kind=kind, graphs=graphs, policy=policy, amp=amp: run_ours(
                  args, policy, kind == "async", graphs == "on", n, length, amp))
@@ -365,8 +366,9 @@ def main() -> None:
                         lambda n, length: run_lerobot(args, lerobot_eval, parts, n, length)))
     difference = same_actions(ours, parts, args.device) if lerobot_eval is not None else None
     graphs_difference = graphed_against_eager(ours, args.device) if "on" in graph_settings else None
-    conv_difference = (convs_against_native(policies["matmul"], policies["native"], args.device)
-                       if len(policies) == 2 else None)
+    others = [conv for conv in policies if conv != "native"]
+    conv_difference = (convs_against_native(policies[others[0]], policies["native"], args.device)
+                       if "native" in policies and others else None)
     amp_difference = bf16_against_fp32(ours, args.device) if "bf16" in args.amp else None
     rows = []
     for name, run in runs:
@@ -398,7 +400,7 @@ def main() -> None:
         print(f"bf16 autocast: a plan from the same RNG differs from the float32 plan by at most {amp_difference:.2e}"
               f" (normalised actions, in [-1, 1])")
     if conv_difference is not None:
-        print(f"matmul convs: a plan from the same RNG differs from the native convolutions' by at most "
+        print(f"unet_conv={others[0]}: a plan from the same RNG differs from the native convolutions' by at most "
               f"{conv_difference:.2e} (normalised actions)")
     print(f"one PushT env step (physics, reward, 96x96 pixels), 300 seeded random actions: gym-pusht's class "
           f"{step_ms['gym-pusht']:.2f} ms, ours {step_ms['ours']:.2f} ms (same observations: envs/pusht_pixels.py)")

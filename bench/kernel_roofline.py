@@ -32,7 +32,7 @@ HBM3: 3.35 TB/s, 495 TF32 TFLOP/s; H200: 4.8 TB/s, 495 TF32 TFLOP/s; other names
 gives both where it matters. A rate is "nominal": work divided by the group's kernel time.
 
     python bench/kernel_roofline.py                  # a CUDA machine
-    python bench/kernel_roofline.py --unet-conv matmul   # the UNet's convolutions as matrix multiplies
+    python bench/kernel_roofline.py --unet-conv native   # the UNet's convolutions as torch's conv1d (cuDNN)
     python bench/kernel_roofline.py --workloads nerfacto    # nerfacto's step alone
     python bench/kernel_roofline.py --device cpu --small --plan-steps 2 --rays 256   # a smoke run (CPU op times)
 """
@@ -191,7 +191,8 @@ def diffusion(args, device: torch.device, peaks) -> None:
     # the training step
     torch.manual_seed(0)
     batch = batch_for("diffusion", device, args.small)
-    policy = ours_policy("diffusion", batch, args.small, 1, frozenset({args.unet_conv}))
+    conv = args.unet_conv if args.unet_conv != "auto" else "matmul" if device.type == "cuda" else "native"
+    policy = ours_policy("diffusion", batch, args.small, 1, frozenset({conv}))
     step_args = argparse.Namespace(amp="fp32")
     step = make_step(policy, "diffusion", device, step_args, "ours", {"fused", "tf32"})
     work = Work(policy)
@@ -201,7 +202,7 @@ def diffusion(args, device: torch.device, peaks) -> None:
     params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     times = profile(lambda: step(batch), device, args.repeats)
     table(f"Diffusion Policy training step, batch {SHAPES['diffusion']['batch']}, fp32 + TF32, fused Adam, "
-          f"unet_conv={args.unet_conv} ({params:,} parameters)",
+          f"unet_conv={conv} ({params:,} parameters)",
           times, 3 * forward_flops, {"optimizer": 28.0 * params, "norm": 2.5 * norm_pass}, peaks)
 
     # the evaluation plan
@@ -219,7 +220,7 @@ def diffusion(args, device: torch.device, peaks) -> None:
         work.close()
         times = profile(lambda: policy.generate_actions(windows), device, max(1, args.repeats // 5))
     table(f"Diffusion Policy evaluation plan, batch {args.plan_batch}, {args.plan_steps} denoising steps, "
-          f"fp32 + TF32, unet_conv={args.unet_conv}",
+          f"fp32 + TF32, unet_conv={conv}",
           times, plan_flops, {"norm": plan_norm}, peaks)
 
 
@@ -266,8 +267,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="profiled training steps (and plans / 5)")
     parser.add_argument("--plan-steps", type=int, default=100, help="denoising steps of the plan")
     parser.add_argument("--plan-batch", type=int, default=50)
-    parser.add_argument("--unet-conv", default="native", choices=["native", "matmul"],
-                        help="policy.unet_conv: the UNet's convolutions as torch's conv1d or as matrix multiplies")
+    parser.add_argument("--unet-conv", default="auto", choices=["auto", "native", "matmul"],
+                        help="policy.unet_conv: auto (the default: matrix multiplies on CUDA, torch's conv1d "
+                             "elsewhere), native (torch's conv1d) or matmul")
     parser.add_argument("--small", action="store_true", help="tiny U-Net widths: a smoke run")
     parser.add_argument("--rays", type=int, default=4096, help="nerfacto's rays per step")
     parser.add_argument("--workloads", nargs="+", default=["diffusion", "nerfacto"], choices=["diffusion", "nerfacto"])

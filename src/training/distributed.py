@@ -144,8 +144,10 @@ def launch(machine, fn: Callable[[Rank], object]) -> object:
         raise errors[0][1]  # the first failing rank's own exception (a user error stays one line)
     crashed = [i for i, p in enumerate(procs) if p.exitcode != 0]
     if crashed:
-        raise RuntimeError(f"rank {machine.machine_rank * n + crashed[0]} died with exit code "
-                           f"{procs[crashed[0]].exitcode} before reporting")
+        rank = machine.machine_rank * n + crashed[0]
+        when = ("after reporting that it finished (a crash while its process exited)" if rank in results
+                else "before reporting")
+        raise RuntimeError(f"rank {rank} died with exit code {procs[crashed[0]].exitcode} {when}")
     return results.get(machine.machine_rank * n, (True, None))[1]
 
 

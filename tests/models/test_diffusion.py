@@ -334,7 +334,7 @@ def test_unet_conv_matmul_keeps_the_checkpoint_and_the_policy():
     from models.diffusion.matmul_conv import MatmulConv1d
 
     torch.manual_seed(0)
-    native = make_policy()
+    native = make_policy(unet_conv="native")
     matmul = make_policy(unet_conv="matmul")
     assert native.state_dict().keys() == matmul.state_dict().keys()
     matmul.load_state_dict(native.state_dict())
@@ -358,6 +358,30 @@ def test_unet_conv_matmul_keeps_the_checkpoint_and_the_policy():
         torch.manual_seed(7)
         plans.append(policy.select_action(obs))
     torch.testing.assert_close(plans[1], plans[0], rtol=1e-4, atol=1e-3)  # actions in pixels (10-500)
+
+
+def test_unet_conv_auto_multiplies_matrices_on_cuda_only(monkeypatch):
+    """policy.unet_conv=auto, the default: the UNet's convs keep nn.Conv1d's parameters, run torch's conv1d for
+    CPU inputs (faster there) and the matrix multiply for CUDA inputs (faster there: docs/ROBOT_LEARNING.md)."""
+    from models.diffusion.matmul_conv import AutoConv1d, MatmulConv1d
+
+    policy = make_policy()
+    assert policy.config.unet_conv == "auto"
+    convs = [m for m in policy.unet.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert convs and all(type(m) is AutoConv1d for m in convs)
+    calls = []
+    original = MatmulConv1d.forward
+    monkeypatch.setattr(MatmulConv1d, "forward", lambda self, x: calls.append(x.device.type) or original(self, x))
+    conv = AutoConv1d(6, 10, 5, padding=2)
+    x = torch.randn(3, 6, 16)
+    reference = torch.nn.Conv1d(6, 10, 5, padding=2)
+    reference.load_state_dict(conv.state_dict())
+    assert torch.equal(conv(x), reference(x)) and calls == []  # CPU: torch's conv1d itself
+    if torch.cuda.is_available():
+        conv.cuda()
+        out = conv(x.cuda())
+        assert calls == ["cuda"]
+        torch.testing.assert_close(out.cpu(), reference(x), rtol=1e-3, atol=1e-3)  # TF32 may be on
 
 
 def test_hydra_instantiate_from_structured_config():

@@ -3,6 +3,7 @@ rendezvous URL every rank agrees on: faked environments, no process is started."
 
 from __future__ import annotations
 
+import os
 import subprocess
 from types import SimpleNamespace
 
@@ -129,3 +130,28 @@ def test_a_slurm_task_sizes_the_thread_pool_to_its_cpus(monkeypatch):
         assert launch(machine, lambda rank: torch.get_num_threads()) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def _exit_in_rank_1(rank, after_reporting: bool):
+    """Rank 1 ends with exit code 3: inside its work, or as its process exits after it reported."""
+    import atexit
+
+    if rank.rank == 1:
+        if not after_reporting:
+            os._exit(3)
+        atexit.register(os._exit, 3)
+    return rank.rank
+
+
+@pytest.mark.parametrize("after_reporting, when", [(False, "before reporting"),
+                                                   (True, "after reporting that it finished")])
+def test_a_rank_that_dies_is_named_with_when_it_died(env, after_reporting, when):
+    """A spawned rank's crash fails the job, naming the rank, its exit code, and whether it died in its work
+    or while its process exited after reporting (a crash in teardown, where the work is complete)."""
+    import functools
+
+    from training.distributed import launch
+
+    machine = SimpleNamespace(num_devices=2, num_machines=1, machine_rank=0, dist_url="auto", num_threads=1)
+    with pytest.raises(RuntimeError, match=f"rank 1 died with exit code 3 {when}"):
+        launch(machine, functools.partial(_exit_in_rank_1, after_reporting=after_reporting))

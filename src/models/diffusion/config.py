@@ -16,7 +16,7 @@ from models.common.feature_access import feature_type_and_shape, normalization_n
 NOISE_SCHEDULERS = ("DDPM", "DDIM")
 PREDICTION_TYPES = ("epsilon", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-UNET_CONVS = ("native", "matmul")
+UNET_CONVS = ("auto", "native", "matmul")
 
 
 @dataclass
@@ -58,10 +58,11 @@ class DiffusionConfig:
     n_groups: int = ranged(8, ge=1)
     diffusion_step_embed_dim: int = ranged(128, ge=4, why="even")
     use_film_scale_modulation: bool = True
-    # How the UNet's Conv1d layers run: "native" (torch's conv1d: cuDNN on CUDA) or "matmul" (the window
-    # unfolded and one matrix multiply per layer: models/diffusion/matmul_conv.py). Same parameters and
-    # checkpoints either way; the outputs agree to float rounding.
-    unet_conv: str = "native"
+    # How the UNet's Conv1d layers run: "matmul" (the window unfolded and one matrix multiply per layer:
+    # models/diffusion/matmul_conv.py), "native" (torch's conv1d: cuDNN on CUDA), or "auto" (matmul on CUDA,
+    # where it is faster, native elsewhere). Same parameters and checkpoints either way; the outputs agree to
+    # float rounding.
+    unet_conv: str = "auto"
 
     # Noise scheduler.
     noise_scheduler_type: str = "DDPM"
