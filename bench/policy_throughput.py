@@ -22,7 +22,8 @@ step (forward, backward, clip, optimizer, scheduler), ours once per set of speed
 (fused Adam), `channels_last`, `tf32` (TF32 matmuls + cudnn.benchmark, machine.tf32/cudnn_benchmark),
 `compile` (torch.compile of the policy), `all` (every lever but compile), `all+compile`, `graph` (fused, tf32
 and the whole step replayed from one CUDA graph: training/step_graph.py), `matmul` (fused, tf32 and the UNet's
-convolutions as matrix multiplies: policy.unet_conv=matmul), `graph+matmul`. LeRobot's
+convolutions as matrix multiplies: policy.unet_conv=matmul), `graph+matmul` (what a default CUDA run trains
+with: policy.unet_conv=auto picks matmul there). Levers without `matmul` keep torch's conv1d. LeRobot's
 row runs its update_policy's sequence with its training script's backend choices (TF32 matmuls and
 cudnn.benchmark on), including its per-step `loss.item()` and `grad_norm.item()`. Ours reads nothing
 back inside the step (the loop reads metrics every log_freq steps).
