@@ -56,6 +56,7 @@ def load_checkpoint(checkpoint: str, overrides: dict[str, str], test_mode: str =
     from config.ranges import check_ranges
     from config.saved import set_value
     from training import checkpoint as ckpt_lib
+    from training import speed
     from training.device import select_device
     from training.rng import seed_everything
 
@@ -74,6 +75,7 @@ def load_checkpoint(checkpoint: str, overrides: dict[str, str], test_mode: str =
     set_num_threads(cfg.machine.get("num_threads"), announce=False)
     seed_everything(cfg.machine.seed)
     device = select_device(cfg.machine.device_type)
+    speed.apply_backend_choices(cfg.machine, device)  # TF32 and cudnn.benchmark as the run trained and evaluated
     pipeline = build_pipeline(cfg, device, need_dataset=False, test_mode=test_mode)
     ckpt_lib.load_weights(ckpt, pipeline.model)
     return ckpt, pipeline, cfg, state, choices

@@ -151,6 +151,19 @@ def assert_t_drawn_where_the_simulator_has_it(viewer, nodes, seed):
     env.close()
 
 
+def test_a_loaded_checkpoint_gets_the_runs_backend_choices(trained_run, monkeypatch):
+    """eval.py, render.py and view.py act under the machine.* backend choices the run trained with (TF32,
+    cudnn.benchmark: on CUDA they decide the UNet's matrix-multiply precision), not torch's defaults."""
+    from pipelines import load_checkpoint
+    from training import speed
+
+    seen = []
+    monkeypatch.setattr(speed, "apply_backend_choices", lambda machine, device: seen.append(
+        (bool(machine.tf32), bool(machine.cudnn_benchmark), device.type)))
+    load_checkpoint(str(trained_run), {"machine.device_type": "cpu", "machine.tf32": "false"})
+    assert seen == [(False, True, "cpu")]
+
+
 @pytest.mark.parametrize("env", ["aloha", "xarm"])
 def test_a_mujoco_policy_is_refused_in_one_line_naming_what_is_replayed(compose, env):
     from viewer.rollout import check_replayable

@@ -4,7 +4,7 @@ The Diffusion Policy UNet convolves along an action chunk of 16 steps (8, 4 furt
 2048 channels and a kernel of 5: a convolution over very few positions and many channels, which is a
 plain GEMM of (batch x positions, channels x kernel) by (channels x kernel, out channels) once the
 windows are laid out. ``MatmulConv1d`` does exactly that: ``Tensor.unfold`` takes the windows, one
-copy lays them out, ``F.linear`` multiplies them by the weight viewed as a matrix (no copy of it).
+copy lays them out, ``F.linear`` multiplies them by the weight viewed as a matrix (no copy of a contiguous weight).
 It keeps ``nn.Conv1d``'s parameters and names, so state dicts, checkpoints and LeRobot's layout are
 unchanged; its outputs and gradients are the convolution's to float rounding (tested).
 
@@ -36,7 +36,7 @@ class MatmulConv1d(nn.Conv1d):
         windows = x.unfold(2, k, stride)  # (B, C, T_out, k): a view
         batch, channels, length = windows.shape[:3]
         rows = windows.permute(0, 2, 1, 3).reshape(batch * length, channels * k)
-        out = F.linear(rows, self.weight.view(self.out_channels, channels * k), self.bias)
+        out = F.linear(rows, self.weight.reshape(self.out_channels, channels * k), self.bias)
         return out.view(batch, length, self.out_channels).transpose(1, 2)
 
 
