@@ -4,7 +4,8 @@ The Diffusion Policy UNet convolves along an action chunk of 16 steps (8, 4 furt
 2048 channels and a kernel of 5: a convolution over very few positions and many channels, which is a
 plain GEMM of (batch x positions, channels x kernel) by (channels x kernel, out channels) once the
 windows are laid out. ``MatmulConv1d`` does exactly that: ``Tensor.unfold`` takes the windows, one
-copy lays them out, ``F.linear`` multiplies them by the weight viewed as a matrix (no copy of a contiguous weight).
+copy lays them out, ``F.linear`` multiplies them by the weight reshaped to a matrix (a view of a
+contiguous weight, no copy).
 It keeps ``nn.Conv1d``'s parameters and names, so state dicts, checkpoints and LeRobot's layout are
 unchanged; its outputs and gradients are the convolution's to float rounding (tested).
 
