@@ -175,13 +175,13 @@ def table(title: str, times: dict[str, float], flops: float, nbytes: dict[str, f
                 of_peak = (f"{100 * flops / seconds / BF16_PEAK:.0f}% of bf16" if bf16
                            else f"{100 * flops / seconds / tf32:.0f}% of TF32")
         elif nbytes.get(group):
-            work, rate = f"{nbytes[group] / 1e9:.2f} GB", f"{nbytes[group] / seconds / 1e12:.2f} TB/s"
+            per_s = nbytes[group] / seconds
+            work, rate = f"{nbytes[group] / 1e9:.2f} GB", f"{per_s / 1e12:.2f} TB/s"
             if group == "hash bwd" and atomics:
                 rate += f", {atomics / seconds / 1e9:.1f} G atomic adds/s"
             if bandwidth:
-                of_peak = (f"{100 * nbytes[group] / seconds / bandwidth:.0f}% (of 4.3 TB/s: "
-                           f"{100 * nbytes[group] / seconds / 4.3e12:.0f}%)" if bandwidth == PEAKS["NVIDIA H200"][0]
-                           else f"{100 * nbytes[group] / seconds / bandwidth:.0f}%")
+                of_peak = (f"{100 * per_s / bandwidth:.0f}% (of 4.3 TB/s: {100 * per_s / 4.3e12:.0f}%)"
+                           if bandwidth == PEAKS["NVIDIA H200"][0] else f"{100 * per_s / bandwidth:.0f}%")
         print(f"| {group} | {seconds * 1e3:.2f} | {100 * seconds / total:.0f}% | {work} | {rate} | {of_peak} |")
 
 
@@ -232,7 +232,6 @@ def nerfacto(args, device: torch.device, peaks) -> None:
 
     torch.manual_seed(0)
     model = NerfactoModel(100, None, implementation="auto").to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam([{"params": v} for v in model.get_param_groups().values() if v], lr=1e-2, eps=1e-15,
                            **({"fused": True} if device.type == "cuda" else {}))
     bundle, image = rays(args.rays, device, 100), torch.rand(args.rays, 3, device=device)
@@ -251,10 +250,11 @@ def nerfacto(args, device: torch.device, peaks) -> None:
     hash_bytes = {"hash fwd": work.hash_fwd_bytes, "hash bwd": work.hash_bwd_bytes}
     atomics = work.hash_atomics
     work.close()
-    n_params = sum(p.numel() for p in params)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     times = profile(step, device, args.repeats)
     table(f"nerfacto training step, {args.rays} rays, {'bf16 autocast' if use_amp else 'fp32'}, "
-          f"hash grid {'Triton kernels' if times['hash fwd'] else 'torch ops'}, {'fused ' if device.type == 'cuda' else ''}Adam ({n_params:,} parameters)",
+          f"hash grid {'Triton kernels' if times['hash fwd'] else 'torch ops'}, "
+          f"{'fused ' if device.type == 'cuda' else ''}Adam ({n_params:,} parameters)",
           times, 3 * forward_flops, {**hash_bytes, "optimizer": 28.0 * n_params}, peaks, bf16=use_amp,
           atomics=atomics)
 
