@@ -28,89 +28,145 @@ from models.fields.implementation import interpreting
 INTERPRETED = interpreting()
 BLOCK = 128          # points per program; one point per thread at 4 warps
 NUM_WARPS = 4
+VECTOR_ADDS = True   # bench/hash_encoding.py turns it off to time the scalar adds beside the vector ones
 
 
 @triton.jit
-def _hash_grid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr, n_points,
-                   SHIFT: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
-    level = tl.program_id(1)
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = rows < n_points
-    feats = tl.arange(0, FP)
-    live2 = live[:, None] & (feats < F)[None, :]
-    scale = tl.load(scale_ptr + level)
-    side = tl.load(side_ptr + level).to(tl.uint32)
-    size = tl.load(size_ptr + level).to(tl.uint32)
-    offset = tl.load(offset_ptr + level)
-    dense = tl.load(dense_ptr + level) != 0
+def _cell(x_ptr, rows, live, scale, SHIFT: tl.constexpr):
+    """The point's lower cell corner (unsigned) and its position inside the cell, at one level."""
     px = tl.load(x_ptr + rows * 3, mask=live, other=0.0) * scale + SHIFT
     py = tl.load(x_ptr + rows * 3 + 1, mask=live, other=0.0) * scale + SHIFT
     pz = tl.load(x_ptr + rows * 3 + 2, mask=live, other=0.0) * scale + SHIFT
     fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
-    wx, wy, wz = px - fx, py - fy, pz - fz
-    cx = fx.to(tl.int32).to(tl.uint32)
-    cy = fy.to(tl.int32).to(tl.uint32)
-    cz = fz.to(tl.int32).to(tl.uint32)
-    acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
-    for corner in tl.static_range(8):
-        ix = cx + (corner & 1)
-        iy = cy + ((corner >> 1) & 1)
-        iz = cz + ((corner >> 2) & 1)
-        hashed = (ix * 1) ^ (iy * 2654435761) ^ (iz * 805459861)
-        index = tl.where(dense, (ix + iy * side + iz * side * side) % size, hashed & (size - 1))
-        w = wx if corner & 1 else 1.0 - wx
-        w = w * (wy if (corner >> 1) & 1 else 1.0 - wy)
-        w = w * (wz if (corner >> 2) & 1 else 1.0 - wz)
-        row = offset + index.to(tl.int64)
-        value = tl.load(table_ptr + row[:, None] * F + feats[None, :], mask=live2, other=0.0)
-        acc += w[:, None] * value.to(tl.float32)
-    tl.store(out_ptr + (level * F + feats)[None, :].to(tl.int64) * n_points + rows[:, None], acc, mask=live2)
+    return (fx.to(tl.int32).to(tl.uint32), fy.to(tl.int32).to(tl.uint32), fz.to(tl.int32).to(tl.uint32),
+            px - fx, py - fy, pz - fz)
+
+
+@triton.jit
+def _corner_row(cx, cy, cz, corner: tl.constexpr, side, size, offset, dense):
+    """The table row of one of the cell's 8 corners: a dense level's linear index, else the spatial hash."""
+    ix = cx + (corner & 1)
+    iy = cy + ((corner >> 1) & 1)
+    iz = cz + ((corner >> 2) & 1)
+    hashed = (ix * 1) ^ (iy * 2654435761) ^ (iz * 805459861)
+    index = tl.where(dense, (ix + iy * side + iz * side * side) % size, hashed & (size - 1))
+    return offset + index.to(tl.int64)
+
+
+@triton.jit
+def _pair(words_ptr, row, live, HALF: tl.constexpr):
+    """Both features of a 2-feature row from one load: an int64 word of two float32s, or an int32 word of
+    two bfloat16s (feature 0 in the low half: little-endian)."""
+    word = tl.load(words_ptr + row, mask=live, other=0)
+    if HALF:  # a bfloat16 is the high half of the float32 it rounds
+        low, high = word << 16, word & -65536
+    else:
+        low, high = word.to(tl.int32), (word >> 32).to(tl.int32)
+    return low.to(tl.float32, bitcast=True), high.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _add_pair(ptr, a, b, live, VECTOR: tl.constexpr):
+    """Adds a and b into two adjacent float32s: one vector reduction (Hopper's red.v2.f32, half the
+    atomic operations of two scalar adds), or two scalar atomic adds (older GPUs, the interpreter)."""
+    if VECTOR:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.b32 p, $4, 0; mov.u32 $0, 0; "
+            "@p red.relaxed.gpu.global.add.v2.f32 [$1], {$2, $3}; }",
+            "=r,l,r,r,r", [ptr.to(tl.int64, bitcast=True), a, b, live.to(tl.int32)], dtype=tl.int32,
+            is_pure=False, pack=1)
+    else:
+        tl.atomic_add(ptr, a, mask=live, sem="relaxed")
+        tl.atomic_add(ptr + 1, b, mask=live, sem="relaxed")
+
+
+@triton.jit
+def _weights(wx, wy, wz, corner: tl.constexpr):
+    """The trilinear weight's three factors for one corner."""
+    ax = wx if corner & 1 else 1.0 - wx
+    ay = wy if (corner >> 1) & 1 else 1.0 - wy
+    az = wz if (corner >> 2) & 1 else 1.0 - wz
+    return ax, ay, az
+
+
+@triton.jit
+def _hash_grid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr, n_points,
+                   SHIFT: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr,
+                   PAIRED: tl.constexpr, HALF: tl.constexpr):
+    level = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = rows < n_points
+    side = tl.load(side_ptr + level).to(tl.uint32)
+    size = tl.load(size_ptr + level).to(tl.uint32)
+    offset = tl.load(offset_ptr + level)
+    dense = tl.load(dense_ptr + level) != 0
+    cx, cy, cz, wx, wy, wz = _cell(x_ptr, rows, live, tl.load(scale_ptr + level), SHIFT)
+    if PAIRED:  # 2 features (nerfacto's): one load per corner, one coalesced row per feature
+        acc0 = tl.zeros((BLOCK,), dtype=tl.float32)
+        acc1 = tl.zeros((BLOCK,), dtype=tl.float32)
+        for corner in tl.static_range(8):
+            row = _corner_row(cx, cy, cz, corner, side, size, offset, dense)
+            ax, ay, az = _weights(wx, wy, wz, corner)
+            v0, v1 = _pair(table_ptr, row, live, HALF)
+            acc0 += ax * ay * az * v0
+            acc1 += ax * ay * az * v1
+        tl.store(out_ptr + (level * 2).to(tl.int64) * n_points + rows, acc0, mask=live)
+        tl.store(out_ptr + (level * 2 + 1).to(tl.int64) * n_points + rows, acc1, mask=live)
+    else:
+        feats = tl.arange(0, FP)
+        live2 = live[:, None] & (feats < F)[None, :]
+        acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
+        for corner in tl.static_range(8):
+            row = _corner_row(cx, cy, cz, corner, side, size, offset, dense)
+            ax, ay, az = _weights(wx, wy, wz, corner)
+            value = tl.load(table_ptr + row[:, None] * F + feats[None, :], mask=live2, other=0.0)
+            acc += (ax * ay * az)[:, None] * value.to(tl.float32)
+        tl.store(out_ptr + (level * F + feats)[None, :].to(tl.int64) * n_points + rows[:, None], acc, mask=live2)
 
 
 @triton.jit
 def _hash_grid_bwd(x_ptr, table_ptr, gout_ptr, gout_sn, gout_sd, gtable_ptr, gx_ptr,
                    scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr, n_points,
                    SHIFT: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr,
+                   PAIRED: tl.constexpr, HALF: tl.constexpr, VECTOR: tl.constexpr,
                    TABLE_GRAD: tl.constexpr, X_GRAD: tl.constexpr):
     level = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = rows < n_points
-    feats = tl.arange(0, FP)
-    live2 = live[:, None] & (feats < F)[None, :]
     scale = tl.load(scale_ptr + level)
     side = tl.load(side_ptr + level).to(tl.uint32)
     size = tl.load(size_ptr + level).to(tl.uint32)
     offset = tl.load(offset_ptr + level)
     dense = tl.load(dense_ptr + level) != 0
-    px = tl.load(x_ptr + rows * 3, mask=live, other=0.0) * scale + SHIFT
-    py = tl.load(x_ptr + rows * 3 + 1, mask=live, other=0.0) * scale + SHIFT
-    pz = tl.load(x_ptr + rows * 3 + 2, mask=live, other=0.0) * scale + SHIFT
-    fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
-    wx, wy, wz = px - fx, py - fy, pz - fz
-    cx = fx.to(tl.int32).to(tl.uint32)
-    cy = fy.to(tl.int32).to(tl.uint32)
-    cz = fz.to(tl.int32).to(tl.uint32)
-    g = tl.load(gout_ptr + rows[:, None].to(tl.int64) * gout_sn + (level * F + feats)[None, :].to(tl.int64) * gout_sd,
-                mask=live2, other=0.0).to(tl.float32)
+    cx, cy, cz, wx, wy, wz = _cell(x_ptr, rows, live, scale, SHIFT)
     gx = tl.zeros((BLOCK,), dtype=tl.float32)
     gy = tl.zeros((BLOCK,), dtype=tl.float32)
     gz = tl.zeros((BLOCK,), dtype=tl.float32)
+    grow = gout_ptr + rows.to(tl.int64) * gout_sn
+    if PAIRED:
+        g0 = tl.load(grow + (level * 2).to(tl.int64) * gout_sd, mask=live, other=0.0).to(tl.float32)
+        g1 = tl.load(grow + (level * 2 + 1).to(tl.int64) * gout_sd, mask=live, other=0.0).to(tl.float32)
+    else:
+        feats = tl.arange(0, FP)
+        live2 = live[:, None] & (feats < F)[None, :]
+        g = tl.load(grow[:, None] + (level * F + feats)[None, :].to(tl.int64) * gout_sd,
+                    mask=live2, other=0.0).to(tl.float32)
     for corner in tl.static_range(8):
-        ix = cx + (corner & 1)
-        iy = cy + ((corner >> 1) & 1)
-        iz = cz + ((corner >> 2) & 1)
-        hashed = (ix * 1) ^ (iy * 2654435761) ^ (iz * 805459861)
-        index = tl.where(dense, (ix + iy * side + iz * side * side) % size, hashed & (size - 1))
-        ax = wx if corner & 1 else 1.0 - wx
-        ay = wy if (corner >> 1) & 1 else 1.0 - wy
-        az = wz if (corner >> 2) & 1 else 1.0 - wz
-        row = offset + index.to(tl.int64)
+        row = _corner_row(cx, cy, cz, corner, side, size, offset, dense)
+        ax, ay, az = _weights(wx, wy, wz, corner)
         if TABLE_GRAD:
-            tl.atomic_add(gtable_ptr + row[:, None] * F + feats[None, :], (ax * ay * az)[:, None] * g,
-                          mask=live2, sem="relaxed")
+            if PAIRED:
+                _add_pair(gtable_ptr + row * 2, ax * ay * az * g0, ax * ay * az * g1, live, VECTOR)
+            else:
+                tl.atomic_add(gtable_ptr + row[:, None] * F + feats[None, :], (ax * ay * az)[:, None] * g,
+                              mask=live2, sem="relaxed")
         if X_GRAD:
-            value = tl.load(table_ptr + row[:, None] * F + feats[None, :], mask=live2, other=0.0)
-            dot = tl.sum(value.to(tl.float32) * g, axis=1)
+            if PAIRED:
+                v0, v1 = _pair(table_ptr, row, live, HALF)
+                dot = v0 * g0 + v1 * g1
+            else:
+                value = tl.load(table_ptr + row[:, None] * F + feats[None, :], mask=live2, other=0.0)
+                dot = tl.sum(value.to(tl.float32) * g, axis=1)
             sx = 1.0 if corner & 1 else -1.0
             sy = 1.0 if (corner >> 1) & 1 else -1.0
             sz = 1.0 if (corner >> 2) & 1 else -1.0
@@ -138,7 +194,23 @@ def _meta(enc, device: torch.device) -> tuple[torch.Tensor, ...]:
 
 def _constants(enc) -> dict:
     f = enc.features_per_level
-    return {"SHIFT": float(enc.layout.shift), "F": f, "FP": triton.next_power_of_2(f), "BLOCK": BLOCK}
+    return {"SHIFT": float(enc.layout.shift), "F": f, "FP": triton.next_power_of_2(f), "BLOCK": BLOCK,
+            "PAIRED": f == 2, "HALF": bool(enc.bf16_table)}
+
+
+def _words(read: torch.Tensor, enc) -> torch.Tensor:
+    """The table as the kernels address it: for 2 features, one machine word per row (the pair read
+    by one load), else the values."""
+    if enc.features_per_level != 2:
+        return read
+    return read.reshape(-1).view(torch.int32 if enc.bf16_table else torch.int64)
+
+
+def vector_adds(device: torch.device) -> bool:
+    """Whether the backward adds a row's 2 features with one vector reduction: PTX's red.v2.f32
+    needs sm_90 (Hopper) or newer, and the interpreter runs no PTX."""
+    return (VECTOR_ADDS and not INTERPRETED and device.type == "cuda"
+            and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
 class _HashGrid(torch.autograd.Function):
@@ -148,7 +220,7 @@ class _HashGrid(torch.autograd.Function):
         n, levels = x.shape[0], enc.num_levels
         out = torch.empty(levels * enc.features_per_level, n, device=x.device, dtype=torch.float32)
         if n:
-            _hash_grid_fwd[(triton.cdiv(n, BLOCK), levels)](x, read, out, *_meta(enc, x.device), n,
+            _hash_grid_fwd[(triton.cdiv(n, BLOCK), levels)](x, _words(read, enc), out, *_meta(enc, x.device), n,
                                                             num_warps=NUM_WARPS, **_constants(enc))
         ctx.save_for_backward(x, table, read)
         ctx.enc = enc
@@ -168,9 +240,9 @@ class _HashGrid(torch.autograd.Function):
         gx = torch.zeros_like(x) if need_x else None
         if n and (need_x or need_table):
             _hash_grid_bwd[(triton.cdiv(n, BLOCK), levels)](
-                x, read, grad, grad.stride(0), grad.stride(1), gtable if need_table else read,
-                gx if need_x else x, *_meta(enc, x.device), n, TABLE_GRAD=need_table, X_GRAD=need_x,
-                num_warps=NUM_WARPS, **_constants(enc))
+                x, _words(read, enc), grad, grad.stride(0), grad.stride(1), gtable if need_table else x,
+                gx if need_x else x, *_meta(enc, x.device), n, VECTOR=vector_adds(x.device),
+                TABLE_GRAD=need_table, X_GRAD=need_x, num_warps=NUM_WARPS, **_constants(enc))
         return gx, (gtable.to(table.dtype) if need_table else None), None
 
 
