@@ -10,6 +10,11 @@ the output gradient into the table with atomic adds (float32, whatever the table
 x needs a gradient, adds the derivative of the trilinear weights into dL/dx, also atomically (the
 16 levels of one point).
 
+With 2 features per level (nerfacto's), a point's values stay in 1-D per-feature tensors: a corner's row
+is one 64-bit load (two float32s or two bfloat16s in one 32-bit word), and on Hopper its gradient is one
+vector reduction, red.v2.f32, which Triton does not emit itself (inline PTX): half the atomic operations
+the L2 has to retire.
+
 Second derivatives (nerfacto's predicted normals train through d density / d x) are not fused: when
 the backward itself is differentiated (create_graph=True) it recomputes the level through the torch
 encoding, which has the same values and parameters.

@@ -132,7 +132,9 @@ class HashEncoding(nn.Module):
         flat = self.read_table(table).view(-1, self.features_per_level)
         # index_select's gradient is an index_add (atomic adds on CUDA); F.embedding's sorts the
         # indices and runs a warp per row, slow for rows of 2 features
-        feats = flat.index_select(0, index.reshape(-1)).view(n, nl, 8, -1)
+        # on CPU, index_add with int32 indices (the gradient) is 10x slower than with int64
+        rows = index.reshape(-1) if index.is_cuda else index.reshape(-1).long()
+        feats = flat.index_select(0, rows).view(n, nl, 8, -1)
         out = (feats * weights).sum(dim=2)
         return out.reshape(n, self.out_dim)
 
