@@ -64,14 +64,13 @@ class HashEncoding(nn.Module):
         self.index_dtype = torch.int32 if small else torch.long
         self.primes = tuple(p % self.table_size if small else p for p in PRIMES)
         self.pow2_sizes = all(s & (s - 1) == 0 for s in lay.sizes)
-        grid = (1, -1, 1, 1, 1)  # broadcasts against (N, L, 2, 2, 2) corner tensors
-        self.register_buffer("strides_y", torch.tensor(lay.sides, dtype=self.index_dtype).view(grid), persistent=False)
+        # per-level values, broadcasting along the last dim of (2, 2, 2, N, L) corner tensors
+        self.register_buffer("strides_y", torch.tensor(lay.sides, dtype=self.index_dtype), persistent=False)
         self.register_buffer("strides_z", torch.tensor([s * s if d else 0 for s, d in zip(lay.sides, lay.dense)],
-                                                       dtype=self.index_dtype).view(grid), persistent=False)
-        self.register_buffer("dense", torch.tensor(lay.dense).view(grid), persistent=False)
-        self.register_buffer("sizes", torch.tensor(lay.sizes, dtype=self.index_dtype).view(grid), persistent=False)
-        self.register_buffer("level_offsets", torch.tensor(lay.offsets, dtype=self.index_dtype).view(1, -1, 1),
-                             persistent=False)
+                                                       dtype=self.index_dtype), persistent=False)
+        self.register_buffer("dense", torch.tensor(lay.dense), persistent=False)
+        self.register_buffer("sizes", torch.tensor(lay.sizes, dtype=self.index_dtype), persistent=False)
+        self.register_buffer("level_offsets", torch.tensor(lay.offsets, dtype=self.index_dtype), persistent=False)
         if implementation == "triton":
             triton_kernels(required=True)
 
@@ -108,17 +107,19 @@ class HashEncoding(nn.Module):
     def torch_forward(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """(N, 3) -> (N, L * F) with torch ops; differentiable in x and table to any order."""
         n, nl = x.shape[0], self.num_levels
-        scaled = x[:, None, :] * self.scales[None, :, None]  # (N, L, 3)
+        scaled = x.t()[:, :, None] * self.scales  # (3, N, L)
         if self.layout.shift:
             scaled = scaled + self.layout.shift
         lower = torch.floor(scaled)
         frac = scaled - lower
         lower = lower.to(self.index_dtype)
         # per axis the two vertex coordinates and their weights, laid out on the (2, 2, 2) corner cube
-        # by broadcasting: axis x varies along dim 2, y along dim 3, z along dim 4 of (N, L, 2, 2, 2)
-        views = ((n, nl, 2, 1, 1), (n, nl, 1, 2, 1), (n, nl, 1, 1, 2))
-        c = [torch.stack([lower[..., d], lower[..., d] + 1], dim=-1).view(views[d]) for d in range(3)]
-        w = [torch.stack([1 - frac[..., d], frac[..., d]], dim=-1).view(views[d]) for d in range(3)]
+        # by broadcasting: axis x varies along dim 0, y along dim 1, z along dim 2 of (2, 2, 2, N, L).
+        # The corners lead so that every elementwise op runs over contiguous (N, L) slabs: trailing
+        # dims of 2 made the CPU's loops 2 elements long.
+        views = ((2, 1, 1, n, nl), (1, 2, 1, n, nl), (1, 1, 2, n, nl))
+        c = [torch.stack([lower[d], lower[d] + 1]).view(views[d]) for d in range(3)]
+        w = [torch.stack([1 - frac[d], frac[d]]).view(views[d]) for d in range(3)]
         dense_index = c[0] + c[1] * self.strides_y + c[2] * self.strides_z
         p = self.primes
         hashed = (c[0] * p[0]) ^ (c[1] * p[1]) ^ (c[2] * p[2])
@@ -127,15 +128,15 @@ class HashEncoding(nn.Module):
             index = index & (self.sizes - 1)
         else:  # tcnn's dense levels: rows not a power of two (hashed levels always are)
             index = torch.where(self.dense, index.long() % self.sizes, index & (self.sizes - 1))
-        index = index.view(n, nl, 8) + self.level_offsets  # into the flattened (rows, F) table
-        weights = (w[0] * w[1] * w[2]).view(n, nl, 8, 1)
+        index = index.view(8, n, nl) + self.level_offsets  # into the flattened (rows, F) table
+        weights = (w[0] * w[1] * w[2]).view(8, n, nl, 1)
         flat = self.read_table(table).view(-1, self.features_per_level)
         # index_select's gradient is an index_add (atomic adds on CUDA); F.embedding's sorts the
         # indices and runs a warp per row, slow for rows of 2 features
         # on CPU, index_add with int32 indices (the gradient) is 10x slower than with int64
         rows = index.reshape(-1) if index.is_cuda else index.reshape(-1).long()
-        feats = flat.index_select(0, rows).view(n, nl, 8, -1)
-        out = (feats * weights).sum(dim=2)
+        feats = flat.index_select(0, rows).view(8, n, nl, -1)
+        out = (feats * weights).sum(dim=0)
         return out.reshape(n, self.out_dim)
 
 
