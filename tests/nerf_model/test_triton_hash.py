@@ -190,7 +190,7 @@ def _compile_for_hopper(kernel_name: str, **constants) -> str:
     from models.fields import _triton_hash
 
     kernel = getattr(_triton_hash, kernel_name)
-    pointers = {"x_ptr": "*fp32", "table_ptr": "*i64", "out_ptr": "*fp32", "gout_ptr": "*fp32", "gtable_ptr": "*fp32",
+    pointers = {"x_ptr": "*fp32", "table_ptr": "*i32" if constants.get("HALF") else "*i64", "out_ptr": "*fp32", "gout_ptr": "*fp32", "gtable_ptr": "*fp32",
                 "gx_ptr": "*fp32", "scale_ptr": "*fp32", "side_ptr": "*i64", "size_ptr": "*i64", "offset_ptr": "*i64",
                 "dense_ptr": "*i32"}
     signature = {name: pointers.get(name, "constexpr" if name in constants else "i32") for name in kernel.arg_names}
@@ -199,15 +199,31 @@ def _compile_for_hopper(kernel_name: str, **constants) -> str:
 
 
 def test_on_hopper_a_feature_pair_is_one_load_forward_and_one_vector_reduction_backward(compiled):
-    """The pair path's point: 8 corners cost 8 64-bit table loads and 8 red.v2.f32 (not 16 scalar adds)."""
-    common = {"SHIFT": 0.5, "F": 2, "FP": 2, "BLOCK": 128, "PAIRED": True, "HALF": False}
-    fwd = _compile_for_hopper("_hash_grid_fwd", **common)
-    assert fwd.count("@%p1 ld.global.b64") == 8 and "ld.shared" not in fwd
-    bwd = _compile_for_hopper("_hash_grid_bwd", **common, VECTOR=True, TABLE_GRAD=True, X_GRAD=False)
-    assert bwd.count("red.relaxed.gpu.global.add.v2.f32") == 8
-    assert "atom.global" not in bwd and "red.global" not in bwd
-    scalar = _compile_for_hopper("_hash_grid_bwd", **common, VECTOR=False, TABLE_GRAD=True, X_GRAD=False)
+    """The pair path's point: 8 corners cost 8 one-word table loads and 8 red.v2.f32 (not 16 scalar adds)."""
+    import re
+
+    common = {"SHIFT": 0.5, "F": 2, "FP": 2, "BLOCK": 128, "PAIRED": True}
+    for half, word, x_loads in ((False, "b64", 0), (True, "b32", 3)):  # masked loads: corners (+ x's 3 floats)
+        fwd = _compile_for_hopper("_hash_grid_fwd", **common, HALF=half)
+        assert len(re.findall(rf"@%p\d+ ld\.global\.{word} ", fwd)) == 8 + x_loads and "ld.shared" not in fwd
+    for x_grad in (False, True):
+        bwd = _compile_for_hopper("_hash_grid_bwd", **common, HALF=False, VECTOR=True, TABLE_GRAD=True, X_GRAD=x_grad)
+        assert bwd.count("red.relaxed.gpu.global.add.v2.f32") == 8
+        assert "red.global" not in bwd and bwd.count("atom.global") == (3 if x_grad else 0)  # x's 3 adds
+    scalar = _compile_for_hopper("_hash_grid_bwd", **common, HALF=False, VECTOR=False, TABLE_GRAD=True, X_GRAD=False)
     assert scalar.count("atom.global.gpu.relaxed.add.f32") == 16 and ".v2.f32" not in scalar
+
+
+def test_blocks_smaller_than_the_threads_are_refused(compiled, monkeypatch):
+    """The vector reduction is inline PTX, run once per element a thread holds: a block of fewer points
+    than threads would hold some points twice and add their gradients twice."""
+    from models.fields import _triton_hash
+
+    monkeypatch.setattr(_triton_hash, "BLOCK", 64)
+    with pytest.raises(ValueError, match="BLOCK=64 must be at least 32 \\* NUM_WARPS=128"):
+        _triton_hash._launch_shape(1000, 16)
+    monkeypatch.setattr(_triton_hash, "NUM_WARPS", 2)
+    assert _triton_hash._launch_shape(1000, 16) == (16, 16)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need a CUDA device")
@@ -223,7 +239,8 @@ def test_compiled_kernels_match_torch_on_cuda(compiled, monkeypatch, kw, vector)
     ref = HashEncoding(implementation="torch", hash_init_scale=1.0, **kw).cuda()
     fused = HashEncoding(implementation="triton", **kw).cuda()
     fused.load_state_dict(ref.state_dict())
-    x = torch.rand(65536, 3, device="cuda")
+    x = torch.rand(65536 + 37, 3, device="cuda")  # a last block with masked lanes
+    x[0], x[1] = 0.0, 1.0
     grad = torch.randn(x.shape[0], ref.out_dim, device="cuda")
     results = []
     for enc in (ref, fused):

@@ -11,7 +11,7 @@ x needs a gradient, adds the derivative of the trilinear weights into dL/dx, als
 16 levels of one point).
 
 With 2 features per level (nerfacto's), a point's values stay in 1-D per-feature tensors: a corner's row
-is one 64-bit load (two float32s or two bfloat16s in one 32-bit word), and on Hopper its gradient is one
+is one load (two float32s in a 64-bit word, two bfloat16s in a 32-bit one), and on Hopper its gradient is one
 vector reduction, red.v2.f32, which Triton does not emit itself (inline PTX): half the atomic operations
 the L2 has to retire.
 
@@ -213,9 +213,18 @@ def _words(read: torch.Tensor, enc) -> torch.Tensor:
 
 def vector_adds(device: torch.device) -> bool:
     """Whether the backward adds a row's 2 features with one vector reduction: PTX's red.v2.f32
-    needs sm_90 (Hopper) or newer, and the interpreter runs no PTX."""
-    return (VECTOR_ADDS and not INTERPRETED and device.type == "cuda"
+    needs an NVIDIA GPU of sm_90 (Hopper) or newer (ROCm's devices are "cuda" to torch too), and the
+    interpreter runs no PTX. The inline PTX runs once per element held, so BLOCK must give every
+    thread its own points (BLOCK >= 32 * NUM_WARPS), which `_launch_shape` checks."""
+    return (VECTOR_ADDS and not INTERPRETED and device.type == "cuda" and torch.version.hip is None
             and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def _launch_shape(n: int, levels: int) -> tuple[int, int]:
+    """The grid: point blocks by levels."""
+    if BLOCK < 32 * NUM_WARPS:  # smaller blocks replicate points across threads (see vector_adds)
+        raise ValueError(f"BLOCK={BLOCK} must be at least 32 * NUM_WARPS={32 * NUM_WARPS}")
+    return triton.cdiv(n, BLOCK), levels
 
 
 class _HashGrid(torch.autograd.Function):
@@ -225,7 +234,7 @@ class _HashGrid(torch.autograd.Function):
         n, levels = x.shape[0], enc.num_levels
         out = torch.empty(levels * enc.features_per_level, n, device=x.device, dtype=torch.float32)
         if n:
-            _hash_grid_fwd[(triton.cdiv(n, BLOCK), levels)](x, _words(read, enc), out, *_meta(enc, x.device), n,
+            _hash_grid_fwd[_launch_shape(n, levels)](x, _words(read, enc), out, *_meta(enc, x.device), n,
                                                             num_warps=NUM_WARPS, **_constants(enc))
         ctx.save_for_backward(x, table, read)
         ctx.enc = enc
@@ -244,7 +253,7 @@ class _HashGrid(torch.autograd.Function):
         gtable = torch.zeros(table.shape, device=table.device, dtype=torch.float32) if need_table else None
         gx = torch.zeros_like(x) if need_x else None
         if n and (need_x or need_table):
-            _hash_grid_bwd[(triton.cdiv(n, BLOCK), levels)](
+            _hash_grid_bwd[_launch_shape(n, levels)](
                 x, _words(read, enc), grad, grad.stride(0), grad.stride(1), gtable if need_table else x,
                 gx if need_x else x, *_meta(enc, x.device), n, VECTOR=vector_adds(x.device),
                 TABLE_GRAD=need_table, X_GRAD=need_x, num_warps=NUM_WARPS, **_constants(enc))

@@ -135,7 +135,7 @@ class HashEncoding(nn.Module):
         # indices and runs a warp per row, slow for rows of 2 features
         # on CPU, index_add with int32 indices (the gradient) is 10x slower than with int64
         rows = index.reshape(-1) if index.is_cuda else index.reshape(-1).long()
-        feats = flat.index_select(0, rows).view(8, n, nl, -1)
+        feats = flat.index_select(0, rows).view(8, n, nl, self.features_per_level)
         out = (feats * weights).sum(dim=0)
         return out.reshape(n, self.out_dim)
 
