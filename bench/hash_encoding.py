@@ -7,9 +7,7 @@ also the points' (nerfacto's pose refinement). Rows:
 - torch F.embedding: the same with the gather it had before (F.embedding, a sorting backward);
 - nerfstudio torch: nerfstudio's own torch HashEncoding, when `import nerfstudio` works (its 1.1.5
   wheel: `pip install --no-deps nerfstudio==1.1.5 jaxtyping`); otherwise the row is left out and said so;
-- triton fp32 / bf16 / tcnn layout: the fused kernels (CUDA only);
-- triton fp32 scalar adds: the backward with two float32 atomic adds per 2-feature row instead of one
-  vector reduction (on Hopper and newer, where the kernels use red.v2.f32).
+- triton fp32 / bf16 / tcnn layout: the fused kernels (CUDA only).
 GB/s counts the bytes each kernel would move if every access went to HBM (x per level, 8 corners x F
 table reads or atomic adds per level, the output or its gradient); past the H200's ~4.3 TB/s means
 the level tables are served from L2.
@@ -26,7 +24,6 @@ gradients) at 65k points; a mismatch stops the run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -63,25 +60,6 @@ def nerfstudio_encoding(device):
         return None
     return NSHashEncoding(num_levels=16, min_res=16, max_res=2048, log2_hashmap_size=19, features_per_level=2,
                           implementation="torch").to(device)
-
-
-def scalar_adds_differ(device: str) -> bool:
-    """Whether this GPU's backward adds feature pairs with one vector reduction, so that a row with
-    two scalar atomic adds per pair measures something else."""
-    from models.fields import _triton_hash
-    return _triton_hash.vector_adds(torch.device(device))
-
-
-@contextlib.contextmanager
-def scalar_adds(on: bool):
-    """The Triton backward with two scalar atomic adds per feature pair, while `on`."""
-    from models.fields import _triton_hash
-    saved = _triton_hash.VECTOR_ADDS
-    _triton_hash.VECTOR_ADDS = saved and not on
-    try:
-        yield
-    finally:
-        _triton_hash.VECTOR_ADDS = saved
 
 
 def bytes_per_point(enc: HashEncoding, backward: bool, x_grad: bool, table_bytes: int) -> int:
@@ -192,8 +170,6 @@ def main():
         if has_triton:
             variants["triton fp32"] = (HashEncoding(implementation="triton").to(device), 4, False)
             variants["triton fp32 +dx"] = (variants["triton fp32"][0], 4, True)
-            if scalar_adds_differ(device):
-                variants["triton fp32 scalar adds"] = (variants["triton fp32"][0], 4, False)
             variants["triton bf16"] = (HashEncoding(implementation="triton", table_dtype="bfloat16").to(device), 2, False)
             variants["triton tcnn layout"] = (HashEncoding(implementation="triton", layout="tcnn").to(device), 4, False)
             variants["torch +dx"] = (variants["torch"][0], 4, True)
@@ -206,8 +182,7 @@ def main():
             for name, (enc, table_bytes, x_grad) in variants.items():
                 forward = embedding_gather(enc) if name == "torch F.embedding" else enc
                 table = enc.hash_table if name == "nerfstudio torch" else enc.table
-                with scalar_adds(name.endswith("scalar adds")):
-                    rows[name] = (measure(forward, table, n, device, args.repeats, x_grad), table_bytes, x_grad)
+                rows[name] = (measure(forward, table, n, device, args.repeats, x_grad), table_bytes, x_grad)
             base = rows.get("nerfstudio torch")
             for name, ((t_f, t_fb), table_bytes, x_grad) in rows.items():
                 gbs_f = n * bytes_per_point(ours, False, x_grad, table_bytes) / t_f / 1e9

@@ -11,9 +11,8 @@ x needs a gradient, adds the derivative of the trilinear weights into dL/dx, als
 16 levels of one point).
 
 With 2 features per level (nerfacto's), a point's values stay in 1-D per-feature tensors: a corner's row
-is one load (two float32s in a 64-bit word, two bfloat16s in a 32-bit one), and on Hopper its gradient is one
-vector reduction, red.v2.f32, which Triton does not emit itself (inline PTX): half the atomic operations
-the L2 has to retire.
+is one load (two float32s in a 64-bit word, two bfloat16s in a 32-bit one) and its gradient two scalar
+atomic adds, with no shuffle of a (points, 2) block through shared memory.
 
 Second derivatives (nerfacto's predicted normals train through d density / d x) are not fused: when
 the backward itself is differentiated (create_graph=True) it recomputes the level through the torch
@@ -33,7 +32,6 @@ from models.fields.implementation import interpreting
 INTERPRETED = interpreting()
 BLOCK = 128          # points per program; one point per thread at 4 warps
 NUM_WARPS = 4
-VECTOR_ADDS = True   # bench/hash_encoding.py turns it off to time the scalar adds beside the vector ones
 
 
 @triton.jit
@@ -68,21 +66,6 @@ def _pair(words_ptr, row, live, HALF: tl.constexpr):
     else:
         low, high = word.to(tl.int32), (word >> 32).to(tl.int32)
     return low.to(tl.float32, bitcast=True), high.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _add_pair(ptr, a, b, live, VECTOR: tl.constexpr):
-    """Adds a and b into two adjacent float32s: one vector reduction (Hopper's red.v2.f32, half the
-    atomic operations of two scalar adds), or two scalar atomic adds (older GPUs, the interpreter)."""
-    if VECTOR:
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $4, 0; mov.u32 $0, 0; "
-            "@p red.relaxed.gpu.global.add.v2.f32 [$1], {$2, $3}; }",
-            "=r,l,r,r,r", [ptr.to(tl.int64, bitcast=True), a, b, live.to(tl.int32)], dtype=tl.int32,
-            is_pure=False, pack=1)
-    else:
-        tl.atomic_add(ptr, a, mask=live, sem="relaxed")
-        tl.atomic_add(ptr + 1, b, mask=live, sem="relaxed")
 
 
 @triton.jit
@@ -133,7 +116,7 @@ def _hash_grid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, side_ptr, size_ptr, off
 def _hash_grid_bwd(x_ptr, table_ptr, gout_ptr, gout_sn, gout_sd, gtable_ptr, gx_ptr,
                    scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr, n_points,
                    SHIFT: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr,
-                   PAIRED: tl.constexpr, HALF: tl.constexpr, VECTOR: tl.constexpr,
+                   PAIRED: tl.constexpr, HALF: tl.constexpr,
                    TABLE_GRAD: tl.constexpr, X_GRAD: tl.constexpr):
     level = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -161,7 +144,8 @@ def _hash_grid_bwd(x_ptr, table_ptr, gout_ptr, gout_sn, gout_sd, gtable_ptr, gx_
         ax, ay, az = _weights(wx, wy, wz, corner)
         if TABLE_GRAD:
             if PAIRED:
-                _add_pair(gtable_ptr + row * 2, ax * ay * az * g0, ax * ay * az * g1, live, VECTOR)
+                tl.atomic_add(gtable_ptr + row * 2, ax * ay * az * g0, mask=live, sem="relaxed")
+                tl.atomic_add(gtable_ptr + row * 2 + 1, ax * ay * az * g1, mask=live, sem="relaxed")
             else:
                 tl.atomic_add(gtable_ptr + row[:, None] * F + feats[None, :], (ax * ay * az)[:, None] * g,
                               mask=live2, sem="relaxed")
@@ -211,22 +195,6 @@ def _words(read: torch.Tensor, enc) -> torch.Tensor:
     return read.reshape(-1).view(torch.int32 if enc.bf16_table else torch.int64)
 
 
-def vector_adds(device: torch.device) -> bool:
-    """Whether the backward adds a row's 2 features with one vector reduction: PTX's red.v2.f32
-    needs an NVIDIA GPU of sm_90 (Hopper) or newer (ROCm's devices are "cuda" to torch too), and the
-    interpreter runs no PTX. The inline PTX runs once per element held, so BLOCK must give every
-    thread its own points (BLOCK >= 32 * NUM_WARPS), which `_launch_shape` checks."""
-    return (VECTOR_ADDS and not INTERPRETED and device.type == "cuda" and torch.version.hip is None
-            and torch.cuda.get_device_capability(device)[0] >= 9)
-
-
-def _launch_shape(n: int, levels: int) -> tuple[int, int]:
-    """The grid: point blocks by levels."""
-    if BLOCK < 32 * NUM_WARPS:  # smaller blocks replicate points across threads (see vector_adds)
-        raise ValueError(f"BLOCK={BLOCK} must be at least 32 * NUM_WARPS={32 * NUM_WARPS}")
-    return triton.cdiv(n, BLOCK), levels
-
-
 class _HashGrid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, table, enc):
@@ -234,7 +202,7 @@ class _HashGrid(torch.autograd.Function):
         n, levels = x.shape[0], enc.num_levels
         out = torch.empty(levels * enc.features_per_level, n, device=x.device, dtype=torch.float32)
         if n:
-            _hash_grid_fwd[_launch_shape(n, levels)](x, _words(read, enc), out, *_meta(enc, x.device), n,
+            _hash_grid_fwd[(triton.cdiv(n, BLOCK), levels)](x, _words(read, enc), out, *_meta(enc, x.device), n,
                                                             num_warps=NUM_WARPS, **_constants(enc))
         ctx.save_for_backward(x, table, read)
         ctx.enc = enc
@@ -253,10 +221,9 @@ class _HashGrid(torch.autograd.Function):
         gtable = torch.zeros(table.shape, device=table.device, dtype=torch.float32) if need_table else None
         gx = torch.zeros_like(x) if need_x else None
         if n and (need_x or need_table):
-            _hash_grid_bwd[_launch_shape(n, levels)](
+            _hash_grid_bwd[(triton.cdiv(n, BLOCK), levels)](
                 x, _words(read, enc), grad, grad.stride(0), grad.stride(1), gtable if need_table else x,
-                gx if need_x else x, *_meta(enc, x.device), n, VECTOR=vector_adds(x.device),
-                TABLE_GRAD=need_table, X_GRAD=need_x, num_warps=NUM_WARPS, **_constants(enc))
+                gx if need_x else x, *_meta(enc, x.device), n, TABLE_GRAD=need_table, X_GRAD=need_x, num_warps=NUM_WARPS, **_constants(enc))
         return gx, (gtable.to(table.dtype) if need_table else None), None
 
 
