@@ -92,7 +92,8 @@ def test_cpu_gather_indexes_with_int64(monkeypatch):
     enc = HashEncoding(num_levels=2, base_res=4, max_res=8, log2_hashmap_size=8)
     assert enc.index_dtype == torch.int32  # small tables: the hash arithmetic stays 32-bit
     seen, real = [], torch.Tensor.index_select
-    monkeypatch.setattr(torch.Tensor, "index_select", lambda t, dim, index: seen.append(index.dtype) or real(t, dim, index))
+    monkeypatch.setattr(torch.Tensor, "index_select",
+                        lambda t, dim, index: seen.append(index.dtype) or real(t, dim, index))
     enc(torch.rand(5, 3)).sum().backward()
     assert seen == [torch.int64] and enc.table.grad.abs().sum() > 0
 

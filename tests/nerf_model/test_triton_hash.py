@@ -190,9 +190,9 @@ def _compile_for_hopper(kernel_name: str, **constants) -> str:
     from models.fields import _triton_hash
 
     kernel = getattr(_triton_hash, kernel_name)
-    pointers = {"x_ptr": "*fp32", "table_ptr": "*i32" if constants.get("HALF") else "*i64", "out_ptr": "*fp32", "gout_ptr": "*fp32", "gtable_ptr": "*fp32",
-                "gx_ptr": "*fp32", "scale_ptr": "*fp32", "side_ptr": "*i64", "size_ptr": "*i64", "offset_ptr": "*i64",
-                "dense_ptr": "*i32"}
+    pointers = {"x_ptr": "*fp32", "table_ptr": "*i32" if constants.get("HALF") else "*i64", "out_ptr": "*fp32",
+                "gout_ptr": "*fp32", "gtable_ptr": "*fp32", "gx_ptr": "*fp32", "scale_ptr": "*fp32", "side_ptr": "*i64",
+                "size_ptr": "*i64", "offset_ptr": "*i64", "dense_ptr": "*i32"}
     signature = {name: pointers.get(name, "constexpr" if name in constants else "i32") for name in kernel.arg_names}
     source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}).asm["ptx"]

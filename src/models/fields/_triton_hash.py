@@ -223,7 +223,8 @@ class _HashGrid(torch.autograd.Function):
         if n and (need_x or need_table):
             _hash_grid_bwd[(triton.cdiv(n, BLOCK), levels)](
                 x, _words(read, enc), grad, grad.stride(0), grad.stride(1), gtable if need_table else x,
-                gx if need_x else x, *_meta(enc, x.device), n, TABLE_GRAD=need_table, X_GRAD=need_x, num_warps=NUM_WARPS, **_constants(enc))
+                gx if need_x else x, *_meta(enc, x.device), n, TABLE_GRAD=need_table, X_GRAD=need_x,
+                num_warps=NUM_WARPS, **_constants(enc))
         return gx, (gtable.to(table.dtype) if need_table else None), None
 
 
