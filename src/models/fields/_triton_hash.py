@@ -35,6 +35,13 @@ NUM_WARPS = 4
 
 
 @triton.jit
+def _level(level, scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr):
+    """One level's scale, dense side (unsigned), rows (unsigned), first row and whether it is dense."""
+    return (tl.load(scale_ptr + level), tl.load(side_ptr + level).to(tl.uint32),
+            tl.load(size_ptr + level).to(tl.uint32), tl.load(offset_ptr + level), tl.load(dense_ptr + level) != 0)
+
+
+@triton.jit
 def _cell(x_ptr, rows, live, scale, SHIFT: tl.constexpr):
     """The point's lower cell corner (unsigned) and its position inside the cell, at one level."""
     px = tl.load(x_ptr + rows * 3, mask=live, other=0.0) * scale + SHIFT
@@ -84,11 +91,8 @@ def _hash_grid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, side_ptr, size_ptr, off
     level = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = rows < n_points
-    side = tl.load(side_ptr + level).to(tl.uint32)
-    size = tl.load(size_ptr + level).to(tl.uint32)
-    offset = tl.load(offset_ptr + level)
-    dense = tl.load(dense_ptr + level) != 0
-    cx, cy, cz, wx, wy, wz = _cell(x_ptr, rows, live, tl.load(scale_ptr + level), SHIFT)
+    scale, side, size, offset, dense = _level(level, scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr)
+    cx, cy, cz, wx, wy, wz = _cell(x_ptr, rows, live, scale, SHIFT)
     if PAIRED:  # 2 features (nerfacto's): one load per corner, one coalesced row per feature
         acc0 = tl.zeros((BLOCK,), dtype=tl.float32)
         acc1 = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -121,11 +125,7 @@ def _hash_grid_bwd(x_ptr, table_ptr, gout_ptr, gout_sn, gout_sd, gtable_ptr, gx_
     level = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = rows < n_points
-    scale = tl.load(scale_ptr + level)
-    side = tl.load(side_ptr + level).to(tl.uint32)
-    size = tl.load(size_ptr + level).to(tl.uint32)
-    offset = tl.load(offset_ptr + level)
-    dense = tl.load(dense_ptr + level) != 0
+    scale, side, size, offset, dense = _level(level, scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr)
     cx, cy, cz, wx, wy, wz = _cell(x_ptr, rows, live, scale, SHIFT)
     gx = tl.zeros((BLOCK,), dtype=tl.float32)
     gy = tl.zeros((BLOCK,), dtype=tl.float32)
