@@ -9,8 +9,9 @@ also the points' (nerfacto's pose refinement). Rows:
   wheel: `pip install --no-deps nerfstudio==1.1.5 jaxtyping`); otherwise the row is left out and said so;
 - triton fp32 / bf16 / tcnn layout: the fused kernels (CUDA only).
 GB/s counts the bytes each kernel would move if every access went to HBM (x per level, 8 corners x F
-table reads or atomic adds per level, the output or its gradient); past the H200's ~4.3 TB/s means
-the level tables are served from L2.
+table reads or atomic adds per level, the output or its gradient), against the GPU's HBM bandwidth
+(kernel_roofline.py's datasheet table; the issue's H200 figure, 4.3 TB/s, for a GPU not in it); past
+it means the level tables are served from L2.
 
 On CUDA the Triton kernels are first checked against the torch encoding (values, table and x
 gradients) at 65k points; a mismatch stops the run.
@@ -29,14 +30,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from models.fields.encodings import HashEncoding  # noqa: E402
+from kernel_roofline import PEAKS  # noqa: E402
 from models.fields.implementation import interpreting  # noqa: E402
 
-HBM_TBS = 4.3  # H200 HBM3e, TB/s
+ISSUE_HBM_TBS = 4.3  # the H200's reachable bandwidth as issue 14 quotes it
 
 
 def embedding_gather(enc: HashEncoding):
@@ -147,10 +150,12 @@ def main():
     devices = args.devices or (["cuda"] if torch.cuda.is_available() else ["cpu"])
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}"
           + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
+    gpu = torch.cuda.get_device_name() if "cuda" in devices else ""
+    hbm_tbs = PEAKS[gpu][0] / 1e12 if gpu in PEAKS else ISSUE_HBM_TBS
     print("hash encoding, 16 levels x 2 features, 2^19 rows/level, res 16..2048; GB/s as if every access "
-          f"went to HBM (H200 HBM: {HBM_TBS} TB/s)")
+          f"went to HBM ({gpu + ' HBM' if gpu in PEAKS else 'the issue H200 figure'}: {hbm_tbs} TB/s)")
     header = (f"| device | points | variant | fwd Mpoints/s | fwd+bwd Mpoints/s | fwd+bwd vs nerfstudio | "
-              f"fwd GB/s | fwd+bwd GB/s | of {HBM_TBS} TB/s |")
+              f"fwd GB/s | fwd+bwd GB/s | of {hbm_tbs} TB/s |")
     for device in devices:
         has_triton = False
         if device == "cuda" or interpreting():  # TRITON_INTERPRET=1: a CPU smoke run of the Triton rows
@@ -189,7 +194,7 @@ def main():
                 gbs_fb = n * bytes_per_point(ours, True, x_grad, table_bytes) / t_fb / 1e9
                 ratio = f"{base[0][1] / t_fb:.2f}x" if base else "-"
                 print(f"| {device} | {n} | {name} | {n / t_f / 1e6:.4g} | {n / t_fb / 1e6:.4g} | {ratio} | "
-                      f"{gbs_f:.0f} | {gbs_fb:.0f} | {gbs_fb / (HBM_TBS * 1e3):.0%} |")
+                      f"{gbs_f:.0f} | {gbs_fb:.0f} | {gbs_fb / (hbm_tbs * 1e3):.0%} |")
             if device == "cuda":
                 torch.cuda.empty_cache()
         if args.sweep and has_triton:
