@@ -15,7 +15,11 @@ is one load (two float32s in a 64-bit word, two bfloat16s in a 32-bit one), with
 (points, 2) block through shared memory. The gradient does go through that shuffle, on purpose: its
 atomic adds act on a (points, 2) block whose two features sit on adjacent lanes, so one warp
 instruction updates 16 whole rows (16 L2 sectors) where two per-feature adds would touch 32 sectors
-twice; the backward is bound by these atomics.
+twice; the backward is bound by these atomics. It also issues fewer of them: a ray's consecutive
+samples often fall in one cell of a level (coarse levels, the proposal grids), so a segmented scan
+over the block sums each run of consecutive points in one cell and only the run's last point adds the
+sum (one add per run and corner instead of one per point). On random points the runs are single
+points and the scan costs nothing measurable; on rays it halves the backward (docs/NEURAL_FIELDS.md).
 
 Second derivatives (nerfacto's predicted normals train through d density / d x) are not fused: when
 the backward itself is differentiated (create_graph=True) it recomputes the level through the torch
@@ -88,6 +92,12 @@ def _weights(wx, wy, wz, corner: tl.constexpr):
 
 
 @triton.jit
+def _run_sum(start_a, a0, a1, start_b, b0, b1):
+    """Segmented sum: a run's values add up until an element that starts a new run."""
+    return start_a | start_b, tl.where(start_b != 0, b0, a0 + b0), tl.where(start_b != 0, b1, a1 + b1)
+
+
+@triton.jit
 def _hash_grid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr, n_points,
                    SHIFT: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr,
                    PAIRED: tl.constexpr, HALF: tl.constexpr):
@@ -137,6 +147,12 @@ def _hash_grid_bwd(x_ptr, table_ptr, gout_ptr, gout_sn, gout_sd, gtable_ptr, gx_
     if PAIRED:
         g0 = tl.load(grow + (level * 2).to(tl.int64) * gout_sd, mask=live, other=0.0).to(tl.float32)
         g1 = tl.load(grow + (level * 2 + 1).to(tl.int64) * gout_sd, mask=live, other=0.0).to(tl.float32)
+        if TABLE_GRAD:  # where runs of consecutive points in one cell start and end (module docstring)
+            lane = tl.arange(0, BLOCK)
+            pcx, pcy, pcz, _, _, _ = _cell(x_ptr, rows - 1, live & (lane > 0), scale, SHIFT)
+            ncx, ncy, ncz, _, _, _ = _cell(x_ptr, rows + 1, (rows + 1 < n_points) & (lane < BLOCK - 1), scale, SHIFT)
+            start = ((lane == 0) | (pcx != cx) | (pcy != cy) | (pcz != cz)).to(tl.int32)
+            last = (lane == BLOCK - 1) | (rows + 1 >= n_points) | (ncx != cx) | (ncy != cy) | (ncz != cz)
     else:
         feats = tl.arange(0, FP)
         live2 = live[:, None] & (feats < F)[None, :]
@@ -147,10 +163,11 @@ def _hash_grid_bwd(x_ptr, table_ptr, gout_ptr, gout_sn, gout_sd, gtable_ptr, gx_
         ax, ay, az = _weights(wx, wy, wz, corner)
         if TABLE_GRAD:
             if PAIRED:
-                # a row's two features on adjacent lanes: see the module's docstring
+                # each run's sum, added by its last point; a row's two features on adjacent lanes
                 w = ax * ay * az
-                tl.atomic_add(gtable_ptr + row[:, None] * 2 + tl.arange(0, 2)[None, :], tl.join(w * g0, w * g1),
-                              mask=live[:, None], sem="relaxed")
+                _, s0, s1 = tl.associative_scan((start, w * g0, w * g1), 0, _run_sum)
+                tl.atomic_add(gtable_ptr + row[:, None] * 2 + tl.arange(0, 2)[None, :], tl.join(s0, s1),
+                              mask=(live & last)[:, None], sem="relaxed")
             else:
                 tl.atomic_add(gtable_ptr + row[:, None] * F + feats[None, :], (ax * ay * az)[:, None] * g,
                               mask=live2, sem="relaxed")
