@@ -7,8 +7,8 @@ consecutive points often share a cell at the coarse levels and in the proposal g
 random points of the unit cube, each with the grid's samples per ray (nerfacto's defaults: 48 for the
 field, 256 and 96 for the proposal grids), uniform along it and sorted; the random rows have as many
 points, uniform in the cube. Only the table needs its gradient, as in a step without pose refinement.
-Wall time per call: under about 0.5 ms a pass is bound by the host's launches, not the kernels (the
-field's and the second proposal grid's rows on an H100); bench/kernel_roofline.py times the kernels.
+Wall times of these sub-millisecond passes varied by up to 2x between runs of the same kernel on an
+H100 (docs/NEURAL_FIELDS.md); bench/kernel_roofline.py's profiler times the kernels themselves.
 
     python bench/hash_grids_on_rays.py                        # CUDA, the Triton kernels
     python bench/hash_grids_on_rays.py --implementation torch --device cpu --rays 64 --repeats 2
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from models.fields.encodings import HashEncoding  # noqa: E402
 
-# name, HashEncoding arguments, samples per ray: the nerfacto model's defaults (conf/model/nerfacto.yaml)
+# name, HashEncoding arguments, samples per ray: the nerfacto model's defaults (src/models/nerfacto/config.py)
 GRIDS = (("field", dict(num_levels=16, max_res=2048, log2_hashmap_size=19), 48),
          ("proposal 1", dict(num_levels=5, max_res=128, log2_hashmap_size=17), 256),
          ("proposal 2", dict(num_levels=5, max_res=256, log2_hashmap_size=17), 96))
@@ -70,8 +70,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{name}, torch {torch.__version__}, implementation {args.implementation}, {args.rays} rays, "
           f"fastest of 5 rounds of {args.repeats} calls")
-    print("| grid | points | samples per ray | forward ms | forward + backward ms | backward ms |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| grid | points | samples per ray | forward ms | forward + backward ms |")
+    print("|---|---|---:|---:|---:|")
     for grid, kw, samples in GRIDS:
         enc = HashEncoding(implementation=args.implementation, **kw).to(device)
         n = args.rays * samples
@@ -82,7 +82,7 @@ def main() -> None:
                 fwd = timed(lambda: enc(x), device, args.repeats)
             both = timed(lambda: torch.autograd.grad(enc(x), [enc.table], grad), device, args.repeats)
             print(f"| {grid} | {points} | {samples if points == 'rays' else '-'} | {fwd * 1e3:.3f} | "
-                  f"{both * 1e3:.3f} | {(both - fwd) * 1e3:.3f} |")
+                  f"{both * 1e3:.3f} |")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ group's work is counted from the model itself:
   hash bwd     its backward: per point and level the output gradient read and 8 corners' features added
                into the table with atomic adds; the rate is also given in atomic adds per second (one
                add of F=2 float32 features each), the resource this kernel is bound by, counted per
-               point: the kernel adds a run of a ray's consecutive points in one cell once, so it
-               issues fewer on rays
+               point: the kernel adds a run of a ray's consecutive points in one cell once, so on rays
+               fewer adds reach L2
   layout, elementwise, reduce, other: time only (no work model)
 
 Under bf16 autocast (nerfacto) the matrix products' peak is bf16's (989 TFLOP/s dense on both parts);
