@@ -173,6 +173,26 @@ def _worker(fn, machine, local: int, queue, spawn_env: dict[str, str]) -> None:
         queue.put((rank.rank, False, payload))
         raise SystemExit(1)
     queue.put((rank.rank, True, pickle.dumps(result)))
+    _exit_without_teardown()
+
+
+def _exit_without_teardown() -> None:
+    """A rank that has reported ends as Python would (its threads joined, its atexit handlers run) but
+    without the interpreter's teardown, as multiprocessing's forked children end. In that teardown C++
+    objects are destroyed in no set order, and a finished CPU rank aborted there now and then (exit -6,
+    "terminate called without an active exception", twice in about a dozen CI runs, not reproduced
+    alone): a crash with the work complete and reported, which failed the job."""
+    import atexit
+    import sys
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # logging's flush among them; files are closed by their writers
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def barrier() -> None:

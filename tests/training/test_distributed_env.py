@@ -143,6 +143,25 @@ def _exit_in_rank_1(rank, after_reporting: bool):
     return rank.rank
 
 
+def _abort_in_teardown(rank):
+    """Registers libc's abort as an exit handler of the C runtime, where C++ static destructors run: the
+    process then aborts after the interpreter's teardown, as a crash in a C++ destructor would."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.__cxa_atexit(ctypes.cast(libc.abort, ctypes.c_void_p), None, None)
+    return rank.rank
+
+
+def test_a_rank_that_reported_skips_the_interpreter_teardown(env):
+    """A finished rank leaves without the interpreter's teardown, where a crash would fail a job whose
+    work is complete (its atexit handlers still run: the test above)."""
+    from training.distributed import launch
+
+    machine = SimpleNamespace(num_devices=2, num_machines=1, machine_rank=0, dist_url="auto", num_threads=1)
+    assert launch(machine, _abort_in_teardown) == 0
+
+
 @pytest.mark.parametrize("after_reporting, when", [(False, "before reporting"),
                                                    (True, "after reporting that it finished")])
 def test_a_rank_that_dies_is_named_with_when_it_died(env, after_reporting, when):
