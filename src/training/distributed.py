@@ -180,7 +180,7 @@ def _exit_without_teardown() -> None:
     """A rank that has reported ends as Python would (its threads joined, its atexit handlers run) but
     without the interpreter's teardown, as multiprocessing's forked children end. In that teardown C++
     objects are destroyed in no set order, and a finished CPU rank aborted there now and then (exit -6,
-    "terminate called without an active exception", twice in about a dozen CI runs, not reproduced
+    "terminate called without an active exception", seen twice in full test runs, not reproduced
     alone): a crash with the work complete and reported, which failed the job."""
     import atexit
     import sys
