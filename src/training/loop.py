@@ -169,9 +169,11 @@ class Trainer:
     def _gpu_idle_clock(self) -> GpuIdle | None:
         """The clock of train/gpu_idle_share (training/gpu_idle.py), where its gaps are the wait for data: on CUDA,
         with a log to read it at, one batch a step, and nothing else queueing GPU work or holding the host
-        between steps (no online rollouts, no viewer hooks)."""
+        between steps (no online rollouts, no observer with a `step_done` of its own: `viewer=none`'s
+        hooks, which train.py always passes, do nothing there)."""
+        quiet_hooks = type(self.hooks).step_done is LoopHooks.step_done
         plain = (self.device.type == "cuda" and self.loop.log_freq > 0 and self.loop.gradient_accumulation_steps == 1
-                 and self.online is None and type(self.hooks) is LoopHooks)
+                 and self.online is None and quiet_hooks)
         return GpuIdle() if plain else None
 
     def _eager_step(self, batches, params: list[torch.Tensor], finite: "_FiniteLoss"):

@@ -14,6 +14,7 @@ from toy_pipeline import ToyPipeline
 from tracking.base import NullTracker
 from training.gpu_idle import GpuIdle
 from training.loop import LoopConfig, Trainer
+from viewer import NoViewer
 
 SGD = OmegaConf.create({"_target_": "torch.optim.SGD", "lr": 0.1, "grad_clip_norm": 0.0})
 
@@ -76,6 +77,26 @@ def test_a_cpu_run_logs_no_gpu_idle_share(tmp_path):
     assert len(logged) == 2 and not any("train/gpu_idle_share" in m for m in logged)
 
 
+def test_the_share_is_kept_with_train_py_s_default_viewer_and_not_with_a_live_one():
+    """train.py always passes the viewer as the loop's hooks; `viewer=none`'s do nothing between steps, so
+    the GPU's idle share is still measured, while a live viewer's `step_done` works between steps."""
+    from types import SimpleNamespace
+
+    from training.loop import LoopHooks
+
+    class Live(LoopHooks):
+        def step_done(self, step):
+            pass
+
+    def clock(hooks):
+        trainer = SimpleNamespace(device=torch.device("cuda"), loop=LoopConfig(steps=4, log_freq=2), online=None,
+                                  hooks=hooks)
+        return Trainer._gpu_idle_clock(trainer)
+
+    assert clock(LoopHooks()) is not None and clock(NoViewer()) is not None
+    assert clock(Live()) is None
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: GPU idle time is read from CUDA events")
 @pytest.mark.parametrize("wait_s, expected", [(0.0, (0.0, 0.2)), (0.05, (0.6, 1.0))])
 def test_a_slow_loader_shows_as_gpu_idle_time(tmp_path, wait_s, expected):
@@ -109,6 +130,6 @@ def test_a_slow_loader_shows_as_gpu_idle_time(tmp_path, wait_s, expected):
     tracker = NullTracker()
     tracker.start(tmp_path, params={}, tags={})
     Trainer(LoopConfig(steps=30, log_freq=15, progress_bar=False, cuda_graph=False), pipe,
-            SGD, None, tracker, tmp_path, device, "x: 1\n").fit()
+            SGD, None, tracker, tmp_path, device, "x: 1\n", hooks=NoViewer()).fit()  # as train.py passes them
     shares = [m["train/gpu_idle_share"] for m in read_metrics(tmp_path) if "train/gpu_idle_share" in m]
     assert len(shares) == 2 and all(expected[0] <= s <= expected[1] for s in shares), shares
