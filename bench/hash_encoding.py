@@ -76,17 +76,22 @@ def bytes_per_point(enc: HashEncoding, backward: bool, x_grad: bool, table_bytes
     return fwd + bwd
 
 
-def timed(fn, repeats: int, device: str) -> float:
+def timed(fn, repeats: int, device: str, rounds: int = 1) -> float:
+    """Seconds per call, the calls queued back to back after two warm-up calls; with several `rounds`,
+    the fastest round's (a sub-millisecond call's mean moves with the host's launch jitter)."""
     fn()
     fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / repeats
+    best = float("inf")
+    for _ in range(rounds):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t0) / repeats)
+    return best
 
 
 def measure(forward, table: torch.Tensor, n: int, device: str, repeats: int, x_grad: bool) -> tuple[float, float]:

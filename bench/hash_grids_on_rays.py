@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from hash_encoding import timed  # noqa: E402
 from models.fields.encodings import HashEncoding  # noqa: E402
 
 # name, HashEncoding arguments, samples per ray: the nerfacto model's defaults (src/models/nerfacto/config.py)
@@ -38,24 +39,6 @@ def ray_samples(n_rays: int, samples: int, device, gen) -> torch.Tensor:
     ends = torch.rand(n_rays, 2, 3, device=device, generator=gen)
     s = torch.rand(n_rays, samples, 1, device=device, generator=gen).sort(dim=1).values
     return (ends[:, :1] + s * (ends[:, 1:] - ends[:, :1])).reshape(-1, 3)
-
-
-def timed(fn, device, repeats: int, rounds: int = 5) -> float:
-    """Seconds per call: the calls queued back to back, the fastest of `rounds` rounds (a pass takes well
-    under a millisecond, so one round's mean moves with the host's launch jitter)."""
-    for _ in range(2):
-        fn()
-    best = float("inf")
-    for _ in range(rounds):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return best
 
 
 def main() -> None:
@@ -79,8 +62,8 @@ def main() -> None:
                           ("random", torch.rand(n, 3, device=device, generator=gen))):
             grad = torch.randn(n, enc.out_dim, device=device, generator=gen)
             with torch.no_grad():
-                fwd = timed(lambda: enc(x), device, args.repeats)
-            both = timed(lambda: torch.autograd.grad(enc(x), [enc.table], grad), device, args.repeats)
+                fwd = timed(lambda: enc(x), args.repeats, device.type, rounds=5)
+            both = timed(lambda: torch.autograd.grad(enc(x), [enc.table], grad), args.repeats, device.type, rounds=5)
             print(f"| {grid} | {points} | {samples if points == 'rays' else '-'} | {fwd * 1e3:.3f} | "
                   f"{both * 1e3:.3f} |")
 
