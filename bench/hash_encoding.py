@@ -153,9 +153,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.devices or (["cuda"] if torch.cuda.is_available() else ["cpu"])
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}"
-          + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
     gpu = torch.cuda.get_device_name() if "cuda" in devices else ""
+    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}" + (f", {gpu}" if gpu else ""))
     hbm_tbs = PEAKS[gpu][0] / 1e12 if gpu in PEAKS else ISSUE_HBM_TBS
     print("hash encoding, 16 levels x 2 features, 2^19 rows/level, res 16..2048; GB/s as if every access "
           f"went to HBM ({gpu + ' HBM' if gpu in PEAKS else 'the issue H200 figure'}: {hbm_tbs} TB/s)")

@@ -260,8 +260,9 @@ def test_a_feature_pair_is_one_load_and_its_gradient_one_row_per_lane_pair(compi
     table loads (not 16 scalar loads shuffled through shared memory). Backward: the table's atomic adds
     act on (points, 2) blocks laid out with a row's two features on adjacent lanes, so a warp's atomic
     instruction updates 16 whole rows; two 1-D adds (all features 0, then all features 1) touch every
-    row's L2 sector twice, and measured forward + backward 1.6x slower on an H100 (the backward alone 1.9x). Before them, each corner's runs of
-    points in one cell are summed by a scan (test_runs_of_points_in_one_cell_sum_to_the_torch_table_gradient checks the sums)."""
+    row's L2 sector twice, and measured forward + backward 1.6x slower on an H100 (the backward alone
+    1.9x). Before them, each corner's runs of points in one cell are summed by a scan
+    (test_runs_of_points_in_one_cell_sum_to_the_torch_table_gradient checks the sums)."""
     import re
 
     common = {"SHIFT": 0.5, "F": 2, "FP": 2, "BLOCK": 128, "PAIRED": True}

@@ -155,7 +155,7 @@ def _abort_in_teardown(rank):
 
 def test_a_rank_that_reported_skips_the_interpreter_teardown(env):
     """A finished rank leaves without the interpreter's teardown, where a crash would fail a job whose
-    work is complete (its atexit handlers still run: the test above)."""
+    work is complete (its atexit handlers still run: the test below)."""
     from training.distributed import launch
 
     machine = SimpleNamespace(num_devices=2, num_machines=1, machine_rank=0, dist_url="auto", num_threads=1)
