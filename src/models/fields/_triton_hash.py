@@ -10,17 +10,18 @@ the output gradient into the table with atomic adds (float32, whatever the table
 x needs a gradient, adds the derivative of the trilinear weights into dL/dx, also atomically (the
 16 levels of one point).
 
-With 2 features per level (nerfacto's), a point's values stay in 1-D per-feature tensors: a corner's row
-is one load (two float32s in a 64-bit word, two bfloat16s in a 32-bit one), with no shuffle of a
-(points, 2) block through shared memory. The gradient does go through that shuffle, on purpose: its
-atomic adds act on a (points, 2) block whose two features sit on adjacent lanes, so one warp
-instruction updates 16 whole rows (16 L2 sectors) where two per-feature adds would touch 32 sectors
-twice; the backward is bound by these atomics. It also issues fewer of them: a ray's consecutive
-samples often fall in one cell of a level (coarse levels, the proposal grids), so a segmented scan
-over the block sums each run of consecutive points in one cell and only the run's last point adds the
-sum (one add per run and corner instead of one per point). On random points the runs are single
-points and the scan costs nothing measurable; in a nerfacto step it halved the hash grids' backward
-kernel time (docs/NEURAL_FIELDS.md). The F != 2 path adds per point.
+With 2 features per level (nerfacto's), a row is one machine word (two float32s in an int64, two bfloat16s
+in an int32). These kernels are bound by L2 sector requests (ncu on an H100 at 1M random points: the
+forward at 93% of L2 throughput, the backward at 88%), so they pair corners to issue fewer: the hash
+multiplies x by 1, so corners one step apart along x usually share an aligned 16-byte chunk. The
+forward reads each such pair with one 16-byte vector load, the backward adds both rows' gradients with
+one 4-float vector atomic (one sector request where two 2-float adds took two); chunks of a whole
+32-byte sector measured slower. The backward also issues fewer adds: a ray's consecutive samples often
+fall in one cell of a level (coarse levels, the proposal grids), so a segmented scan over the block
+sums each run of consecutive points in one cell and only the run's last point adds the sum (one add
+per run instead of one per point). On random points the runs are single points and the scan costs
+nothing measurable; in a nerfacto step it halved the hash grids' backward kernel time
+(docs/NEURAL_FIELDS.md gives both measurements). The F != 2 path reads and adds per corner and point.
 
 Second derivatives (nerfacto's predicted normals train through d density / d x) are not fused: when
 the backward itself is differentiated (create_graph=True) it recomputes the level through the torch
@@ -72,15 +73,40 @@ def _corner_row(cx, cy, cz, corner: tl.constexpr, side, size, offset, dense):
 
 
 @triton.jit
-def _pair(words_ptr, row, live, HALF: tl.constexpr):
-    """Both features of a 2-feature row from one load: an int64 word of two float32s, or an int32 word of
-    two bfloat16s (feature 0 in the low half: little-endian)."""
-    word = tl.load(words_ptr + row, mask=live, other=0)
+def _unpack(word, HALF: tl.constexpr):
+    """Both features of a 2-feature row from its machine word: two float32s in an int64, or two bfloat16s in
+    an int32 (feature 0 in the low half: little-endian)."""
     if HALF:  # a bfloat16 is the high half of the float32 it rounds
         low, high = word << 16, word & -65536
     else:
         low, high = word.to(tl.int32), (word >> 32).to(tl.int32)
     return low.to(tl.float32, bitcast=True), high.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _x_neighbours(words_ptr, r0, r1, live, HALF: tl.constexpr, BLOCK: tl.constexpr):
+    """The words of two corners one step apart along x (rows r0, r1), mostly from one vector load. The hash
+    multiplies x by 1, so x and x + 1 differ in the index's lowest bits and the two rows usually share an
+    aligned 16-byte chunk (two float32 rows: half the cells; four bfloat16 rows: three quarters); dense
+    levels index x + side * (...), the same. One 16-byte load reads the chunk of r0, a second load only
+    the lanes whose r1 lies outside it."""
+    CH: tl.constexpr = 4 if HALF else 2
+    base = (r0 // CH) * CH  # written so that the alignment analysis sees a multiple of CH (a vector load)
+    chunk = tl.load(words_ptr + base[:, None] + tl.arange(0, CH)[None, :], mask=live[:, None], other=0)
+    if HALF:
+        even, odd = tl.split(tl.reshape(chunk, (BLOCK, 2, 2)))  # rows (0, 2) and (1, 3) of the chunk
+        e0, e2 = tl.split(even)
+        e1, e3 = tl.split(odd)
+        k0, k1 = r0 - base, r1 - base
+        w0 = tl.where(k0 < 2, tl.where(k0 == 0, e0, e1), tl.where(k0 == 2, e2, e3))
+        w1 = tl.where(k1 < 2, tl.where(k1 == 0, e0, e1), tl.where(k1 == 2, e2, e3))
+    else:
+        e0, e1 = tl.split(chunk)
+        w0 = tl.where(r0 == base, e0, e1)
+        w1 = tl.where(r1 == base, e0, e1)
+    inside = (r1 >= base) & (r1 < base + CH)
+    apart = tl.load(words_ptr + r1, mask=live & (inside == 0), other=0)
+    return w0, tl.where(inside, w1, apart)
 
 
 @triton.jit
@@ -93,9 +119,39 @@ def _weights(wx, wy, wz, corner: tl.constexpr):
 
 
 @triton.jit
-def _run_sum(start_a, a0, a1, start_b, b0, b1):
-    """Segmented sum: a run's values add up until an element that starts a new run."""
-    return start_a | start_b, tl.where(start_b != 0, b0, a0 + b0), tl.where(start_b != 0, b1, a1 + b1)
+def _run_sums(start_a, a0, a1, a2, a3, start_b, b0, b1, b2, b3):
+    """Segmented sums of four values: a run's values add up until an element that starts a new run."""
+    new = start_b != 0
+    return (start_a | start_b, tl.where(new, b0, a0 + b0), tl.where(new, b1, a1 + b1), tl.where(new, b2, a2 + b2),
+            tl.where(new, b3, a3 + b3))
+
+
+@triton.jit
+def _add_x_neighbours(grad_ptr, r0, r1, a0, a1, b0, b1, add, BLOCK: tl.constexpr):
+    """Adds (a0, a1) into float32 row r0 of the table gradient and (b0, b1) into row r1, r1 being r0's
+    neighbour along x. Where the two rows are the two halves of an aligned 16-byte chunk (half the cells,
+    see _x_neighbours), one (points, 4) add covers both: a 16-byte vector atomic, one L2 sector request
+    instead of two. Elsewhere each row gets its own (points, 2) add."""
+    paired = r1 == (r0 ^ 1)
+    first = (r0 & 1) == 0  # r0 is the chunk's lower row
+    low0, low1 = tl.where(first, a0, b0), tl.where(first, a1, b1)
+    high0, high1 = tl.where(first, b0, a0), tl.where(first, b1, a1)
+    chunk = tl.reshape(tl.join(tl.join(low0, high0), tl.join(low1, high1)), (BLOCK, 4))  # low0 low1 high0 high1
+    tl.atomic_add(grad_ptr + (r0 // 2 * 2)[:, None] * 2 + tl.arange(0, 4)[None, :], chunk,
+                  mask=(add & paired)[:, None], sem="relaxed")
+    apart = (add & (paired == 0))[:, None]
+    pair = tl.arange(0, 2)[None, :]
+    tl.atomic_add(grad_ptr + r0[:, None] * 2 + pair, tl.join(a0, a1), mask=apart, sem="relaxed")
+    tl.atomic_add(grad_ptr + r1[:, None] * 2 + pair, tl.join(b0, b1), mask=apart, sem="relaxed")
+
+
+@triton.jit
+def _dx_terms(corner: tl.constexpr, ax, ay, az, dot):
+    """One corner's terms of d out / d (cell position) . g, per axis (dot = its features . g)."""
+    sx = 1.0 if corner & 1 else -1.0
+    sy = 1.0 if (corner >> 1) & 1 else -1.0
+    sz = 1.0 if (corner >> 2) & 1 else -1.0
+    return sx * ay * az * dot, sy * ax * az * dot, sz * ax * ay * dot
 
 
 @triton.jit
@@ -110,12 +166,14 @@ def _hash_grid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, side_ptr, size_ptr, off
     if PAIRED:  # 2 features (nerfacto's): one load per corner, one coalesced row per feature
         acc0 = tl.zeros((BLOCK,), dtype=tl.float32)
         acc1 = tl.zeros((BLOCK,), dtype=tl.float32)
-        for corner in tl.static_range(8):
-            row = _corner_row(cx, cy, cz, corner, side, size, offset, dense)
-            ax, ay, az = _weights(wx, wy, wz, corner)
-            v0, v1 = _pair(table_ptr, row, live, HALF)
-            acc0 += ax * ay * az * v0
-            acc1 += ax * ay * az * v1
+        for corner in tl.static_range(0, 8, 2):  # corner + 1 is corner's neighbour along x
+            w = _x_neighbours(table_ptr, _corner_row(cx, cy, cz, corner, side, size, offset, dense),
+                              _corner_row(cx, cy, cz, corner + 1, side, size, offset, dense), live, HALF, BLOCK)
+            for j in tl.static_range(2):
+                ax, ay, az = _weights(wx, wy, wz, corner + j)
+                v0, v1 = _unpack(w[j], HALF)
+                acc0 += ax * ay * az * v0
+                acc1 += ax * ay * az * v1
         tl.store(out_ptr + (level * 2).to(tl.int64) * n_points + rows, acc0, mask=live)
         tl.store(out_ptr + (level * 2 + 1).to(tl.int64) * n_points + rows, acc1, mask=live)
     else:
@@ -159,32 +217,37 @@ def _hash_grid_bwd(x_ptr, table_ptr, gout_ptr, gout_sn, gout_sd, gtable_ptr, gx_
         live2 = live[:, None] & (feats < F)[None, :]
         g = tl.load(grow[:, None] + (level * F + feats)[None, :].to(tl.int64) * gout_sd,
                     mask=live2, other=0.0).to(tl.float32)
-    for corner in tl.static_range(8):
-        row = _corner_row(cx, cy, cz, corner, side, size, offset, dense)
-        ax, ay, az = _weights(wx, wy, wz, corner)
-        if TABLE_GRAD:
-            if PAIRED:
-                # each run's sum, added by its last point; a row's two features on adjacent lanes
-                w = ax * ay * az
-                _, s0, s1 = tl.associative_scan((start, w * g0, w * g1), 0, _run_sum)
-                tl.atomic_add(gtable_ptr + row[:, None] * 2 + tl.arange(0, 2)[None, :], tl.join(s0, s1),
-                              mask=(live & last)[:, None], sem="relaxed")
-            else:
+    if PAIRED:
+        for corner in tl.static_range(0, 8, 2):  # corner + 1 is corner's neighbour along x
+            r0 = _corner_row(cx, cy, cz, corner, side, size, offset, dense)
+            r1 = _corner_row(cx, cy, cz, corner + 1, side, size, offset, dense)
+            ax0, ay, az = _weights(wx, wy, wz, corner)
+            ax1, _, _ = _weights(wx, wy, wz, corner + 1)
+            if TABLE_GRAD:  # each run's sums, added by its last point
+                w0, w1 = ax0 * ay * az, ax1 * ay * az
+                _, a0, a1, b0, b1 = tl.associative_scan((start, w0 * g0, w0 * g1, w1 * g0, w1 * g1), 0, _run_sums)
+                _add_x_neighbours(gtable_ptr, r0, r1, a0, a1, b0, b1, live & last, BLOCK)
+            if X_GRAD:
+                w = _x_neighbours(table_ptr, r0, r1, live, HALF, BLOCK)
+                for j in tl.static_range(2):
+                    v0, v1 = _unpack(w[j], HALF)
+                    tx, ty, tz = _dx_terms(corner + j, ax0 if j == 0 else ax1, ay, az, v0 * g0 + v1 * g1)
+                    gx += tx
+                    gy += ty
+                    gz += tz
+    else:
+        for corner in tl.static_range(8):
+            row = _corner_row(cx, cy, cz, corner, side, size, offset, dense)
+            ax, ay, az = _weights(wx, wy, wz, corner)
+            if TABLE_GRAD:
                 tl.atomic_add(gtable_ptr + row[:, None] * F + feats[None, :], (ax * ay * az)[:, None] * g,
                               mask=live2, sem="relaxed")
-        if X_GRAD:
-            if PAIRED:
-                v0, v1 = _pair(table_ptr, row, live, HALF)
-                dot = v0 * g0 + v1 * g1
-            else:
+            if X_GRAD:
                 value = tl.load(table_ptr + row[:, None] * F + feats[None, :], mask=live2, other=0.0)
-                dot = tl.sum(value.to(tl.float32) * g, axis=1)
-            sx = 1.0 if corner & 1 else -1.0
-            sy = 1.0 if (corner >> 1) & 1 else -1.0
-            sz = 1.0 if (corner >> 2) & 1 else -1.0
-            gx += sx * ay * az * dot
-            gy += sy * ax * az * dot
-            gz += sz * ax * ay * dot
+                tx, ty, tz = _dx_terms(corner, ax, ay, az, tl.sum(value.to(tl.float32) * g, axis=1))
+                gx += tx
+                gy += ty
+                gz += tz
     if X_GRAD:
         tl.atomic_add(gx_ptr + rows * 3, gx * scale, mask=live, sem="relaxed")
         tl.atomic_add(gx_ptr + rows * 3 + 1, gy * scale, mask=live, sem="relaxed")
