@@ -10,16 +10,20 @@ bench/nerfacto_quality.py measures the same through train.py, with the data and 
     python bench/nerfacto_step.py --device cuda --amp off --steps 20
     python bench/nerfacto_step.py --device cpu --rays 256 --steps 3 --amp off
     python bench/nerfacto_step.py --device cuda --implementations triton --graph off on --steps 50 --warmup 12
+    python bench/nerfacto_step.py --device cuda --implementations triton --graph on --compile off on --steps 50 --warmup 12
 
 `--graph on` rows replay the step from CUDA graphs (machine.cuda_graph, training/step_graph.py) with a fused,
 capturable Adam, and `graph_variant` run on the host before each replay, as the loop does. nerfacto's step has
 two variants (proposal networks updated or not) and both are captured in the first 12 steps (updates every
 step until step 10, then every other step early in the schedule): their warm-up steps are at least 12.
+`--compile on` rows compile the model first (machine.compile, training/speed.py: on by default for nerfacto on
+CUDA); its warm-up steps then include the compilation, which the timed steps do not.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -31,6 +35,7 @@ import torch  # noqa: E402
 from data.nerf.rays import RayBundle  # noqa: E402
 from models.nerfacto.model import NerfactoModel  # noqa: E402
 from training.device import autocast, grad_scaler  # noqa: E402
+from training.speed import prepare_model  # noqa: E402
 from training.step_graph import StepGraph  # noqa: E402
 
 
@@ -51,6 +56,8 @@ def main():
     p.add_argument("--amp", default="bf16", choices=["off", "bf16", "fp16"], help="autocast dtype (off: fp32)")
     p.add_argument("--graph", nargs="+", default=["off"], choices=["off", "on"],
                    help="rows with the step replayed from CUDA graphs (CUDA, no fp16 loss scaling)")
+    p.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
+                   help="rows with the model compiled by torch.compile (machine.compile)")
     args = p.parse_args()
     if "on" in args.graph and (args.device != "cuda" or args.amp == "fp16"):
         p.error("--graph on needs --device cuda and --amp off or bf16 (a captured step takes no grad scaler)")
@@ -63,20 +70,22 @@ def main():
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for n_rays in args.rays:
         base = None
-        for impl in args.implementations:
-            for graph in args.graph:
-                ms, mem, n_params, loss = measure(impl, n_rays, device, use_amp, dtype, args, graph == "on")
-                base = base or (ms if impl == "torch" and graph == "off" else None)
-                ratio = f"{base / ms:.2f}x" if base else "-"
-                step = "CUDA graphs, fused Adam" if graph == "on" else "eager, foreach Adam"
-                print(f"| {impl} | {step} | {n_rays} | {ms:.1f} | {n_rays / ms * 1e3:.0f} | {ratio} | {mem:.2f} | "
-                      f"{n_params:,} | {loss:.5f} |", flush=True)
+        for impl, graph, compiled in itertools.product(args.implementations, args.graph, args.compile):
+            ms, mem, n_params, loss = measure(impl, n_rays, device, use_amp, dtype, args, graph == "on",
+                                              compiled == "on")
+            base = base or (ms if impl == "torch" and graph == "off" and compiled == "off" else None)
+            ratio = f"{base / ms:.2f}x" if base else "-"
+            step = ("CUDA graphs, fused Adam" if graph == "on" else "eager, foreach Adam") + \
+                (", compiled" if compiled == "on" else "")
+            print(f"| {impl} | {step} | {n_rays} | {ms:.1f} | {n_rays / ms * 1e3:.0f} | {ratio} | {mem:.2f} | "
+                  f"{n_params:,} | {loss:.5f} |", flush=True)
 
 
-def measure(impl, n_rays, device, use_amp, dtype, args, graphed=False):
+def measure(impl, n_rays, device, use_amp, dtype, args, graphed=False, compiled=False):
     scaler = grad_scaler(device, use_amp, dtype)
     torch.manual_seed(0)
     model = NerfactoModel(100, None, implementation=impl).to(device).train()
+    prepare_model(model, {"compile": compiled}, device)
     groups = model.get_param_groups()
     opt = torch.optim.Adam([{"params": v} for v in groups.values() if v], lr=1e-2, eps=1e-15,
                            **({"fused": True, "capturable": True} if graphed else {}))

@@ -259,7 +259,9 @@ class MachineConfig:
     tf32: bool = True             # TF32 matmuls and convolutions on CUDA (LeRobot's train sets the same)
     cudnn_benchmark: bool = True  # cuDNN times its algorithms per input shape once (LeRobot's choice too)
     channels_last: bool = False   # 4-D weights and images in NHWC: cuDNN's native layout, no conversions
-    compile: bool = False         # torch.compile of the model (its forward and backward), on first use
+    # torch.compile of the model (its forward and backward), on first use; null: on CUDA for a model that
+    # declares `compile_on_cuda` (nerfacto: measured faster there, training/speed.py), off otherwise
+    compile: Optional[bool] = None
     # the whole training step replayed from one CUDA graph (training/step_graph.py); null: wherever the
     # run allows it (CUDA, one device, a model that declares a capturable step, no grad scaler, ...)
     cuda_graph: Optional[bool] = None

@@ -46,10 +46,13 @@ def _replaying_capture(run, device, warmup):
     return Replay(), outputs
 
 
-def _train(compose, run_dir, device, graphed, steps, resume=None):
+def _train(compose, run_dir, device, graphed, steps, resume=None, compiled=False):
+    from omegaconf import OmegaConf
+
     from pipelines.nerf import NerfPipeline
     from tracking.base import NullTracker
     from training.loop import LoopConfig, Trainer
+    from training.speed import prepare_model
 
     # Adam's eps at 1e-8, not nerfacto's 1e-15: with 1e-15 a hash entry whose gradient is ~0 steps by +-lr
     # whatever its size, so the last-bit differences between the eager (foreach) and the captured (fused,
@@ -58,6 +61,7 @@ def _train(compose, run_dir, device, graphed, steps, resume=None):
                           "optimizer.proposal_networks.eps=1e-8"])
     torch.manual_seed(0)  # the model's initial weights
     pipeline = NerfPipeline(cfg, torch.device(device))
+    prepare_model(pipeline.model, OmegaConf.create({"compile": compiled}), torch.device(device))
     tracker = NullTracker()
     tracker.start(run_dir, params={}, tags={})
     loop = LoopConfig(steps=steps, log_freq=1, save_freq=10, progress_bar=False, cuda_graph=graphed)
@@ -99,6 +103,27 @@ def test_a_captured_nerfacto_step_trains_as_the_eager_one_and_resumes_eagerly(co
     np.testing.assert_allclose(np.array(resumed)[-10:], np.array(eager)[10:], rtol=1e-4, atol=1e-6)
     for a, b in zip(resumed_weights, eager_weights):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device"))])
+def test_a_compiled_nerfacto_step_is_captured_and_trains_as_the_eager_one(compose, tmp_path, monkeypatch, device):
+    """machine.compile (on by default for nerfacto on CUDA) under a captured step: the compiled model's
+    step, both variants captured, trains as the eager model's. Inductor fuses the elementwise chains, so
+    float32 rounding differs in the last bits; the losses agree to 1e-3 over 20 steps."""
+    from training.loop import Trainer
+
+    monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path / "home"))
+    if device == "cpu":
+        monkeypatch.setattr("training.step_graph.capture", _replaying_capture)
+        monkeypatch.setattr(Trainer, "graph_blocker", lambda self: None)  # it refuses a CPU
+    eager, _, _ = _train(compose, tmp_path / "eager", device, True, STEPS)
+    CAPTURES.clear()
+    compiled, _, model = _train(compose, tmp_path / "compiled", device, True, STEPS, compiled=True)
+    assert model._compiled_call_impl is not None
+    if device == "cpu":
+        assert len(CAPTURES) == 2
+    np.testing.assert_allclose(np.array(compiled)[:, 0], np.array(eager)[:, 0], rtol=1e-3)
 
 
 def test_settling_the_proposal_update_ahead_keeps_the_per_forward_schedule():

@@ -116,6 +116,18 @@ def test_rgb_renderer_backgrounds_and_depth():
     torch.testing.assert_close(gt, torch.tensor([[1.0, 0.5, 0.5]]))
     starts, ends = torch.tensor([0.0, 1.0, 2.0]).view(1, 3, 1), torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1)
     assert render_depth(w, starts, ends, "median").item() == 1.5  # cumulative weight passes 0.5 at sample 1
+    # the median's index is the first sample whose cumulative weight reaches 0.5, as searchsorted finds it;
+    # rays whose cumulative weight hits 0.5 exactly, and rays that never reach it (the last sample)
+    weights = torch.rand(64, 12, 1, generator=torch.Generator().manual_seed(0)) / 6
+    weights[:8] = torch.tensor([0.25, 0.25, 0.5] + [0.0] * 9)[:, None]
+    weights[8:16] = 0.01
+    edges = torch.cumsum(torch.rand(64, 13, 1, generator=torch.Generator().manual_seed(1)), dim=1)
+    cumulative = torch.cumsum(weights[..., 0], dim=-1)
+    first = torch.searchsorted(cumulative, torch.full((64, 1), 0.5), side="left").clamp(max=11)
+    mids = (edges[:, :-1] + edges[:, 1:])[..., 0] / 2
+    torch.testing.assert_close(render_depth(weights, edges[:, :-1], edges[:, 1:], "median"), mids.gather(1, first),
+                               rtol=0, atol=0)
+    assert (first[:8] == 1).all() and (first[8:16] == 11).all()
     assert render_depth(w, starts, ends, "expected").item() == pytest.approx((0.5 * 1.5 + 0.25 * 2.5) / 0.75)
 
 

@@ -81,11 +81,31 @@ def test_fused_adam_only_where_every_parameter_is_on_cuda():
         assert build_optimizer(cfg, gpu)[0].defaults["fused"] is True
 
 
-def test_compile_wraps_the_model_in_place_and_keeps_its_state_dict_keys():
+def test_compile_wraps_the_model_in_place_and_keeps_its_state_dict_keys(monkeypatch):
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor, "fallback_random", False)
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
     keys = list(model.state_dict())
     assert prepare_model(model, OmegaConf.create({"compile": True}), torch.device("cpu")) is model
     assert model._compiled_call_impl is not None and list(model.state_dict()) == keys
+    assert inductor.fallback_random  # random draws through the eager ops: the same samples, graph-safe
+
+
+def test_compile_null_is_on_for_cuda_and_a_model_that_declares_it():
+    from training.speed import compiles
+
+    plain, declared = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    declared.compile_on_cuda = True
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    null = OmegaConf.create({"compile": None})
+    assert compiles(declared, null, cuda) and not compiles(declared, null, cpu) and not compiles(plain, null, cuda)
+    for asked in (True, False):
+        setting = OmegaConf.create({"compile": asked})
+        assert all(compiles(m, setting, d) is asked for m in (plain, declared) for d in (cuda, cpu))
+    from models.nerfacto.model import NerfactoModel
+    from models.diffusion.modeling import DiffusionPolicy
+    assert NerfactoModel.compile_on_cuda and not getattr(DiffusionPolicy, "compile_on_cuda", False)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

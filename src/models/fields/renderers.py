@@ -92,8 +92,10 @@ def render_depth(weights: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
     if method != "median":
         raise ValueError(f"depth method {method!r} is not one of median, expected")
     cumulative = torch.cumsum(weights[..., 0], dim=-1)
-    split = torch.full_like(cumulative[:, :1], 0.5)
-    idx = torch.clamp(torch.searchsorted(cumulative.contiguous(), split, side="left"), 0, steps.shape[-2] - 1)
+    # the first sample whose cumulative weight reaches 0.5: a count, as searchsorted(side="left") finds it
+    # in the nondecreasing cumulative sum, written so torch.compile fuses it (its searchsorted of a
+    # constant failed to compile in torch 2.11's Inductor)
+    idx = torch.clamp((cumulative < 0.5).sum(dim=-1, keepdim=True), 0, steps.shape[-2] - 1)
     return torch.gather(steps[..., 0], dim=-1, index=idx)
 
 
