@@ -46,6 +46,20 @@ def _replaying_capture(run, device, warmup):
     return Replay(), outputs
 
 
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device"))])
+def device(request, tmp_path, monkeypatch):
+    """Where the steps train. On a CPU the capture is the stand-in above, and the loop's refusal of a CPU
+    is lifted; with CUDA the real graphs run."""
+    from training.loop import Trainer
+
+    monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path / "home"))
+    if request.param == "cpu":
+        monkeypatch.setattr("training.step_graph.capture", _replaying_capture)
+        monkeypatch.setattr(Trainer, "graph_blocker", lambda self: None)  # it refuses a CPU
+    return request.param
+
+
 def _train(compose, run_dir, device, graphed, steps, resume=None, compiled=False):
     from omegaconf import OmegaConf
 
@@ -75,15 +89,7 @@ def _train(compose, run_dir, device, graphed, steps, resume=None, compiled=False
     return rows, [p.detach().clone() for p in pipeline.model.parameters()], pipeline.model
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device"))])
-def test_a_captured_nerfacto_step_trains_as_the_eager_one_and_resumes_eagerly(compose, tmp_path, monkeypatch, device):
-    from training.loop import Trainer
-
-    monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path / "home"))
-    if device == "cpu":
-        monkeypatch.setattr("training.step_graph.capture", _replaying_capture)
-        monkeypatch.setattr(Trainer, "graph_blocker", lambda self: None)  # it refuses a CPU
+def test_a_captured_nerfacto_step_trains_as_the_eager_one_and_resumes_eagerly(compose, tmp_path, device):
     eager, eager_weights, _ = _train(compose, tmp_path / "eager", device, False, STEPS)
     CAPTURES.clear()
     graphed, graphed_weights, model = _train(compose, tmp_path / "graph", device, True, STEPS)
@@ -105,18 +111,10 @@ def test_a_captured_nerfacto_step_trains_as_the_eager_one_and_resumes_eagerly(co
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device"))])
-def test_a_compiled_nerfacto_step_is_captured_and_trains_as_the_eager_one(compose, tmp_path, monkeypatch, device):
+def test_a_compiled_nerfacto_step_is_captured_and_trains_as_the_eager_one(compose, tmp_path, device):
     """machine.compile (on by default for nerfacto on CUDA) under a captured step: the compiled model's
     step, both variants captured, trains as the eager model's. Inductor fuses the elementwise chains, so
     float32 rounding differs in the last bits; the losses agree to 1e-3 over 20 steps."""
-    from training.loop import Trainer
-
-    monkeypatch.setenv("HYDRABOT_HOME", str(tmp_path / "home"))
-    if device == "cpu":
-        monkeypatch.setattr("training.step_graph.capture", _replaying_capture)
-        monkeypatch.setattr(Trainer, "graph_blocker", lambda self: None)  # it refuses a CPU
     eager, _, _ = _train(compose, tmp_path / "eager", device, True, STEPS)
     CAPTURES.clear()
     compiled, _, model = _train(compose, tmp_path / "compiled", device, True, STEPS, compiled=True)
