@@ -159,10 +159,10 @@ class Trainer:
             why = "offline training (online.steps=0: the online phase's batches change their keys)"
         elif self.scaler.is_enabled():
             why = "no grad scaler (use_amp with amp_dtype=bf16 and use_grad_scaler=false, or use_amp=false)"
-        elif getattr(self.model, "_compiled_call_impl", None) is not None and not getattr(self.model, "compile_on_cuda",
-                                                                                         False):
+        elif (getattr(self.model, "_compiled_call_impl", None) is not None
+              and getattr(self.model, "compile_blocker", "") is not None):
             why = (f"an uncompiled model (machine.compile=false): a compiled model is captured only where that was "
-                   f"measured, a model that declares compile_on_cuda ({type(self.model).__name__} does not)")
+                   f"measured, a model that declares compile_blocker None ({type(self.model).__name__} does not)")
         elif not getattr(self.model, "capturable_step", False):
             why = (f"a model that declares a capturable step ({type(self.model).__name__} does not, or not with "
                    "these settings: its capturable_step says why)")

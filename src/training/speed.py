@@ -7,9 +7,11 @@
 - `channels_last`: the model's 4-D weights in NHWC, the layout cuDNN's fastest kernels use (and
   oneDNN's on CPU); image encoders write their crops in their weights' layout (models/common/vision.py).
 - `compile`: `torch.compile` of the model in place (`nn.Module.compile`, so its state_dict keys and
-  checkpoints do not change); the first steps compile. null compiles on CUDA a model that declares
-  `compile_on_cuda = True`, where it was measured faster and a captured step may hold it (nerfacto:
-  its step's hundreds of small elementwise kernels fuse; docs/NEURAL_FIELDS.md). Random draws inside
+  checkpoints do not change); the first steps compile. A model may declare `compile_blocker`: None
+  where compiling it was measured faster and a captured step may hold it, so that null compiles it on
+  one CUDA device (nerfacto: its step's hundreds of small elementwise kernels fuse; docs/NEURAL_FIELDS.md),
+  or a reason it cannot be compiled, which true is refused with. A model without it is compiled only
+  under true (Diffusion Policy: measured, no faster). Random draws inside
   compiled code go through the eager ops (Inductor's `fallback_random`): a compiled run draws the
   same samples as an eager one, from the generator a captured step keeps graph-safe.
 - `uint8_transport`: camera frames travel from the DataLoader as stored (uint8: a quarter of float32's
@@ -26,6 +28,8 @@ import logging
 
 import torch
 
+from config.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -38,10 +42,15 @@ def apply_backend_choices(machine, device: torch.device) -> None:
 
 
 def compiles(model: torch.nn.Module, machine, device: torch.device) -> bool:
-    """machine.compile resolved: true or false as set; null on CUDA for a model that declares compile_on_cuda."""
+    """machine.compile resolved: false as set; true unless the model says why it cannot be (ConfigError);
+    null on one CUDA device for a model whose compile_blocker is None (compiled with DDP was not tried)."""
     asked = machine.get("compile", None)
+    blocker = getattr(model, "compile_blocker", "")
     if asked is None:
-        return device.type == "cuda" and bool(getattr(model, "compile_on_cuda", False))
+        one_device = machine.get("num_devices", 1) * machine.get("num_machines", 1) == 1
+        return device.type == "cuda" and one_device and blocker is None
+    if asked and blocker:
+        raise ConfigError(f"machine.compile=true needs {blocker}; set machine.compile=false")
     return bool(asked)
 
 

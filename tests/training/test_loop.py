@@ -212,7 +212,7 @@ def test_the_default_captures_the_step_only_where_the_run_allows_it(tmp_path, mo
 
 def test_a_compiled_model_is_captured_only_where_the_model_declares_it_measured(tmp_path):
     """machine.compile with a captured step: refused under true (eager under null) unless the model declares
-    compile_on_cuda (nerfacto, whose compiled step was measured captured on a GPU)."""
+    compile_blocker None (nerfacto, whose compiled step was measured captured on a GPU)."""
     from config.errors import ConfigError
 
     tracker = NullTracker()
@@ -225,10 +225,10 @@ def test_a_compiled_model_is_captured_only_where_the_model_declares_it_measured(
         return Trainer(LoopConfig(steps=1, progress_bar=False, cuda_graph=True), pipeline, ADAMW, None, tracker,
                        tmp_path, torch.device("cuda"), "x: 1\n")
 
-    with pytest.raises(ConfigError, match="an uncompiled model .* a model that declares compile_on_cuda "
+    with pytest.raises(ConfigError, match="an uncompiled model .* a model that declares compile_blocker None "
                                           r"\(Linear does not\)"):
         trainer()
-    pipeline.model.compile_on_cuda = True
+    pipeline.model.compile_blocker = None
     assert trainer().graphed is True
 
 

@@ -92,20 +92,30 @@ def test_compile_wraps_the_model_in_place_and_keeps_its_state_dict_keys(monkeypa
     assert inductor.fallback_random  # random draws through the eager ops: the same samples, graph-safe
 
 
-def test_compile_null_is_on_for_cuda_and_a_model_that_declares_it():
+def test_compile_null_is_on_for_one_cuda_device_and_a_model_that_declares_it():
+    from config.errors import ConfigError
+    from models.diffusion.modeling import DiffusionPolicy
+    from models.nerfacto.model import NerfactoModel
     from training.speed import compiles
 
-    plain, declared = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
-    declared.compile_on_cuda = True
+    plain, declared, blocked = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    declared.compile_blocker, blocked.compile_blocker = None, "model.predict_normals=false: why"
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    null = OmegaConf.create({"compile": None})
-    assert compiles(declared, null, cuda) and not compiles(declared, null, cpu) and not compiles(plain, null, cuda)
-    for asked in (True, False):
-        setting = OmegaConf.create({"compile": asked})
-        assert all(compiles(m, setting, d) is asked for m in (plain, declared) for d in (cuda, cpu))
-    from models.nerfacto.model import NerfactoModel
-    from models.diffusion.modeling import DiffusionPolicy
-    assert NerfactoModel.compile_on_cuda and not getattr(DiffusionPolicy, "compile_on_cuda", False)
+    null = OmegaConf.create({"compile": None, "num_devices": 1, "num_machines": 1})
+    assert compiles(declared, null, cuda) and not compiles(declared, null, cpu)
+    assert not compiles(plain, null, cuda) and not compiles(blocked, null, cuda)
+    assert not compiles(declared, OmegaConf.merge(null, {"num_devices": 2}), cuda)  # compiled with DDP: not tried
+    for model in (plain, declared, blocked):
+        assert compiles(model, OmegaConf.create({"compile": False}), cuda) is False
+    assert compiles(plain, OmegaConf.create({"compile": True}), cpu) and compiles(declared, OmegaConf.create(
+        {"compile": True}), cpu)
+    with pytest.raises(ConfigError, match=r"^machine.compile=true needs model.predict_normals=false: why; set "
+                                          r"machine.compile=false$"):
+        compiles(blocked, OmegaConf.create({"compile": True}), cuda)
+    assert not hasattr(DiffusionPolicy, "compile_blocker")  # measured no faster compiled: only under true
+    tiny = dict(num_levels=2, base_res=4, max_res=8, log2_hashmap_size=8, hidden_dim=8, hidden_dim_color=8)
+    assert NerfactoModel(2, implementation="torch", **tiny).compile_blocker is None
+    assert "predict_normals" in NerfactoModel(2, implementation="torch", predict_normals=True, **tiny).compile_blocker
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -40,10 +40,6 @@ class NerfactoModel(nn.Module):
     # Between proposal updates the proposal networks run without gradients (ProposalNetworkSampler), so
     # DistributedDataParallel must look for parameters a step left unused (nerfstudio does the same).
     ddp_find_unused_parameters = True
-    # machine.compile=null compiles it on CUDA, and a captured step may hold the compiled model: its step's
-    # hundreds of small elementwise and reduction kernels (samplers, renderer, losses) fuse; measured
-    # 1.7x the captured eager step's rays/s on an H100 (docs/NEURAL_FIELDS.md, "Compiled")
-    compile_on_cuda = True
 
     def __init__(self, num_train_cameras: int, scene_box: torch.Tensor | None = None,
                  camera_optimizer: Mapping[str, Any] | None = None, **config_kwargs):
@@ -134,6 +130,19 @@ class NerfactoModel(nn.Module):
         (its sigma is a host value of the step), predicted normals (a second autograd pass, untried) or
         tiny-cuda-nn (its memory arena synchronises the device when it grows, which a capture forbids)."""
         return not (self.needs_depth or self.config.predict_normals or self.config.implementation == "tcnn")
+
+    @property
+    def compile_blocker(self) -> str | None:
+        """None where machine.compile=null compiles this model on CUDA and a captured step may hold the
+        compiled model: its step's hundreds of small elementwise and reduction kernels (samplers, renderer,
+        losses) fuse, 1.75x the captured eager step's rays/s on an H100 (docs/NEURAL_FIELDS.md,
+        "Compiled"). Otherwise why it is not compiled (refused under machine.compile=true)."""
+        if self.config.predict_normals:
+            return ("model.predict_normals=false: the normals' losses differentiate a gradient, which "
+                    "torch.compile's autograd does not take")
+        if self.config.implementation == "tcnn":
+            return "model.implementation other than tcnn (tiny-cuda-nn's kernels under torch.compile were not tried)"
+        return None
 
     def graph_variant(self, step: int) -> bool:
         """The host part of training step `step` when its device work is replayed from a CUDA graph
