@@ -259,8 +259,9 @@ class MachineConfig:
     tf32: bool = True             # TF32 matmuls and convolutions on CUDA (LeRobot's train sets the same)
     cudnn_benchmark: bool = True  # cuDNN times its algorithms per input shape once (LeRobot's choice too)
     channels_last: bool = False   # 4-D weights and images in NHWC: cuDNN's native layout, no conversions
-    # torch.compile of the model (its forward and backward), on first use; null: on CUDA for a model that
-    # declares compile_blocker None (nerfacto: measured faster there; training/speed.py), off otherwise
+    # torch.compile of the model (its forward and backward), on first use; null: where the step is captured
+    # (machine.cuda_graph) and the model declares compile_blocker None (nerfacto: measured faster there;
+    # training/speed.py), off otherwise
     compile: Optional[bool] = None
     # the whole training step replayed from one CUDA graph (training/step_graph.py); null: wherever the
     # run allows it (CUDA, one device, a model that declares a capturable step, no grad scaler, ...)

@@ -27,6 +27,7 @@ from training.gpu_idle import GpuIdle
 from training.optim import GroupedOptimizer, build_optimizer, build_scheduler, capture_blocker
 from training.progress import Progress
 from training.rng import get_rng_state, seed_everything, set_rng_state
+from training.speed import compile_model
 from training.step_graph import StepGraph, portable_state, set_capturable
 
 log = logging.getLogger("train")
@@ -52,6 +53,9 @@ class LoopConfig:
     # machine.cuda_graph: the step replayed from one CUDA graph (training/step_graph.py); None: wherever
     # the run allows it (Trainer.graph_blocker), True: refused where it does not
     cuda_graph: bool | None = None
+    # machine.compile: None compiles the model here where its step is captured and the model declares
+    # compile_blocker None (training/speed.py); True and False were applied by prepare_model
+    compile: bool | None = None
 
 
 def _due(step: int, freq: int, last: int) -> bool:
@@ -118,6 +122,9 @@ class Trainer:
                 find_unused_parameters=bool(getattr(self.model, "ddp_find_unused_parameters", False)))
         self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype, force=loop.use_grad_scaler)
         self.graphed = self._resolve_graph(loop.cuda_graph, optimizer_cfg)
+        if (loop.compile is None and self.graphed and getattr(self.model, "compile_blocker", "") is None
+                and getattr(self.model, "_compiled_call_impl", None) is None):
+            compile_model(self.model, "machine.compile=null, a captured step of a model measured faster compiled")
         self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params(),
                                                     capturable=self.graphed)
         self.scheduler = build_scheduler(scheduler_cfg, self.optimizer, loop.steps)

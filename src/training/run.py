@@ -256,7 +256,7 @@ def loop_config(cfg: DictConfig) -> LoopConfig:
                       save_only_latest_checkpoint=cfg.get("save_only_latest_checkpoint", False),
                       relative_model_dir=cfg.get("relative_model_dir", ckpt_lib.DEFAULT_MODEL_DIR),
                       use_grad_scaler=cfg.get("use_grad_scaler", False), log_gradients=cfg.get("log_gradients", False),
-                      cuda_graph=cfg.machine.get("cuda_graph"))
+                      cuda_graph=cfg.machine.get("cuda_graph"), compile=cfg.machine.get("compile"))
 
 
 def config_for_resume(ckpt: Path, task_overrides: list[str]) -> tuple[DictConfig, dict]:

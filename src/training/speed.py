@@ -8,12 +8,13 @@
   oneDNN's on CPU); image encoders write their crops in their weights' layout (models/common/vision.py).
 - `compile`: `torch.compile` of the model in place (`nn.Module.compile`, so its state_dict keys and
   checkpoints do not change); the first steps compile. A model may declare `compile_blocker`: None
-  where compiling it was measured faster and a captured step may hold it, so that null compiles it on
-  one CUDA device (nerfacto: its step's hundreds of small elementwise kernels fuse; docs/NEURAL_FIELDS.md),
-  or a reason it cannot be compiled, which true is refused with. A model without it is compiled only
-  under true (Diffusion Policy: measured, no faster). Random draws inside
-  compiled code go through the eager ops (Inductor's `fallback_random`): a compiled run draws the
-  same samples as an eager one, from the generator a captured step keeps graph-safe.
+  where its compiled step, captured, was measured faster, so that null compiles it wherever its step
+  is captured (the Trainer decides that: CUDA, one device, ...; nerfacto: its step's hundreds of small
+  elementwise kernels fuse; docs/NEURAL_FIELDS.md), or a reason it cannot be compiled, which true is
+  refused with. A model without it is compiled only under true (Diffusion Policy: measured, no faster).
+  Random draws inside compiled code go through the eager ops (Inductor's `fallback_random`, for this
+  compilation only): a compiled run draws the same samples as an eager one, from the generator a
+  captured step keeps graph-safe.
 - `uint8_transport`: camera frames travel from the DataLoader as stored (uint8: a quarter of float32's
   bytes in shared and pinned memory and in the host->device copy); the float conversion and the
   dataset's `image_transforms` run on the device, with the same values (data/device_images.py,
@@ -41,28 +42,21 @@ def apply_backend_choices(machine, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = bool(machine.cudnn_benchmark)
 
 
-def compiles(model: torch.nn.Module, machine, device: torch.device) -> bool:
-    """machine.compile resolved: false as set; true unless the model says why it cannot be (ConfigError);
-    null on one CUDA device for a model whose compile_blocker is None (compiled with DDP was not tried)."""
-    asked = machine.get("compile", None)
-    blocker = getattr(model, "compile_blocker", "")
-    if asked is None:
-        one_device = machine.get("num_devices", 1) * machine.get("num_machines", 1) == 1
-        return device.type == "cuda" and one_device and blocker is None
-    if asked and blocker:
-        raise ConfigError(f"machine.compile=true needs {blocker}; set machine.compile=false")
-    return bool(asked)
+def compile_model(model: torch.nn.Module, why: str) -> None:
+    """torch.compile of the model in place, its random draws through the eager ops (this compilation's
+    `fallback_random`): the same samples as an eager run, from the generator a captured step keeps graph-safe."""
+    log.info("compiling the model with torch.compile (%s): the first steps take longer", why)
+    model.compile(options={"fallback_random": True})
 
 
 def prepare_model(model: torch.nn.Module, machine, device: torch.device) -> torch.nn.Module:
-    """Memory format and compilation of a built model (in place; returns it)."""
+    """Memory format of a built model, and its compilation under machine.compile=true (in place; returns it).
+    null is resolved by the Trainer, which knows whether the step is captured."""
     if machine.get("channels_last", False):
         model.to(memory_format=torch.channels_last)
-    if compiles(model, machine, device):
-        import torch._inductor.config as inductor
-
-        inductor.fallback_random = True
-        log.info("compiling the model with torch.compile (machine.compile=%s): the first steps take longer",
-                 machine.get("compile", None))
-        model.compile()
+    if machine.get("compile", None):
+        blocker = getattr(model, "compile_blocker", None)
+        if blocker:
+            raise ConfigError(f"machine.compile=true needs {blocker}; set machine.compile=false")
+        compile_model(model, "machine.compile=true")
     return model

@@ -78,7 +78,7 @@ def _train(compose, run_dir, device, graphed, steps, resume=None, compiled=False
     prepare_model(pipeline.model, OmegaConf.create({"compile": compiled}), torch.device(device))
     tracker = NullTracker()
     tracker.start(run_dir, params={}, tags={})
-    loop = LoopConfig(steps=steps, log_freq=1, save_freq=10, progress_bar=False, cuda_graph=graphed)
+    loop = LoopConfig(steps=steps, log_freq=1, save_freq=10, progress_bar=False, cuda_graph=graphed, compile=compiled)
     trainer = Trainer(loop, pipeline, cfg.optimizer, cfg.scheduler, tracker, run_dir, torch.device(device), "x: 1\n")
     if resume is not None:
         trainer.restore(resume)

@@ -211,3 +211,21 @@ def test_average_init_density_scales_the_initial_density(compose):
         torch.testing.assert_close(quarter, 0.25 * full)
     with pytest.raises(ConfigError, match="average_init_density=0.0 is out of range: must be > 0"):
         NerfactoModel(3, **{**TINY, "average_init_density": 0.0})
+
+
+def test_render_image_runs_the_eager_forward_of_a_compiled_model():
+    """machine.compile compiles the training step; renders (varying chunk and image sizes) stay eager, so
+    they never wait for a compilation: Dynamo sees no frame during render_image."""
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    model = NerfactoModel(3, torch.tensor([[-2.0] * 3, [2.0] * 3]), **TINY)
+    model.compile(backend="eager")
+    model.eval()
+    torch._dynamo.reset()
+    before = torch._dynamo.utils.counters["frames"]["total"]
+    out = model.render_image(_rays(40), chunk=16)
+    assert out["rgb"].shape == (40, 3)
+    assert torch._dynamo.utils.counters["frames"]["total"] == before
+    model(_rays(8))  # the compiled call itself does go through Dynamo
+    assert torch._dynamo.utils.counters["frames"]["total"] > before

@@ -265,6 +265,7 @@ def test_x_neighbours_share_vector_loads_and_vector_adds(compiled):
     knowledge Triton emits no vector loads or adds at all.
     test_runs_of_points_in_one_cell_sum_to_the_torch_table_gradient and the interpreter tests check
     the values on both sides of every branch."""
+    import itertools
     import re
 
     common = {"SHIFT": 0.5, "F": 2, "FP": 2, "BLOCK": 128, "PAIRED": True}
@@ -273,14 +274,13 @@ def test_x_neighbours_share_vector_loads_and_vector_adds(compiled):
         assert len(re.findall(rf"@%p\d+ ld\.global\.{vector} ", fwd)) == 4
         assert len(re.findall(rf"@%p\d+ ld\.global\.{word} ", fwd)) == 4 + x_loads  # (+ x's 3 floats)
         assert "ld.shared" not in fwd
-    for x_grad in (False, True):
-        bwd = _compile_for_hopper("_hash_grid_bwd", **common, HALF=False, TABLE_GRAD=True, X_GRAD=x_grad)
+    for (half, vector), x_grad in itertools.product(((False, "v2.b64"), (True, "v4.b32")), (False, True)):
+        bwd = _compile_for_hopper("_hash_grid_bwd", **common, HALF=half, TABLE_GRAD=True, X_GRAD=x_grad)
         assert bwd["ptx"].count("atom.global.gpu.relaxed.add.v4.f32") == 4
         assert bwd["ptx"].count("atom.global.gpu.relaxed.add.v2.f32") == 8
         assert bwd["ptx"].count("atom.global.gpu.relaxed.add.f32") == (3 if x_grad else 0)  # x's 3 adds
         assert bwd["ttgir"].count('"tt.scan"') == 4
-        if x_grad:
-            assert len(re.findall(r"@%p\d+ ld\.global\.v2\.b64 ", bwd["ptx"])) == 4
+        assert len(re.findall(rf"@%p\d+ ld\.global\.{vector} ", bwd["ptx"])) == (4 if x_grad else 0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need a CUDA device")
@@ -307,13 +307,16 @@ def test_compiled_kernels_match_torch_on_cuda(compiled, kw):
         assert (got - want).abs().max() <= scale * tol * want.abs().max()
 
 
-def test_a_bf16_table_of_a_few_rows_is_read_inside_its_tensor(interpreted):
-    """A bf16 level of 2 rows (log2_hashmap_size=1), 3 levels: 6 rows, while the forward reads aligned
-    chunks of 4. The kernels see the table padded to 8 rows, and the values and gradients match torch."""
+@pytest.mark.parametrize("table_dtype, log2_rows, padded", [("bfloat16", 1, 8), ("float32", 0, 4)])
+def test_a_table_of_a_few_rows_is_read_inside_its_tensor(interpreted, table_dtype, log2_rows, padded):
+    """3 levels of 2 bf16 rows (6 rows) or of 1 fp32 row (3 rows), while the forward reads aligned 16-byte
+    chunks of 4 bf16 or 2 fp32 rows: the kernels see the table padded with zero rows, and the values and
+    gradients match torch."""
     from models.fields._triton_hash import _words
 
-    ref, fused = _pair(table_dtype="bfloat16", num_levels=3, base_res=2, max_res=4, log2_hashmap_size=1)
-    assert _words(fused.table.detach().to(torch.bfloat16), fused).numel() == 8
+    ref, fused = _pair(table_dtype=table_dtype, num_levels=3, base_res=2, max_res=4, log2_hashmap_size=log2_rows)
+    read = fused.table.detach().to(torch.bfloat16) if table_dtype == "bfloat16" else fused.table.detach()
+    assert _words(read, fused).numel() == padded
     x = _points(40)
     out_r, out_f = ref(x), fused(x)
     torch.testing.assert_close(out_f, out_r, rtol=1e-5, atol=1e-5)

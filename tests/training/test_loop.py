@@ -232,6 +232,27 @@ def test_a_compiled_model_is_captured_only_where_the_model_declares_it_measured(
     assert trainer().graphed is True
 
 
+def test_compile_null_compiles_a_declared_model_where_its_step_is_captured(tmp_path):
+    """machine.compile=null: the Trainer compiles the model only where its step is captured and the model
+    declares compile_blocker None (the measured case: compiled and eager, nerfacto recompiled every step)."""
+    tracker = NullTracker()
+    tracker.start(tmp_path, params={}, tags={})
+
+    def compiled(cuda_graph, declared, asked=None):
+        pipeline = ToyPipeline(batch_size=4)
+        pipeline.model.capturable_step = True
+        if declared:
+            pipeline.model.compile_blocker = None
+        Trainer(LoopConfig(steps=1, progress_bar=False, cuda_graph=cuda_graph, compile=asked), pipeline, ADAMW,
+                None, tracker, tmp_path, torch.device("cuda"), "x: 1\n")
+        return pipeline.model._compiled_call_impl is not None
+
+    assert compiled(None, True) and compiled(True, True)
+    assert not compiled(False, True)  # an eager step
+    assert not compiled(None, False)  # a model that does not declare it
+    assert not compiled(None, True, asked=False)
+
+
 def test_a_captured_step_needs_a_fused_adam():
     from config.errors import ConfigError
     from training.optim import build_optimizer

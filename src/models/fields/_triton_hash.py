@@ -275,14 +275,15 @@ def _constants(enc) -> dict:
 
 def _words(read: torch.Tensor, enc) -> torch.Tensor:
     """The table as the kernels address it: for 2 features, one machine word per row (the pair read
-    by one load), else the values. _x_neighbours reads aligned chunks of 4 bfloat16 rows (2 float32
-    ones): a bf16 table whose rows are not a multiple of 4 (2 rows a level, an odd number of levels)
-    gets zero rows appended, so the last chunk stays inside the tensor."""
+    by one load), else the values. _x_neighbours reads aligned 16-byte chunks (4 bfloat16 rows, 2
+    float32 ones): a table of tiny levels whose rows are not a multiple of that (bf16 with 2 rows a level,
+    fp32 with 1, and an odd number of levels) gets zero rows appended, so the last chunk stays inside it."""
     if enc.features_per_level != 2:
         return read
     words = read.reshape(-1).view(torch.int32 if enc.bf16_table else torch.int64)
-    if enc.bf16_table and words.numel() % 4:
-        words = torch.cat([words, words.new_zeros(4 - words.numel() % 4)])
+    chunk = 4 if enc.bf16_table else 2
+    if words.numel() % chunk:
+        words = torch.cat([words, words.new_zeros(chunk - words.numel() % chunk)])
     return words
 
 
