@@ -133,10 +133,11 @@ class NerfactoModel(nn.Module):
 
     @property
     def compile_blocker(self) -> str | None:
-        """None where machine.compile=null compiles this model on CUDA and a captured step may hold the
-        compiled model: its step's hundreds of small elementwise and reduction kernels (samplers, renderer,
-        losses) fuse, 1.75x the captured eager step's rays/s on an H100 (docs/NEURAL_FIELDS.md,
-        "Compiled"). Otherwise why it is not compiled (refused under machine.compile=true)."""
+        """None where machine.compile=null has the Trainer compile this model when its step is captured
+        (and a captured step may hold the compiled model): its step's hundreds of small elementwise and
+        reduction kernels (samplers, renderer, losses) fuse, 1.75x the captured eager step's rays/s on an
+        H100 (docs/NEURAL_FIELDS.md, "Compiled"). Otherwise why it is not compiled (refused under
+        machine.compile=true)."""
         if self.config.predict_normals:
             return ("model.predict_normals=false: the normals' losses differentiate a gradient, which "
                     "torch.compile's autograd does not take")
