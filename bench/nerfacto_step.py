@@ -16,8 +16,10 @@ bench/nerfacto_quality.py measures the same through train.py, with the data and 
 capturable Adam, and `graph_variant` run on the host before each replay, as the loop does. nerfacto's step has
 two variants (proposal networks updated or not) and both are captured in the first 12 steps (updates every
 step until step 10, then every other step early in the schedule): their warm-up steps are at least 12.
-`--compile on` rows compile the model first (machine.compile, training/speed.py: on by default for nerfacto on
-CUDA); its warm-up steps then include the compilation, which the timed steps do not.
+`--compile on` rows compile the model first (machine.compile, training/speed.py: on by default for nerfacto's
+captured step); its warm-up steps then include the compilation, which the timed steps do not. Use it with
+`--graph on`: compiled but eager, nerfacto's forward recompiles every step (the proposal schedule's host
+integers), which is why machine.compile=null leaves such runs uncompiled.
 """
 
 from __future__ import annotations
