@@ -42,6 +42,11 @@ def apply_backend_choices(machine, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = bool(machine.cudnn_benchmark)
 
 
+def compiled_capture_measured(model: torch.nn.Module) -> bool:
+    """Whether the model declares compile_blocker None: its compiled step, captured, was measured faster."""
+    return getattr(model, "compile_blocker", "") is None
+
+
 def compile_model(model: torch.nn.Module, why: str) -> None:
     """torch.compile of the model in place, its random draws through the eager ops (this compilation's
     `fallback_random`): the same samples as an eager run, from the generator a captured step keeps graph-safe."""

@@ -163,7 +163,7 @@ def _hash_grid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, side_ptr, size_ptr, off
     live = rows < n_points
     scale, side, size, offset, dense = _level(level, scale_ptr, side_ptr, size_ptr, offset_ptr, dense_ptr)
     cx, cy, cz, wx, wy, wz = _cell(x_ptr, rows, live, scale, SHIFT)
-    if PAIRED:  # 2 features (nerfacto's): one load per corner, one coalesced row per feature
+    if PAIRED:  # 2 features (nerfacto's): one word a row, x-neighbour pairs, one coalesced row per feature
         acc0 = tl.zeros((BLOCK,), dtype=tl.float32)
         acc1 = tl.zeros((BLOCK,), dtype=tl.float32)
         for corner in tl.static_range(0, 8, 2):  # corner + 1 is corner's neighbour along x
