@@ -86,6 +86,12 @@ def not_blank(pixels: np.ndarray | None, flat_ok: bool = False) -> bool:
     return off_white > 0.6 and (flat_ok or pixels.reshape(-1, 3).std(0).max() > 5)
 
 
+def shown(browser) -> np.ndarray | None:
+    """The 3D view's pixels where they show a render, else None."""
+    pixels = canvas_rgb(browser)
+    return pixels if not_blank(pixels) else None
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     return tmp_path_factory.mktemp("hydrabot_home")
@@ -131,8 +137,7 @@ def test_training_run_viewer_in_a_browser(tmp_path, home, browser):
         log = run / "viewer_log_filename.txt"
         first = wait_for(lambda: renders(log), "render in the viewer log", proc=proc, out=out)[0]
         assert first["client"] == 0 and first["output"] == "rgb" and first["size"][0] == 64  # the coarse one first
-        pixels = wait_for(lambda: (lambda p: p if not_blank(p) else None)(canvas_rgb(browser)), "non-blank canvas",
-                          timeout=30, proc=proc, out=out)
+        wait_for(lambda: shown(browser), "non-blank canvas", timeout=30, proc=proc, out=out)
         if os.environ.get("VIEWER_SCREENSHOT"):  # for the docs: a few hundred steps in, the finest render
             wait_for(lambda: (status_step(browser, "Training step") or 0) >= 400, "step 400", proc=proc, out=out)
             done = len(renders(log))
@@ -148,7 +153,8 @@ def test_training_run_viewer_in_a_browser(tmp_path, home, browser):
         # be at a pose the browser left at once: the drag starts from where a finer render shows the camera rested
         wait_for(lambda: any(r["level"] > 0 for r in renders(log)), "a finer render at the resting camera", proc=proc,
                  out=out)
-        pixels = canvas_rgb(browser)
+        pixels = wait_for(lambda: shown(browser), "non-blank canvas at the resting camera", timeout=30, proc=proc,
+                          out=out)
         before = renders(log)
         seen = {tuple(r["position"]) for r in before}
         ActionChains(browser).move_to_element(main_canvas(browser)).click_and_hold().move_by_offset(80, 20) \
