@@ -34,8 +34,10 @@ def log_child(tmp_path: Path, uri: str, job: int, lr: float, losses: list[float]
         tracker.log_metrics({"train/loss": loss, "train/steps_per_s": 1.0}, step=step)
     if status:
         tracker.finish(status)
-    else:  # a job that died runs no at-exit handler: this one would end the run KILLED when pytest exits, in a
-        atexit.unregister(tracker._finish_at_exit)  # database deleted by then, after 30 s of retries
+    else:
+        # a job that died runs no at-exit handler; left registered, this one would try to end the run KILLED
+        # when pytest exits, in a database deleted by then, for 30 s of retries
+        atexit.unregister(tracker._finish_at_exit)
     return run_id
 
 
