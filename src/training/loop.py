@@ -27,7 +27,7 @@ from training.gpu_idle import GpuIdle
 from training.optim import GroupedOptimizer, build_optimizer, build_scheduler, capture_blocker
 from training.progress import Progress
 from training.rng import get_rng_state, seed_everything, set_rng_state
-from training.speed import compile_model, compiled_capture_measured
+from training.speed import compile_model, compiled_capture_measured, is_compiled
 from training.step_graph import StepGraph, portable_state, set_capturable
 
 log = logging.getLogger("train")
@@ -123,7 +123,7 @@ class Trainer:
         self.scaler = grad_scaler(device, loop.use_amp, loop.amp_dtype, force=loop.use_grad_scaler)
         self.graphed = self._resolve_graph(loop.cuda_graph, optimizer_cfg)
         if (loop.compile is None and self.graphed and compiled_capture_measured(self.model)
-                and getattr(self.model, "_compiled_call_impl", None) is None):
+                and not is_compiled(self.model)):
             compile_model(self.model, "machine.compile=null, a captured step of a model measured faster compiled")
         self.optimizer, self.clip = build_optimizer(optimizer_cfg, pipeline.optim_params(),
                                                     capturable=self.graphed)
@@ -166,7 +166,7 @@ class Trainer:
             why = "offline training (online.steps=0: the online phase's batches change their keys)"
         elif self.scaler.is_enabled():
             why = "no grad scaler (use_amp with amp_dtype=bf16 and use_grad_scaler=false, or use_amp=false)"
-        elif getattr(self.model, "_compiled_call_impl", None) is not None and not compiled_capture_measured(self.model):
+        elif is_compiled(self.model) and not compiled_capture_measured(self.model):
             why = (f"an uncompiled model (machine.compile=false): a compiled model is captured only where that was "
                    f"measured, a model that declares compile_blocker None ({type(self.model).__name__} does not)")
         elif not getattr(self.model, "capturable_step", False):

@@ -42,6 +42,11 @@ def apply_backend_choices(machine, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = bool(machine.cudnn_benchmark)
 
 
+def is_compiled(model: torch.nn.Module) -> bool:
+    """Whether `model.compile()` (nn.Module's, in place) has compiled the model."""
+    return getattr(model, "_compiled_call_impl", None) is not None
+
+
 def compiled_capture_measured(model: torch.nn.Module) -> bool:
     """Whether the model declares compile_blocker None: its compiled step, captured, was measured faster."""
     return getattr(model, "compile_blocker", "") is None
